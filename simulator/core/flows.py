@@ -1,0 +1,184 @@
+"""The flow table: flows by their inside and outside 5-tuples, idle deadlines, NAT ports.
+
+Theory of operation
+-------------------
+A flow is known by two keys: the tuple its packets carry on the inside (client address and
+port, server address and port) and the one they carry on the outside after source NAT
+(server address and port, public address and port). Both are plain tuples of bytes and ints
+so that a lookup is one dict probe on the per-packet path.
+
+Idle expiry uses a heap of ``(deadline, flow id, flow)`` with lazy deletion, as trio's
+``Deadlines`` does. A packet only moves ``flow.last_seen``: it does not touch the heap. When
+an entry is popped, the flow is expired if its *current* deadline has passed; if the flow was
+refreshed in the meantime the entry is pushed again with the new deadline, and if the flow is
+gone the entry is discarded. The heap therefore holds about one entry per live flow whatever
+the packet rate (pushing on every packet, as DESIGN.md first sketched, would grow the heap
+with the traffic).
+
+TCP state is a table, as in h11: ``TCP_TRANSITIONS[(state, signal)] -> state``. Signals are
+derived from the flags and the direction of a segment; combinations not in the table leave
+the state unchanged (a middlebox tolerates what it does not understand).
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+Key = tuple[int, bytes, int, bytes, int]
+"""(protocol, source address, source port, destination address, destination port)."""
+
+
+class TcpState(StrEnum):
+    SYN_SENT = "SYN_SENT"
+    SYN_RECEIVED = "SYN_RECEIVED"
+    ESTABLISHED = "ESTABLISHED"
+    FIN_WAIT = "FIN_WAIT"
+    CLOSING = "CLOSING"
+    NONE = "-"
+    """Not TCP."""
+
+
+class TcpSignal(StrEnum):
+    SYN_FROM_INSIDE = "syn from inside"
+    SYNACK_FROM_OUTSIDE = "syn-ack from outside"
+    ACK_FROM_INSIDE = "ack from inside"
+    FIN = "fin"
+
+
+TCP_TRANSITIONS: dict[tuple[TcpState, TcpSignal], TcpState] = {
+    (TcpState.SYN_SENT, TcpSignal.SYNACK_FROM_OUTSIDE): TcpState.SYN_RECEIVED,
+    (TcpState.SYN_RECEIVED, TcpSignal.ACK_FROM_INSIDE): TcpState.ESTABLISHED,
+    (TcpState.SYN_RECEIVED, TcpSignal.FIN): TcpState.FIN_WAIT,
+    (TcpState.ESTABLISHED, TcpSignal.FIN): TcpState.FIN_WAIT,
+    (TcpState.FIN_WAIT, TcpSignal.FIN): TcpState.CLOSING,
+}
+
+
+@dataclass(slots=True, eq=False)
+class Flow:
+    """One tracked connection. ``dir`` indices are 0 for inside->outside, 1 for the reverse."""
+
+    id: int
+    proto: int
+    inside: Key
+    outside: Key
+    public_ip: bytes
+    public_port: int
+    timeout: float
+    created: float
+    last_seen: float
+    state: TcpState
+    next_seq: list[int | None] = field(default_factory=lambda: [None, None])
+    fin_seen: list[bool] = field(default_factory=lambda: [False, False])
+    packets: list[int] = field(default_factory=lambda: [0, 0])
+    octets: list[int] = field(default_factory=lambda: [0, 0])
+    last_data_event: list[float] = field(default_factory=lambda: [float("-inf")] * 2)
+
+    @property
+    def deadline(self) -> float:
+        return self.last_seen + self.timeout
+
+    @property
+    def client(self) -> tuple[bytes, int]:
+        return self.inside[1], self.inside[2]
+
+    @property
+    def server(self) -> tuple[bytes, int]:
+        return self.inside[3], self.inside[4]
+
+
+class FlowTable:
+    """Flows by key, plus the idle-deadline heap."""
+
+    def __init__(self) -> None:
+        self.by_inside: dict[Key, Flow] = {}
+        self.by_outside: dict[Key, Flow] = {}
+        self._heap: list[tuple[float, int, Flow]] = []
+
+    def __len__(self) -> int:
+        return len(self.by_inside)
+
+    def __iter__(self) -> Iterator[Flow]:
+        return iter(self.by_inside.values())
+
+    def add(self, flow: Flow) -> None:
+        self.by_inside[flow.inside] = flow
+        self.by_outside[flow.outside] = flow
+        heapq.heappush(self._heap, (flow.deadline, flow.id, flow))
+
+    def remove(self, flow: Flow) -> None:
+        """Forget a flow; its heap entry becomes stale and is discarded when popped."""
+        if self.by_inside.get(flow.inside) is flow:
+            del self.by_inside[flow.inside]
+            del self.by_outside[flow.outside]
+
+    def is_live(self, flow: Flow) -> bool:
+        return self.by_inside.get(flow.inside) is flow
+
+    def next_deadline(self) -> float | None:
+        """The earliest time at which a flow may expire (possibly early: never late)."""
+        return self._heap[0][0] if self._heap else None
+
+    def pop_expired(self, now: float) -> list[Flow]:
+        """Remove and return the flows idle for at least their timeout at ``now``."""
+        expired: list[Flow] = []
+        heap = self._heap
+        while heap and heap[0][0] <= now:
+            _, _, flow = heapq.heappop(heap)
+            if not self.is_live(flow):
+                continue
+            if flow.deadline > now:
+                heapq.heappush(heap, (flow.deadline, flow.id, flow))
+                continue
+            self.remove(flow)
+            expired.append(flow)
+        return expired
+
+
+class PortAllocator:
+    """Public (address, port) pairs for source NAT, counted per unique destination.
+
+    AWS NAT Gateway allows 55,000 concurrent connections to one destination (address, port,
+    protocol) per public address; the same public port may serve different destinations at
+    once, because the outside 5-tuple still differs. Ports are handed out in order from a
+    cursor, so runs are reproducible and the translation is easy to read in a capture.
+    """
+
+    def __init__(self, public_ips: list[bytes], per_destination: int,
+                 port_min: int, port_max: int) -> None:
+        if not public_ips:
+            raise ValueError("a NAT needs at least one public address")
+        if port_min > port_max:
+            raise ValueError(f"empty port range {port_min}-{port_max}")
+        self.public_ips = public_ips
+        self.limit = min(per_destination, port_max - port_min + 1)
+        self.port_min = port_min
+        self.port_max = port_max
+        self._used: dict[tuple[bytes, int, bytes, int], set[int]] = {}
+        self._cursor: dict[tuple[bytes, int, bytes, int], int] = {}
+
+    def allocate(self, proto: int, dst: bytes, dport: int) -> tuple[bytes, int] | None:
+        """A free (public address, port) towards this destination, or None if all are taken."""
+        for ip in self.public_ips:
+            slot = (ip, proto, dst, dport)
+            used = self._used.setdefault(slot, set())
+            if len(used) >= self.limit:
+                continue
+            port = self._cursor.get(slot, self.port_min)
+            while port in used:
+                port = port + 1 if port < self.port_max else self.port_min
+            used.add(port)
+            self._cursor[slot] = port + 1 if port < self.port_max else self.port_min
+            return ip, port
+        return None
+
+    def release(self, ip: bytes, port: int, proto: int, dst: bytes, dport: int) -> None:
+        used = self._used.get((ip, proto, dst, dport))
+        if used is not None:
+            used.discard(port)
+
+    def in_use(self, proto: int, dst: bytes, dport: int) -> int:
+        return sum(len(self._used.get((ip, proto, dst, dport), ())) for ip in self.public_ips)

@@ -1,0 +1,196 @@
+"""The middlebox's I/O loop: AF_PACKET sockets on its two veths, driving the pure engine.
+
+This is the only module with per-packet system calls. It reads Ethernet frames from the
+``inside`` and ``outside`` interfaces, hands the IPv4 packet inside each to
+:meth:`Middlebox.on_packet` with the compressed clock's model time, and writes back whatever
+the engine returns, with the Ethernet header of the side it leaves by. Between packets it
+sleeps in ``epoll`` until the engine's next idle deadline (converted to wall time), so that
+an expiry is logged when it happens rather than when the next packet shows up.
+
+Each socket sets ``PACKET_IGNORE_OUTGOING``: an AF_PACKET socket otherwise also receives the
+frames its own interface sends, and would feed our RSTs back into the engine.
+
+Output: one JSON line per engine event on stdout (the runner reads them live), an optional
+pcap of every frame received and sent (timestamps in *model* time, so a capture shows the
+real 350-second gaps), and the engine's counters when the process is told to stop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import select
+import signal
+import socket
+import struct
+import sys
+import time
+from pathlib import Path
+from typing import IO, Any
+
+from simulator.core.appliances import get_appliance
+from simulator.core.engine import Middlebox, Transmit
+from simulator.core.events import Side
+
+ETH_P_ALL = 0x0003
+ETH_P_IP = b"\x08\x00"
+SOL_PACKET = 263
+PACKET_IGNORE_OUTGOING = 23
+ETH_HLEN = 14
+MAX_FRAME = 65536
+BATCH = 64
+
+
+class CompressedClock:
+    """Model seconds since ``origin`` (a ``time.monotonic()`` value), ``speed`` times wall."""
+
+    def __init__(self, speed: float, origin: float | None = None) -> None:
+        self.speed = speed
+        self.origin = time.monotonic() if origin is None else origin
+
+    def now(self) -> float:
+        return (time.monotonic() - self.origin) * self.speed
+
+    def wall_until(self, model_t: float) -> float:
+        return max(0.0, (model_t - self.now()) / self.speed)
+
+
+def _mac_bytes(mac: str) -> bytes:
+    return bytes(int(x, 16) for x in mac.split(":"))
+
+
+def open_port(ifname: str) -> socket.socket:
+    sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
+    sock.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+    sock.bind((ifname, 0))
+    sock.setblocking(False)
+    return sock
+
+
+class PcapWriter:
+    """A classic pcap (Ethernet link type) with model-time timestamps."""
+
+    def __init__(self, path: Path) -> None:
+        self._file = path.open("wb")
+        self._file.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, MAX_FRAME, 1))
+
+    def write(self, model_t: float, frame: bytes | bytearray | memoryview) -> None:
+        t = max(0.0, model_t)
+        sec = int(t)
+        usec = int((t - sec) * 1_000_000)
+        self._file.write(struct.pack("<IIII", sec, usec, len(frame), len(frame)))
+        self._file.write(frame)
+
+    def flush(self) -> None:
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+class Dataplane:
+    def __init__(self, engine: Middlebox, clock: CompressedClock,
+                 ports: dict[Side, tuple[socket.socket, bytes]], out: IO[str],
+                 pcap: PcapWriter | None = None) -> None:
+        self.engine = engine
+        self.clock = clock
+        self.ports = ports
+        """side -> (socket, Ethernet header for frames leaving by that side)."""
+        self.out = out
+        self.pcap = pcap
+        self.running = True
+        self._by_fd = {sock.fileno(): side for side, (sock, _) in ports.items()}
+        self._buf = bytearray(MAX_FRAME)
+
+    def stop(self, *_: Any) -> None:
+        self.running = False
+
+    def run(self) -> None:
+        poller = select.epoll()
+        for fd in self._by_fd:
+            poller.register(fd, select.EPOLLIN)
+        try:
+            while self.running:
+                deadline = self.engine.next_deadline()
+                timeout = 0.5 if deadline is None else min(0.5, self.clock.wall_until(deadline))
+                for fd, _ in poller.poll(timeout):
+                    self._drain(self._by_fd[fd])
+                self._send(self.engine.expire(self.clock.now()))
+                self._flush_events()
+        finally:
+            poller.close()
+            self._flush_events()
+
+    def _drain(self, side: Side) -> None:
+        sock = self.ports[side][0]
+        buf = self._buf
+        view = memoryview(buf)
+        for _ in range(BATCH):
+            try:
+                n = sock.recv_into(buf)
+            except BlockingIOError:
+                return
+            now = self.clock.now()
+            if self.pcap is not None:
+                self.pcap.write(now, view[:n])
+            if n < ETH_HLEN + 20 or buf[12:14] != ETH_P_IP:
+                continue  # not IPv4 (the world has no ARP and no IPv6): nothing to model
+            self._send(self.engine.on_packet(bytearray(view[ETH_HLEN:n]), side, now))
+
+    def _send(self, actions: list[Transmit]) -> None:
+        for action in actions:
+            sock, header = self.ports[action.side]
+            frame = header + action.packet
+            if self.pcap is not None:
+                self.pcap.write(self.clock.now(), frame)
+            try:
+                sock.send(frame)
+            except BlockingIOError:
+                self.engine.counters["TxQueueFullDrops"] += 1
+
+    def _flush_events(self) -> None:
+        events = self.engine.take_events()
+        for event in events:
+            self.out.write(json.dumps(event.to_dict()) + "\n")
+        if events:
+            self.out.flush()
+        if self.pcap is not None:
+            self.pcap.flush()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``natsim middlebox --config FILE``: run inside the middlebox namespace."""
+    parser = argparse.ArgumentParser(prog="natsim middlebox",
+                                     description="Run the userspace dataplane (inside its "
+                                                 "namespace; the runner starts this).")
+    parser.add_argument("--config", required=True, type=Path,
+                        help="JSON: appliance, overrides, speed, interfaces and MACs")
+    args = parser.parse_args(argv)
+    cfg = json.loads(args.config.read_text())
+    appliance = get_appliance(cfg["appliance"]).with_overrides(cfg.get("overrides", {}))
+    engine = Middlebox(appliance)
+    clock = CompressedClock(float(cfg["speed"]))
+    inside, outside = open_port(cfg["inside_if"]), open_port(cfg["outside_if"])
+    ports = {
+        Side.INSIDE: (inside, _mac_bytes(cfg["client_mac"]) + _mac_bytes(cfg["inside_mac"])
+                      + ETH_P_IP),
+        Side.OUTSIDE: (outside, _mac_bytes(cfg["server_mac"]) + _mac_bytes(cfg["outside_mac"])
+                       + ETH_P_IP),
+    }
+    pcap = PcapWriter(Path(cfg["pcap"])) if cfg.get("pcap") else None
+    plane = Dataplane(engine, clock, ports, sys.stdout, pcap)
+    signal.signal(signal.SIGTERM, plane.stop)
+    signal.signal(signal.SIGINT, plane.stop)
+    print(json.dumps({"source": "middlebox", "kind": "ready", "origin": clock.origin}),
+          flush=True)
+    try:
+        plane.run()
+    finally:
+        if pcap is not None:
+            pcap.close()
+        flows = [{"flow": f.id, "state": str(f.state), "idle": round(clock.now() - f.last_seen, 3)}
+                 for f in engine.flows]
+        print(json.dumps({"source": "middlebox", "kind": "stopped", "t": clock.now(),
+                          "counters": dict(engine.counters), "flows": flows}), flush=True)
+    return 0

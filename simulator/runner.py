@@ -1,0 +1,423 @@
+"""Running a scenario: build the world, start the processes, watch, judge, tear down.
+
+The order matters and is always the same: namespaces, then the middlebox (waits until its
+sockets are bound), then the server (waits until it listens), then the client. The runner
+reads every process's JSON lines as they come and prints them as a timeline in model time,
+with a progress line while nothing happens (a compressed 900-second wait is still half a
+minute of silence). Whatever happens -- success, an exception, Ctrl-C, SIGTERM -- the
+``finally`` clause kills the processes and removes the namespaces; each child also gets
+``PR_SET_PDEATHSIG`` so that it dies with the runner if the runner is killed outright, and
+``natsim cleanup`` removes what such a crash leaves.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import json
+import os
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from types import FrameType
+from typing import IO, Any, TextIO
+
+from simulator import topology
+from simulator.report import (
+    TIMELINE_HEADER,
+    Timebase,
+    TimelineEvent,
+    format_event,
+    print_settings,
+    write_result,
+)
+from simulator.scenario import Plan, Scenario
+from simulator.scenario import plan as make_plan
+
+READY_TIMEOUT = 15.0
+HOLD = 0.25
+"""Wall seconds an event waits before printing, so that lines from three processes print in
+model-time order."""
+
+_PR_SET_PDEATHSIG = 1
+
+
+class RunError(RuntimeError):
+    """The run could not be carried out (not a verdict): a process failed to start, ..."""
+
+
+def _die_with_parent() -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+@dataclass
+class Proc:
+    role: str
+    popen: subprocess.Popen[bytes]
+    stdout: IO[bytes]
+    buffer: bytes = b""
+    lines: list[dict[str, Any]] = field(default_factory=list)
+
+    def read_lines(self) -> list[dict[str, Any]]:
+        """Whatever complete JSON lines are available now (never blocks)."""
+        fresh: list[dict[str, Any]] = []
+        fd = self.stdout.fileno()
+        while True:
+            try:
+                chunk = os.read(fd, 65536)
+            except BlockingIOError:
+                break
+            if not chunk:
+                break
+            self.buffer += chunk
+        *complete, self.buffer = self.buffer.split(b"\n")
+        for raw in complete:
+            if raw.strip():
+                try:
+                    fresh.append(json.loads(raw))
+                except json.JSONDecodeError:
+                    fresh.append({"source": self.role, "kind": "output",
+                                  "text": raw.decode(errors="replace")})
+        self.lines += fresh
+        return fresh
+
+
+@dataclass
+class RunResult:
+    scenario: Scenario
+    plan: Plan
+    results_dir: Path
+    client: str
+    server: str
+    events: list[TimelineEvent]
+    counters: dict[str, int]
+    wall_seconds: float
+
+    @property
+    def passed(self) -> bool:
+        return (self.client, self.server) == (self.scenario.expect_client,
+                                              self.scenario.expect_server)
+
+    def kinds(self, source: str) -> list[str]:
+        return [e.kind for e in self.events if e.source == source]
+
+
+def default_results_dir(name: str, run_id: str) -> Path:
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    return Path("results") / f"{name}-{stamp}-{run_id}"
+
+
+@contextlib.contextmanager
+def _terminate_on_sigterm() -> Iterator[None]:
+    """Make SIGTERM unwind like Ctrl-C, so that ``finally`` clauses clean up.
+
+    Only in this process: pyroute2 forks helpers (``os.fork``) that inherit the handler and
+    are stopped with SIGTERM. Were they to raise, they would unwind *our* stack in the child
+    and run our cleanup, removing the namespaces from under the parent.
+    """
+    owner = os.getpid()
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        if os.getpid() != owner:
+            os._exit(128 + signum)
+        raise KeyboardInterrupt(f"signal {signum}")
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+class Runner:
+    def __init__(self, scenario: Scenario, speed: float | None = None,
+                 results_dir: Path | None = None, out: TextIO | None = None) -> None:
+        self.scenario = scenario
+        self.plan = make_plan(scenario, speed)
+        self.run_id = topology.new_run_id()
+        self.results_dir = results_dir or default_results_dir(scenario.name, self.run_id)
+        self.out = out if out is not None else sys.stdout
+        self.tty = self.out.isatty()
+        self.procs: list[Proc] = []
+        self.timebase = Timebase(self.plan.speed)
+        self._pending: list[dict[str, Any]] = []
+        self._printed: list[TimelineEvent] = []
+        self._status_shown = False
+        self._last_print = time.monotonic()
+
+    # -- processes ------------------------------------------------------------------------
+
+    def _spawn(self, role: str, ns: str, args: list[str]) -> Proc:
+        if shutil.which("ip") is None:
+            raise RunError("the `ip` command (Debian package iproute2) is needed to run "
+                           "programs inside namespaces: apt-get install iproute2")
+        logs = self.results_dir / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        with (logs / f"{role}.stderr").open("wb") as stderr:
+            popen = subprocess.Popen(
+                ["ip", "netns", "exec", ns, sys.executable, "-m", *args],
+                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=stderr,
+                preexec_fn=_die_with_parent, cwd=Path(__file__).resolve().parent.parent)
+        assert popen.stdout is not None
+        os.set_blocking(popen.stdout.fileno(), False)
+        proc = Proc(role, popen, popen.stdout)
+        self.procs.append(proc)
+        return proc
+
+    def _wait_ready(self, proc: Proc, kind: str) -> dict[str, Any]:
+        deadline = time.monotonic() + READY_TIMEOUT
+        while time.monotonic() < deadline:
+            for line in proc.read_lines():
+                if line.get("kind") == kind:
+                    return line
+            if proc.popen.poll() is not None:
+                proc.read_lines()
+                break
+            select.select([proc.stdout], [], [], 0.05)
+        log = (self.results_dir / "logs" / f"{proc.role}.stderr").read_text()[-2000:]
+        raise RunError(f"the {proc.role} did not start (no '{kind}' line within "
+                       f"{READY_TIMEOUT:g} s). Its stderr ends with:\n{log}")
+
+    def _stop_all(self) -> None:
+        for proc in self.procs:
+            if proc.popen.poll() is None:
+                proc.popen.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 2.0
+        for proc in self.procs:
+            try:
+                proc.popen.wait(max(0.01, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.popen.kill()
+                proc.popen.wait()
+
+    # -- live timeline --------------------------------------------------------------------
+
+    def _take(self, proc: Proc) -> None:
+        for line in proc.read_lines():
+            if line.get("kind") in ("ready", "stopped"):
+                continue
+            if line.get("source") == "client" and line.get("kind") == "request_sent":
+                self.timebase.t0 = float(line["mono"])
+            self._pending.append(line)
+
+    def _release(self, everything: bool = False) -> None:
+        """Print the held events whose time is at least HOLD wall seconds old, in order.
+
+        Lines from three processes arrive through three pipes; holding each one until its
+        own timestamp is HOLD old lets a slightly later line with an earlier time go first.
+        """
+        if self.timebase.t0 is None:
+            if not everything:
+                return
+            # the client never sent its request: start the axis at the first line
+            self.timebase.t0 = min((float(line["mono"]) for line in self._pending
+                                    if "mono" in line), default=time.monotonic())
+        cutoff = (time.monotonic() - HOLD - self.timebase.t0) * self.plan.speed
+        events, keep = [], []
+        for line in self._pending:
+            t = self.timebase.model(line)
+            if everything or t <= cutoff:
+                events.append(TimelineEvent(t, self.timebase.wall(t), str(line.get("source")),
+                                            str(line.get("kind", "")), str(line.get("text", "")),
+                                            line))
+            else:
+                keep.append(line)
+        self._pending = keep
+        if not events:
+            return
+        events.sort(key=lambda e: e.t)
+        self._clear_status()
+        for ev in events:
+            if ev.kind != "outcome":
+                self.out.write(format_event(ev) + "\n")
+        self.out.flush()
+        self._printed += events
+        self._last_print = time.monotonic()
+
+    def _clear_status(self) -> None:
+        if self._status_shown:
+            self.out.write("\r\x1b[2K")
+            self._status_shown = False
+
+    def _status(self) -> None:
+        if self.timebase.t0 is None:
+            return
+        model_now = (time.monotonic() - self.timebase.t0) * self.plan.speed
+        limit = self.plan.client_timeout.model
+        text = (f"  ... model {model_now:6.0f} s of up to {limit:g} s "
+                f"(wall {model_now / self.plan.speed:5.1f} s, speed {self.plan.speed:g})")
+        if self.tty:
+            self.out.write("\r\x1b[2K" + text)
+            self.out.flush()
+            self._status_shown = True
+        elif time.monotonic() - self._last_print > 5.0:
+            self.out.write(text + "\n")
+            self.out.flush()
+            self._last_print = time.monotonic()
+
+    # -- the run --------------------------------------------------------------------------
+
+    def run(self) -> RunResult:
+        self.results_dir.mkdir(parents=True, exist_ok=True)
+        started = time.monotonic()
+        self._header()
+        with _terminate_on_sigterm():
+            try:
+                world = topology.build_world(self.run_id, self._wall_sysctls())
+                self._start(world)
+                self._watch()
+            finally:
+                try:
+                    self._stop_all()
+                    for proc in self.procs:
+                        self._take(proc)
+                        proc.stdout.close()
+                finally:
+                    topology.destroy_world(self.run_id)
+        self._release(everything=True)
+        return self._finish(time.monotonic() - started)
+
+    def _wall_sysctls(self) -> dict[str, int]:
+        out = {}
+        for key, value in self.plan.sysctls.items():
+            out[key] = value if isinstance(value, int) else int(value.wall)
+        return out
+
+    def _start(self, world: topology.World) -> None:
+        p, s = self.plan, self.scenario
+        mbox_cfg = {
+            "appliance": s.appliance.name,
+            "overrides": {"tcp_idle_timeout": s.appliance.tcp_idle_timeout,
+                          "udp_idle_timeout": s.appliance.udp_idle_timeout,
+                          "late_from_inside": str(s.appliance.late_from_inside),
+                          "late_from_outside": str(s.appliance.late_from_outside),
+                          "public_ips": list(s.appliance.public_ips),
+                          "ports_per_destination": s.appliance.ports_per_destination},
+            "speed": p.speed,
+            "inside_if": world.mbox_inside_if, "outside_if": world.mbox_outside_if,
+            "client_mac": world.client_mac, "server_mac": world.server_mac,
+            "inside_mac": world.mbox_inside_mac, "outside_mac": world.mbox_outside_mac,
+            "pcap": str((self.results_dir / "capture.pcap").resolve()),
+        }
+        cfg_path = self.results_dir / "middlebox.json"
+        cfg_path.write_text(json.dumps(mbox_cfg, indent=2))
+        mbox = self._spawn("middlebox", world.mbox_ns,
+                           ["simulator", "middlebox", "--config", str(cfg_path.resolve())])
+        ready = self._wait_ready(mbox, "ready")
+        self.timebase.mbox_origin = float(ready["origin"])
+
+        answer_after = p.server_delay.wall
+        server_cfg = {"port": s.server_port, "delay": answer_after,
+                      "answer": "HTTP/1.1 200 OK (the slow answer)",
+                      "wait_limit": max(1.0, p.client_timeout.wall - answer_after + 1.0)}
+        server = self._spawn("server", world.server_ns,
+                             ["simulator.workloads.server", "--config", json.dumps(server_cfg)])
+        self._wait_ready(server, "ready")
+
+        client_cfg: dict[str, Any] = {"host": "server", "port": s.server_port,
+                                      "request": s.request, "timeout": p.client_timeout.wall,
+                                      "keepalive": s.keepalive.mode}
+        if p.keepalive_idle is not None and p.keepalive_interval is not None:
+            client_cfg.update(idle=int(p.keepalive_idle.wall),
+                              interval=int(p.keepalive_interval.wall), count=p.keepalive_count)
+        self._spawn("client", world.client_ns,
+                    ["simulator.workloads.client", "--config", json.dumps(client_cfg)])
+
+    def _watch(self) -> None:
+        """Until client and server have both finished (bounded by their own limits)."""
+        workloads = [proc for proc in self.procs if proc.role != "middlebox"]
+        limit = time.monotonic() + self.plan.client_timeout.wall + 15.0
+        while time.monotonic() < limit:
+            for proc in self.procs:
+                self._take(proc)
+            self._release()
+            if all(proc.popen.poll() is not None for proc in workloads):
+                for proc in workloads:
+                    self._take(proc)
+                return
+            self._status()
+            select.select([p.stdout for p in self.procs], [], [], 0.1)
+        raise RunError("the client and server did not finish within their own time limits")
+
+    def _header(self) -> None:
+        s, p = self.scenario, self.plan
+        w = self.out.write
+        w(f"natsim: scenario {s.name} ({s.source}) - run {self.run_id}\n")
+        if s.description:
+            w(f"  {s.description}\n")
+        w(f"  appliance: {s.appliance.title} (idle timeout {s.appliance.tcp_idle_timeout:g} s, "
+          f"late packet from client: {s.appliance.late_from_inside}, "
+          f"from server: {s.appliance.late_from_outside})\n")
+        w(f"  speed {p.speed:g}: 1 wall second = {p.speed:g} model seconds\n")
+        print_settings(self.out, p.settings())
+        for note in p.notes:
+            w(f"  note: {note}\n")
+        w(f"  expected: client {s.expect_client}, server {s.expect_server}\n\n")
+        w(TIMELINE_HEADER + "\n")
+        self.out.flush()
+
+    def _outcome(self, role: str) -> str:
+        for proc in self.procs:
+            if proc.role == role:
+                for line in proc.lines:
+                    if line.get("kind") == "outcome":
+                        return str(line["outcome"])
+        return "no outcome (process did not report one)"
+
+    def _finish(self, wall: float) -> RunResult:
+        events = sorted(self._printed, key=lambda e: e.t)
+        counters: dict[str, int] = {}
+        for proc in self.procs:
+            for line in proc.lines:
+                if line.get("kind") == "stopped":
+                    counters = dict(line.get("counters", {}))
+        result = RunResult(self.scenario, self.plan, self.results_dir, self._outcome("client"),
+                           self._outcome("server"), events, counters, wall)
+        s, pred = self.scenario, self.plan.prediction
+        write_result(self.results_dir / "result.json", {
+            "scenario": s.name,
+            "source": s.source,
+            "run_id": self.run_id,
+            "speed": self.plan.speed,
+            "appliance": {"name": s.appliance.name, "title": s.appliance.title,
+                          "tcp_idle_timeout": s.appliance.tcp_idle_timeout,
+                          "late_from_inside": str(s.appliance.late_from_inside),
+                          "late_from_outside": str(s.appliance.late_from_outside)},
+            "settings": self.plan.settings(),
+            "expected": {"client": s.expect_client, "server": s.expect_server},
+            "outcome": {"client": result.client, "server": result.server},
+            "predicted": {"client": pred.client, "server": pred.server,
+                          "expires_at": pred.expires_at, "story": pred.story},
+            "verdict": "PASS" if result.passed else "FAIL",
+            "wall_seconds": round(wall, 3),
+            "counters": counters,
+            "events": [e.to_dict() for e in events],
+        })
+        w = self.out.write
+        w("\n")
+        w(f"  client: {result.client:<16} (expected {s.expect_client})\n")
+        w(f"  server: {result.server:<16} (expected {s.expect_server})\n")
+        interesting = ("IdleTimeoutCount", "RstSent", "PacketsDropCount", "KeepaliveProbes")
+        w("  middlebox: " + ", ".join(f"{k} {counters.get(k, 0)}" for k in interesting) + "\n")
+        w(f"  results: {self.results_dir}/ (result.json, capture.pcap, logs/)\n")
+        verdict = "PASS" if result.passed else "FAIL"
+        w(f"{verdict}: {'outcome as expected' if result.passed else 'outcome differs'} "
+          f"({wall:.1f} s wall)\n")
+        self.out.flush()
+        return result
+
+
+def run_scenario(scenario: Scenario, speed: float | None = None,
+                 results_dir: Path | None = None, out: TextIO | None = None) -> RunResult:
+    return Runner(scenario, speed, results_dir, out).run()

@@ -1,0 +1,364 @@
+"""Scenario files: loading, validation, and the compressed plan a run carries out.
+
+A scenario is a YAML file in ``scenarios/`` written in model seconds (see README, "Scenario
+files"). Loading checks every field and raises :class:`ScenarioError` naming the file, the
+field and what is allowed, because a typo in a keepalive setting would otherwise show up as a
+wrong verdict ten minutes later.
+
+:func:`plan` turns a scenario and a speed into the wall-clock settings of one run, with the
+effective model value of every rounded kernel setting, and refuses a speed at which the
+rounding or the timing margin could change the outcome that the analytic model predicts.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from simulator.core.appliances import Appliance, get_appliance
+from simulator.core.model import MIN_WALL_MARGIN, Exchange, Prediction, decisive_gap, predict
+from simulator.core.timescale import Scaled, scale, scale_kernel
+
+SCENARIO_DIR = Path(__file__).resolve().parent.parent / "scenarios"
+
+CLIENT_OUTCOMES = ("answer", "timeout", "reset", "keepalive_failed")
+SERVER_OUTCOMES = ("delivered", "reset", "unacknowledged")
+KEEPALIVE_MODES = ("off", "os", "socket")
+LINUX_KEEPALIVE_DEFAULTS = {"tcp_keepalive_time": 7200, "tcp_keepalive_intvl": 75,
+                            "tcp_keepalive_probes": 9}
+
+
+class ScenarioError(ValueError):
+    """A scenario file that cannot be run; the message names the file and the field."""
+
+    def __init__(self, source: str, field_path: str, message: str) -> None:
+        self.source = source
+        self.field = field_path
+        super().__init__(f"{source}: {field_path}: {message}" if field_path
+                         else f"{source}: {message}")
+
+
+@dataclass(frozen=True)
+class Keepalive:
+    mode: str
+    """``off``; ``os`` (SO_KEEPALIVE, timing from the namespace sysctls); ``socket``."""
+    idle: float | None = None
+    interval: float | None = None
+    count: int | None = None
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    source: str
+    description: str
+    appliance: Appliance
+    speed: float
+    client_timeout: float
+    keepalive: Keepalive
+    sysctls: dict[str, int]
+    server_delay: float
+    server_port: int
+    expect_client: str
+    expect_server: str
+    story: str = ""
+    request: str = "GET /slow-answer"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """One run of a scenario at one speed: every duration in model and wall seconds."""
+
+    scenario: Scenario
+    speed: float
+    idle_timeout: Scaled
+    server_delay: Scaled
+    client_timeout: Scaled
+    keepalive_idle: Scaled | None
+    keepalive_interval: Scaled | None
+    keepalive_count: int | None
+    sysctls: dict[str, Scaled | int]
+    prediction: Prediction
+    notes: list[str] = field(default_factory=list)
+
+    def settings(self) -> list[dict[str, object]]:
+        rows = [self.idle_timeout, self.server_delay, self.client_timeout]
+        rows += [s for s in (self.keepalive_idle, self.keepalive_interval) if s is not None]
+        rows += [v for v in self.sysctls.values() if isinstance(v, Scaled)]
+        out = [r.to_dict() for r in rows]
+        if self.keepalive_count is not None:
+            out.append({"setting": "client.keepalive.count", "count": self.keepalive_count})
+        out.append({"setting": "sysctl net.ipv4.tcp_keepalive_probes",
+                    "count": self.sysctls["tcp_keepalive_probes"]})
+        return out
+
+
+# -- loading --------------------------------------------------------------------------------
+
+
+def _number(src: str, path: str, value: Any, *, positive: bool = True) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ScenarioError(src, path, f"must be a number of model seconds, got {value!r}")
+    if positive and value <= 0:
+        raise ScenarioError(src, path, f"must be greater than 0, got {value!r}")
+    return float(value)
+
+
+def _integer(src: str, path: str, value: Any, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ScenarioError(src, path, f"must be a whole number from {low} to {high}, "
+                                       f"got {value!r}")
+    return value
+
+
+def _mapping(src: str, path: str, value: Any, allowed: tuple[str, ...]) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ScenarioError(src, path, f"must be a mapping with keys {', '.join(allowed)}; "
+                                       f"got {value!r}")
+    unknown = [k for k in value if k not in allowed]
+    if unknown:
+        where = f"{path}.{unknown[0]}" if path else str(unknown[0])
+        raise ScenarioError(src, where, f"unknown field; allowed here: {', '.join(allowed)}")
+    return value
+
+
+def _choice(src: str, path: str, value: Any, allowed: tuple[str, ...]) -> str:
+    if value not in allowed:
+        raise ScenarioError(src, path, f"must be one of {', '.join(allowed)}; got {value!r}")
+    return str(value)
+
+
+def _keepalive(src: str, value: Any) -> Keepalive:
+    path = "client.keepalive"
+    if value is False or value is None or value == "off":
+        return Keepalive("off")
+    if value == "os" or value is True:
+        return Keepalive("os")
+    if isinstance(value, dict):
+        spec = _mapping(src, path, value, ("idle", "interval", "count"))
+        missing = [k for k in ("idle", "interval", "count") if k not in spec]
+        if missing:
+            raise ScenarioError(src, f"{path}.{missing[0]}", "missing; socket keepalive needs "
+                                "idle, interval and count (TCP_KEEPIDLE/KEEPINTVL/KEEPCNT)")
+        return Keepalive("socket", _number(src, f"{path}.idle", spec["idle"]),
+                         _number(src, f"{path}.interval", spec["interval"]),
+                         _integer(src, f"{path}.count", spec["count"], 1, 127))
+    raise ScenarioError(src, path, "must be 'off', 'os' (SO_KEEPALIVE with the namespace's "
+                        f"sysctls) or a mapping {{idle, interval, count}}; got {value!r}")
+
+
+def parse_scenario(data: Any, source: str, name: str) -> Scenario:
+    """Validate a scenario document (already parsed from YAML)."""
+    top = _mapping(source, "", data, ("description", "story", "appliance", "speed", "client",
+                                      "server", "expect"))
+    for required in ("appliance", "client", "server", "expect"):
+        if required not in top:
+            raise ScenarioError(source, required, "missing")
+
+    app_spec = top["appliance"]
+    if isinstance(app_spec, str):
+        app_spec = {"name": app_spec}
+    app_spec = _mapping(source, "appliance", app_spec,
+                        ("name", *Appliance.overridable_fields()))
+    if "name" not in app_spec:
+        raise ScenarioError(source, "appliance.name", "missing")
+    try:
+        appliance = get_appliance(str(app_spec["name"]))
+    except KeyError as exc:
+        raise ScenarioError(source, "appliance.name", str(exc.args[0])) from None
+    overrides = {k: v for k, v in app_spec.items() if k != "name"}
+    for key in ("tcp_idle_timeout", "udp_idle_timeout"):
+        if key in overrides:
+            overrides[key] = _number(source, f"appliance.{key}", overrides[key])
+    for key in ("late_from_inside", "late_from_outside"):
+        if key in overrides:
+            _choice(source, f"appliance.{key}", overrides[key], ("rst", "drop"))
+    try:
+        appliance = appliance.with_overrides(overrides)
+    except (KeyError, ValueError) as exc:
+        raise ScenarioError(source, "appliance", str(exc)) from None
+
+    speed = _number(source, "speed", top.get("speed", 35))
+
+    client = _mapping(source, "client", top["client"], ("timeout", "keepalive", "sysctls",
+                                                         "request"))
+    client_timeout = _number(source, "client.timeout", client.get("timeout", 900))
+    keepalive = _keepalive(source, client.get("keepalive", "off"))
+    sysctl_spec = _mapping(source, "client.sysctls", client.get("sysctls", {}),
+                           tuple(LINUX_KEEPALIVE_DEFAULTS))
+    sysctls = dict(LINUX_KEEPALIVE_DEFAULTS)
+    for key, value in sysctl_spec.items():
+        high = 127 if key == "tcp_keepalive_probes" else 32767
+        sysctls[key] = _integer(source, f"client.sysctls.{key}", value, 1, high)
+
+    server = _mapping(source, "server", top["server"], ("delay", "port"))
+    if "delay" not in server:
+        raise ScenarioError(source, "server.delay", "missing")
+    delay = _number(source, "server.delay", server["delay"], positive=False)
+    port = _integer(source, "server.port", server.get("port", 8080), 1, 65535)
+
+    expect = _mapping(source, "expect", top["expect"], ("client", "server"))
+    for key in ("client", "server"):
+        if key not in expect:
+            raise ScenarioError(source, f"expect.{key}", "missing")
+    return Scenario(
+        name=name,
+        source=source,
+        description=str(top.get("description", "")).strip(),
+        story=str(top.get("story", "")).strip(),
+        appliance=appliance,
+        speed=speed,
+        client_timeout=client_timeout,
+        keepalive=keepalive,
+        sysctls=sysctls,
+        server_delay=delay,
+        server_port=port,
+        expect_client=_choice(source, "expect.client", expect["client"], CLIENT_OUTCOMES),
+        expect_server=_choice(source, "expect.server", expect["server"], SERVER_OUTCOMES),
+        request=str(client.get("request", "GET /slow-answer")),
+    )
+
+
+def load_scenario(name_or_path: str) -> Scenario:
+    """Load ``scenarios/NAME.yaml`` or a path to any YAML file."""
+    path = Path(name_or_path)
+    if not (path.suffix in (".yaml", ".yml") and path.exists()):
+        path = SCENARIO_DIR / f"{name_or_path}.yaml"
+    if not path.exists():
+        known = ", ".join(scenario_names()) or "(none)"
+        raise ScenarioError(str(name_or_path), "", f"no such scenario; known: {known}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ScenarioError(str(path), "", f"not valid YAML: {exc}") from None
+    return parse_scenario(data, _display(path), path.stem)
+
+
+def _display(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def scenario_names() -> list[str]:
+    return sorted(p.stem for p in SCENARIO_DIR.glob("*.yaml"))
+
+
+# -- compression ----------------------------------------------------------------------------
+
+
+def _exchange(s: Scenario, timeout: float, delay: float, limit: float,
+              ka_idle: float | None, ka_intvl: float | None, ka_count: int | None) -> Exchange:
+    return Exchange(idle_timeout=timeout, late_from_inside=s.appliance.late_from_inside,
+                    late_from_outside=s.appliance.late_from_outside, answer_delay=delay,
+                    client_timeout=limit, keepalive_idle=ka_idle,
+                    keepalive_interval=ka_intvl if ka_intvl is not None else 75.0,
+                    keepalive_count=ka_count if ka_count is not None else 9)
+
+
+def _keepalive_model(s: Scenario) -> tuple[float | None, float | None, int | None]:
+    """The keepalive timing the client socket really gets, before compression."""
+    ka = s.keepalive
+    if ka.mode == "socket":
+        return ka.idle, ka.interval, ka.count
+    if ka.mode == "os":
+        return (float(s.sysctls["tcp_keepalive_time"]), float(s.sysctls["tcp_keepalive_intvl"]),
+                s.sysctls["tcp_keepalive_probes"])
+    return None, None, None
+
+
+def nominal_prediction(s: Scenario) -> Prediction:
+    """What the scenario leads to at speed 1 (no rounding at all)."""
+    idle, intvl, count = _keepalive_model(s)
+    return predict(_exchange(s, s.appliance.tcp_idle_timeout, s.server_delay, s.client_timeout,
+                             idle, intvl, count))
+
+
+class SpeedError(ValueError):
+    """The requested time compression would change or blur the outcome."""
+
+
+def _effective_exchange(s: Scenario, k: float) -> Exchange:
+    """The exchange as the kernel will really time it at speed ``k`` (whole wall seconds)."""
+    idle, intvl, count = _keepalive_model(s)
+
+    def kernel(v: float | None) -> float | None:
+        return None if v is None else max(1, round(v / k)) * k
+
+    return _exchange(s, s.appliance.tcp_idle_timeout, s.server_delay, s.client_timeout,
+                     kernel(idle), kernel(intvl), count)
+
+
+def _problem(s: Scenario, k: float) -> str | None:
+    """Why speed ``k`` is unsafe for ``s`` ("rounding" or "margin"), or None if it is safe."""
+    exchange = _effective_exchange(s, k)
+    if predict(exchange).outcome() != nominal_prediction(s).outcome():
+        return "rounding"
+    if decisive_gap(exchange) / k < MIN_WALL_MARGIN:
+        return "margin"
+    return None
+
+
+def max_safe_speed(s: Scenario, ceiling: int = 1000) -> float:
+    """The largest whole speed K such that every speed from 1 to K is safe."""
+    best = 0
+    for k in range(1, ceiling + 1):
+        if _problem(s, float(k)) is not None:
+            break
+        best = k
+    return float(best)
+
+
+def plan(s: Scenario, speed: float | None = None) -> Plan:
+    """Compress the scenario to ``speed``; raise :class:`SpeedError` where that is unsafe."""
+    k = float(speed if speed is not None else s.speed)
+    if not math.isfinite(k) or k <= 0:
+        raise SpeedError(f"speed must be a positive number, got {speed!r}")
+    timeout = scale("appliance.tcp_idle_timeout", s.appliance.tcp_idle_timeout, k)
+    delay = scale("server.delay", s.server_delay, k)
+    limit = scale("client.timeout", s.client_timeout, k)
+    ka_time = scale_kernel("sysctl net.ipv4.tcp_keepalive_time",
+                           s.sysctls["tcp_keepalive_time"], k)
+    ka_sys_intvl = scale_kernel("sysctl net.ipv4.tcp_keepalive_intvl",
+                                s.sysctls["tcp_keepalive_intvl"], k)
+    sysctls: dict[str, Scaled | int] = {
+        "tcp_keepalive_time": ka_time,
+        "tcp_keepalive_intvl": ka_sys_intvl,
+        "tcp_keepalive_probes": s.sysctls["tcp_keepalive_probes"],
+    }
+    ka_idle = ka_intvl = None
+    if s.keepalive.mode == "socket":
+        assert s.keepalive.idle is not None and s.keepalive.interval is not None
+        ka_idle = scale_kernel("client.keepalive.idle (TCP_KEEPIDLE)", s.keepalive.idle, k)
+        ka_intvl = scale_kernel("client.keepalive.interval (TCP_KEEPINTVL)",
+                                s.keepalive.interval, k)
+
+    exchange = _effective_exchange(s, k)
+    effective = predict(exchange)
+    problem = _problem(s, k)
+    if problem == "rounding":
+        nominal = nominal_prediction(s)
+        rounded = [x for x in (ka_idle, ka_intvl, ka_time, ka_sys_intvl)
+                   if x is not None and x.rounded]
+        detail = "; ".join(f"{x.name} {x.model:g} s becomes {x.wall:g} wall s = "
+                           f"{x.effective_model:g} model s" for x in rounded)
+        raise SpeedError(
+            f"{s.name}: at speed {k:g} the kernel's whole-second rounding changes the outcome "
+            f"(client {nominal.client} -> {effective.client}, server {nominal.server} -> "
+            f"{effective.server}): {detail}. Largest safe speed: {max_safe_speed(s):g}.")
+    if problem == "margin":
+        gap = decisive_gap(exchange)
+        raise SpeedError(
+            f"{s.name}: at speed {k:g} the decisive instants are only {gap:g} model s = "
+            f"{1000 * gap / k:.0f} wall ms apart (at least {1000 * MIN_WALL_MARGIN:.0f} ms "
+            f"needed for a deterministic outcome). Largest safe speed: {max_safe_speed(s):g}.")
+    notes = []
+    if s.keepalive.mode == "off":
+        notes.append("client socket without SO_KEEPALIVE: the namespace sysctls do not apply")
+    return Plan(s, k, timeout, delay, limit, ka_idle, ka_intvl, s.keepalive.count, sysctls,
+                effective, notes)

@@ -1,0 +1,346 @@
+"""The simulated world: network namespaces, veths, addresses, routes and sysctls, via pyroute2.
+
+::
+
+  natsim-<run>-client        natsim-<run>-mbox               natsim-<run>-server
+  eth0 198.18.1.10/24 ---- inside | outside (no addresses) ---- eth0 198.19.1.10/24
+  gw 198.18.1.1 (static neigh)    userspace dataplane            gw 198.19.1.1 (static neigh)
+
+Every veth is created from inside a namespace with its peer placed straight into another, so
+the host's own network namespace is never touched. The middlebox's interfaces carry no
+address and its kernel does not forward (``ip_forward=0``): its kernel must never answer for
+an address the userspace dataplane owns (DESIGN.md, pitfalls), so client and server reach it
+through static neighbour entries for its MAC addresses instead of ARP.
+
+Offloads are switched off on the endpoints' veths: with them on, the dataplane would read
+64 KB GSO frames with partial checksums (see DESIGN.md section 1).
+
+Every run registers itself in ``/run/natsim/<run>.json`` with its process id; ``natsim
+cleanup`` removes namespaces whose run is no longer alive, and only names with our prefix.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import secrets
+import shutil
+import signal
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from pyroute2 import IPRoute, netns
+from pyroute2.ethtool import Ethtool
+
+PREFIX = "natsim-"
+REGISTRY = Path("/run/natsim")
+NETNS_DIR = Path("/run/netns")
+ETC_NETNS = Path("/etc/netns")
+
+CLIENT_IP = "198.18.1.10"
+CLIENT_GW = "198.18.1.1"
+SERVER_IP = "198.19.1.10"
+SERVER_GW = "198.19.1.1"
+CLIENT_SIDE_NET = "198.18.0.0/16"
+PUBLIC_NET = "203.0.113.0/24"
+PREFIXLEN = 24
+
+_OFFLOADS = ("tx-checksum-ip-generic", "tx-tcp-segmentation", "tx-tcp6-segmentation",
+             "tx-generic-segmentation", "tx-udp-segmentation", "rx-gro")
+
+
+class TopologyError(RuntimeError):
+    """Building the world failed; the message says what and how to fix it."""
+
+
+@dataclass(frozen=True)
+class World:
+    run_id: str
+    client_ns: str
+    mbox_ns: str
+    server_ns: str
+    client_mac: str
+    server_mac: str
+    mbox_inside_mac: str
+    mbox_outside_mac: str
+    mbox_inside_if: str = "inside"
+    mbox_outside_if: str = "outside"
+    client_ip: str = CLIENT_IP
+    server_ip: str = SERVER_IP
+
+    @property
+    def namespaces(self) -> tuple[str, str, str]:
+        return self.client_ns, self.mbox_ns, self.server_ns
+
+    def to_dict(self) -> dict[str, str]:
+        return asdict(self)
+
+
+def new_run_id() -> str:
+    return secrets.token_hex(3)
+
+
+def ns_names(run_id: str) -> tuple[str, str, str]:
+    return f"{PREFIX}{run_id}-client", f"{PREFIX}{run_id}-mbox", f"{PREFIX}{run_id}-server"
+
+
+def check_privileges() -> None:
+    if os.geteuid() != 0:
+        raise TopologyError(
+            "natsim needs root to create network namespaces (CAP_SYS_ADMIN and CAP_NET_ADMIN): "
+            "run it as root, e.g. `sudo make scenario NAME=nat-gw`")
+
+
+# -- sysctls and offloads: pyroute2 moves us into the namespace, /proc/sys does the rest --
+
+
+@contextlib.contextmanager
+def inside(ns: str) -> Iterator[None]:
+    """Run the block with this process in namespace ``ns`` (for /proc/sys and ethtool)."""
+    netns.pushns(ns)
+    try:
+        yield
+    finally:
+        netns.popns()
+
+
+def write_sysctls(ns: str, values: dict[str, int | str]) -> None:
+    """Set ``net.*`` sysctls of namespace ``ns``; keys are dotted names."""
+    with inside(ns):
+        for key, value in values.items():
+            Path("/proc/sys", *key.split(".")).write_text(f"{value}\n")
+
+
+def read_sysctl(ns: str, key: str) -> str:
+    with inside(ns):
+        return Path("/proc/sys", *key.split(".")).read_text().strip()
+
+
+def disable_offloads(ns: str, ifname: str) -> None:
+    with inside(ns):
+        ethtool = Ethtool()
+        try:
+            features = ethtool.get_features(ifname)
+            for name in _OFFLOADS:
+                if name in features.features:
+                    features.features[name].enable = False
+            ethtool.set_features(ifname, features)
+        finally:
+            ethtool.close()
+
+
+# -- building -------------------------------------------------------------------------------
+
+
+def _register(run_id: str, namespaces: tuple[str, ...]) -> None:
+    REGISTRY.mkdir(parents=True, exist_ok=True)
+    (REGISTRY / f"{run_id}.json").write_text(json.dumps(
+        {"run_id": run_id, "pid": os.getpid(), "pid_start": _start_ticks(os.getpid()),
+         "started": time.time(), "namespaces": list(namespaces)}))
+
+
+def _start_ticks(pid: int) -> int | None:
+    """The process's start time in clock ticks: tells a live owner from a reused pid."""
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+@contextlib.contextmanager
+def _netns_lock() -> Iterator[None]:
+    """Serialise namespace creation between concurrent runs.
+
+    Creating the first named namespace makes ``/run/netns`` a shared bind mount of itself
+    (as ``ip netns add`` does); two runs doing that at the same moment stack two mounts and
+    one loses the namespace files it just bound.
+    """
+    REGISTRY.mkdir(parents=True, exist_ok=True)
+    with (REGISTRY / ".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _hosts_file(ns: str) -> None:
+    folder = ETC_NETNS / ns
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "hosts").write_text(
+        f"127.0.0.1\tlocalhost\n{CLIENT_IP}\tclient\n{SERVER_IP}\tserver\n")
+
+
+def _mac(ipr: IPRoute, ifname: str) -> str:
+    return str(ipr.get_links(ipr.link_lookup(ifname=ifname)[0])[0].get("address"))
+
+
+def build_world(run_id: str, client_sysctls: dict[str, int]) -> World:
+    """Create the three namespaces and wire them; on any failure, remove what was made."""
+    check_privileges()
+    client_ns, mbox_ns, server_ns = ns_names(run_id)
+    _register(run_id, (client_ns, mbox_ns, server_ns))
+    try:
+        with _netns_lock():
+            for ns in (client_ns, mbox_ns, server_ns):
+                netns.create(ns)
+        quiet = {"net.ipv6.conf.all.disable_ipv6": 1, "net.ipv6.conf.default.disable_ipv6": 1}
+        for ns in (client_ns, mbox_ns, server_ns):
+            write_sysctls(ns, quiet)
+        with IPRoute(netns=client_ns) as ipr:
+            ipr.link("add", ifname="eth0", kind="veth",
+                     peer={"ifname": "inside", "net_ns_fd": mbox_ns})
+        with IPRoute(netns=server_ns) as ipr:
+            ipr.link("add", ifname="eth0", kind="veth",
+                     peer={"ifname": "outside", "net_ns_fd": mbox_ns})
+        with IPRoute(netns=mbox_ns) as ipr:
+            for ifname in ("lo", "inside", "outside"):
+                ipr.link("set", index=ipr.link_lookup(ifname=ifname)[0], state="up")
+            inside_mac, outside_mac = _mac(ipr, "inside"), _mac(ipr, "outside")
+        write_sysctls(mbox_ns, {"net.ipv4.ip_forward": 0})
+        macs = {}
+        for ns, ip, gw, gw_mac, far in (
+            (client_ns, CLIENT_IP, CLIENT_GW, inside_mac, "198.19.0.0/16"),
+            (server_ns, SERVER_IP, SERVER_GW, outside_mac, PUBLIC_NET),
+        ):
+            with IPRoute(netns=ns) as ipr:
+                lo = ipr.link_lookup(ifname="lo")[0]
+                ipr.link("set", index=lo, state="up")
+                eth0 = ipr.link_lookup(ifname="eth0")[0]
+                ipr.link("set", index=eth0, state="up")
+                ipr.addr("add", index=eth0, address=ip, prefixlen=PREFIXLEN)
+                ipr.neigh("add", dst=gw, lladdr=gw_mac, ifindex=eth0, state="permanent")
+                ipr.route("add", dst=far, gateway=gw)
+                macs[ns] = _mac(ipr, "eth0")
+            disable_offloads(ns, "eth0")
+            _hosts_file(ns)
+        write_sysctls(client_ns, {f"net.ipv4.{k}": v for k, v in client_sysctls.items()})
+        return World(run_id, client_ns, mbox_ns, server_ns, macs[client_ns], macs[server_ns],
+                     inside_mac, outside_mac)
+    except BaseException:
+        destroy_world(run_id)
+        raise
+
+
+# -- tearing down ---------------------------------------------------------------------------
+
+
+def _ns_inode(ns: str) -> int | None:
+    try:
+        return (NETNS_DIR / ns).stat().st_ino
+    except OSError:
+        return None
+
+
+def pids_in(ns: str) -> list[int]:
+    """Processes whose network namespace is ``ns``."""
+    inode = _ns_inode(ns)
+    if inode is None:
+        return []
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if (entry / "ns" / "net").stat().st_ino == inode:
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+def _kill_all(pids: list[int], grace: float = 1.0) -> None:
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        alive = []
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+                alive.append(pid)
+        if not alive:
+            return
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline and any(_alive(p) for p in alive):
+            time.sleep(0.02)
+        pids = [p for p in alive if _alive(p)]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # a zombie is dead for our purposes
+    try:
+        return "Z" not in Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+    except OSError:
+        return False
+
+
+def destroy_world(run_id: str) -> list[str]:
+    """Kill every process in the run's namespaces, remove them; return what was removed."""
+    removed = []
+    for ns in ns_names(run_id):
+        pids = [p for p in pids_in(ns) if p != os.getpid()]
+        if pids:
+            _kill_all(pids)
+        if (NETNS_DIR / ns).exists():
+            with contextlib.suppress(OSError):
+                netns.remove(ns)
+                removed.append(ns)
+        shutil.rmtree(ETC_NETNS / ns, ignore_errors=True)
+    with contextlib.suppress(FileNotFoundError):
+        (REGISTRY / f"{run_id}.json").unlink()
+    return removed
+
+
+def leftover_runs() -> dict[str, int | None]:
+    """Run ids found on this machine (namespaces, hosts folders, registry) -> owner pid."""
+    runs: dict[str, int | None] = {}
+    for folder in (NETNS_DIR, ETC_NETNS):
+        if folder.is_dir():
+            for entry in folder.iterdir():
+                run_id = _run_id_of(entry.name)
+                if run_id is not None:
+                    runs.setdefault(run_id, None)
+    if REGISTRY.is_dir():
+        for entry in REGISTRY.glob("*.json"):
+            try:
+                record = json.loads(entry.read_text())
+                pid = int(record["pid"])
+            except (OSError, ValueError, KeyError, TypeError):
+                runs.setdefault(entry.stem, None)
+                continue
+            # The owner counts as alive only if it is the very process that registered.
+            live = _alive(pid) and _start_ticks(pid) == record.get("pid_start")
+            runs[entry.stem] = pid if live else None
+    return runs
+
+
+def _run_id_of(name: str) -> str | None:
+    """``natsim-<id>-<role>`` -> ``<id>``; anything else (not ours) -> None."""
+    if not name.startswith(PREFIX):
+        return None
+    rest = name[len(PREFIX):]
+    run_id, _, role = rest.rpartition("-")
+    if role not in ("client", "mbox", "server") or not run_id:
+        return None
+    return run_id
+
+
+def cleanup(force: bool = False) -> tuple[list[str], list[str]]:
+    """Remove leftovers of runs whose owner is gone; returns (removed, skipped live runs)."""
+    removed: list[str] = []
+    skipped: list[str] = []
+    for run_id, pid in sorted(leftover_runs().items()):
+        if pid is not None and pid != os.getpid() and not force:
+            skipped.append(run_id)
+            continue
+        removed += destroy_world(run_id)
+        removed.append(f"run {run_id}")
+    return removed, skipped

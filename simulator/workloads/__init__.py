@@ -1,0 +1,21 @@
+"""Programs that run inside the simulated hosts: real processes, real sockets, real keepalive.
+
+Each prints one JSON line per thing it saw, stamped with ``time.monotonic()`` (the same clock
+in every namespace), and the runner turns those stamps into model time. They report only what
+their own sockets told them: an answer, a reset, a timeout. Nothing here is inferred from the
+middlebox's log.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import Any
+
+
+def report(source: str, kind: str, text: str, **data: Any) -> None:
+    """One event line on stdout, flushed at once so that the runner can show it live."""
+    line = {"mono": time.monotonic(), "source": source, "kind": kind, "text": text, **data}
+    sys.stdout.write(json.dumps(line) + "\n")
+    sys.stdout.flush()

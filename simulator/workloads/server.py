@@ -1,0 +1,116 @@
+"""The built-in server: accept one connection, read the request, answer after a delay.
+
+After sending, it watches its own socket to learn the answer's fate: delivered once the send
+queue is empty (``SIOCOUTQ`` is 0: the client's kernel acknowledged every byte), reset if the
+socket reports ``ECONNRESET``, unacknowledged if neither happens before its wait limit (a
+silently dropped answer is retransmitted by the kernel, whose timers are not compressed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import fcntl
+import json
+import select
+import socket
+import struct
+import time
+
+from simulator.workloads import report
+
+SOURCE = "server"
+SIOCOUTQ = 0x5411
+
+
+TCP_ESTABLISHED, TCP_CLOSE_WAIT = 1, 8
+
+
+def unacked_bytes(sock: socket.socket) -> int:
+    raw = fcntl.ioctl(sock.fileno(), SIOCOUTQ, struct.pack("i", 0))
+    return int(struct.unpack("i", raw)[0])
+
+
+def tcp_state(sock: socket.socket) -> int:
+    """The kernel's TCP state (``tcpi_state``, the first byte of ``TCP_INFO``)."""
+    return sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0]
+
+
+def watch_answer(conn: socket.socket, limit: float) -> str:
+    """Wait until the answer is acknowledged, reset, or ``limit`` wall seconds pass."""
+    deadline = time.monotonic() + limit
+    delivered = False
+    while time.monotonic() < deadline:
+        try:
+            readable, _, _ = select.select([conn], [], [], 0.005)
+            closed = bool(readable) and not conn.recv(65536)
+            # The send queue is only meaningful on a live connection: after a reset it is
+            # purged, and an empty queue would look like a delivery.
+            if (not delivered and tcp_state(conn) in (TCP_ESTABLISHED, TCP_CLOSE_WAIT)
+                    and unacked_bytes(conn) == 0):
+                delivered = True
+                report(SOURCE, "delivered", "answer acknowledged by the client's kernel")
+            if closed:
+                report(SOURCE, "client_closed", "the client closed the connection")
+                return "delivered" if delivered else "unacknowledged"
+        except OSError as exc:
+            if exc.errno == errno.ECONNRESET:
+                report(SOURCE, "reset", "connection reset (ECONNRESET) after sending the answer")
+                return "reset"
+            report(SOURCE, "error", f"socket error after sending the answer: {exc}")
+            return "error"
+    if delivered:
+        return "delivered"
+    report(SOURCE, "unacknowledged", "the answer was never acknowledged (still retransmitting)")
+    return "unacknowledged"
+
+
+def run(port: int, delay: float, answer: str, wait_limit: float) -> str:
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("0.0.0.0", port))
+    listener.listen(16)
+    report(SOURCE, "ready", f"listening on port {port}")
+    listener.settimeout(wait_limit)
+    try:
+        conn, peer = listener.accept()
+    except TimeoutError:
+        report(SOURCE, "no_client", "no client connected")
+        return "no_client"
+    report(SOURCE, "accepted", f"accepted a connection from {peer[0]}:{peer[1]}")
+    conn.settimeout(wait_limit)
+    request = b""
+    while not request.endswith(b"\n"):
+        chunk = conn.recv(65536)
+        if not chunk:
+            report(SOURCE, "closed", "the client closed before sending a request")
+            return "no_request"
+        request += chunk
+    received = time.monotonic()
+    report(SOURCE, "request_received",
+           f"request received; answering in {delay:g} wall s (working...)")
+    time.sleep(max(0.0, received + delay - time.monotonic()))
+    try:
+        conn.sendall(answer.encode() + b"\n")
+    except OSError as exc:
+        report(SOURCE, "send_failed", f"sending the answer failed at once: {exc}")
+        return "reset" if exc.errno in (errno.ECONNRESET, errno.EPIPE) else "error"
+    report(SOURCE, "answer_sent", "answer sent")
+    outcome = watch_answer(conn, wait_limit)
+    conn.close()
+    listener.close()
+    return outcome
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="natsim-server", description=__doc__)
+    parser.add_argument("--config", required=True, help="JSON object with the settings")
+    cfg = json.loads(parser.parse_args(argv).config)
+    outcome = run(int(cfg["port"]), float(cfg["delay"]), cfg["answer"],
+                  float(cfg["wait_limit"]))
+    report(SOURCE, "outcome", outcome, outcome=outcome)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
