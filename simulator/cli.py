@@ -37,10 +37,10 @@ def _cmd_list(args: argparse.Namespace) -> int:
     out.write("Scenarios (natsim run NAME):\n")
     for name in scenario_names():
         s = load_scenario(name)
-        pred = nominal_prediction(s)
+        agrees = nominal_prediction(s).outcome() == (s.expect_client, s.expect_server)
         out.write(f"  {name:<22} {s.appliance.name:<8} expect client {s.expect_client}, "
                   f"server {s.expect_server}; speed {s.speed:g} (largest safe "
-                  f"{max_safe_speed(s):g}){'' if pred.outcome() == (s.expect_client, s.expect_server) else '  [model disagrees]'}\n")
+                  f"{max_safe_speed(s):g}){'' if agrees else '  [model disagrees]'}\n")
         if s.description:
             out.write(f"  {'':<22} {s.description.splitlines()[0]}\n")
     out.write("\nAppliances (scenario field appliance.name):\n")

@@ -168,7 +168,10 @@ class Runner:
             popen = subprocess.Popen(
                 ["ip", "netns", "exec", ns, sys.executable, "-m", *args],
                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=stderr,
-                preexec_fn=_die_with_parent, cwd=Path(__file__).resolve().parent.parent)
+                # the runner is single-threaded, so preexec_fn is safe here; it is the only
+                # way to set PR_SET_PDEATHSIG in the child before it execs
+                preexec_fn=_die_with_parent,  # noqa: PLW1509
+                cwd=Path(__file__).resolve().parent.parent)
         assert popen.stdout is not None
         os.set_blocking(popen.stdout.fileno(), False)
         proc = Proc(role, popen, popen.stdout)

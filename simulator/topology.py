@@ -29,7 +29,7 @@ import secrets
 import shutil
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -108,7 +108,7 @@ def inside(ns: str) -> Iterator[None]:
         netns.popns()
 
 
-def write_sysctls(ns: str, values: dict[str, int | str]) -> None:
+def write_sysctls(ns: str, values: Mapping[str, int | str]) -> None:
     """Set ``net.*`` sysctls of namespace ``ns``; keys are dotted names."""
     with inside(ns):
         for key, value in values.items():

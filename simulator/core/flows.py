@@ -144,7 +144,9 @@ class PortAllocator:
     AWS NAT Gateway allows 55,000 concurrent connections to one destination (address, port,
     protocol) per public address; the same public port may serve different destinations at
     once, because the outside 5-tuple still differs. Ports are handed out in order from a
-    cursor, so runs are reproducible and the translation is easy to read in a capture.
+    cursor, so runs are reproducible and the translation is easy to read in a capture; the
+    cursor moves on past a freed port, so a port is not handed to a new connection the moment
+    an old one let go of it (the server may still hold the old one in TIME_WAIT).
     """
 
     def __init__(self, public_ips: list[bytes], per_destination: int,

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from itertools import pairwise
 
 from simulator.core.appliances import LateAction
 
@@ -108,4 +109,4 @@ def decisive_gap(ex: Exchange) -> float:
     if ex.keepalive_idle is not None and ex.keepalive_idle < 2 * ex.client_timeout:
         instants.append(ex.keepalive_idle)
     instants.sort()
-    return min((b - a for a, b in zip(instants, instants[1:], strict=False)), default=math.inf)
+    return min((b - a for a, b in pairwise(instants)), default=math.inf)

@@ -5,7 +5,7 @@ import random
 import pytest
 from scapy.layers.inet import IP, TCP, UDP
 
-from simulator.core import packets as P
+from simulator.core import packets as P  # noqa: N812 (short, like scapy layers)
 from tests.unit.helpers import CLIENT, PUBLIC, SERVER, checksums_valid, parsed, tcp, udp
 
 

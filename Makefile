@@ -1,0 +1,46 @@
+# natsim: the commands people and CI use. `make help` lists them.
+VENV    := .venv
+BIN     := $(VENV)/bin
+NATSIM  := $(BIN)/natsim
+STAMP   := $(VENV)/.installed
+
+.PHONY: help setup scenario list test test-fast lint cleanup clean
+
+help:
+	@echo "make setup                 install (Debian packages if missing, .venv with natsim)"
+	@echo "make scenario NAME=nat-gw  run a scenario (SPEED=K to override its time compression)"
+	@echo "make list                  list scenarios, their expected outcomes and safe speeds"
+	@echo "make test                  the whole suite: unit and integration (needs root)"
+	@echo "make test-fast             unit tests only (no root, a second or two)"
+	@echo "make lint                  ruff and mypy"
+	@echo "make cleanup               remove namespaces left by crashed runs"
+	@echo "make clean                 cleanup, then remove .venv and results/"
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml scripts/setup.sh
+	@scripts/setup.sh
+
+scenario: setup
+	@if [ -z "$(NAME)" ]; then echo "usage: make scenario NAME=<scenario>   (make list shows them)"; exit 2; fi
+	@$(NATSIM) run $(NAME) $(if $(SPEED),--speed $(SPEED),)
+
+list: setup
+	@$(NATSIM) list
+
+test: setup
+	$(BIN)/pytest
+
+test-fast: setup
+	$(BIN)/pytest tests/unit
+
+lint: setup
+	$(BIN)/ruff check simulator tests
+	$(BIN)/mypy
+
+cleanup: setup
+	@$(NATSIM) cleanup
+
+clean:
+	@if [ -x $(NATSIM) ]; then $(NATSIM) cleanup; fi
+	rm -rf $(VENV) results *.egg-info

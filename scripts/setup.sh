@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Install what natsim needs, once: Debian packages only when missing, then a virtual
+# environment in the repository with natsim and its development tools.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PY:-python3}
+
+need_apt=()
+command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
+"$PY" -c 'import venv, ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "natsim setup: missing Debian packages: ${need_apt[*]}; run as root or: sudo apt-get install ${need_apt[*]}" >&2
+    exit 3
+  fi
+  echo "natsim setup: installing Debian packages: ${need_apt[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+if [ ! -x .venv/bin/python ]; then
+  echo "natsim setup: creating .venv"
+  "$PY" -m venv .venv
+fi
+echo "natsim setup: installing natsim and its tools into .venv"
+.venv/bin/python -m pip install -q --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
+.venv/bin/python -m pip install -q -e '.[dev]' 2>&1 | grep -v "^WARNING: Location" || true
+.venv/bin/python -c 'import simulator, pyroute2, scapy, yaml' 
+touch .venv/.installed

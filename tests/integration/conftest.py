@@ -1,0 +1,34 @@
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator
+
+import pytest
+
+from simulator import topology
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "tests/integration" in str(item.fspath):
+            item.add_marker(pytest.mark.integration)
+            if os.geteuid() != 0:
+                item.add_marker(pytest.mark.skip(
+                    reason="integration tests build network namespaces and need root: "
+                           "run `sudo make test`"))
+
+
+def natsim_namespaces() -> set[str]:
+    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True)
+    return {line.split()[0] for line in out.stdout.splitlines()
+            if line.startswith(topology.PREFIX)}
+
+
+@pytest.fixture(autouse=True)
+def no_leftovers() -> Iterator[None]:
+    """Every integration test must leave no natsim namespace behind."""
+    before = natsim_namespaces()
+    yield
+    leaked = natsim_namespaces() - before
+    assert not leaked, f"namespaces leaked: {sorted(leaked)}"

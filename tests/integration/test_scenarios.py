@@ -1,0 +1,88 @@
+"""The shipped scenarios, end to end: real namespaces, real sockets, compressed time.
+
+Each test checks what the client and server processes themselves saw. With plain kernel
+forwarding in place of the middlebox, every failure scenario would deliver the answer, and
+the keepalive scenarios would pass without any probe in the middlebox's log: both are
+asserted, so none of these tests can pass without the userspace middlebox doing its job.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+from scapy.layers.inet import IP, TCP
+from scapy.utils import rdpcap
+
+from simulator.runner import RunResult, run_scenario
+from simulator.scenario import load_scenario
+
+
+def run(name: str, speed: float, tmp_path: Path) -> RunResult:
+    out = io.StringIO()
+    result = run_scenario(load_scenario(name), speed, tmp_path / "results", out)
+    print(out.getvalue())  # shown by pytest when a test fails
+    return result
+
+
+def middlebox_kinds(result: RunResult) -> list[str]:
+    return result.kinds("middlebox")
+
+
+def test_nat_gw_answer_after_timeout_is_reset_and_client_hangs(tmp_path: Path) -> None:
+    result = run("nat-gw", 150, tmp_path)
+    assert (result.client, result.server) == ("timeout", "reset")
+    assert result.passed
+    kinds = middlebox_kinds(result)
+    assert kinds.count("flow_expired") == 1 and "rst_sent" in kinds
+    expired = next(e for e in result.events if e.kind == "flow_expired")
+    assert expired.t == pytest.approx(350, abs=2)
+    reset = next(e for e in result.events if e.source == "server" and e.kind == "reset")
+    assert reset.t == pytest.approx(400, abs=5)
+    timeout = next(e for e in result.events if e.source == "client" and e.kind == "timeout")
+    assert timeout.t == pytest.approx(900, abs=10)
+    assert "answer" not in result.kinds("client")
+
+    # the capture holds the RST from the NAT's public address to the server
+    packets = rdpcap(str(tmp_path / "results" / "capture.pcap"))
+    rsts = [p for p in packets if p.haslayer(TCP) and p[TCP].flags == "R"
+            and p[IP].src == "203.0.113.1" and p[IP].dst == "198.19.1.10"]
+    assert rsts, "no RST to the server in capture.pcap"
+    assert (tmp_path / "results" / "result.json").exists()
+
+
+def test_nat_gw_keepalive_survives(tmp_path: Path) -> None:
+    result = run("nat-gw-keepalive", 100, tmp_path)
+    assert (result.client, result.server) == ("answer", "delivered")
+    probes = [e for e in result.events if e.kind == "keepalive"]
+    assert probes, "the middlebox saw no keepalive probe"
+    assert 290 <= probes[0].t < 350  # TCP_KEEPIDLE 3 wall s = 300 model s
+    answer = next(e for e in result.events if e.source == "client" and e.kind == "answer")
+    assert answer.t == pytest.approx(400, abs=5)
+    assert "flow_expired" not in middlebox_kinds(result)
+
+
+def test_os_defaults_keepalive_is_too_late(tmp_path: Path) -> None:
+    result = run("nat-gw-os-defaults", 150, tmp_path)
+    assert (result.client, result.server) == ("timeout", "reset")
+    assert "keepalive" not in middlebox_kinds(result)
+
+
+def test_os_tuned_sysctls_keep_the_flow_alive(tmp_path: Path) -> None:
+    result = run("nat-gw-os-tuned", 150, tmp_path)
+    assert (result.client, result.server) == ("answer", "delivered")
+    probes = [e for e in result.events if e.kind == "keepalive"]
+    # sysctl tcp_keepalive_time 45 model s -> 1 wall s -> 150 model s at this speed
+    assert len(probes) >= 2
+    assert probes[0].t == pytest.approx(150, abs=10)
+
+
+@pytest.mark.slow
+def test_nat_gw_edge_one_second_late_fails(tmp_path: Path) -> None:
+    result = run("nat-gw-edge", 20, tmp_path)
+    assert (result.client, result.server) == ("timeout", "reset")
+    expired = next(e for e in result.events if e.kind == "flow_expired")
+    sent = next(e for e in result.events if e.source == "server" and e.kind == "answer_sent")
+    assert expired.t < sent.t
+    assert sent.t - expired.t == pytest.approx(1.0, abs=0.6)

@@ -1,0 +1,30 @@
+from __future__ import annotations
+
+import pytest
+
+from simulator.cli import main
+
+
+def test_list_shows_scenarios_and_largest_safe_speed(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert "nat-gw-edge" in out and "largest safe 20" in out
+    assert "AWS NAT Gateway" in out
+    assert "model disagrees" not in out
+
+
+def test_help(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["run", "--help"])
+    assert info.value.code == 0
+    assert "--speed K" in capsys.readouterr().out
+
+
+def test_unsafe_speed_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "nat-gw-edge", "--speed", "100"]) == 2
+    assert "Largest safe speed: 20" in capsys.readouterr().err
+
+
+def test_bad_scenario_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "nope"]) == 2
+    assert "no such scenario" in capsys.readouterr().err

@@ -1,0 +1,60 @@
+from __future__ import annotations
+
+import pytest
+
+from simulator.core.appliances import LateAction
+from simulator.core.model import Exchange, decisive_gap, predict
+from simulator.scenario import load_scenario, nominal_prediction, scenario_names
+
+RST, DROP = LateAction.RST, LateAction.DROP
+
+
+def ex(**kw: object) -> Exchange:
+    base: dict[str, object] = dict(idle_timeout=350.0, late_from_inside=RST,
+                                   late_from_outside=RST, answer_delay=400.0,
+                                   client_timeout=900.0)
+    base.update(kw)
+    return Exchange(**base)  # type: ignore[arg-type]
+
+
+def test_no_keepalive_answer_after_timeout() -> None:
+    p = predict(ex())
+    assert p.outcome() == ("timeout", "reset")
+    assert p.expires_at == 350.0 and p.client_at == 900.0
+
+
+def test_answer_before_timeout_survives() -> None:
+    assert predict(ex(answer_delay=349.0)).outcome() == ("answer", "delivered")
+
+
+def test_keepalive_below_timeout_survives() -> None:
+    p = predict(ex(keepalive_idle=300.0))
+    assert p.outcome() == ("answer", "delivered") and p.client_at == 400.0
+
+
+def test_keepalive_at_or_above_timeout_is_too_late() -> None:
+    # a probe exactly at the deadline finds the flow gone: the client is reset by it
+    assert predict(ex(keepalive_idle=350.0)).outcome() == ("reset", "reset")
+    # OS defaults: the first probe would come long after the client gave up
+    assert predict(ex(keepalive_idle=7200.0)).outcome() == ("timeout", "reset")
+    # a probe after expiry but before the client gives up: the client learns by RST
+    p = predict(ex(keepalive_idle=500.0, answer_delay=600.0))
+    assert p.outcome() == ("reset", "reset") and p.client_at == 500.0
+
+
+def test_drop_rules() -> None:
+    assert predict(ex(late_from_outside=DROP)).outcome() == ("timeout", "unacknowledged")
+    p = predict(ex(late_from_inside=DROP, keepalive_idle=400.0, keepalive_interval=10.0,
+                   keepalive_count=3))
+    assert p.outcome() == ("keepalive_failed", "reset") and p.client_at == 430.0
+
+
+def test_decisive_gap() -> None:
+    assert decisive_gap(ex(answer_delay=351.0)) == 1.0
+    assert decisive_gap(ex(keepalive_idle=300.0)) == 50.0
+
+
+@pytest.mark.parametrize("name", scenario_names())
+def test_model_agrees_with_every_shipped_scenario(name: str) -> None:
+    s = load_scenario(name)
+    assert nominal_prediction(s).outcome() == (s.expect_client, s.expect_server)

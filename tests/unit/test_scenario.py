@@ -1,0 +1,121 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from simulator.scenario import (
+    ScenarioError,
+    SpeedError,
+    load_scenario,
+    max_safe_speed,
+    parse_scenario,
+    plan,
+    scenario_names,
+)
+
+GOOD = """
+appliance: nat-gw
+speed: 35
+client: {timeout: 900, keepalive: {idle: 300, interval: 15, count: 5}}
+server: {delay: 400}
+expect: {client: answer, server: delivered}
+"""
+
+
+def write(tmp_path: Path, text: str) -> str:
+    path = tmp_path / "mine.yaml"
+    path.write_text(text)
+    return str(path)
+
+
+def error_of(tmp_path: Path, text: str) -> ScenarioError:
+    with pytest.raises(ScenarioError) as info:
+        load_scenario(write(tmp_path, text))
+    return info.value
+
+
+def test_shipped_scenarios_load() -> None:
+    names = scenario_names()
+    assert {"nat-gw", "nat-gw-edge", "nat-gw-keepalive", "nat-gw-os-defaults",
+            "nat-gw-os-tuned"} <= set(names)
+    for name in names:
+        assert load_scenario(name).name == name
+
+
+def test_good_file_loads(tmp_path: Path) -> None:
+    s = load_scenario(write(tmp_path, GOOD))
+    assert s.keepalive.mode == "socket" and s.keepalive.idle == 300
+    assert s.sysctls["tcp_keepalive_time"] == 7200  # Linux default when not given
+
+
+@pytest.mark.parametrize("change,field,words", [
+    (("expect: {client: answer, server: delivered}", "expect: {client: anser, server: delivered}"),
+     "expect.client", "answer, timeout"),
+    (("idle: 300", "idle: -3"), "client.keepalive.idle", "greater than 0"),
+    (("count: 5", "count: many"), "client.keepalive.count", "whole number"),
+    (("appliance: nat-gw", "appliance: nat-gateway"), "appliance.name", "known: nat-gw"),
+    (("server: {delay: 400}", "server: {delay: 400, colour: red}"), "server.colour",
+     "unknown field"),
+    (("appliance: nat-gw", "appliance: {name: nat-gw, late_from_outside: bounce}"),
+     "appliance.late_from_outside", "rst, drop"),
+    (("appliance: nat-gw", "appliance: {name: nat-gw, idle: 3}"), "appliance.idle",
+     "tcp_idle_timeout"),
+])
+def test_errors_name_file_and_field(tmp_path: Path, change: tuple[str, str], field: str,
+                                    words: str) -> None:
+    err = error_of(tmp_path, GOOD.replace(*change))
+    assert err.field == field
+    assert "mine.yaml" in str(err) and field in str(err) and words in str(err)
+
+
+def test_missing_section(tmp_path: Path) -> None:
+    err = error_of(tmp_path, "appliance: nat-gw\nclient: {}\nexpect: {client: answer, "
+                             "server: delivered}\n")
+    assert err.field == "server"
+
+
+def test_unknown_scenario_lists_known_ones() -> None:
+    with pytest.raises(ScenarioError, match=r"known: .*nat-gw"):
+        load_scenario("no-such-thing")
+
+
+def test_plan_scales_and_reports_effective_values() -> None:
+    p = plan(load_scenario("nat-gw-keepalive"), 35)
+    assert p.idle_timeout.wall == 10.0
+    assert p.keepalive_idle is not None
+    assert p.keepalive_idle.wall == 9.0 and p.keepalive_idle.effective_model == 315.0
+    assert p.keepalive_interval is not None and p.keepalive_interval.wall == 1.0
+
+
+def test_plan_refuses_a_speed_whose_rounding_changes_the_outcome() -> None:
+    s = load_scenario("nat-gw-keepalive")
+    # at 175, TCP_KEEPIDLE 300/175 rounds to 2 s = 350 model s: no longer before the timeout
+    with pytest.raises(SpeedError, match=r"rounding changes the outcome.*TCP_KEEPIDLE"):
+        plan(s, 175)
+
+
+def test_plan_refuses_a_speed_that_squeezes_the_margin() -> None:
+    s = load_scenario("nat-gw-edge")
+    with pytest.raises(SpeedError, match="1 model s = 20 wall ms apart"):
+        plan(s, 50)
+    assert max_safe_speed(s) == 20
+
+
+def test_default_speeds_are_safe() -> None:
+    for name in scenario_names():
+        s = load_scenario(name)
+        plan(s)  # must not raise
+        assert s.speed <= max_safe_speed(s)
+
+
+def test_yaml_off_is_not_a_boolean_trap(tmp_path: Path) -> None:
+    text = GOOD.replace("keepalive: {idle: 300, interval: 15, count: 5}", "keepalive: off")
+    assert yaml.safe_load(text)["client"]["keepalive"] is False
+    assert load_scenario(write(tmp_path, text)).keepalive.mode == "off"
+
+
+def test_parse_scenario_rejects_non_mapping() -> None:
+    with pytest.raises(ScenarioError, match="must be a mapping"):
+        parse_scenario(["a"], "x.yaml", "x")
