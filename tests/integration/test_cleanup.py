@@ -7,8 +7,10 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 from pyroute2 import netns
 
 from simulator import topology
@@ -17,11 +19,13 @@ from tests.integration.conftest import natsim_namespaces
 REPO = Path(__file__).resolve().parents[2]
 
 
-def start_run(tmp_path: Path, scenario: str = "nat-gw", speed: str = "35") -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "simulator", "run", scenario, "--speed", speed,
-         "--results", str(tmp_path / "r")],
+def start_run(runs: list[subprocess.Popen[str]], tmp_path: Path) -> subprocess.Popen[str]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "simulator", "run", "nat-gw", "--speed", "35",
+         "--results", str(tmp_path / f"r{len(runs)}")],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    runs.append(proc)
+    return proc
 
 
 def wait_for(predicate: object, timeout: float = 20.0) -> None:
@@ -39,23 +43,49 @@ def run_processes(ns_prefix: str) -> list[int]:
             for pid in topology.pids_in(ns)]
 
 
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
 def wait_until_running(proc: subprocess.Popen[str]) -> str:
-    """Wait until the run's three namespaces exist and the client is up; return the run id."""
+    """Wait until the run's client workload is up; return the run id.
+
+    The runner itself visits each namespace while it builds the world (to write sysctls), so
+    "a process in the client namespace" is not enough: look for the client program.
+    """
+    found: list[str] = []
+
     def ready() -> bool:
-        spaces = natsim_namespaces()
-        ids = {topology._run_id_of(ns) for ns in spaces}
-        ids.discard(None)
-        return bool(ids) and any(len(topology.pids_in(f"natsim-{i}-client")) > 0 for i in ids)
+        assert proc.poll() is None, proc.communicate()[0]
+        for ns in natsim_namespaces():
+            if ns.endswith("-client") and any("simulator.workloads.client" in _cmdline(p)
+                                              for p in topology.pids_in(ns)):
+                run_id = topology._run_id_of(ns)
+                assert run_id is not None
+                found.append(run_id)
+                return True
+        return False
     wait_for(ready)
-    run_ids = {topology._run_id_of(ns) for ns in natsim_namespaces()} - {None}
-    assert len(run_ids) == 1
-    run_id = run_ids.pop()
-    assert run_id is not None
-    return run_id
+    return found[0]
 
 
-def test_ctrl_c_removes_namespaces_and_processes(tmp_path: Path) -> None:
-    proc = start_run(tmp_path)
+@pytest.fixture
+def runs() -> Iterator[list[subprocess.Popen[str]]]:
+    """Runs started by a test; any still alive at the end are interrupted and reaped."""
+    started: list[subprocess.Popen[str]] = []
+    yield started
+    for proc in started:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=30)
+
+
+def test_ctrl_c_removes_namespaces_and_processes(runs: list[subprocess.Popen[str]],
+                                                 tmp_path: Path) -> None:
+    proc = start_run(runs, tmp_path)
     run_id = wait_until_running(proc)
     assert run_processes(f"natsim-{run_id}")
     proc.send_signal(signal.SIGINT)
@@ -67,8 +97,9 @@ def test_ctrl_c_removes_namespaces_and_processes(tmp_path: Path) -> None:
     assert not list(topology.ETC_NETNS.glob(f"natsim-{run_id}-*"))
 
 
-def test_sigterm_is_handled_like_ctrl_c(tmp_path: Path) -> None:
-    proc = start_run(tmp_path)
+def test_sigterm_is_handled_like_ctrl_c(runs: list[subprocess.Popen[str]],
+                                        tmp_path: Path) -> None:
+    proc = start_run(runs, tmp_path)
     run_id = wait_until_running(proc)
     proc.terminate()
     proc.communicate(timeout=20)
@@ -76,11 +107,11 @@ def test_sigterm_is_handled_like_ctrl_c(tmp_path: Path) -> None:
 
 
 def test_after_a_crash_children_die_and_cleanup_removes_only_our_leftovers(
-        tmp_path: Path) -> None:
+        runs: list[subprocess.Popen[str]], tmp_path: Path) -> None:
     bystander = "natsim-bystander"  # looks like ours but is not a run's namespace name
     netns.create(bystander)
     try:
-        proc = start_run(tmp_path)
+        proc = start_run(runs, tmp_path)
         run_id = wait_until_running(proc)
         children = run_processes(f"natsim-{run_id}")
         assert children
@@ -99,17 +130,13 @@ def test_after_a_crash_children_die_and_cleanup_removes_only_our_leftovers(
         netns.remove(bystander)
 
 
-def test_cleanup_spares_a_live_run(tmp_path: Path) -> None:
-    proc = start_run(tmp_path)
-    try:
-        run_id = wait_until_running(proc)
-        result = subprocess.run([sys.executable, "-m", "simulator", "cleanup"], cwd=REPO,
-                                capture_output=True, text=True, check=True)
-        assert f"kept run {run_id}" in result.stdout
-        assert len([ns for ns in natsim_namespaces() if run_id in ns]) == 3
-    finally:
-        proc.send_signal(signal.SIGINT)
-        proc.communicate(timeout=20)
+def test_cleanup_spares_a_live_run(runs: list[subprocess.Popen[str]], tmp_path: Path) -> None:
+    proc = start_run(runs, tmp_path)
+    run_id = wait_until_running(proc)
+    result = subprocess.run([sys.executable, "-m", "simulator", "cleanup"], cwd=REPO,
+                            capture_output=True, text=True, check=True)
+    assert f"kept run {run_id}" in result.stdout
+    assert len([ns for ns in natsim_namespaces() if run_id in ns]) == 3
 
 
 def test_world_has_no_route_out_and_no_private_addresses() -> None:
@@ -134,3 +161,16 @@ def test_world_has_no_route_out_and_no_private_addresses() -> None:
     finally:
         topology.destroy_world(run_id)
     assert os.path.exists(f"/run/netns/{world.client_ns}") is False
+
+
+@pytest.mark.parametrize("delay", [0.35, 0.5, 0.65, 0.8])
+def test_ctrl_c_at_any_moment_of_start_up_leaves_nothing(
+        runs: list[subprocess.Popen[str]], tmp_path: Path, delay: float) -> None:
+    """Interrupt while the world is being built or the processes are starting."""
+    proc = start_run(runs, tmp_path)
+    time.sleep(delay)
+    proc.send_signal(signal.SIGINT)
+    output, _ = proc.communicate(timeout=30)
+    # 130: natsim caught it; 1: it came before natsim was imported (nothing built yet)
+    assert proc.returncode in (130, 1), output
+    assert not [ns for ns in natsim_namespaces() if ns.endswith("-mbox")], output
