@@ -322,6 +322,7 @@ class Runner:
 
         answer_after = p.server_delay.wall
         server_cfg = {"port": s.server_port, "delay": answer_after,
+                      "delay_label": f"{s.server_delay:g} s",
                       "answer": "HTTP/1.1 200 OK (the slow answer)",
                       "wait_limit": max(1.0, p.client_timeout.wall - answer_after + 1.0)}
         server = self._spawn("server", world.server_ns,
@@ -413,6 +414,7 @@ class Runner:
         w(f"  server: {result.server:<16} (expected {s.expect_server})\n")
         interesting = ("IdleTimeoutCount", "RstSent", "PacketsDropCount", "KeepaliveProbes")
         w("  middlebox: " + ", ".join(f"{k} {counters.get(k, 0)}" for k in interesting) + "\n")
+        w("  why (the analytic model): " + "; ".join(pred.story) + "\n")
         w(f"  results: {self.results_dir}/ (result.json, capture.pcap, logs/)\n")
         verdict = "PASS" if result.passed else "FAIL"
         w(f"{verdict}: {'outcome as expected' if result.passed else 'outcome differs'} "

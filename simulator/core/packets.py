@@ -218,5 +218,5 @@ def ip_from_str(text: str) -> bytes:
 
 
 def flags_to_str(flags: int) -> str:
-    names = [(SYN, "S"), (ACK, "A"), (FIN, "F"), (RST, "R"), (PSH, "P")]
+    names = [(SYN, "S"), (FIN, "F"), (RST, "R"), (PSH, "P"), (ACK, "A")]
     return "".join(n for bit, n in names if flags & bit) or "."

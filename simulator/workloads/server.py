@@ -65,7 +65,7 @@ def watch_answer(conn: socket.socket, limit: float) -> str:
     return "unacknowledged"
 
 
-def run(port: int, delay: float, answer: str, wait_limit: float) -> str:
+def run(port: int, delay: float, answer: str, wait_limit: float, delay_label: str = "") -> str:
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     listener.bind(("0.0.0.0", port))
@@ -88,7 +88,7 @@ def run(port: int, delay: float, answer: str, wait_limit: float) -> str:
         request += chunk
     received = time.monotonic()
     report(SOURCE, "request_received",
-           f"request received; answering in {delay:g} wall s (working...)")
+           f"request received; working for {delay_label} before answering")
     time.sleep(max(0.0, received + delay - time.monotonic()))
     try:
         conn.sendall(answer.encode() + b"\n")
@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", required=True, help="JSON object with the settings")
     cfg = json.loads(parser.parse_args(argv).config)
     outcome = run(int(cfg["port"]), float(cfg["delay"]), cfg["answer"],
-                  float(cfg["wait_limit"]))
+                  float(cfg["wait_limit"]), cfg.get("delay_label", f"{cfg['delay']} s"))
     report(SOURCE, "outcome", outcome, outcome=outcome)
     return 0
 
