@@ -65,6 +65,7 @@ class Proc:
     stdout: IO[bytes]
     buffer: bytes = b""
     lines: list[dict[str, Any]] = field(default_factory=list)
+    eof: bool = False
 
     def read_lines(self) -> list[dict[str, Any]]:
         """Whatever complete JSON lines are available now (never blocks)."""
@@ -76,6 +77,7 @@ class Proc:
             except BlockingIOError:
                 break
             if not chunk:
+                self.eof = True
                 break
             self.buffer += chunk
         *complete, self.buffer = self.buffer.split(b"\n")
@@ -155,6 +157,7 @@ class Runner:
         self._printed: list[TimelineEvent] = []
         self._status_shown = False
         self._last_print = time.monotonic()
+        self._last_status = 0.0
 
     # -- processes ------------------------------------------------------------------------
 
@@ -247,6 +250,7 @@ class Runner:
         self.out.flush()
         self._printed += events
         self._last_print = time.monotonic()
+        self._last_status = 0.0
 
     def _clear_status(self) -> None:
         if self._status_shown:
@@ -254,8 +258,9 @@ class Runner:
             self._status_shown = False
 
     def _status(self) -> None:
-        if self.timebase.t0 is None:
+        if self.timebase.t0 is None or time.monotonic() - self._last_status < 0.2:
             return
+        self._last_status = time.monotonic()
         model_now = (time.monotonic() - self.timebase.t0) * self.plan.speed
         limit = self.plan.client_timeout.model
         text = (f"  ... model {model_now:6.0f} s of up to {limit:g} s "
@@ -351,7 +356,8 @@ class Runner:
                     self._take(proc)
                 return
             self._status()
-            select.select([p.stdout for p in self.procs], [], [], 0.1)
+            # a pipe at end-of-file is always "readable": leave those out, or this spins
+            select.select([p.stdout for p in self.procs if not p.eof], [], [], 0.1)
         raise RunError("the client and server did not finish within their own time limits")
 
     def _header(self) -> None:
