@@ -8,13 +8,16 @@ machine lacks something a run needs (root, the ``ip`` command), 130 on Ctrl-C.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import time
 from pathlib import Path
 
 from simulator import dataplane, topology
-from simulator.core.appliances import CATALOGUE
+from simulator.core.appliances import CATALOGUE, Appliance, get_appliance
 from simulator.runner import RunError, run_scenario
 from simulator.scenario import (
+    LINUX_KEEPALIVE_DEFAULTS,
     ScenarioError,
     SpeedError,
     load_scenario,
@@ -22,6 +25,7 @@ from simulator.scenario import (
     nominal_prediction,
     scenario_names,
 )
+from simulator.world import ROLES, LiveWorld, WorldError
 
 EXIT_MISMATCH, EXIT_USAGE, EXIT_ENVIRONMENT, EXIT_INTERRUPTED = 1, 2, 3, 130
 
@@ -55,12 +59,112 @@ def _cmd_list(args: argparse.Namespace) -> int:
 def _cmd_cleanup(args: argparse.Namespace) -> int:
     topology.check_privileges()
     removed, skipped = topology.cleanup(force=args.force)
+    for name in LiveWorld.names():  # worlds whose middlebox died with nothing left to run
+        live = LiveWorld.load(name)
+        if live.run_id not in skipped:
+            live.state_file(name).unlink(missing_ok=True)
+            removed.append(f"world {name}")
     for item in removed:
         print(f"removed {item}")
     for run_id in skipped:
         print(f"kept run {run_id}: its natsim process is still running (use --force)")
     if not removed and not skipped:
         print("nothing to clean up")
+    return 0
+
+
+def _appliance_from_args(args: argparse.Namespace) -> tuple[Appliance, float, dict[str, int]]:
+    if args.scenario:
+        s = load_scenario(args.scenario)
+        appliance, speed, sysctls = s.appliance, s.speed, dict(s.sysctls)
+    else:
+        try:
+            appliance = get_appliance(args.appliance)
+        except KeyError as exc:
+            raise ScenarioError("--appliance", "", str(exc.args[0])) from None
+        speed, sysctls = 35.0, dict(LINUX_KEEPALIVE_DEFAULTS)
+    overrides: dict[str, object] = {}
+    if args.timeout is not None:
+        overrides["tcp_idle_timeout"] = args.timeout
+        overrides["udp_idle_timeout"] = args.timeout
+    if args.late_from_outside is not None:
+        overrides["late_from_outside"] = args.late_from_outside
+    if args.speed is not None:
+        speed = args.speed
+    return appliance.with_overrides(overrides), speed, sysctls
+
+
+def _cmd_up(args: argparse.Namespace) -> int:
+    appliance, speed, sysctls = _appliance_from_args(args)
+    live = LiveWorld.up(args.name, appliance, speed, sysctls)
+    timeout = appliance.tcp_idle_timeout
+    print(f"world {live.name} is up (run {live.run_id}): {appliance.title}, idle timeout "
+          f"{timeout:g} model s = {live.wall(timeout):.3g} wall s at speed {speed:g}")
+    print(f"  client  {live.addresses['client']:<14} namespace {live.namespaces['client']}")
+    print(f"  server  {live.addresses['server']:<14} namespace {live.namespaces['server']}"
+          f"   (the client reaches it as `server`)")
+    print(f"  NAT     {live.addresses['nat']:<14} (the server sees the client as this address)")
+    name_opt = "" if args.name == "default" else f" --name {args.name}"
+    print(f"run programs:  natsim exec{name_opt} server -- python3 -m http.server 8080")
+    print(f"               natsim exec{name_opt} client -- curl http://server:8080/")
+    print(f"watch:         natsim status{name_opt}        remove: natsim down{name_opt}")
+    print("your programs run in wall time: their timeouts and keepalive options are wall "
+          f"seconds (1 wall s = {speed:g} model s)")
+    print(f"capture and events: {live.results_dir}/")
+    return 0
+
+
+def _cmd_exec(args: argparse.Namespace) -> int:
+    argv = list(args.argv)
+    if argv[:1] == ["--"]:
+        argv = argv[1:]
+    if not argv:
+        raise WorldError("nothing to run: natsim exec HOST -- COMMAND [ARGS...]")
+    command = LiveWorld.load(args.name).command(args.host, argv)
+    os.execvp(command[0], command)  # exit status and output pass through unchanged
+
+
+def _bar(idle: float, timeout: float, width: int = 20) -> str:
+    filled = min(width, int(width * idle / timeout)) if timeout > 0 else width
+    return "[" + "#" * filled + "-" * (width - filled) + "]"
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    names = LiveWorld.names() if args.name is None else [args.name]
+    if not names:
+        print("no world is up (natsim up starts one)")
+        return 0
+    for name in names:
+        live = LiveWorld.load(name)
+        snap = live.status()
+        age = time.time() - float(snap["written"])
+        stale = f"  (STALE: last update {age:.0f} s ago: middlebox gone?)" if age > 2 else ""
+        app = live.appliance
+        print(f"world {name}: {app['title']}, idle timeout {app['tcp_idle_timeout']:g} s, "
+              f"speed {live.speed:g}; model time {snap['t']:.1f} s{stale}")
+        if snap["flows"]:
+            print(f"  {'flow':<5} {'proto':<5} {'client':<21} {'server':<21} {'public':<21} "
+                  f"{'state':<12} idle / timeout")
+        for f in snap["flows"]:
+            print(f"  #{f['flow']:<4} {f['proto']:<5} {f['client']:<21} {f['server']:<21} "
+                  f"{f['public']:<21} {f['state']:<12} {f['idle']:7.1f} / {f['timeout']:g} s "
+                  f"{_bar(f['idle'], f['timeout'])}")
+        if not snap["flows"]:
+            print("  no flows")
+        shown = ("ActiveConnectionCount", "ConnectionAttemptCount", "IdleTimeoutCount",
+                 "RstSent", "PacketsDropCount", "KeepaliveProbes")
+        print("  " + ", ".join(f"{k} {snap['counters'].get(k, 0)}" for k in shown))
+    return 0
+
+
+def _cmd_down(args: argparse.Namespace) -> int:
+    names = LiveWorld.names() if args.all else [LiveWorld.load(args.name).name]
+    for name in names:
+        live = LiveWorld.load(name)
+        live.down()
+        print(f"world {name} removed; its capture and events are in {live.results_dir}/")
+    if not names:
+        print("no world is up")
     return 0
 
 
@@ -93,6 +197,38 @@ def build_parser() -> argparse.ArgumentParser:
                        help="also remove the worlds of runs that are still alive")
     clean.set_defaults(func=_cmd_cleanup)
 
+    up = sub.add_parser("up", help="build a world and leave it running for your own programs",
+                        description="Build client, middlebox and server namespaces and leave "
+                                    "the middlebox running in the background.")
+    up.add_argument("scenario", nargs="?", help="take appliance, speed and sysctls from a "
+                                                "scenario (otherwise --appliance)")
+    up.add_argument("--appliance", default="nat-gw", help="catalogue name (default nat-gw)")
+    up.add_argument("--timeout", type=float, metavar="S",
+                    help="override the idle timeout (model seconds)")
+    up.add_argument("--late-from-outside", choices=("rst", "drop"),
+                    help="what a late packet from the server gets (default: the appliance's)")
+    up.add_argument("--speed", type=float, metavar="K", help="time compression (default 35)")
+    up.add_argument("--name", default="default", help="world name, to have several up at once")
+    up.set_defaults(func=_cmd_up)
+
+    ex = sub.add_parser("exec", help="run a command inside a host of a live world",
+                        description="Run COMMAND inside HOST; its output and exit status pass "
+                                    "through unchanged.",
+                        usage="natsim exec [--name NAME] HOST -- COMMAND [ARGS...]")
+    ex.add_argument("--name", default=None, help="which world (default: the only one up)")
+    ex.add_argument("host", choices=ROLES)
+    ex.add_argument("argv", nargs=argparse.REMAINDER)
+    ex.set_defaults(func=_cmd_exec)
+
+    st = sub.add_parser("status", help="live flow table of the worlds that are up")
+    st.add_argument("--name", default=None)
+    st.set_defaults(func=_cmd_status)
+
+    down = sub.add_parser("down", help="remove a live world")
+    down.add_argument("--name", default=None, help="which world (default: the only one up)")
+    down.add_argument("--all", action="store_true", help="remove every world that is up")
+    down.set_defaults(func=_cmd_down)
+
     mbox = sub.add_parser("middlebox", help="(internal) the dataplane, run inside its namespace")
     mbox.add_argument("--config", required=True, help="JSON file written by the runner")
     return parser
@@ -106,6 +242,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except (ScenarioError, SpeedError) as exc:
+        print(f"natsim: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except WorldError as exc:
         print(f"natsim: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except (topology.TopologyError, RunError) as exc:

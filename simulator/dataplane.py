@@ -31,6 +31,7 @@ from typing import IO, Any
 from simulator.core.appliances import get_appliance
 from simulator.core.engine import Middlebox, Transmit
 from simulator.core.events import Side
+from simulator.core.packets import ip_to_str
 
 ETH_P_ALL = 0x0003
 ETH_P_IP = b"\x08\x00"
@@ -39,6 +40,7 @@ PACKET_IGNORE_OUTGOING = 23
 ETH_HLEN = 14
 MAX_FRAME = 65536
 BATCH = 64
+STATUS_EVERY = 0.25
 
 
 class CompressedClock:
@@ -99,6 +101,8 @@ class Dataplane:
         """side -> (socket, Ethernet header for frames leaving by that side)."""
         self.out = out
         self.pcap = pcap
+        self.status_path: Path | None = None
+        self._status_due = 0.0
         self.running = True
         self._by_fd = {sock.fileno(): side for side, (sock, _) in ports.items()}
         self._buf = bytearray(MAX_FRAME)
@@ -113,11 +117,14 @@ class Dataplane:
         try:
             while self.running:
                 deadline = self.engine.next_deadline()
-                timeout = 0.5 if deadline is None else min(0.5, self.clock.wall_until(deadline))
+                cap = STATUS_EVERY
+                timeout = cap if deadline is None else min(cap, self.clock.wall_until(deadline))
                 for fd, _ in poller.poll(timeout):
                     self._drain(self._by_fd[fd])
                 self._send(self.engine.expire(self.clock.now()))
                 self._flush_events()
+                if self.status_path is not None and time.monotonic() >= self._status_due:
+                    self._write_status()
         finally:
             poller.close()
             self._flush_events()
@@ -148,6 +155,29 @@ class Dataplane:
                 sock.send(frame)
             except BlockingIOError:
                 self.engine.counters["TxQueueFullDrops"] += 1
+
+    def snapshot(self) -> dict[str, Any]:
+        """The live flow table and counters, for ``natsim status``."""
+        now = self.clock.now()
+        flows = []
+        for f in self.engine.flows:
+            flows.append({
+                "flow": f.id, "proto": "TCP" if f.proto == 6 else "UDP", "state": str(f.state),
+                "client": f"{ip_to_str(f.inside[1])}:{f.inside[2]}",
+                "server": f"{ip_to_str(f.inside[3])}:{f.inside[4]}",
+                "public": f"{ip_to_str(f.public_ip)}:{f.public_port}",
+                "idle": round(now - f.last_seen, 3), "timeout": f.timeout,
+                "packets": list(f.packets)})
+        return {"t": round(now, 3), "speed": self.clock.speed, "written": time.time(),
+                "appliance": self.engine.appliance.name, "flows": flows,
+                "counters": dict(self.engine.counters)}
+
+    def _write_status(self) -> None:
+        assert self.status_path is not None
+        tmp = self.status_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.snapshot()))
+        tmp.replace(self.status_path)  # atomic: a reader never sees half a file
+        self._status_due = time.monotonic() + STATUS_EVERY
 
     def _flush_events(self) -> None:
         events = self.engine.take_events()
@@ -180,6 +210,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     pcap = PcapWriter(Path(cfg["pcap"])) if cfg.get("pcap") else None
     plane = Dataplane(engine, clock, ports, sys.stdout, pcap)
+    if cfg.get("status"):
+        plane.status_path = Path(cfg["status"])
     signal.signal(signal.SIGTERM, plane.stop)
     signal.signal(signal.SIGINT, plane.stop)
     print(json.dumps({"source": "middlebox", "kind": "ready", "origin": clock.origin}),

@@ -40,6 +40,7 @@ from simulator.report import (
 )
 from simulator.scenario import Plan, Scenario
 from simulator.scenario import plan as make_plan
+from simulator.world import middlebox_config
 
 READY_TIMEOUT = 15.0
 HOLD = 0.25
@@ -304,20 +305,8 @@ class Runner:
 
     def _start(self, world: topology.World) -> None:
         p, s = self.plan, self.scenario
-        mbox_cfg = {
-            "appliance": s.appliance.name,
-            "overrides": {"tcp_idle_timeout": s.appliance.tcp_idle_timeout,
-                          "udp_idle_timeout": s.appliance.udp_idle_timeout,
-                          "late_from_inside": str(s.appliance.late_from_inside),
-                          "late_from_outside": str(s.appliance.late_from_outside),
-                          "public_ips": list(s.appliance.public_ips),
-                          "ports_per_destination": s.appliance.ports_per_destination},
-            "speed": p.speed,
-            "inside_if": world.mbox_inside_if, "outside_if": world.mbox_outside_if,
-            "client_mac": world.client_mac, "server_mac": world.server_mac,
-            "inside_mac": world.mbox_inside_mac, "outside_mac": world.mbox_outside_mac,
-            "pcap": str((self.results_dir / "capture.pcap").resolve()),
-        }
+        mbox_cfg = middlebox_config(world, s.appliance, p.speed,
+                                    self.results_dir / "capture.pcap", None)
         cfg_path = self.results_dir / "middlebox.json"
         cfg_path.write_text(json.dumps(mbox_cfg, indent=2))
         mbox = self._spawn("middlebox", world.mbox_ns,

@@ -136,11 +136,17 @@ def disable_offloads(ns: str, ifname: str) -> None:
 # -- building -------------------------------------------------------------------------------
 
 
-def _register(run_id: str, namespaces: tuple[str, ...]) -> None:
+def register(run_id: str, owner: int | None = None) -> None:
+    """Record which process owns the run: while it lives, ``cleanup`` leaves the run alone.
+
+    A scenario run is owned by the runner; a world left up by ``natsim up`` by its
+    middlebox process, which outlives the command that started it.
+    """
+    pid = os.getpid() if owner is None else owner
     REGISTRY.mkdir(parents=True, exist_ok=True)
     (REGISTRY / f"{run_id}.json").write_text(json.dumps(
-        {"run_id": run_id, "pid": os.getpid(), "pid_start": _start_ticks(os.getpid()),
-         "started": time.time(), "namespaces": list(namespaces)}))
+        {"run_id": run_id, "pid": pid, "pid_start": _start_ticks(pid),
+         "started": time.time(), "namespaces": list(ns_names(run_id))}))
 
 
 def _start_ticks(pid: int) -> int | None:
@@ -183,7 +189,7 @@ def build_world(run_id: str, client_sysctls: dict[str, int]) -> World:
     """Create the three namespaces and wire them; on any failure, remove what was made."""
     check_privileges()
     client_ns, mbox_ns, server_ns = ns_names(run_id)
-    _register(run_id, (client_ns, mbox_ns, server_ns))
+    register(run_id)
     try:
         with _netns_lock():
             for ns in (client_ns, mbox_ns, server_ns):

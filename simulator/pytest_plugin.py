@@ -1,0 +1,188 @@
+"""pytest plugin: put your own client behind a simulated appliance in a test.
+
+Registered through the ``pytest11`` entry point, so installing natsim is enough::
+
+    import pytest
+
+    @pytest.mark.natsim(appliance="nat-gw", speed=50)
+    def test_my_client_survives_a_400_second_wait(natsim_world):
+        natsim_world.start("server", ["my-server", "--answer-after", str(natsim_world.wall(400))])
+        natsim_world.wait_for_port("server", 8080)
+        answer = natsim_world.call("client", my_client, "server", 8080)
+        assert answer == b"done"
+
+The ``natsim_world`` fixture builds client, middlebox and server namespaces for one test and
+removes them afterwards (with every process the test started in them). The ``natsim`` marker
+configures it:
+
+* ``appliance`` (default ``nat-gw``), ``timeout`` (idle timeout, model seconds),
+  ``late_from_outside`` (``rst`` or ``drop``), ``speed`` (default 50), ``sysctls`` (the
+  client namespace's keepalive sysctls, model seconds);
+* ``appliances=[...]`` parametrizes the test across appliances; each item is a catalogue
+  name or a mapping ``{"name": ..., <overrides>}``.
+
+Everything a test starts runs in wall time: :meth:`NatsimWorld.wall` turns model seconds
+into the wall seconds to give to your own timeouts and keepalive options.
+
+The fixture needs root (network namespaces); without it the test is skipped with a reason
+that says so, never silently.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from simulator.core.appliances import Appliance, get_appliance
+from simulator.scenario import LINUX_KEEPALIVE_DEFAULTS
+from simulator.world import LiveWorld, call_in
+
+DEFAULT_SPEED = 50.0
+
+
+class NatsimWorld:
+    """A live world for one test: run commands and functions in its hosts."""
+
+    def __init__(self, live: LiveWorld) -> None:
+        self.live = live
+        self._procs: list[subprocess.Popen[str]] = []
+
+    @property
+    def speed(self) -> float:
+        return self.live.speed
+
+    @property
+    def addresses(self) -> dict[str, str]:
+        return self.live.addresses
+
+    @property
+    def results_dir(self) -> Path:
+        return Path(self.live.results_dir)
+
+    def wall(self, model_seconds: float) -> float:
+        """Wall seconds for a duration in model seconds (``wall(400)`` at speed 50 is 8)."""
+        return self.live.wall(model_seconds)
+
+    def run(self, host: str, argv: Sequence[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
+        """Run a command in ``host`` to completion (output captured as text)."""
+        return self.live.run(host, argv, **kwargs)
+
+    def start(self, host: str, argv: Sequence[str], **kwargs: Any) -> subprocess.Popen[str]:
+        """Start a command in ``host`` in the background; it is killed when the test ends."""
+        kwargs.setdefault("stdout", subprocess.PIPE)
+        kwargs.setdefault("stderr", subprocess.STDOUT)
+        proc = self.live.popen(host, argv, start_new_session=True, **kwargs)
+        self._procs.append(proc)
+        return proc
+
+    def call(self, host: str, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Run ``func(*args, **kwargs)`` inside ``host`` and return its result.
+
+        ``func`` runs in a forked child that has joined the host's namespace (its sockets
+        are the host's, and the name ``server`` resolves); exceptions come back raised.
+        """
+        return call_in(self.live.namespace(host), func, args, kwargs)
+
+    def wait_for_port(self, host: str, port: int, timeout: float = 10.0) -> None:
+        """Wait until something in ``host`` accepts TCP connections on ``port``."""
+        if not call_in(self.live.namespace(host), _wait_for_local_port, (port, timeout),
+                       limit=timeout + 5):
+            raise TimeoutError(f"nothing listens on port {port} in {host} after {timeout:g} s")
+
+    def events(self) -> list[dict[str, Any]]:
+        """The middlebox's events so far (``kind``: flow_created, keepalive, flow_expired,
+        dropped, rst_sent, ...)."""
+        return self.live.events()
+
+    def kinds(self) -> list[str]:
+        return [str(e["kind"]) for e in self.events()]
+
+    def status(self) -> dict[str, Any]:
+        return self.live.status()
+
+    def close(self) -> None:
+        for proc in self._procs:
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+        self.live.down()
+
+
+def _wait_for_local_port(port: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def _appliance(spec: str | dict[str, Any], marker_kwargs: dict[str, Any]) -> Appliance:
+    if isinstance(spec, str):
+        spec = {"name": spec}
+    overrides = {k: v for k, v in spec.items() if k != "name"}
+    if "timeout" in marker_kwargs:
+        overrides.setdefault("tcp_idle_timeout", marker_kwargs["timeout"])
+        overrides.setdefault("udp_idle_timeout", marker_kwargs["timeout"])
+    if "late_from_outside" in marker_kwargs:
+        overrides.setdefault("late_from_outside", marker_kwargs["late_from_outside"])
+    return get_appliance(str(spec.get("name", "nat-gw"))).with_overrides(overrides)
+
+
+def _spec_id(spec: str | dict[str, Any]) -> str:
+    if isinstance(spec, str):
+        return spec
+    extra = ",".join(f"{k}={v}" for k, v in spec.items() if k != "name")
+    return f"{spec.get('name', 'nat-gw')}[{extra}]" if extra else str(spec.get("name"))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "natsim(appliance='nat-gw', appliances=[...], timeout=S, late_from_outside='rst', "
+        "speed=K, sysctls={...}): configure the natsim_world fixture",
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    marker = metafunc.definition.get_closest_marker("natsim")
+    if marker is None or "natsim_world" not in metafunc.fixturenames:
+        return
+    specs = marker.kwargs.get("appliances")
+    if specs:
+        metafunc.parametrize("natsim_world", list(specs), indirect=True,
+                             ids=[_spec_id(s) for s in specs])
+
+
+@pytest.fixture
+def natsim_world(request: pytest.FixtureRequest,
+                 tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsimWorld]:
+    """A client/middlebox/server world for this test, removed afterwards."""
+    if os.geteuid() != 0:
+        pytest.skip("natsim_world builds network namespaces and needs root "
+                    "(run the tests with sudo)")
+    marker = request.node.get_closest_marker("natsim")
+    kwargs: dict[str, Any] = dict(marker.kwargs) if marker else {}
+    spec = getattr(request, "param", kwargs.get("appliance", "nat-gw"))
+    appliance = _appliance(spec, kwargs)
+    sysctls = dict(LINUX_KEEPALIVE_DEFAULTS)
+    sysctls.update(kwargs.get("sysctls", {}))
+    results = tmp_path_factory.mktemp("natsim")
+    live = LiveWorld.up(f"pytest-{secrets.token_hex(3)}", appliance,
+                        float(kwargs.get("speed", DEFAULT_SPEED)), sysctls, results)
+    world = NatsimWorld(live)
+    try:
+        yield world
+    finally:
+        world.close()

@@ -1,0 +1,304 @@
+"""A world that stays up: ``natsim up``/``exec``/``status``/``down`` and the pytest plugin.
+
+A scenario run builds its world, runs the built-in client and server, and tears it all
+down. A *live* world is the same three namespaces and the same middlebox, left running so
+that people can put their own programs in the hosts (``curl`` in ``client``, their service
+in ``server``) and watch what the appliance does to them.
+
+The middlebox is started detached (its own session, no parent-death signal), so it outlives
+the ``natsim up`` command; it then owns the run in the registry, and ``natsim cleanup``
+leaves the world alone for as long as it lives. What the world needs to be found again
+(names, speed, the middlebox's pid, the results folder) is kept in
+``/run/natsim/worlds/NAME.json``.
+
+Time compression applies to the appliance (its idle timeout is divided by the speed) and to
+the client's keepalive sysctls; the programs you run are not compressed, so their own
+timeouts and keepalive options are wall seconds. :meth:`LiveWorld.wall` converts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import json
+import os
+import pickle
+import re
+import select
+import signal
+import subprocess
+import sys
+import time
+import traceback
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pyroute2 import netns
+
+from simulator import topology
+from simulator.core.appliances import Appliance
+from simulator.scenario import LINUX_KEEPALIVE_DEFAULTS
+
+WORLDS = topology.REGISTRY / "worlds"
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,19}$")
+ROLES = ("client", "server", "middlebox")
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
+"""Middleboxes this process started, kept so that ``down`` can reap them (a process that
+outlives its ``Popen`` object is not reaped, and Python warns about it)."""
+
+
+class WorldError(RuntimeError):
+    """A live world that cannot be found, built or reached; the message says which."""
+
+
+def middlebox_config(world: topology.World, appliance: Appliance, speed: float,
+                     pcap: Path | None, status: Path | None) -> dict[str, Any]:
+    """The dataplane's configuration (``natsim middlebox --config``) for one world."""
+    return {
+        "appliance": appliance.name,
+        "overrides": {"tcp_idle_timeout": appliance.tcp_idle_timeout,
+                      "udp_idle_timeout": appliance.udp_idle_timeout,
+                      "late_from_inside": str(appliance.late_from_inside),
+                      "late_from_outside": str(appliance.late_from_outside),
+                      "public_ips": list(appliance.public_ips),
+                      "ports_per_destination": appliance.ports_per_destination},
+        "speed": speed,
+        "inside_if": world.mbox_inside_if, "outside_if": world.mbox_outside_if,
+        "client_mac": world.client_mac, "server_mac": world.server_mac,
+        "inside_mac": world.mbox_inside_mac, "outside_mac": world.mbox_outside_mac,
+        "pcap": str(pcap.resolve()) if pcap else None,
+        "status": str(status.resolve()) if status else None,
+    }
+
+
+def scaled_sysctls(sysctls: dict[str, int], speed: float) -> dict[str, int]:
+    """Keepalive sysctls in whole wall seconds (counts unchanged)."""
+    out = {}
+    for key, value in sysctls.items():
+        out[key] = value if key == "tcp_keepalive_probes" else max(1, round(value / speed))
+    return out
+
+
+@dataclass
+class LiveWorld:
+    name: str
+    run_id: str
+    speed: float
+    appliance: dict[str, Any]
+    namespaces: dict[str, str]
+    addresses: dict[str, str]
+    results_dir: str
+    middlebox_pid: int
+    started: str
+
+    # -- finding ------------------------------------------------------------------------
+
+    @staticmethod
+    def state_file(name: str) -> Path:
+        return WORLDS / f"{name}.json"
+
+    @classmethod
+    def names(cls) -> list[str]:
+        return sorted(p.stem for p in WORLDS.glob("*.json")) if WORLDS.is_dir() else []
+
+    @classmethod
+    def load(cls, name: str | None = None) -> LiveWorld:
+        """The world called ``name``; without a name, the only world that is up."""
+        if name is None:
+            names = cls.names()
+            if not names:
+                raise WorldError("no world is up: start one with `natsim up`")
+            if len(names) > 1:
+                raise WorldError(f"several worlds are up ({', '.join(names)}): "
+                                 "say which with --name")
+            name = names[0]
+        path = cls.state_file(name)
+        if not path.exists():
+            raise WorldError(f"no world named {name!r} is up (up: "
+                             f"{', '.join(cls.names()) or 'none'})")
+        return cls(**json.loads(path.read_text()))
+
+    # -- building and removing ----------------------------------------------------------
+
+    @classmethod
+    def up(cls, name: str, appliance: Appliance, speed: float,
+           sysctls: dict[str, int] | None = None, results_dir: Path | None = None) -> LiveWorld:
+        if not NAME_RE.match(name):
+            raise WorldError(f"world name {name!r}: use 1-20 characters a-z, 0-9 and '-'")
+        if cls.state_file(name).exists():
+            raise WorldError(f"a world named {name!r} is already up: `natsim down --name "
+                             f"{name}` first, or choose another --name")
+        if speed <= 0:
+            raise WorldError(f"speed must be positive, got {speed}")
+        run_id = topology.new_run_id()
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        results = (results_dir or Path("results") / f"world-{name}-{stamp}-{run_id}").resolve()
+        results.mkdir(parents=True, exist_ok=True)
+        world = topology.build_world(
+            run_id, scaled_sysctls(sysctls or dict(LINUX_KEEPALIVE_DEFAULTS), speed))
+        try:
+            cfg = middlebox_config(world, appliance, speed, results / "capture.pcap",
+                                   results / "status.json")
+            (results / "middlebox.json").write_text(json.dumps(cfg, indent=2))
+            with (results / "events.jsonl").open("wb") as events, \
+                    (results / "middlebox.stderr").open("wb") as errors:
+                mbox = subprocess.Popen(
+                    ["ip", "netns", "exec", world.mbox_ns, sys.executable, "-m", "simulator",
+                     "middlebox", "--config", str(results / "middlebox.json")],
+                    stdin=subprocess.DEVNULL, stdout=events, stderr=errors,
+                    start_new_session=True, cwd=REPO_ROOT)
+            _CHILDREN[mbox.pid] = mbox
+            _wait_for_ready(mbox, results)
+            topology.register(run_id, owner=mbox.pid)
+            live = cls(name=name, run_id=run_id, speed=speed,
+                       appliance={"name": appliance.name, "title": appliance.title,
+                                  "tcp_idle_timeout": appliance.tcp_idle_timeout,
+                                  "late_from_inside": str(appliance.late_from_inside),
+                                  "late_from_outside": str(appliance.late_from_outside)},
+                       namespaces={"client": world.client_ns, "server": world.server_ns,
+                                   "middlebox": world.mbox_ns},
+                       addresses={"client": world.client_ip, "server": world.server_ip,
+                                  "nat": appliance.public_ips[0]},
+                       results_dir=str(results), middlebox_pid=mbox.pid,
+                       started=datetime.now(UTC).isoformat(timespec="seconds"))
+            WORLDS.mkdir(parents=True, exist_ok=True)
+            cls.state_file(name).write_text(json.dumps(asdict(live), indent=2))
+            return live
+        except BaseException:
+            topology.destroy_world(run_id)
+            raise
+
+    def down(self) -> None:
+        """Stop the middlebox, remove the namespaces and the state file."""
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.middlebox_pid, signal.SIGTERM)
+        deadline = time.monotonic() + 2.0
+        while time.monotonic() < deadline and topology.pids_in(self.namespaces["middlebox"]):
+            time.sleep(0.02)
+        topology.destroy_world(self.run_id)
+        self.state_file(self.name).unlink(missing_ok=True)
+        child = _CHILDREN.pop(self.middlebox_pid, None)
+        if child is not None:
+            child.wait()
+
+    # -- using --------------------------------------------------------------------------
+
+    def namespace(self, role: str) -> str:
+        if role not in self.namespaces:
+            raise WorldError(f"no host {role!r} in world {self.name!r}; hosts: "
+                             f"{', '.join(self.namespaces)}")
+        return self.namespaces[role]
+
+    def command(self, role: str, argv: Sequence[str]) -> list[str]:
+        """The command line that runs ``argv`` inside host ``role``."""
+        if not argv:
+            raise WorldError("no command given")
+        return ["ip", "netns", "exec", self.namespace(role), *argv]
+
+    def run(self, role: str, argv: Sequence[str],
+            **kwargs: Any) -> subprocess.CompletedProcess[str]:
+        kwargs.setdefault("capture_output", True)
+        kwargs.setdefault("text", True)
+        return subprocess.run(self.command(role, argv), check=False, **kwargs)
+
+    def popen(self, role: str, argv: Sequence[str], **kwargs: Any) -> subprocess.Popen[str]:
+        kwargs.setdefault("text", True)
+        return subprocess.Popen(self.command(role, argv), **kwargs)
+
+    def wall(self, model_seconds: float) -> float:
+        """Wall seconds for a duration in the appliance's model time."""
+        return model_seconds / self.speed
+
+    def status(self) -> dict[str, Any]:
+        path = Path(self.results_dir) / "status.json"
+        try:
+            data: dict[str, Any] = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise WorldError(f"world {self.name!r}: no status from its middlebox ({exc}); "
+                             "is it still running?") from None
+        return data
+
+    def events(self) -> list[dict[str, Any]]:
+        """The middlebox's events so far (times in model seconds since it started)."""
+        path = Path(self.results_dir) / "events.jsonl"
+        lines = path.read_text().splitlines() if path.exists() else []
+        return [json.loads(line) for line in lines
+                if line.strip() and json.loads(line).get("kind") not in ("ready", "stopped")]
+
+    def alive(self) -> bool:
+        return bool(topology.pids_in(self.namespaces["middlebox"]))
+
+
+def _wait_for_ready(proc: subprocess.Popen[bytes], results: Path, timeout: float = 15.0) -> None:
+    events = results / "events.jsonl"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if events.exists() and '"ready"' in events.read_text():
+            return
+        if proc.poll() is not None:
+            break
+        time.sleep(0.02)
+    proc.kill()
+    err = (results / "middlebox.stderr").read_text()[-2000:]
+    raise WorldError(f"the middlebox did not start; its stderr ends with:\n{err}")
+
+
+# -- running Python code inside a host ------------------------------------------------------
+
+_CLONE_NEWNS = 0x00020000
+_MS_REC, _MS_SLAVE, _MS_BIND = 0x4000, 0x80000, 0x1000
+
+
+def _enter_host(ns: str) -> None:
+    """In a forked child: join ``ns`` and see its hosts file, as ``ip netns exec`` does."""
+    netns.setns(ns, flags=0)
+    libc = ctypes.CDLL(None, use_errno=True)
+    hosts = topology.ETC_NETNS / ns / "hosts"
+    if hosts.exists() and libc.unshare(_CLONE_NEWNS) == 0:
+        libc.mount(None, b"/", None, _MS_SLAVE | _MS_REC, None)
+        libc.mount(str(hosts).encode(), b"/etc/hosts", None, _MS_BIND, None)
+
+
+def call_in(ns: str, func: Any, args: Sequence[Any] = (), kwargs: dict[str, Any] | None = None,
+            limit: float | None = None) -> Any:
+    """Run ``func(*args, **kwargs)`` in a child process inside namespace ``ns``.
+
+    The child is a fork of this process, so ``func`` may be any function or closure; its
+    return value (or exception) comes back pickled. Sockets it opens live in ``ns``.
+    """
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never return into the caller's stack
+        os.close(read_end)
+        try:
+            _enter_host(ns)
+            payload = pickle.dumps(("ok", func(*args, **(kwargs or {}))))
+        except BaseException as exc:  # everything goes back to the parent
+            try:
+                payload = pickle.dumps(("error", exc))
+            except Exception:
+                payload = pickle.dumps(("error", RuntimeError(traceback.format_exc())))
+        with os.fdopen(write_end, "wb") as pipe:
+            pipe.write(payload)
+        os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        if limit is not None and not select.select([pipe], [], [], limit)[0]:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            raise TimeoutError(f"{getattr(func, '__name__', func)} did not finish within "
+                               f"{limit:g} s inside {ns}")
+        data = pipe.read()
+    os.waitpid(pid, 0)
+    if not data:
+        raise WorldError(f"the child running {getattr(func, '__name__', func)} in {ns} died")
+    status, value = pickle.loads(data)
+    if status == "error":
+        raise value
+    return value

@@ -1,0 +1,107 @@
+"""Live worlds: ``natsim up``/``exec``/``status``/``down`` with a real third-party client
+(curl), and the pytest plugin's ``natsim_world`` fixture used by our own tests."""
+
+from __future__ import annotations
+
+import secrets
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from simulator.pytest_plugin import NatsimWorld
+from simulator.world import LiveWorld
+
+REPO = Path(__file__).resolve().parents[2]
+SPEED = 100  # the NAT Gateway's 350 s last 3.5 wall s
+
+
+def natsim(*args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "simulator", *args], cwd=REPO,
+                          capture_output=True, text=True, check=check, timeout=timeout)
+
+
+@pytest.fixture
+def world_name(tmp_path: Path) -> Iterator[str]:
+    """A world brought up through the CLI, with a slow HTTP server answering after 500 s."""
+    name = f"t{secrets.token_hex(3)}"
+    up = natsim("up", "--appliance", "nat-gw", "--speed", str(SPEED), "--name", name)
+    assert f"world {name} is up" in up.stdout
+    server = subprocess.Popen(
+        [sys.executable, "-m", "simulator", "exec", "--name", name, "server", "--",
+         sys.executable, "-m", "simulator.workloads.slow_http", "--delay", str(500 / SPEED)],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        time.sleep(1.0)
+        yield name
+    finally:
+        natsim("down", "--name", name)
+        server.communicate(timeout=10)
+    assert name not in LiveWorld.names()
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed "
+                    "(apt-get install curl; .ci/run installs it)")
+def test_curl_with_and_without_keepalive(world_name: str) -> None:
+    url = "http://server:8080/"
+    # curl's --keepalive-time is wall seconds: 1 s = 100 model s, well below 350
+    good = natsim("exec", "--name", world_name, "client", "--", "curl", "-sS", "-m", "10",
+                  "--keepalive-time", "1", url, check=False)
+    assert good.returncode == 0, good.stderr
+    assert "the slow answer" in good.stdout
+
+    bad = subprocess.Popen(
+        [sys.executable, "-m", "simulator", "exec", "--name", world_name, "client", "--",
+         "curl", "-sS", "-m", "8", "--no-keepalive", url],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(2.0)  # 200 model s into the wait: the flow is in the table, idle
+    status = natsim("status", "--name", world_name).stdout
+    assert "ESTABLISHED" in status and "198.18.1.10" in status and "203.0.113.1" in status
+    out, err = bad.communicate(timeout=20)
+    assert bad.returncode == 28, err  # curl: operation timed out: the answer never came
+    assert out == ""
+    after = natsim("status", "--name", world_name).stdout
+    assert "IdleTimeoutCount 2" in after and "RstSent" in after
+
+
+def test_exec_passes_exit_status_and_output_through(world_name: str) -> None:
+    result = natsim("exec", "--name", world_name, "client", "--", "sh", "-c",
+                    "echo from-the-client; getent hosts server; exit 7", check=False)
+    assert result.returncode == 7
+    assert "from-the-client" in result.stdout and "198.19.1.10" in result.stdout
+
+
+def test_errors_name_what_is_wrong(world_name: str) -> None:
+    dup = natsim("up", "--name", world_name, check=False)
+    assert dup.returncode == 2 and "already up" in dup.stderr
+    missing = natsim("exec", "--name", "nosuchworld", "client", "--", "true", check=False)
+    assert missing.returncode == 2 and "no world named 'nosuchworld'" in missing.stderr
+
+
+def _resolve_and_connect(port: int) -> tuple[str, str]:
+    import socket  # noqa: PLC0415 (runs in the forked child)
+
+    with socket.create_connection(("server", port), timeout=5) as sock:
+        return sock.getsockname()[0], sock.getpeername()[0]
+
+
+@pytest.mark.natsim(appliance="nat-gw", speed=SPEED)
+def test_plugin_runs_functions_inside_hosts(natsim_world: NatsimWorld) -> None:
+    natsim_world.start("server", [sys.executable, "-m", "simulator.workloads.slow_http",
+                                  "--delay", "0"])
+    natsim_world.wait_for_port("server", 8080)
+    local, peer = natsim_world.call("client", _resolve_and_connect, 8080)
+    assert (local, peer) == ("198.18.1.10", "198.19.1.10")
+    assert natsim_world.kinds()[:1] == ["flow_created"]
+    assert natsim_world.wall(350) == 3.5
+
+
+@pytest.mark.natsim(appliance="nat-gw", timeout=100, speed=SPEED)
+def test_plugin_marker_overrides_the_timeout(natsim_world: NatsimWorld) -> None:
+    assert natsim_world.live.appliance["tcp_idle_timeout"] == 100
+    with pytest.raises(ConnectionRefusedError):
+        natsim_world.call("client", _resolve_and_connect, 9)
