@@ -73,7 +73,8 @@ class NatsimWorld:
         """Wall seconds for a duration in model seconds (``wall(400)`` at speed 50 is 8)."""
         return self.live.wall(model_seconds)
 
-    def run(self, host: str, argv: Sequence[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
+    def run(self, host: str, argv: Sequence[str],
+            **kwargs: Any) -> subprocess.CompletedProcess[str]:
         """Run a command in ``host`` to completion (output captured as text)."""
         return self.live.run(host, argv, **kwargs)
 

@@ -40,6 +40,7 @@ from simulator.report import (
 )
 from simulator.scenario import Plan, Scenario
 from simulator.scenario import plan as make_plan
+from simulator.timeline import draw
 from simulator.world import middlebox_config
 
 READY_TIMEOUT = 15.0
@@ -384,6 +385,8 @@ class Runner:
         result = RunResult(self.scenario, self.plan, self.results_dir, self._outcome("client"),
                            self._outcome("server"), events, counters, wall)
         s, pred = self.scenario, self.plan.prediction
+        pictures = draw(events, s.appliance.tcp_idle_timeout, self.plan.speed,
+                        f"{s.name}: {s.description}", self.results_dir / "timeline")
         write_result(self.results_dir / "result.json", {
             "scenario": s.name,
             "source": s.source,
@@ -410,7 +413,8 @@ class Runner:
         interesting = ("IdleTimeoutCount", "RstSent", "PacketsDropCount", "KeepaliveProbes")
         w("  middlebox: " + ", ".join(f"{k} {counters.get(k, 0)}" for k in interesting) + "\n")
         w("  why (the analytic model): " + "; ".join(pred.story) + "\n")
-        w(f"  results: {self.results_dir}/ (result.json, capture.pcap, logs/)\n")
+        w(f"  results: {self.results_dir}/ (result.json, capture.pcap, "
+          f"{', '.join(p.name for p in pictures)}, logs/)\n")
         verdict = "PASS" if result.passed else "FAIL"
         w(f"{verdict}: {'outcome as expected' if result.passed else 'outcome differs'} "
           f"({wall:.1f} s wall)\n")

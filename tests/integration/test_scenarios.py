@@ -51,6 +51,12 @@ def test_nat_gw_answer_after_timeout_is_reset_and_client_hangs(tmp_path: Path) -
     assert rsts, "no RST to the server in capture.pcap"
     assert (tmp_path / "results" / "result.json").exists()
 
+    # the timeline picture: a real PNG, and the SVG names the expiry
+    png = (tmp_path / "results" / "timeline.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+    svg = (tmp_path / "results" / "timeline.svg").read_text()
+    assert "expired after 350 s idle" in svg
+
 
 def test_nat_gw_keepalive_survives(tmp_path: Path) -> None:
     result = run("nat-gw-keepalive", 100, tmp_path)

@@ -1,0 +1,184 @@
+"""The timeline picture: what client, middlebox and server saw, on one model-time axis.
+
+Three lanes, top to bottom: client, middlebox, server. The request and the answer are arrows
+between the lanes; the middlebox lane shows each flow's life as a bar and, after every
+packet, the idle countdown to the appliance's deadline (a keepalive probe restarts it); an
+expiry is a red cross, an RST a red arrow back to whoever sent the late packet. The top axis
+gives wall seconds, so the picture also says how long the compressed run took.
+
+Written as SVG (for documents) and PNG (for slides) with matplotlib's Agg backend: no
+display is needed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+from matplotlib.axes import Axes
+
+from simulator.report import TimelineEvent
+
+LANES = {"client": 2.5, "middlebox": 1.35, "server": 0.0}
+COLOURS = {"ok": "#2e7d32", "bad": "#c62828", "info": "#1565c0", "idle": "#f9a825",
+           "flow": "#90caf9", "grey": "#616161"}
+ACTIVITY = {"flow_created", "data", "keepalive", "flow_established"}
+MARKERS = {
+    ("client", "request_sent"): ("o", "info", "request sent"),
+    ("client", "answer"): ("*", "ok", "answer received"),
+    ("client", "timeout"): ("X", "bad", "client gives up (timeout)"),
+    ("client", "reset"): ("X", "bad", "client reset"),
+    ("client", "keepalive_failed"): ("X", "bad", "keepalive failed"),
+    ("server", "request_received"): ("o", "info", "request received"),
+    ("server", "answer_sent"): ("D", "info", "answer sent"),
+    ("server", "delivered"): ("*", "ok", "answer delivered"),
+    ("server", "reset"): ("X", "bad", "server reset"),
+    ("server", "unacknowledged"): ("X", "bad", "answer never acknowledged"),
+}
+
+
+def _flows(events: Sequence[TimelineEvent]) -> dict[int, list[TimelineEvent]]:
+    flows: dict[int, list[TimelineEvent]] = {}
+    for ev in events:
+        flow = ev.raw.get("flow")
+        if ev.source == "middlebox" and isinstance(flow, int):
+            flows.setdefault(flow, []).append(ev)
+    return flows
+
+
+def draw(events: Sequence[TimelineEvent], timeout: float, speed: float, title: str,
+         out_base: Path) -> list[Path]:
+    """Write ``out_base``.svg and .png; return their paths."""
+    fig, ax = plt.subplots(figsize=(12, 5.4), dpi=110)
+    end = max([ev.t for ev in events] + [timeout]) * 1.04 + 1
+    start = min([ev.t for ev in events] + [0.0])
+    for name, y in LANES.items():
+        ax.axhline(y, color="#e0e0e0", lw=8, zorder=0, solid_capstyle="butt")
+        ax.text(start - 0.01 * (end - start), y, name, ha="right", va="center", fontsize=11,
+                fontweight="bold")
+
+    # Flows in the middlebox lane: life bar, idle countdowns, expiry.
+    y_mb = LANES["middlebox"]
+    labelled_once: set[str] = set()
+    for flow_id, evs in _flows(events).items():
+        created = next((e.t for e in evs if e.kind == "flow_created"), evs[0].t)
+        ended = next((e.t for e in evs if e.kind in ("flow_expired",)), None)
+        closed = next((e.t for e in evs if e.kind == "flow_closed"), None)
+        bar_end = ended if ended is not None else (closed if closed is not None else end)
+        ax.plot([created, bar_end], [y_mb + 0.12] * 2, color=COLOURS["flow"], lw=5,
+                solid_capstyle="butt", label="flow in the table" if flow_id == 1 else None)
+        ax.text(created, y_mb + 0.22, f"flow #{flow_id}", fontsize=8, color=COLOURS["grey"])
+        # The idle time as a sawtooth under the lane: it climbs towards the timeout (the
+        # dotted line) and drops to zero at every packet; reaching the line is expiry.
+        base, height = y_mb - 0.6, 0.4
+        ax.plot([created, bar_end], [base + height] * 2, color=COLOURS["idle"], lw=0.8,
+                ls=":")
+        activity = sorted(e.t for e in evs if e.kind in ACTIVITY)
+        for i, t in enumerate(activity):
+            nxt = activity[i + 1] if i + 1 < len(activity) else None
+            stop = min(t + timeout, nxt if nxt is not None else t + timeout, bar_end)
+            if stop <= t:
+                continue
+            ax.plot([t, stop, stop], [base, base + height * (stop - t) / timeout, base],
+                    color=COLOURS["idle"], lw=1.8,
+                    label="idle time (timeout at the dotted line)"
+                    if "idle" not in labelled_once else None)
+            labelled_once.add("idle")
+        for e in evs:
+            if e.kind == "keepalive":
+                ax.plot(e.t, y_mb, marker="|", ms=18, mew=2, color=COLOURS["info"],
+                        label="keepalive probe" if e is _first(evs, "keepalive") else None)
+            elif e.kind == "flow_expired":
+                ax.plot(e.t, y_mb, marker="X", ms=13, color=COLOURS["bad"],
+                        label="flow expired (silently)" if flow_id == 1 else None)
+                ax.annotate(f"expired after {timeout:g} s idle", (e.t, y_mb),
+                            xytext=(-8, 10), textcoords="offset points", fontsize=8,
+                            ha="right", color=COLOURS["bad"])
+
+    # Drops and RSTs: an arrow from the middlebox back to the sender's lane.
+    for e in events:
+        if e.source != "middlebox" or e.kind != "rst_sent":
+            continue
+        target = LANES["client"] if e.raw.get("side") == "inside" else LANES["server"]
+        x = e.t + 0.006 * (end - start)  # beside the packet it answers, not on top of it
+        ax.annotate("", xy=(x, target), xytext=(x, y_mb),
+                    arrowprops={"arrowstyle": "-|>", "color": COLOURS["bad"], "lw": 1.8})
+        ax.text(x, (target + y_mb) / 2, " RST", color=COLOURS["bad"], fontsize=8,
+                va="center")
+
+    # Request and answer arrows between the endpoints.
+    sent = _find(events, "client", "request_sent")
+    got = _find(events, "server", "request_received")
+    if sent is not None and got is not None:
+        _arrow(ax, sent.t, LANES["client"], got.t, LANES["server"], COLOURS["info"])
+    answer = _find(events, "server", "answer_sent")
+    if answer is not None:
+        received = _find(events, "client", "answer")
+        if received is not None:
+            _arrow(ax, answer.t, LANES["server"], received.t, LANES["client"], COLOURS["ok"])
+        else:
+            x = answer.t - 0.006 * (end - start)
+            _arrow(ax, x, LANES["server"], x, y_mb - 0.05, COLOURS["bad"])
+
+    labelled: set[str] = set()
+    last_label: dict[str, tuple[float, int]] = {}
+    crowd = 0.07 * (end - start)
+    for e in events:
+        spec = MARKERS.get((e.source, e.kind))
+        if spec is None:
+            continue
+        marker, colour, label = spec
+        ax.plot(e.t, LANES[e.source], marker=marker, ms=11, color=COLOURS[colour],
+                label=label if label not in labelled else None, zorder=5)
+        labelled.add(label)
+        # Labels of nearly simultaneous events alternate above and below the lane.
+        prev = last_label.get(e.source)
+        level = prev[1] + 1 if prev is not None and e.t - prev[0] < crowd else 0
+        last_label[e.source] = (e.t, level)
+        offset = 12 if level % 2 == 0 else -34
+        ax.annotate(f"{label}\n{e.t:.0f} s", (e.t, LANES[e.source]), xytext=(0, offset),
+                    textcoords="offset points", ha="center", fontsize=8,
+                    color=COLOURS[colour] if colour != "info" else "black")
+
+    ax.set_xlim(start - 0.02 * (end - start), end)
+    ax.set_ylim(-0.85, 3.15)
+    ax.set_yticks([])
+    ax.set_xlabel("model time (s)")
+    def to_wall(t: Any) -> Any:
+        return t / speed
+
+    def to_model(w: Any) -> Any:
+        return w * speed
+
+    top = ax.secondary_xaxis("top", functions=(to_wall, to_model))
+    top.set_xlabel(f"wall time (s) at speed {speed:g}")
+    for side in ("left", "right"):
+        ax.spines[side].set_visible(False)
+    ax.set_title(title, fontsize=11, pad=10)
+    ax.legend(loc="lower center", bbox_to_anchor=(0.5, -0.42), ncol=5, fontsize=8,
+              frameon=False)
+    fig.tight_layout()
+    paths = [out_base.with_suffix(".svg"), out_base.with_suffix(".png")]
+    with matplotlib.rc_context({"svg.fonttype": "none"}):  # SVG text stays searchable text
+        for path in paths:
+            fig.savefig(path)
+    plt.close(fig)
+    return paths
+
+
+def _first(events: Sequence[TimelineEvent], kind: str) -> TimelineEvent | None:
+    return next((e for e in events if e.kind == kind), None)
+
+
+def _find(events: Sequence[TimelineEvent], source: str, kind: str) -> TimelineEvent | None:
+    return next((e for e in events if e.source == source and e.kind == kind), None)
+
+
+def _arrow(ax: Axes, x0: float, y0: float, x1: float, y1: float, colour: str) -> None:
+    ax.annotate("", xy=(x1, y1), xytext=(x0, y0),
+                arrowprops={"arrowstyle": "-|>", "color": colour, "lw": 1.5, "alpha": 0.8})
