@@ -4,12 +4,13 @@ BIN     := $(VENV)/bin
 NATSIM  := $(BIN)/natsim
 STAMP   := $(VENV)/.installed
 
-.PHONY: help setup scenario list test test-fast lint cleanup clean
+.PHONY: help setup scenario list demo test test-fast lint cleanup clean
 
 help:
 	@echo "make setup                 install (Debian packages if missing, .venv with natsim)"
 	@echo "make scenario NAME=nat-gw  run a scenario (SPEED=K to override its time compression)"
 	@echo "make list                  list scenarios, their expected outcomes and safe speeds"
+	@echo "make demo                  narrated teaching run: nat-gw and nat-gw-keepalive side by side"
 	@echo "make test                  the whole suite: unit and integration (needs root)"
 	@echo "make test-fast             unit tests only (no root, a second or two)"
 	@echo "make lint                  ruff and mypy"
@@ -27,6 +28,9 @@ scenario: setup
 
 list: setup
 	@$(NATSIM) list
+
+demo: setup
+	@$(NATSIM) demo $(if $(SPEED),--speed $(SPEED),)
 
 test: setup
 	$(BIN)/pytest

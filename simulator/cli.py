@@ -15,6 +15,7 @@ from pathlib import Path
 
 from simulator import dataplane, topology
 from simulator.core.appliances import CATALOGUE, Appliance, get_appliance
+from simulator.demo import run_demo
 from simulator.runner import RunError, run_scenario
 from simulator.scenario import (
     LINUX_KEEPALIVE_DEFAULTS,
@@ -32,7 +33,7 @@ EXIT_MISMATCH, EXIT_USAGE, EXIT_ENVIRONMENT, EXIT_INTERRUPTED = 1, 2, 3, 130
 
 def _cmd_run(args: argparse.Namespace) -> int:
     scenario = load_scenario(args.scenario)
-    result = run_scenario(scenario, args.speed, args.results)
+    result = run_scenario(scenario, args.speed, args.results, jsonl=args.jsonl)
     return 0 if result.passed else EXIT_MISMATCH
 
 
@@ -186,7 +187,17 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--results", type=Path, default=None, metavar="DIR",
                      help="where to write result.json, capture.pcap and logs "
                           "(default: results/NAME-TIME-RUN/)")
+    run.add_argument("--jsonl", action="store_true",
+                     help="print JSON lines (header, events, verdict) instead of text")
     run.set_defaults(func=_cmd_run)
+
+    demo = sub.add_parser("demo", help="narrated teaching run: nat-gw and nat-gw-keepalive "
+                                       "side by side")
+    demo.add_argument("--speed", type=float, default=35.0, metavar="K",
+                      help="time compression for both runs (default 35: about 30 s)")
+    demo.add_argument("--width", type=int, default=None,
+                      help="terminal width (default: the terminal's)")
+    demo.set_defaults(func=lambda a: run_demo(a.speed, a.width))
 
     lst = sub.add_parser("list", help="list scenarios and appliances")
     lst.set_defaults(func=_cmd_list)
@@ -253,3 +264,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\nnatsim: interrupted; namespaces and processes removed", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # `natsim ... | head`: the reader has seen enough
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_MISMATCH

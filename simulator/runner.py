@@ -146,7 +146,10 @@ def _terminate_on_sigterm() -> Iterator[None]:
 
 class Runner:
     def __init__(self, scenario: Scenario, speed: float | None = None,
-                 results_dir: Path | None = None, out: TextIO | None = None) -> None:
+                 results_dir: Path | None = None, out: TextIO | None = None,
+                 jsonl: bool = False) -> None:
+        self.jsonl = jsonl
+        """Machine-readable output: one JSON object per line (header, events, verdict)."""
         self.scenario = scenario
         self.plan = make_plan(scenario, speed)
         self.run_id = topology.new_run_id()
@@ -248,7 +251,8 @@ class Runner:
         self._clear_status()
         for ev in events:
             if ev.kind != "outcome":
-                self.out.write(format_event(ev) + "\n")
+                self.out.write((json.dumps(ev.to_dict()) if self.jsonl else format_event(ev))
+                               + "\n")
         self.out.flush()
         self._printed += events
         self._last_print = time.monotonic()
@@ -260,7 +264,8 @@ class Runner:
             self._status_shown = False
 
     def _status(self) -> None:
-        if self.timebase.t0 is None or time.monotonic() - self._last_status < 0.2:
+        if (self.jsonl or self.timebase.t0 is None
+                or time.monotonic() - self._last_status < 0.2):
             return
         self._last_status = time.monotonic()
         model_now = (time.monotonic() - self.timebase.t0) * self.plan.speed
@@ -353,6 +358,14 @@ class Runner:
     def _header(self) -> None:
         s, p = self.scenario, self.plan
         w = self.out.write
+        if self.jsonl:
+            w(json.dumps({"kind": "header", "scenario": s.name, "run_id": self.run_id,
+                          "speed": p.speed, "description": s.description,
+                          "settings": p.settings(),
+                          "expected": {"client": s.expect_client, "server": s.expect_server}})
+              + "\n")
+            self.out.flush()
+            return
         w(f"natsim: scenario {s.name} ({s.source}) - run {self.run_id}\n")
         if s.description:
             w(f"  {s.description}\n")
@@ -407,6 +420,13 @@ class Runner:
             "events": [e.to_dict() for e in events],
         })
         w = self.out.write
+        if self.jsonl:
+            w(json.dumps({"kind": "verdict", "verdict": "PASS" if result.passed else "FAIL",
+                          "client": result.client, "server": result.server,
+                          "story": pred.story, "results": str(self.results_dir),
+                          "wall_seconds": round(wall, 3)}) + "\n")
+            self.out.flush()
+            return result
         w("\n")
         w(f"  client: {result.client:<16} (expected {s.expect_client})\n")
         w(f"  server: {result.server:<16} (expected {s.expect_server})\n")
@@ -423,5 +443,6 @@ class Runner:
 
 
 def run_scenario(scenario: Scenario, speed: float | None = None,
-                 results_dir: Path | None = None, out: TextIO | None = None) -> RunResult:
-    return Runner(scenario, speed, results_dir, out).run()
+                 results_dir: Path | None = None, out: TextIO | None = None,
+                 jsonl: bool = False) -> RunResult:
+    return Runner(scenario, speed, results_dir, out, jsonl).run()
