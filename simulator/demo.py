@@ -123,6 +123,7 @@ def run_demo(speed: float = 35.0, width: int | None = None, out: TextIO | None =
     buffers = {name: b"" for name in procs}
     pending: list[tuple[float, float, str, dict[str, Any]]] = []  # (arrived, t, side, event)
     verdicts: dict[str, dict[str, Any]] = {}
+    errors: dict[str, str] = {}
     try:
         for proc in procs.values():
             assert proc.stdout is not None
@@ -155,14 +156,16 @@ def run_demo(speed: float = 35.0, width: int | None = None, out: TextIO | None =
         for proc in procs.values():
             if proc.poll() is None:
                 proc.send_signal(signal.SIGINT)
-        for proc in procs.values():
+        for name, proc in procs.items():
             proc.wait(timeout=30)
+            assert proc.stdout is not None and proc.stderr is not None
+            errors[name] = proc.stderr.read().decode(errors="replace")
+            proc.stdout.close()
+            proc.stderr.close()
     cols.rule()
     for name in (LEFT, RIGHT):
-        proc = procs[name]
         if name not in verdicts:
-            err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
-            out.write(f"{name}: the run failed:\n{err}\n")
+            out.write(f"{name}: the run failed:\n{errors.get(name, '')}\n")
             return 1
     left, right = verdicts[LEFT], verdicts[RIGHT]  # the two runs' verdict lines
     cols.row("outcome", f"client {left['client']}, server {left['server']}",

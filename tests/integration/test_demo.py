@@ -11,7 +11,7 @@ def test_demo_tells_both_stories_side_by_side() -> None:
     text = out.getvalue()
     print(text)
     rows = text.splitlines()
-    expiry = next(r for r in rows if "forgets the connection" in r)
+    expiry = next(r for r in rows if "NAT Gateway forgets" in r)
     probe = next(r for r in rows if "keepalive probe" in r)
     # the expiry is told in the left column only, the probe in the right column only
     assert expiry.index("forgets") < 70 and probe.index("keepalive probe") > 70
