@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from rich.text import Text
+
 
 @dataclass
 class Timebase:
@@ -52,6 +54,23 @@ class TimelineEvent:
 
 def format_event(ev: TimelineEvent) -> str:
     return f"{ev.t:9.1f} {ev.wall:8.2f}  {ev.source:<9}  {ev.text}"
+
+
+SOURCE_STYLES = {"client": "cyan", "server": "magenta", "middlebox": "yellow"}
+BAD = {"flow_expired", "rst_sent", "reset", "timeout", "keepalive_failed", "unacknowledged",
+       "dropped", "port_allocation_error"}
+GOOD = {"answer", "delivered", "keepalive"}
+
+
+def styled_event(ev: TimelineEvent) -> Text:
+    """The same line as :func:`format_event`, coloured for a terminal (rich)."""
+    line = Text()
+    line.append(f"{ev.t:9.1f} ", style="bold")
+    line.append(f"{ev.wall:8.2f}  ", style="dim")
+    line.append(f"{ev.source:<9}  ", style=SOURCE_STYLES.get(ev.source, ""))
+    style = "bold red" if ev.kind in BAD else "bold green" if ev.kind in GOOD else ""
+    line.append(ev.text, style=style)
+    return line
 
 
 TIMELINE_HEADER = f"{'model s':>9} {'wall s':>8}  {'who':<9}  what"

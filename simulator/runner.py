@@ -29,6 +29,8 @@ from pathlib import Path
 from types import FrameType
 from typing import IO, Any, TextIO
 
+from rich.console import Console
+
 from simulator import topology
 from simulator.report import (
     TIMELINE_HEADER,
@@ -36,6 +38,7 @@ from simulator.report import (
     TimelineEvent,
     format_event,
     print_settings,
+    styled_event,
     write_result,
 )
 from simulator.scenario import Plan, Scenario
@@ -156,6 +159,8 @@ class Runner:
         self.results_dir = results_dir or default_results_dir(scenario.name, self.run_id)
         self.out = out if out is not None else sys.stdout
         self.tty = self.out.isatty()
+        # colours only for a person at a terminal; files and pipes get plain text
+        self.console = Console(file=self.out, highlight=False) if self.tty else None
         self.procs: list[Proc] = []
         self.timebase = Timebase(self.plan.speed)
         self._pending: list[dict[str, Any]] = []
@@ -251,8 +256,12 @@ class Runner:
         self._clear_status()
         for ev in events:
             if ev.kind != "outcome":
-                self.out.write((json.dumps(ev.to_dict()) if self.jsonl else format_event(ev))
-                               + "\n")
+                if self.jsonl:
+                    self.out.write(json.dumps(ev.to_dict()) + "\n")
+                elif self.console is not None:
+                    self.console.print(styled_event(ev), soft_wrap=True)
+                else:
+                    self.out.write(format_event(ev) + "\n")
         self.out.flush()
         self._printed += events
         self._last_print = time.monotonic()
@@ -436,8 +445,12 @@ class Runner:
         w(f"  results: {self.results_dir}/ (result.json, capture.pcap, "
           f"{', '.join(p.name for p in pictures)}, logs/)\n")
         verdict = "PASS" if result.passed else "FAIL"
-        w(f"{verdict}: {'outcome as expected' if result.passed else 'outcome differs'} "
-          f"({wall:.1f} s wall)\n")
+        closing = (f"{verdict}: {'outcome as expected' if result.passed else 'outcome differs'} "
+                   f"({wall:.1f} s wall)")
+        if self.console is not None:
+            self.console.print(closing, style="bold green" if result.passed else "bold red")
+        else:
+            w(closing + "\n")
         self.out.flush()
         return result
 
