@@ -43,7 +43,6 @@ from simulator.report import (
 )
 from simulator.scenario import Plan, Scenario
 from simulator.scenario import plan as make_plan
-from simulator.timeline import draw
 from simulator.world import middlebox_config
 
 READY_TIMEOUT = 15.0
@@ -407,6 +406,8 @@ class Runner:
         result = RunResult(self.scenario, self.plan, self.results_dir, self._outcome("client"),
                            self._outcome("server"), events, counters, wall)
         s, pred = self.scenario, self.plan.prediction
+        from simulator.timeline import draw  # noqa: PLC0415 (matplotlib: 0.5 s to import)
+
         pictures = draw(events, s.appliance.tcp_idle_timeout, self.plan.speed,
                         f"{s.name}: {s.description}", self.results_dir / "timeline")
         write_result(self.results_dir / "result.json", {
