@@ -105,3 +105,23 @@ def test_plugin_marker_overrides_the_timeout(natsim_world: NatsimWorld) -> None:
     assert natsim_world.live.appliance["tcp_idle_timeout"] == 100
     with pytest.raises(ConnectionRefusedError):
         natsim_world.call("client", _resolve_and_connect, 9)
+
+
+def test_several_worlds_at_once() -> None:
+    names = [f"m{secrets.token_hex(3)}" for _ in range(2)]
+    try:
+        for name in names:
+            natsim("up", "--speed", "50", "--timeout", "100", "--name", name)
+        status = natsim("status").stdout
+        for name in names:
+            assert f"world {name}:" in status
+        # each world is separate: its own namespaces, its own middlebox
+        first, second = (LiveWorld.load(n) for n in names)
+        assert set(first.namespaces.values()).isdisjoint(second.namespaces.values())
+        assert first.alive() and second.alive()
+        ambiguous = natsim("exec", "client", "--", "true", check=False)
+        assert ambiguous.returncode == 2 and "say which with --name" in ambiguous.stderr
+    finally:
+        for name in names:
+            natsim("down", "--name", name, check=False)
+    assert not set(names) & set(LiveWorld.names())
