@@ -221,6 +221,8 @@ def build_world(run_id: str, client_sysctls: dict[str, int]) -> World:
                 ipr.addr("add", index=eth0, address=ip, prefixlen=PREFIXLEN)
                 ipr.neigh("add", dst=gw, lladdr=gw_mac, ifindex=eth0, state="permanent")
                 ipr.route("add", dst=far, gateway=gw)
+                if ns == server_ns:  # transparent appliances keep the client's own address
+                    ipr.route("add", dst=CLIENT_SIDE_NET, gateway=gw)
                 macs[ns] = _mac(ipr, "eth0")
             disable_offloads(ns, "eth0")
             _hosts_file(ns)

@@ -2,7 +2,11 @@
 
 An appliance is a frozen record of numbers and switches; the engine reads it and never
 branches on an appliance's name. A scenario picks a catalogue entry by name and may override
-any field (``appliance: {name: nat-gw, tcp_idle_timeout: 300}``), which yields a new record.
+any field (``appliance: {name: nlb, tcp_idle_timeout: 1000}``), which yields a new record;
+overrides outside a documented range are refused, as the provider's API would.
+
+Sources (quotes and more links in ``shared/research-aws.md``). A figure marked
+*assumed* is not documented by the provider; the docstring of the entry says what was used.
 
 AWS NAT Gateway (``nat-gw``)
     * "If a connection that's using a NAT gateway is idle for 350 seconds or more, the
@@ -16,9 +20,66 @@ AWS NAT Gateway (``nat-gw``)
       networking blog (seed 003) says "the transmitting end of the connection receives a TCP
       RST packet back from the appliance which timed out", so that is the default here, and
       ``late_from_outside: drop`` models the reading "packets aren't delivered".
-    * UDP: no separate figure is documented; 350 s is assumed.
+    * UDP: no separate figure is documented; 350 s is *assumed*.
     * 55,000 concurrent connections to one destination (IP, port, protocol) per public IP,
       source ports 1024-65535 (*NAT gateway basics*).
+
+AWS Network Load Balancer, TCP listener (``nlb``)
+    * Idle timeout 350 s by default, configurable 60-6000 s since September 2024; "If a client
+      or target sends data after the idle timeout period elapses, the client receives a TCP
+      RST packet" (ELB User Guide, *Network Load Balancers*, connection idle timeout).
+      Modelled as an RST to whichever side sends (the older wording "it receives").
+    * UDP flows: 120 s, fixed. Client IP preservation: no address translation here.
+
+AWS interface VPC endpoint (``vpc-endpoint``)
+    * 350 s: only in the AWS networking blog (seed 003), not in the PrivateLink guide; RST to
+      the sender per the same blog (*unconfirmed* elsewhere).
+
+AWS Gateway Load Balancer (``gwlb``)
+    * 350 s default, 60-6000 s, configurable only with 5-tuple stickiness (ELB User Guide,
+      *Gateway Load Balancers*, flow stickiness and idle timeout). After expiry the flow is
+      forgotten without an RST and "subsequent packets for that flow are treated as a new
+      flow and can be sent to a different healthy firewall instance" (seed 003). Modelled with
+      ``targets`` inspection hosts inside the engine, each holding its own flow state for
+      ``target_idle_timeout``: a re-hashed late packet is delivered only if its target still
+      knows the flow. With 5-tuple stickiness a re-hash is taken to land on the next target
+      (the worst case, and reproducible); with 3- or 2-tuple stickiness it lands on the same
+      one. ``send_tcp_reset_on_idle_timeout: true`` makes late packets get an RST instead
+      (listener attribute ``send_tcp_reset.on_idle_timeout.enabled``).
+
+AWS Network Firewall (``aws-network-firewall``)
+    * ``TcpIdleTimeoutSeconds`` 60-6000, default 350: "After the idle timeout passes, data
+      packets are dropped, however, the next TCP SYN packet is considered a new flow."
+      (Network Firewall API, ``FlowTimeouts``).
+
+EC2 security-group connection tracking, Nitro v6 (``ec2-sg-conntrack``)
+    * ``TcpEstablishedTimeout`` "Default: 350 seconds for Nitro v6 instance types ...;
+      432000 seconds for all other instance types", 60-432000; ``UdpTimeout`` 30 s (EC2 API,
+      ``ConnectionTrackingConfiguration``). After the entry is purged the rules are evaluated
+      again: the client's outbound packet is allowed (and tracked anew), the server's reply is
+      not (no inbound rule for it) and is dropped.
+
+Azure NAT Gateway (``azure-nat-gw``)
+    * "TCP idle timeout timer defaults to 4 minutes but can be increased up to 120 minutes";
+      UDP 4 minutes, fixed; "sends a TCP Reset (RST) packet for any connection flow that it
+      doesn't recognize" (Microsoft Learn, *Azure NAT Gateway resource*).
+
+Azure Load Balancer (``azure-lb``)
+    * Idle timeout 4-100 minutes, default 4; "Load Balancer's default behavior is to silently
+      drop flows when the idle timeout of a flow is reached. Enabling TCP reset causes Load
+      Balancer to send bidirectional TCP Resets ... to both client and server endpoints at the
+      time of idle timeout." (Microsoft Learn, *Load Balancer TCP Reset and Idle Timeout*).
+      ``on_expiry: rst_both`` models ``EnableTcpReset``.
+
+Google Cloud NAT (``gcp-nat``)
+    * ``tcpEstablishedIdleTimeoutSec`` default 1200 s, ``tcpTransitoryIdleTimeoutSec`` 30 s,
+      ``udpIdleTimeoutSec`` 30 s (Compute API, ``RouterNat``). Silent drop after expiry is
+      reported by third parties, *unconfirmed* in Google's documentation.
+
+Linux conntrack firewall (``linux-conntrack``)
+    * ``nf_conntrack_tcp_timeout_established`` 432000 s, ``nf_conntrack_udp_timeout`` 30 s
+      (kernel ``Documentation/networking/nf_conntrack-sysctl.rst``); an INVALID packet after
+      the entry is gone is dropped by the usual ``ct state invalid drop`` rule.
 """
 
 from __future__ import annotations
@@ -36,6 +97,23 @@ class LateAction(StrEnum):
     """Drop it and answer the sender with a TCP RST (UDP and ICMP are just dropped)."""
     DROP = "drop"
     """Drop it silently: the sender retransmits until its own timers give up."""
+    PASS = "pass"
+    """Track it as a new flow and forward it (rules that allow it, e.g. an outbound rule)."""
+    REHASH = "rehash"
+    """Track it as a new flow on a target chosen by hash; the target forwards it only if it
+    still holds the flow's state (Gateway Load Balancer)."""
+
+
+class ExpiryAction(StrEnum):
+    """What an appliance does at the moment a flow expires."""
+
+    SILENT = "silent"
+    RST_BOTH = "rst_both"
+    """Send an RST to both ends at once (Azure Load Balancer with TCP reset enabled)."""
+
+
+class ApplianceError(ValueError):
+    """An override the provider itself would refuse; the message names the field."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,31 +126,72 @@ class Appliance:
     udp_idle_timeout: float
     late_from_inside: LateAction
     late_from_outside: LateAction
+    on_expiry: ExpiryAction = ExpiryAction.SILENT
+    nat: bool = True
+    """Source NAT to ``public_ips`` (False: the appliance is transparent)."""
+    transitory_timeout: float | None = None
+    """Idle timeout of TCP flows not (or no longer) established, if it differs."""
+    tcp_timeout_range: tuple[float, float] | None = None
+    """The range the provider allows for ``tcp_idle_timeout``; None: not checked."""
     public_ips: tuple[str, ...] = ("203.0.113.1",)
     ports_per_destination: int = 55_000
     port_min: int = 1024
     port_max: int = 65535
+    targets: int = 0
+    """Inspection hosts behind a Gateway Load Balancer (0: none)."""
+    stickiness: int = 5
+    """Gateway Load Balancer flow stickiness: 5-, 3- or 2-tuple."""
+    target_idle_timeout: float = 3600.0
+    """How long an inspection host remembers a flow."""
+    send_tcp_reset_on_idle_timeout: bool = False
     sources: tuple[str, ...] = ()
 
     def with_overrides(self, overrides: dict[str, Any]) -> Appliance:
         """A copy with ``overrides`` applied; unknown fields raise ``KeyError`` naming them."""
-        known = {f.name for f in dataclasses.fields(self)} - {"name", "title", "sources"}
+        known = set(self.overridable_fields())
         unknown = sorted(set(overrides) - known)
         if unknown:
             raise KeyError(", ".join(unknown))
         values = dict(overrides)
-        for field in ("late_from_inside", "late_from_outside"):
-            if field in values:
-                values[field] = LateAction(values[field])
-        if "public_ips" in values:
-            values["public_ips"] = tuple(values["public_ips"])
-        return dataclasses.replace(self, **values)
+        for key in ("late_from_inside", "late_from_outside"):
+            if key in values:
+                values[key] = LateAction(values[key])
+        if "on_expiry" in values:
+            values["on_expiry"] = ExpiryAction(values["on_expiry"])
+        for key in ("public_ips",):
+            if key in values:
+                values[key] = tuple(values[key])
+        if "tcp_timeout_range" in values and values["tcp_timeout_range"] is not None:
+            values["tcp_timeout_range"] = tuple(values["tcp_timeout_range"])
+        result = dataclasses.replace(self, **values)
+        if result.send_tcp_reset_on_idle_timeout:
+            result = dataclasses.replace(result, late_from_inside=LateAction.RST,
+                                         late_from_outside=LateAction.RST)
+        result._validate("tcp_idle_timeout" in overrides)
+        return result
+
+    def _validate(self, timeout_set: bool) -> None:
+        low_high = self.tcp_timeout_range
+        if low_high is not None and not low_high[0] <= self.tcp_idle_timeout <= low_high[1]:
+            raise ApplianceError(
+                f"tcp_idle_timeout: {self.title} allows {low_high[0]:g}-{low_high[1]:g} s, "
+                f"got {self.tcp_idle_timeout:g}")
+        if self.stickiness not in (2, 3, 5):
+            raise ApplianceError(f"stickiness: must be 5, 3 or 2 (tuple), got {self.stickiness}")
+        if timeout_set and self.targets and self.stickiness != 5 and \
+                self.tcp_idle_timeout != 350:
+            raise ApplianceError(
+                f"tcp_idle_timeout: {self.title} lets you change the idle timeout only with "
+                f"5-tuple stickiness (this one has {self.stickiness}-tuple), as the AWS API does")
 
     @staticmethod
     def overridable_fields() -> list[str]:
         return [f.name for f in dataclasses.fields(Appliance)
                 if f.name not in ("name", "title", "sources")]
 
+
+_AWS_BLOG = ("https://aws.amazon.com/blogs/networking-and-content-delivery/"
+             "implementing-long-running-tcp-connections-within-vpc-networking/")
 
 NAT_GATEWAY = Appliance(
     name="nat-gw",
@@ -84,12 +203,86 @@ NAT_GATEWAY = Appliance(
     sources=(
         "https://docs.aws.amazon.com/vpc/latest/userguide/nat-gateway-troubleshooting.html",
         "https://docs.aws.amazon.com/vpc/latest/userguide/vpc-nat-comparison.html",
-        "https://aws.amazon.com/blogs/networking-and-content-delivery/"
-        "implementing-long-running-tcp-connections-within-vpc-networking/",
+        _AWS_BLOG,
     ),
 )
 
-CATALOGUE: dict[str, Appliance] = {a.name: a for a in (NAT_GATEWAY,)}
+NLB = Appliance(
+    name="nlb", title="AWS Network Load Balancer (TCP listener)",
+    tcp_idle_timeout=350.0, udp_idle_timeout=120.0,
+    late_from_inside=LateAction.RST, late_from_outside=LateAction.RST,
+    nat=False, tcp_timeout_range=(60.0, 6000.0),
+    sources=("https://docs.aws.amazon.com/elasticloadbalancing/latest/network/"
+             "network-load-balancers.html#connection-idle-timeout",),
+)
+
+VPC_ENDPOINT = Appliance(
+    name="vpc-endpoint", title="AWS interface VPC endpoint",
+    tcp_idle_timeout=350.0, udp_idle_timeout=350.0,
+    late_from_inside=LateAction.RST, late_from_outside=LateAction.RST, nat=False,
+    sources=(_AWS_BLOG,),
+)
+
+GWLB = Appliance(
+    name="gwlb", title="AWS Gateway Load Balancer",
+    tcp_idle_timeout=350.0, udp_idle_timeout=120.0,
+    late_from_inside=LateAction.REHASH, late_from_outside=LateAction.REHASH,
+    nat=False, tcp_timeout_range=(60.0, 6000.0), targets=2, stickiness=5,
+    sources=("https://docs.aws.amazon.com/elasticloadbalancing/latest/gateway/"
+             "gateway-load-balancers.html", _AWS_BLOG),
+)
+
+NETWORK_FIREWALL = Appliance(
+    name="aws-network-firewall", title="AWS Network Firewall",
+    tcp_idle_timeout=350.0, udp_idle_timeout=350.0,
+    late_from_inside=LateAction.DROP, late_from_outside=LateAction.DROP,
+    nat=False, tcp_timeout_range=(60.0, 6000.0),
+    sources=("https://docs.aws.amazon.com/network-firewall/latest/APIReference/"
+             "API_FlowTimeouts.html",),
+)
+
+EC2_SG_CONNTRACK = Appliance(
+    name="ec2-sg-conntrack", title="EC2 security-group connection tracking (Nitro v6)",
+    tcp_idle_timeout=350.0, udp_idle_timeout=30.0,
+    late_from_inside=LateAction.PASS, late_from_outside=LateAction.DROP,
+    nat=False, tcp_timeout_range=(60.0, 432000.0),
+    sources=("https://docs.aws.amazon.com/AWSEC2/latest/APIReference/"
+             "API_ConnectionTrackingConfiguration.html",),
+)
+
+AZURE_NAT_GW = Appliance(
+    name="azure-nat-gw", title="Azure NAT Gateway",
+    tcp_idle_timeout=240.0, udp_idle_timeout=240.0,
+    late_from_inside=LateAction.RST, late_from_outside=LateAction.RST,
+    tcp_timeout_range=(240.0, 7200.0), ports_per_destination=50_000,
+    sources=("https://learn.microsoft.com/azure/nat-gateway/nat-gateway-resource",),
+)
+
+AZURE_LB = Appliance(
+    name="azure-lb", title="Azure Load Balancer (Standard)",
+    tcp_idle_timeout=240.0, udp_idle_timeout=240.0,
+    late_from_inside=LateAction.DROP, late_from_outside=LateAction.DROP,
+    nat=False, tcp_timeout_range=(240.0, 6000.0),
+    sources=("https://learn.microsoft.com/azure/load-balancer/load-balancer-tcp-reset",),
+)
+
+GCP_NAT = Appliance(
+    name="gcp-nat", title="Google Cloud NAT",
+    tcp_idle_timeout=1200.0, udp_idle_timeout=30.0, transitory_timeout=30.0,
+    late_from_inside=LateAction.DROP, late_from_outside=LateAction.DROP,
+    sources=("https://cloud.google.com/compute/docs/reference/rest/v1/routers",),
+)
+
+LINUX_CONNTRACK = Appliance(
+    name="linux-conntrack", title="Linux conntrack firewall (defaults)",
+    tcp_idle_timeout=432000.0, udp_idle_timeout=30.0,
+    late_from_inside=LateAction.DROP, late_from_outside=LateAction.DROP, nat=False,
+    sources=("https://docs.kernel.org/networking/nf_conntrack-sysctl.html",),
+)
+
+CATALOGUE: dict[str, Appliance] = {a.name: a for a in (
+    NAT_GATEWAY, NLB, VPC_ENDPOINT, GWLB, NETWORK_FIREWALL, EC2_SG_CONNTRACK, AZURE_NAT_GW,
+    AZURE_LB, GCP_NAT, LINUX_CONNTRACK)}
 
 
 def get_appliance(name: str) -> Appliance:

@@ -24,14 +24,25 @@ The rules, read from the :class:`~simulator.core.appliances.Appliance` record:
   TCP segment that is not itself an RST, an RST goes back out of S to its sender, and the
   other side hears nothing.
 * An RST that passes through ends the flow at once; FINs move the state table along.
+
+Beyond the NAT Gateway, the same record describes the rest of the catalogue:
+
+* ``nat: false`` makes the appliance transparent (a load balancer with client IP
+  preservation, a firewall): flows are tracked by their addresses as they are.
+* ``transitory_timeout`` applies to TCP flows that are not established (yet or any more).
+* ``on_expiry: rst_both`` sends an RST to both ends at the moment of expiry.
+* A late packet may also be ``pass``-ed (tracked anew and forwarded: a security group whose
+  outbound rule allows it) or ``rehash``-ed: tracked anew on an inspection host chosen by
+  hash, which forwards it only if it still holds the flow's state (Gateway Load Balancer).
 """
 
 from __future__ import annotations
 
+import zlib
 from collections import Counter
 from dataclasses import dataclass
 
-from simulator.core.appliances import Appliance, LateAction
+from simulator.core.appliances import Appliance, ExpiryAction, LateAction
 from simulator.core.events import Event, EventKind, Side
 from simulator.core.flows import (
     TCP_TRANSITIONS,
@@ -51,6 +62,7 @@ from simulator.core.packets import (
     SYN,
     Packet,
     build_rst_reply,
+    build_tcp,
     flags_to_str,
     ip_from_str,
     ip_to_str,
@@ -91,6 +103,10 @@ class Middlebox:
         self._next_id = 1
         # Keys of expired flows -> flow id, so that a late packet can be named in the log.
         self._tombstones: dict[tuple[Side, Key], int] = {}
+        # Gateway Load Balancer: what each inspection host remembers (inside key -> last
+        # seen), and how many times each connection has been hashed.
+        self._target_state: list[dict[Key, float]] = [{} for _ in range(appliance.targets)]
+        self._generation: Counter[Key] = Counter()
 
     # -- results -------------------------------------------------------------------------
 
@@ -106,7 +122,11 @@ class Middlebox:
     # -- time ----------------------------------------------------------------------------
 
     def expire(self, now: float) -> list[Transmit]:
-        """Retire the flows idle for their whole timeout by ``now``; silent on the wire."""
+        """Retire the flows idle for their whole timeout by ``now``.
+
+        Silent on the wire, unless the appliance resets both ends at expiry.
+        """
+        out: list[Transmit] = []
         for flow in self.flows.pop_expired(now):
             self._forget(flow)
             self.counters["IdleTimeoutCount"] += 1
@@ -114,11 +134,33 @@ class Middlebox:
             self._tombstones[(Side.OUTSIDE, flow.outside)] = flow.id
             while len(self._tombstones) > _TOMBSTONE_LIMIT:
                 del self._tombstones[next(iter(self._tombstones))]
+            loud = self.appliance.on_expiry is ExpiryAction.RST_BOTH and flow.proto == IPPROTO_TCP
             self._emit(flow.deadline, EventKind.FLOW_EXPIRED, flow.id, None,
                        f"flow #{flow.id} expired after {flow.timeout:g} s idle "
-                       f"(nothing sent to either side)",
+                       + ("(RST sent to both ends)" if loud else "(nothing sent to either side)"),
                        last_seen=round(flow.last_seen, 6))
-        return []
+            if loud:
+                out += self._reset_both(flow)
+        return out
+
+    def _reset_both(self, flow: Flow) -> list[Transmit]:
+        """RSTs to both ends of ``flow``, each with the sequence number its receiver expects."""
+        out = []
+        client_ip, client_port = flow.client
+        server_ip, server_port = flow.server
+        to_client_seq, to_server_seq = flow.next_seq[1], flow.next_seq[0]
+        if to_client_seq is not None:
+            out.append(Transmit(Side.INSIDE, build_tcp(server_ip, server_port, client_ip,
+                                                       client_port, to_client_seq, 0, RST)))
+        if to_server_seq is not None:
+            out.append(Transmit(Side.OUTSIDE, build_tcp(flow.public_ip, flow.public_port,
+                                                        server_ip, server_port, to_server_seq,
+                                                        0, RST)))
+        for action in out:
+            self.counters["RstSent"] += 1
+            self._emit(flow.deadline, EventKind.RST_SENT, flow.id, action.side,
+                       f"RST sent to the {action.side.peer_role} at expiry")
+        return out
 
     # -- packets -------------------------------------------------------------------------
 
@@ -145,12 +187,17 @@ class Middlebox:
             starts_flow = (pkt.proto == IPPROTO_UDP
                            or (pkt.proto == IPPROTO_TCP and pkt.flags & (SYN | ACK) == SYN))
             if not starts_flow:
-                return self._late(pkt, key, Side.INSIDE, now)
+                return self._late(pkt, key, Side.INSIDE, now, packet)
             flow = self._create(key, pkt, now)
             if flow is None:
                 return []
+        return self._forward_inside(packet, pkt, flow, now)
+
+    def _forward_inside(self, packet: bytearray, pkt: Packet, flow: Flow,
+                        now: float) -> list[Transmit]:
         self._track(flow, pkt, 0, now)
-        rewrite_source(packet, pkt, flow.public_ip, flow.public_port)
+        if self.appliance.nat:
+            rewrite_source(packet, pkt, flow.public_ip, flow.public_port)
         self.counters["PacketsOutToDestination"] += 1
         self.counters["BytesOutToDestination"] += pkt.total_len
         return [Transmit(Side.OUTSIDE, packet)]
@@ -159,56 +206,95 @@ class Middlebox:
         key: Key = (pkt.proto, pkt.src, pkt.sport, pkt.dst, pkt.dport)
         flow = self.flows.by_outside.get(key)
         if flow is None:
-            return self._late(pkt, key, Side.OUTSIDE, now)
+            return self._late(pkt, key, Side.OUTSIDE, now, packet)
+        return self._forward_outside(packet, pkt, flow, now)
+
+    def _forward_outside(self, packet: bytearray, pkt: Packet, flow: Flow,
+                         now: float) -> list[Transmit]:
         self._track(flow, pkt, 1, now)
-        client_ip, client_port = flow.client
-        rewrite_destination(packet, pkt, client_ip, client_port)
+        if self.appliance.nat:
+            client_ip, client_port = flow.client
+            rewrite_destination(packet, pkt, client_ip, client_port)
         self.counters["PacketsOutToSource"] += 1
         self.counters["BytesOutToSource"] += pkt.total_len
         return [Transmit(Side.INSIDE, packet)]
 
-    def _create(self, key: Key, pkt: Packet, now: float) -> Flow | None:
+    def _create(self, key: Key, pkt: Packet, now: float, why: str = "new") -> Flow | None:
+        """A new flow for inside key ``key`` (client address and port first)."""
         self.counters["ConnectionAttemptCount"] += 1
-        public = self.ports.allocate(pkt.proto, pkt.dst, pkt.dport)
+        proto, client_ip, client_port, server_ip, server_port = key
+        public = (self.ports.allocate(proto, server_ip, server_port) if self.appliance.nat
+                  else (client_ip, client_port))
         if public is None:
             self.counters["ErrorPortAllocation"] += 1
             self.counters["PacketsDropCount"] += 1
             self._emit(now, EventKind.PORT_ALLOCATION_ERROR, None, Side.INSIDE,
-                       f"no free port towards {_endpoint(pkt.dst, pkt.dport)}: "
-                       f"packet from {_endpoint(pkt.src, pkt.sport)} dropped")
+                       f"no free port towards {_endpoint(server_ip, server_port)}: "
+                       f"packet from {_endpoint(client_ip, client_port)} dropped")
             return None
         public_ip, public_port = public
-        tcp = pkt.proto == IPPROTO_TCP
+        tcp = proto == IPPROTO_TCP
+        syn = tcp and pkt.flags & (SYN | ACK) == SYN
+        state = (TcpState.SYN_SENT if syn else TcpState.ESTABLISHED) if tcp else TcpState.NONE
         flow = Flow(
             id=self._next_id,
-            proto=pkt.proto,
+            proto=proto,
             inside=key,
-            outside=(pkt.proto, pkt.dst, pkt.dport, public_ip, public_port),
+            outside=(proto, server_ip, server_port, public_ip, public_port),
             public_ip=public_ip,
             public_port=public_port,
-            timeout=self.appliance.tcp_idle_timeout if tcp else self.appliance.udp_idle_timeout,
+            timeout=self._timeout_for(proto, state),
             created=now,
             last_seen=now,
-            state=TcpState.SYN_SENT if tcp else TcpState.NONE,
+            state=state,
         )
+        if self.appliance.targets:
+            self._generation[key] += 1
+            flow.target = self._pick_target(key, self._generation[key])
         self._next_id += 1
         self.flows.add(flow)
         self._tombstones.pop((Side.INSIDE, flow.inside), None)
         self._tombstones.pop((Side.OUTSIDE, flow.outside), None)
         self.counters["ActiveConnectionCount"] = len(self.flows)
-        proto = "TCP" if tcp else "UDP"
-        self._emit(now, EventKind.FLOW_CREATED, flow.id, Side.INSIDE,
-                   f"new {proto} flow #{flow.id} {_endpoint(pkt.src, pkt.sport)} -> "
-                   f"{_endpoint(pkt.dst, pkt.dport)} as {_endpoint(public_ip, public_port)}",
-                   proto=proto, client=_endpoint(pkt.src, pkt.sport),
-                   server=_endpoint(pkt.dst, pkt.dport),
-                   public=_endpoint(public_ip, public_port))
+        name = "TCP" if tcp else "UDP"
+        text = (f"{why} {name} flow #{flow.id} {_endpoint(client_ip, client_port)} -> "
+                f"{_endpoint(server_ip, server_port)}")
+        if self.appliance.nat:
+            text += f" as {_endpoint(public_ip, public_port)}"
+        if flow.target is not None:
+            text += f" via inspection target {flow.target}"
+        self._emit(now, EventKind.FLOW_CREATED, flow.id, Side.INSIDE, text, proto=name,
+                   client=_endpoint(client_ip, client_port),
+                   server=_endpoint(server_ip, server_port),
+                   public=_endpoint(public_ip, public_port), target=flow.target)
         return flow
+
+    def _timeout_for(self, proto: int, state: TcpState) -> float:
+        if proto != IPPROTO_TCP:
+            return self.appliance.udp_idle_timeout
+        transitory = self.appliance.transitory_timeout
+        if transitory is not None and state is not TcpState.ESTABLISHED:
+            return transitory
+        return self.appliance.tcp_idle_timeout
+
+    def _pick_target(self, key: Key, generation: int) -> int:
+        """Which inspection host a flow goes to (deterministic, see the catalogue entry)."""
+        proto, client_ip, client_port, server_ip, server_port = key
+        n = self.appliance.targets
+        if self.appliance.stickiness == 5:
+            basis = client_ip + server_ip + bytes([proto]) + client_port.to_bytes(2, "big") \
+                + server_port.to_bytes(2, "big")
+            return (zlib.crc32(basis) + generation - 1) % n
+        basis = client_ip + server_ip + (bytes([proto]) if self.appliance.stickiness == 3
+                                         else b"")
+        return zlib.crc32(basis) % n
 
     def _track(self, flow: Flow, pkt: Packet, direction: int, now: float) -> None:
         """Account for a packet of a live flow: idle timer, sequence space, TCP state."""
         idle = now - flow.last_seen
         flow.last_seen = now
+        if flow.target is not None:
+            self._target_state[flow.target][flow.inside] = now
         flow.packets[direction] += 1
         flow.octets[direction] += pkt.total_len
         side = Side.INSIDE if direction == 0 else Side.OUTSIDE
@@ -249,6 +335,7 @@ class Middlebox:
             new_state = TCP_TRANSITIONS.get((flow.state, signal))
             if new_state is not None:
                 flow.state = new_state
+                flow.timeout = self._timeout_for(flow.proto, new_state)
                 if new_state is TcpState.ESTABLISHED:
                     self.counters["ConnectionEstablishedCount"] += 1
                     self._emit(now, EventKind.FLOW_ESTABLISHED, flow.id, side,
@@ -270,19 +357,39 @@ class Middlebox:
                    f"{pkt.payload_len} bytes from {who} on flow #{flow.id}",
                    bytes=pkt.payload_len)
 
-    def _late(self, pkt: Packet, key: Key, side: Side, now: float) -> list[Transmit]:
-        """A packet that matches no flow: drop it, and answer with an RST if the rule says so."""
-        self.counters["PacketsDropCount"] += 1
+    def _late(self, pkt: Packet, key: Key, side: Side, now: float,
+              packet: bytearray) -> list[Transmit]:
+        """A packet that matches no flow: the appliance's rule for its side decides."""
         expired = self._tombstones.get((side, key))
         what = f"of expired flow #{expired}" if expired is not None else "of no known flow"
         who = side.peer_role
         rule = (self.appliance.late_from_inside if side is Side.INSIDE
                 else self.appliance.late_from_outside)
         flags = flags_to_str(pkt.flags) if pkt.proto == IPPROTO_TCP else ""
+        if rule in (LateAction.PASS, LateAction.REHASH) and not self.appliance.nat:
+            inside_key: Key = key if side is Side.INSIDE else (key[0], key[3], key[4],
+                                                                key[1], key[2])
+            flow = self._create(inside_key, pkt, now, why="late packet tracked as a new")
+            if flow is not None:
+                target = flow.target
+                if rule is LateAction.PASS or (target is not None and self._target_knows(
+                        target, inside_key, now)):
+                    if side is Side.INSIDE:
+                        return self._forward_inside(packet, pkt, flow, now)
+                    return self._forward_outside(packet, pkt, flow, now)
+                self.flows.remove(flow)
+                self._forget(flow)
+                self.counters["PacketsDropCount"] += 1
+                self._emit(now, EventKind.DROPPED, flow.id, side,
+                           f"dropped {flags + ' ' if flags else ''}packet from {who} {what}: "
+                           f"inspection target {target} has no state for it", flags=flags,
+                           payload=pkt.payload_len)
+            return []
+        self.counters["PacketsDropCount"] += 1
         self._emit(now, EventKind.DROPPED, expired, side,
                    f"dropped {flags + ' ' if flags else ''}packet from {who} {what}",
                    flags=flags, payload=pkt.payload_len)
-        if rule is LateAction.DROP or pkt.proto != IPPROTO_TCP or pkt.flags & RST:
+        if rule is not LateAction.RST or pkt.proto != IPPROTO_TCP or pkt.flags & RST:
             return []
         rst = build_rst_reply(pkt)
         self.counters["RstSent"] += 1
@@ -291,9 +398,14 @@ class Middlebox:
                    f"RST sent back to the {who} (seq={seq})", seq=seq)
         return [Transmit(side, rst)]
 
+    def _target_knows(self, target: int, key: Key, now: float) -> bool:
+        last = self._target_state[target].get(key)
+        return last is not None and now - last < self.appliance.target_idle_timeout
+
     def _forget(self, flow: Flow) -> None:
-        self.ports.release(flow.public_ip, flow.public_port, flow.proto,
-                           flow.inside[3], flow.inside[4])
+        if self.appliance.nat:
+            self.ports.release(flow.public_ip, flow.public_port, flow.proto,
+                               flow.inside[3], flow.inside[4])
         self.counters["ActiveConnectionCount"] = len(self.flows)
 
     def _emit(self, t: float, kind: EventKind, flow: int | None, side: Side | None,

@@ -71,6 +71,8 @@ class Flow:
     created: float
     last_seen: float
     state: TcpState
+    target: int | None = None
+    """The inspection host (Gateway Load Balancer target) the flow was hashed to."""
     next_seq: list[int | None] = field(default_factory=lambda: [None, None])
     fin_seen: list[bool] = field(default_factory=lambda: [False, False])
     packets: list[int] = field(default_factory=lambda: [0, 0])

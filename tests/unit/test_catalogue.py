@@ -1,0 +1,175 @@
+"""The rest of the catalogue: transparent appliances, pass, rehash, reset at expiry."""
+
+from __future__ import annotations
+
+import pytest
+from scapy.layers.inet import TCP
+
+from simulator.core.appliances import CATALOGUE, ApplianceError, get_appliance
+from simulator.core.engine import Middlebox, Transmit
+from simulator.core.events import EventKind, Side
+from tests.unit.helpers import CLIENT, SERVER, checksums_valid, parsed, tcp
+
+CPORT, SPORT = 40000, 8080
+
+
+class Path:
+    """Client and server through one transparent or NAT appliance, on a manual clock."""
+
+    def __init__(self, name: str, **overrides: object) -> None:
+        self.box = Middlebox(get_appliance(name).with_overrides(dict(overrides)))
+        self.now = 0.0
+        self.c_seq, self.s_seq = 1001, 5001
+        self.public = (CLIENT, CPORT)
+
+    def client(self, flags: str, payload: bytes = b"", seq: int | None = None) -> list[Transmit]:
+        pkt = tcp(CLIENT, CPORT, SERVER, SPORT, flags, self.c_seq if seq is None else seq,
+                  self.s_seq, payload)
+        return self.box.on_packet(pkt, Side.INSIDE, self.now)
+
+    def server(self, flags: str, payload: bytes = b"", seq: int | None = None) -> list[Transmit]:
+        pkt = tcp(SERVER, SPORT, self.public[0], self.public[1], flags,
+                  self.s_seq if seq is None else seq, self.c_seq, payload)
+        return self.box.on_packet(pkt, Side.OUTSIDE, self.now)
+
+    def connect_and_ask(self) -> None:
+        out = self.client("S", seq=1000)
+        ip = parsed(out[0].packet)
+        self.public = (ip.src, ip[TCP].sport)
+        self.server("SA", seq=self.s_seq - 1)
+        self.client("A")
+        self.client("PA", b"GET\n")
+        self.c_seq += 4
+        self.server("A")
+
+    def kinds(self) -> list[EventKind]:
+        return [e.kind for e in self.box.take_events()]
+
+
+def test_every_entry_cites_a_source() -> None:
+    for appliance in CATALOGUE.values():
+        assert appliance.sources, appliance.name
+        assert all(src.startswith("https://") for src in appliance.sources)
+
+
+def test_transparent_appliance_does_not_translate() -> None:
+    path = Path("nlb")
+    out = path.client("S", seq=1000)
+    ip = parsed(out[0].packet)
+    assert (ip.src, ip[TCP].sport) == (CLIENT, CPORT)  # client IP preservation
+    assert bytes(out[0].packet) == bytes(tcp(CLIENT, CPORT, SERVER, SPORT, "S", 1000,
+                                             path.s_seq))
+
+
+def test_nlb_resets_a_late_sender_either_side() -> None:
+    path = Path("nlb")
+    path.connect_and_ask()
+    path.now = 351
+    out = path.server("PA", b"answer\n")
+    assert [t.side for t in out] == [Side.OUTSIDE]
+    assert parsed(out[0].packet)[TCP].flags == "R"
+
+
+def test_nlb_timeout_range_is_enforced() -> None:
+    assert get_appliance("nlb").with_overrides({"tcp_idle_timeout": 1000}).tcp_idle_timeout \
+        == 1000
+    with pytest.raises(ApplianceError, match=r"allows 60-6000 s, got 30"):
+        get_appliance("nlb").with_overrides({"tcp_idle_timeout": 30})
+
+
+def test_network_firewall_drops_silently_and_a_new_syn_is_a_new_flow() -> None:
+    path = Path("aws-network-firewall")
+    path.connect_and_ask()
+    path.now = 400
+    assert path.server("PA", b"answer\n") == []
+    assert path.box.counters["RstSent"] == 0
+    assert len(path.client("S", seq=9000)) == 1
+    assert len(path.box.flows) == 1
+
+
+def test_security_group_passes_the_client_and_drops_the_reply() -> None:
+    path = Path("ec2-sg-conntrack")
+    path.connect_and_ask()
+    path.now = 400
+    assert path.server("PA", b"answer\n") == []  # no inbound rule for it
+    out = path.client("A")  # the outbound rule allows it: tracked again, forwarded
+    assert [t.side for t in out] == [Side.OUTSIDE]
+    path.now = 401
+    assert len(path.server("PA", b"answer\n")) == 1  # now the reply is tracked
+
+
+def test_azure_lb_with_tcp_reset_resets_both_ends_at_expiry() -> None:
+    path = Path("azure-lb", on_expiry="rst_both")
+    path.connect_and_ask()
+    out = path.box.expire(240.0)
+    assert sorted(t.side for t in out) == [Side.INSIDE, Side.OUTSIDE]
+    for t in out:
+        assert checksums_valid(t.packet)
+        ip = parsed(t.packet)
+        assert ip[TCP].flags == "R"
+        if t.side is Side.INSIDE:  # to the client, from the server, at the client's RCV.NXT
+            assert (ip.src, ip.dst, ip[TCP].seq) == (SERVER, CLIENT, path.s_seq)
+        else:
+            assert (ip.src, ip.dst, ip[TCP].seq) == (CLIENT, SERVER, path.c_seq)
+
+
+def test_azure_lb_default_is_silent() -> None:
+    path = Path("azure-lb")
+    path.connect_and_ask()
+    assert path.box.expire(240.0) == []
+
+
+def test_gcp_nat_transitory_timeout_until_established() -> None:
+    path = Path("gcp-nat")
+    path.client("S", seq=1000)
+    path.box.expire(31.0)
+    assert len(path.box.flows) == 0  # a handshake left hanging: 30 s
+    path = Path("gcp-nat")
+    path.connect_and_ask()
+    path.box.expire(1199.0)
+    assert len(path.box.flows) == 1  # established: 1200 s
+    path.box.expire(1200.0)
+    assert len(path.box.flows) == 0
+
+
+def test_gwlb_five_tuple_rehash_lands_on_a_target_without_state() -> None:
+    path = Path("gwlb")
+    path.connect_and_ask()
+    first = next(iter(path.box.flows)).target
+    path.now = 400
+    assert path.server("PA", b"answer\n") == []  # silently: no RST
+    dropped = [e for e in path.box.take_events() if e.kind is EventKind.DROPPED]
+    assert dropped and "has no state" in dropped[-1].text
+    assert path.box.counters["RstSent"] == 0
+    assert first is not None
+
+
+def test_gwlb_two_tuple_stickiness_returns_to_the_same_target() -> None:
+    path = Path("gwlb", stickiness=2)
+    path.connect_and_ask()
+    path.now = 400
+    out = path.server("PA", b"answer\n")
+    assert [t.side for t in out] == [Side.INSIDE]  # the same firewall still knows the flow
+    assert EventKind.FLOW_EXPIRED in path.kinds()
+
+
+def test_gwlb_sticky_target_forgets_too_after_its_own_timeout() -> None:
+    path = Path("gwlb", stickiness=2, target_idle_timeout=380)
+    path.connect_and_ask()
+    path.now = 400
+    assert path.server("PA", b"answer\n") == []
+
+
+def test_gwlb_reset_option_sends_rst_to_the_sender() -> None:
+    path = Path("gwlb", send_tcp_reset_on_idle_timeout=True)
+    path.connect_and_ask()
+    path.now = 400
+    out = path.server("PA", b"answer\n")
+    assert [t.side for t in out] == [Side.OUTSIDE]
+
+
+def test_gwlb_timeout_needs_five_tuple_stickiness() -> None:
+    with pytest.raises(ApplianceError, match="only with 5-tuple stickiness"):
+        get_appliance("gwlb").with_overrides({"stickiness": 3, "tcp_idle_timeout": 1000})
+    assert get_appliance("gwlb").with_overrides(
+        {"stickiness": 5, "tcp_idle_timeout": 1000}).tcp_idle_timeout == 1000
