@@ -43,7 +43,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
     for name in scenario_names():
         s = load_scenario(name)
         agrees = nominal_prediction(s).outcome() == (s.expect_client, s.expect_server)
-        out.write(f"  {name:<22} {s.appliance.name:<8} expect client {s.expect_client}, "
+        out.write(f"  {name:<22} {s.appliance.name:<20} expect client {s.expect_client}, "
                   f"server {s.expect_server}; speed {s.speed:g} (largest safe "
                   f"{max_safe_speed(s):g}){'' if agrees else '  [model disagrees]'}\n")
         if s.description:

@@ -19,8 +19,15 @@ from typing import Any
 
 import yaml
 
-from simulator.core.appliances import Appliance, get_appliance
-from simulator.core.model import MIN_WALL_MARGIN, Exchange, Prediction, decisive_gap, predict
+from simulator.core.appliances import Appliance, ApplianceError, ExpiryAction, get_appliance
+from simulator.core.model import (
+    MIN_WALL_MARGIN,
+    Exchange,
+    Prediction,
+    decisive_gap,
+    predict,
+    resolve_late,
+)
 from simulator.core.timescale import Scaled, scale, scale_kernel
 
 SCENARIO_DIR = Path(__file__).resolve().parent.parent / "scenarios"
@@ -176,9 +183,25 @@ def parse_scenario(data: Any, source: str, name: str) -> Scenario:
             overrides[key] = _number(source, f"appliance.{key}", overrides[key])
     for key in ("late_from_inside", "late_from_outside"):
         if key in overrides:
-            _choice(source, f"appliance.{key}", overrides[key], ("rst", "drop"))
+            _choice(source, f"appliance.{key}", overrides[key], ("rst", "drop", "pass", "rehash"))
+    if "on_expiry" in overrides:
+        _choice(source, "appliance.on_expiry", overrides["on_expiry"], ("silent", "rst_both"))
+    for key in ("stickiness", "targets"):
+        if key in overrides:
+            _integer(source, f"appliance.{key}", overrides[key], 0, 64)
+    for key in ("transitory_timeout", "target_idle_timeout"):
+        if key in overrides:
+            overrides[key] = _number(source, f"appliance.{key}", overrides[key])
+    for key in ("nat", "send_tcp_reset_on_idle_timeout"):
+        if key in overrides and not isinstance(overrides[key], bool):
+            raise ScenarioError(source, f"appliance.{key}", f"must be true or false, got "
+                                f"{overrides[key]!r}")
     try:
         appliance = appliance.with_overrides(overrides)
+    except ApplianceError as exc:
+        field_name = str(exc).split(":", 1)[0]
+        raise ScenarioError(source, f"appliance.{field_name}",
+                            str(exc).split(":", 1)[1].strip()) from None
     except (KeyError, ValueError) as exc:
         raise ScenarioError(source, "appliance", str(exc)) from None
 
@@ -254,11 +277,15 @@ def scenario_names() -> list[str]:
 
 def _exchange(s: Scenario, timeout: float, delay: float, limit: float,
               ka_idle: float | None, ka_intvl: float | None, ka_count: int | None) -> Exchange:
-    return Exchange(idle_timeout=timeout, late_from_inside=s.appliance.late_from_inside,
-                    late_from_outside=s.appliance.late_from_outside, answer_delay=delay,
-                    client_timeout=limit, keepalive_idle=ka_idle,
+    app = s.appliance
+    inside = resolve_late(app, app.late_from_inside,
+                          ka_idle if ka_idle is not None else limit)
+    return Exchange(idle_timeout=timeout, late_from_inside=inside,
+                    late_from_outside=resolve_late(app, app.late_from_outside, delay),
+                    answer_delay=delay, client_timeout=limit, keepalive_idle=ka_idle,
                     keepalive_interval=ka_intvl if ka_intvl is not None else 75.0,
-                    keepalive_count=ka_count if ka_count is not None else 9)
+                    keepalive_count=ka_count if ka_count is not None else 9,
+                    reset_at_expiry=app.on_expiry is ExpiryAction.RST_BOTH)
 
 
 def _keepalive_model(s: Scenario) -> tuple[float | None, float | None, int | None]:

@@ -33,6 +33,7 @@ import traceback
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -62,12 +63,7 @@ def middlebox_config(world: topology.World, appliance: Appliance, speed: float,
     """The dataplane's configuration (``natsim middlebox --config``) for one world."""
     return {
         "appliance": appliance.name,
-        "overrides": {"tcp_idle_timeout": appliance.tcp_idle_timeout,
-                      "udp_idle_timeout": appliance.udp_idle_timeout,
-                      "late_from_inside": str(appliance.late_from_inside),
-                      "late_from_outside": str(appliance.late_from_outside),
-                      "public_ips": list(appliance.public_ips),
-                      "ports_per_destination": appliance.ports_per_destination},
+        "overrides": appliance_overrides(appliance),
         "speed": speed,
         "inside_if": world.mbox_inside_if, "outside_if": world.mbox_outside_if,
         "client_mac": world.client_mac, "server_mac": world.server_mac,
@@ -75,6 +71,16 @@ def middlebox_config(world: topology.World, appliance: Appliance, speed: float,
         "pcap": str(pcap.resolve()) if pcap else None,
         "status": str(status.resolve()) if status else None,
     }
+
+
+def appliance_overrides(appliance: Appliance) -> dict[str, Any]:
+    """Every overridable field of ``appliance``, as JSON, so the dataplane rebuilds it exactly."""
+    out: dict[str, Any] = {}
+    for name in Appliance.overridable_fields():
+        value = getattr(appliance, name)
+        out[name] = list(value) if isinstance(value, tuple) else (
+            str(value) if isinstance(value, Enum) else value)
+    return out
 
 
 def scaled_sysctls(sysctls: dict[str, int], speed: float) -> dict[str, int]:

@@ -227,7 +227,7 @@ GWLB = Appliance(
     name="gwlb", title="AWS Gateway Load Balancer",
     tcp_idle_timeout=350.0, udp_idle_timeout=120.0,
     late_from_inside=LateAction.REHASH, late_from_outside=LateAction.REHASH,
-    nat=False, tcp_timeout_range=(60.0, 6000.0), targets=2, stickiness=5,
+    nat=False, tcp_timeout_range=(60.0, 6000.0), targets=3, stickiness=5,
     sources=("https://docs.aws.amazon.com/elasticloadbalancing/latest/gateway/"
              "gateway-load-balancers.html", _AWS_BLOG),
 )

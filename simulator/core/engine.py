@@ -196,6 +196,8 @@ class Middlebox:
     def _forward_inside(self, packet: bytearray, pkt: Packet, flow: Flow,
                         now: float) -> list[Transmit]:
         self._track(flow, pkt, 0, now)
+        if not self._inspection_passes(flow, pkt, Side.INSIDE, now):
+            return []
         if self.appliance.nat:
             rewrite_source(packet, pkt, flow.public_ip, flow.public_port)
         self.counters["PacketsOutToDestination"] += 1
@@ -212,6 +214,8 @@ class Middlebox:
     def _forward_outside(self, packet: bytearray, pkt: Packet, flow: Flow,
                          now: float) -> list[Transmit]:
         self._track(flow, pkt, 1, now)
+        if not self._inspection_passes(flow, pkt, Side.OUTSIDE, now):
+            return []
         if self.appliance.nat:
             client_ip, client_port = flow.client
             rewrite_destination(packet, pkt, client_ip, client_port)
@@ -251,6 +255,8 @@ class Middlebox:
         if self.appliance.targets:
             self._generation[key] += 1
             flow.target = self._pick_target(key, self._generation[key])
+            if syn:  # a stateful inspection host learns a connection from its SYN
+                self._target_state[flow.target][key] = now
         self._next_id += 1
         self.flows.add(flow)
         self._tombstones.pop((Side.INSIDE, flow.inside), None)
@@ -293,8 +299,6 @@ class Middlebox:
         """Account for a packet of a live flow: idle timer, sequence space, TCP state."""
         idle = now - flow.last_seen
         flow.last_seen = now
-        if flow.target is not None:
-            self._target_state[flow.target][flow.inside] = now
         flow.packets[direction] += 1
         flow.octets[direction] += pkt.total_len
         side = Side.INSIDE if direction == 0 else Side.OUTSIDE
@@ -370,21 +374,11 @@ class Middlebox:
             inside_key: Key = key if side is Side.INSIDE else (key[0], key[3], key[4],
                                                                 key[1], key[2])
             flow = self._create(inside_key, pkt, now, why="late packet tracked as a new")
-            if flow is not None:
-                target = flow.target
-                if rule is LateAction.PASS or (target is not None and self._target_knows(
-                        target, inside_key, now)):
-                    if side is Side.INSIDE:
-                        return self._forward_inside(packet, pkt, flow, now)
-                    return self._forward_outside(packet, pkt, flow, now)
-                self.flows.remove(flow)
-                self._forget(flow)
-                self.counters["PacketsDropCount"] += 1
-                self._emit(now, EventKind.DROPPED, flow.id, side,
-                           f"dropped {flags + ' ' if flags else ''}packet from {who} {what}: "
-                           f"inspection target {target} has no state for it", flags=flags,
-                           payload=pkt.payload_len)
-            return []
+            if flow is None:
+                return []
+            if side is Side.INSIDE:
+                return self._forward_inside(packet, pkt, flow, now)
+            return self._forward_outside(packet, pkt, flow, now)
         self.counters["PacketsDropCount"] += 1
         self._emit(now, EventKind.DROPPED, expired, side,
                    f"dropped {flags + ' ' if flags else ''}packet from {who} {what}",
@@ -397,6 +391,25 @@ class Middlebox:
         self._emit(now, EventKind.RST_SENT, expired, side,
                    f"RST sent back to the {who} (seq={seq})", seq=seq)
         return [Transmit(side, rst)]
+
+    def _inspection_passes(self, flow: Flow, pkt: Packet, side: Side, now: float) -> bool:
+        """A flow's inspection host forwards only connections whose state it holds.
+
+        The balancer's own table has already counted the packet (it did send it to the
+        host); the host refreshes its state only for what it lets through.
+        """
+        if flow.target is None:
+            return True
+        if self._target_knows(flow.target, flow.inside, now):
+            self._target_state[flow.target][flow.inside] = now
+            return True
+        self.counters["PacketsDropCount"] += 1
+        flags = flags_to_str(pkt.flags) if pkt.proto == IPPROTO_TCP else ""
+        self._emit(now, EventKind.DROPPED, flow.id, side,
+                   f"dropped {flags + ' ' if flags else ''}packet from {side.peer_role} on "
+                   f"flow #{flow.id}: inspection target {flow.target} has no state for it",
+                   flags=flags, payload=pkt.payload_len)
+        return False
 
     def _target_knows(self, target: int, key: Key, now: float) -> bool:
         last = self._target_state[target].get(key)

@@ -16,10 +16,11 @@ the appliance in between are keepalive probes: the client's kernel sends one aft
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import pairwise
 
-from simulator.core.appliances import LateAction
+from simulator.core.appliances import Appliance, LateAction
 
 MIN_WALL_MARGIN = 0.05
 """Wall seconds that must separate two competing instants (answer vs. expiry, ...).
@@ -31,7 +32,11 @@ keeps the outcome deterministic on a loaded two-core machine.
 
 @dataclass(frozen=True, slots=True)
 class Exchange:
-    """Everything that decides the outcome, in (effective) model seconds."""
+    """Everything that decides the outcome, in (effective) model seconds.
+
+    The late rules here are RST, DROP or PASS: a Gateway Load Balancer's REHASH is resolved
+    beforehand by :func:`resolve_late`, because whether it delivers depends on timing.
+    """
 
     idle_timeout: float
     late_from_inside: LateAction
@@ -41,6 +46,7 @@ class Exchange:
     keepalive_idle: float | None = None
     keepalive_interval: float = 75.0
     keepalive_count: int = 9
+    reset_at_expiry: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,48 +65,112 @@ class Prediction:
         return self.client, self.server
 
 
+def resolve_late(appliance: Appliance, rule: LateAction, idle_gap: float) -> LateAction:
+    """What a REHASH rule amounts to for a packet after ``idle_gap`` seconds of silence.
+
+    With 3- or 2-tuple stickiness the packet returns to the same inspection host, which
+    delivers it if it still remembers the flow; with 5-tuple stickiness it lands on another
+    host, which drops it (see the catalogue's Gateway Load Balancer entry).
+    """
+    if rule is not LateAction.REHASH:
+        return rule
+    if appliance.stickiness != 5 and idle_gap < appliance.target_idle_timeout:
+        return LateAction.PASS
+    return LateAction.DROP
+
+
+def _server_after_client_left(rule: LateAction) -> str:
+    """The server's fate when its answer arrives after the client's side is gone."""
+    return "unacknowledged" if rule is LateAction.DROP else "reset"
+
+
 def predict(ex: Exchange) -> Prediction:
     """Walk the exchange's few possible instants in order; see the module docstring."""
     t_out, delay, limit = ex.idle_timeout, ex.answer_delay, ex.client_timeout
     ka = ex.keepalive_idle if ex.keepalive_idle is not None else math.inf
+    inside, outside = ex.late_from_inside, ex.late_from_outside
     story: list[str] = []
+
+    def done(client: str, at: float, server: str, expires: float | None) -> Prediction:
+        return Prediction(client, at, server, expires, t_out, story)
 
     if ka < t_out:
         story.append(f"keepalive every {ka:g} s refreshes the {t_out:g} s idle timer")
         if delay < limit:
             story.append(f"the answer arrives at {delay:g} s")
-            return Prediction("answer", delay, "delivered", None, t_out, story)
+            return done("answer", delay, "delivered", None)
         story.append(f"the client gives up at {limit:g} s before the answer")
-        return Prediction("timeout", limit, "reset" if ex.late_from_outside is LateAction.RST
-                          else "unacknowledged", None, t_out, story)
+        return done("timeout", limit, _server_after_client_left(outside), None)
 
     if delay < t_out and delay < limit:
         story.append(f"the answer at {delay:g} s comes before the {t_out:g} s idle timeout")
-        return Prediction("answer", delay, "delivered", None, t_out, story)
+        return done("answer", delay, "delivered", None)
 
     expires = t_out
+    if ex.reset_at_expiry and t_out < limit:
+        story.append(f"the flow expires at {expires:g} s and the appliance resets both ends")
+        return done("reset", expires, "reset", expires)
     story.append(f"the flow is idle from 0 s and expires silently at {expires:g} s")
-    # The server's answer is the first packet from outside after expiry (if it comes first
-    # from the server at all; the client's own FIN after its timeout does not reach it).
-    if ex.late_from_outside is LateAction.RST:
-        server = "reset"
-        story.append(f"the server's answer at {delay:g} s gets an RST from the appliance")
-    else:
-        server = "unacknowledged"
-        story.append(f"the server's answer at {delay:g} s is dropped; it retransmits in vain")
 
-    # The client hears of the expiry only through its own packets: a keepalive probe.
-    if ka < limit:
-        if ex.late_from_inside is LateAction.RST:
-            story.append(f"the client's keepalive probe at {ka:g} s gets an RST")
-            return Prediction("reset", ka, server, expires, t_out, story)
-        failed = ka + ex.keepalive_interval * ex.keepalive_count
-        if failed < limit:
-            story.append(f"the client's probes go unanswered; its kernel gives up at "
-                         f"{failed:g} s")
-            return Prediction("keepalive_failed", failed, server, expires, t_out, story)
+    # Whoever sends first after the expiry meets the appliance's late rule for its side.
+    if ka < delay and ka < limit:
+        return _client_probes_first(ex, ka, story, done, expires)
+    if delay < limit:
+        if outside is LateAction.PASS:
+            story.append(f"the server's answer at {delay:g} s is tracked anew and delivered")
+            return done("answer", delay, "delivered", expires)
+        if outside is LateAction.RST:
+            server = "reset"
+            story.append(f"the server's answer at {delay:g} s gets an RST from the appliance")
+        else:
+            server = "unacknowledged"
+            story.append(f"the server's answer at {delay:g} s is dropped; it retransmits in "
+                         "vain")
+        if ka < limit:
+            if inside is LateAction.DROP:
+                failed = ka + ex.keepalive_interval * ex.keepalive_count
+                if failed < limit:
+                    story.append(f"the client's probes go unanswered; its kernel gives up "
+                                 f"at {failed:g} s")
+                    return done("keepalive_failed", failed, server, expires)
+            else:
+                story.append(f"the client's keepalive probe at {ka:g} s gets an RST")
+                return done("reset", ka, server, expires)
+        story.append(f"the client hears nothing and times out at {limit:g} s")
+        return done("timeout", limit, server, expires)
+    story.append(f"the client hears nothing and times out at {limit:g} s, before the answer")
+    return done("timeout", limit, _server_after_client_left(outside), expires)
+
+
+Done = Callable[[str, float, str, float | None], Prediction]
+
+
+def _client_probes_first(ex: Exchange, ka: float, story: list[str], done: Done,
+                         expires: float) -> Prediction:
+    delay, limit, t_out = ex.answer_delay, ex.client_timeout, ex.idle_timeout
+    if ex.late_from_inside is LateAction.RST:
+        story.append(f"the client's keepalive probe at {ka:g} s gets an RST")
+        story.append(f"the server's answer at {delay:g} s finds no connection")
+        return done("reset", ka, _server_after_client_left(ex.late_from_outside), expires)
+    if ex.late_from_inside is LateAction.PASS:
+        # Each probe re-opens the flow, which then lives t_out seconds.
+        alive = (delay - ka) % ka < t_out
+        story.append(f"the client's keepalive probe at {ka:g} s is tracked anew; the flow "
+                     f"lives {t_out:g} s after each probe")
+        if alive and delay < limit:
+            story.append(f"the answer at {delay:g} s falls in such a window and arrives")
+            return done("answer", delay, "delivered", expires)
+        story.append(f"the answer at {delay:g} s falls between windows")
+        server = _server_after_client_left(ex.late_from_outside)
+        return done("reset", min(limit, delay + ka), server, expires)
+    failed = ka + ex.keepalive_interval * ex.keepalive_count
+    server = _server_after_client_left(ex.late_from_outside) if delay >= failed else (
+        "reset" if ex.late_from_outside is LateAction.RST else "unacknowledged")
+    if failed < limit:
+        story.append(f"the client's probes go unanswered; its kernel gives up at {failed:g} s")
+        return done("keepalive_failed", failed, server, expires)
     story.append(f"the client hears nothing and times out at {limit:g} s")
-    return Prediction("timeout", limit, server, expires, t_out, story)
+    return done("timeout", limit, server, expires)
 
 
 def decisive_gap(ex: Exchange) -> float:

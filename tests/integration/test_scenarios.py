@@ -23,6 +23,8 @@ def run(name: str, speed: float, tmp_path: Path) -> RunResult:
     out = io.StringIO()
     result = run_scenario(load_scenario(name), speed, tmp_path / "results", out)
     print(out.getvalue())  # shown by pytest when a test fails
+    # what the processes saw must be what the analytic model predicts
+    assert (result.client, result.server) == result.plan.prediction.outcome()
     return result
 
 

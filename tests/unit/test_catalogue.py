@@ -173,3 +173,26 @@ def test_gwlb_timeout_needs_five_tuple_stickiness() -> None:
         get_appliance("gwlb").with_overrides({"stickiness": 3, "tcp_idle_timeout": 1000})
     assert get_appliance("gwlb").with_overrides(
         {"stickiness": 5, "tcp_idle_timeout": 1000}).tcp_idle_timeout == 1000
+
+
+def test_gwlb_retransmissions_stay_on_the_rehashed_target() -> None:
+    """The re-hashed flow is tracked: its retransmissions do not wander to other hosts."""
+    path = Path("gwlb")
+    path.connect_and_ask()
+    for t in (400, 431, 462, 525, 650, 900):
+        path.now = t
+        assert path.server("PA", b"answer\n") == []
+    assert len(path.box.flows) == 1  # the one new flow, on one target
+    assert path.box._generation[(6, bytes([198, 18, 1, 10]), CPORT,
+                                 bytes([198, 19, 1, 10]), SPORT)] == 2
+
+
+def test_dataplane_config_carries_every_appliance_field() -> None:
+    from simulator.world import appliance_overrides  # noqa: PLC0415
+
+    for name, overrides in (("azure-lb", {"on_expiry": "rst_both"}),
+                            ("gwlb", {"stickiness": 2, "target_idle_timeout": 500}),
+                            ("nlb", {"tcp_idle_timeout": 1000})):
+        appliance = get_appliance(name).with_overrides(overrides)
+        rebuilt = get_appliance(name).with_overrides(appliance_overrides(appliance))
+        assert rebuilt == appliance

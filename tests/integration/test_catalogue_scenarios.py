@@ -1,0 +1,41 @@
+"""Every shipped scenario, run for real and predicted by the model: the two must agree.
+
+The NAT Gateway scenarios have their own detailed tests (test_scenarios.py), which make the
+same comparison; this file runs all the others. A disagreement is a bug in the emulation or
+in the analytic model.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+
+from simulator.runner import run_scenario
+from simulator.scenario import load_scenario, max_safe_speed, scenario_names
+
+DETAILED = {"nat-gw", "nat-gw-edge", "nat-gw-keepalive", "nat-gw-os-defaults",
+            "nat-gw-os-tuned"}
+
+
+@pytest.mark.parametrize("name", [n for n in scenario_names() if n not in DETAILED])
+def test_emulation_agrees_with_the_model(name: str, tmp_path: Path) -> None:
+    scenario = load_scenario(name)
+    speed = min(150.0, max_safe_speed(scenario))
+    out = io.StringIO()
+    result = run_scenario(scenario, speed, tmp_path / "results", out)
+    print(out.getvalue())
+    observed = (result.client, result.server)
+    assert observed == result.plan.prediction.outcome(), "emulation and model disagree"
+    assert observed == (scenario.expect_client, scenario.expect_server)
+
+
+def test_gwlb_rehash_is_silent_and_sticky_is_not_rehashed(tmp_path: Path) -> None:
+    out = io.StringIO()
+    result = run_scenario(load_scenario("gwlb"), 150, tmp_path / "a", out)
+    drops = [e for e in result.events if e.kind == "dropped"]
+    assert drops and all("has no state" in e.text for e in drops if e.t < 800)
+    assert "rst_sent" not in result.kinds("middlebox")
+    targets = {e.raw.get("target") for e in result.events if e.kind == "flow_created"}
+    assert len(targets) == 2  # the original firewall, then another one after the re-hash
