@@ -14,7 +14,9 @@ import time
 from pathlib import Path
 
 from simulator import dataplane, topology
-from simulator.core.appliances import CATALOGUE, Appliance, get_appliance
+from simulator.core.advice import check
+from simulator.core.appliances import CATALOGUE, Appliance, ApplianceError, get_appliance
+from simulator.core.profiles import PROFILES, get_profile
 from simulator.demo import run_demo
 from simulator.runner import RunError, run_scenario
 from simulator.scenario import (
@@ -48,6 +50,13 @@ def _cmd_list(args: argparse.Namespace) -> int:
                   f"{max_safe_speed(s):g}){'' if agrees else '  [model disagrees]'}\n")
         if s.description:
             out.write(f"  {'':<22} {s.description.splitlines()[0]}\n")
+    out.write("\nClient profiles (scenario field client.profile; natsim check "
+              "--client-profile):\n")
+    for profile in PROFILES.values():
+        timing = ("no keepalive" if profile.keepalive == "off" else
+                  "SO_KEEPALIVE, OS timing" if profile.keepalive == "os" else
+                  f"keepalive {profile.idle}/{profile.interval}/{profile.count}")
+        out.write(f"  {profile.name:<30} {profile.title}: {timing}\n")
     out.write("\nAppliances (scenario field appliance.name):\n")
     for appliance in CATALOGUE.values():
         out.write(f"  {appliance.name:<22} {appliance.title}: TCP idle timeout "
@@ -72,6 +81,51 @@ def _cmd_cleanup(args: argparse.Namespace) -> int:
     if not removed and not skipped:
         print("nothing to clean up")
     return 0
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    out = sys.stdout
+    if args.scenario:
+        s = load_scenario(args.scenario)
+        pred = nominal_prediction(s)
+        out.write(f"{s.name}: {s.appliance.title}, idle timeout "
+                  f"{s.appliance.tcp_idle_timeout:g} s; the server answers after "
+                  f"{s.server_delay:g} s; the client waits up to {s.client_timeout:g} s\n")
+        out.write(f"  predicted: client {pred.client} at {pred.client_at:g} s, server "
+                  f"{pred.server}\n")
+        out.write("  why: " + "; ".join(pred.story) + "\n")
+        out.write(f"  keepalive idle times below {pred.latest_keepalive_idle:g} s keep the "
+                  "flow alive\n")
+        agrees = pred.outcome() == (s.expect_client, s.expect_server)
+        out.write(f"  the scenario expects client {s.expect_client}, server {s.expect_server}: "
+                  f"{'the model agrees' if agrees else 'THE MODEL DISAGREES'}\n")
+        return 0 if agrees else EXIT_MISMATCH
+    if args.idle is None:
+        raise ScenarioError("natsim check", "", "give a SCENARIO, or --idle SECONDS with "
+                            "--client-profile and --appliance")
+    try:
+        appliance = get_appliance(args.appliance)
+        profile = get_profile(args.client_profile)
+    except KeyError as exc:
+        raise ScenarioError("natsim check", "", str(exc.args[0])) from None
+    if args.timeout is not None:
+        appliance = appliance.with_overrides({"tcp_idle_timeout": args.timeout})
+    advice = check(appliance, profile, args.idle, args.client_timeout,
+                   sysctl_time=args.keepalive_time)
+    pred = advice.prediction
+    out.write(f"{profile.title} ({profile.name}) behind {appliance.title} "
+              f"(idle timeout {appliance.tcp_idle_timeout:g} s), waiting {args.idle:g} s "
+              f"for an answer:\n")
+    ka = ("no TCP keepalive" if advice.keepalive_idle is None
+          else f"first keepalive probe after {advice.keepalive_idle:g} s idle")
+    out.write(f"  client keepalive: {ka} ({profile.source})\n")
+    verdict = "SURVIVES" if advice.survives else "FAILS"
+    out.write(f"  {verdict}: client {pred.client} at {pred.client_at:g} s, server "
+              f"{pred.server}\n")
+    out.write("  why: " + "; ".join(pred.story) + "\n")
+    for i, fix in enumerate(advice.fixes):
+        out.write(f"  {'fix: ' if i == 0 else '     '}{fix}\n")
+    return 0 if advice.survives else EXIT_MISMATCH
 
 
 def _appliance_from_args(args: argparse.Namespace) -> tuple[Appliance, float, dict[str, int]]:
@@ -199,6 +253,24 @@ def build_parser() -> argparse.ArgumentParser:
                       help="terminal width (default: the terminal's)")
     demo.set_defaults(func=lambda a: run_demo(a.speed, a.width))
 
+    chk = sub.add_parser(
+        "check", help="predict an outcome without running anything (the analytic model)",
+        description="Predict a scenario's outcome, or answer: will this client survive a "
+                    "wait of --idle seconds behind this appliance? And if not, the fix.")
+    chk.add_argument("scenario", nargs="?", help="a scenario to predict")
+    chk.add_argument("--client-profile", default="linux-so-keepalive", metavar="PROFILE",
+                     help="a client profile from `natsim list` (default linux-so-keepalive)")
+    chk.add_argument("--appliance", default="nat-gw", help="catalogue name (default nat-gw)")
+    chk.add_argument("--idle", type=float, metavar="S",
+                     help="how long the server stays silent before answering (seconds)")
+    chk.add_argument("--timeout", type=float, metavar="S",
+                     help="override the appliance's idle timeout")
+    chk.add_argument("--client-timeout", type=float, metavar="S",
+                     help="how long the client waits (default: 900 s, or longer than --idle)")
+    chk.add_argument("--keepalive-time", type=float, default=7200.0, metavar="S",
+                     help="the client host's net.ipv4.tcp_keepalive_time (default 7200)")
+    chk.set_defaults(func=_cmd_check)
+
     lst = sub.add_parser("list", help="list scenarios and appliances")
     lst.set_defaults(func=_cmd_list)
 
@@ -255,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ScenarioError, SpeedError) as exc:
         print(f"natsim: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except WorldError as exc:
+    except (WorldError, ApplianceError) as exc:
         print(f"natsim: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except (topology.TopologyError, RunError) as exc:

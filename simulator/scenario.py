@@ -28,6 +28,7 @@ from simulator.core.model import (
     predict,
     resolve_late,
 )
+from simulator.core.profiles import get_profile
 from simulator.core.timescale import Scaled, scale, scale_kernel
 
 SCENARIO_DIR = Path(__file__).resolve().parent.parent / "scenarios"
@@ -208,9 +209,19 @@ def parse_scenario(data: Any, source: str, name: str) -> Scenario:
     speed = _number(source, "speed", top.get("speed", 35))
 
     client = _mapping(source, "client", top["client"], ("timeout", "keepalive", "sysctls",
-                                                         "request"))
+                                                         "request", "profile"))
     client_timeout = _number(source, "client.timeout", client.get("timeout", 900))
-    keepalive = _keepalive(source, client.get("keepalive", "off"))
+    if "profile" in client:
+        if "keepalive" in client:
+            raise ScenarioError(source, "client.keepalive", "give either a profile or "
+                                "keepalive settings, not both")
+        try:
+            profile = get_profile(str(client["profile"]))
+        except KeyError as exc:
+            raise ScenarioError(source, "client.profile", str(exc.args[0])) from None
+        keepalive = Keepalive(profile.keepalive, profile.idle, profile.interval, profile.count)
+    else:
+        keepalive = _keepalive(source, client.get("keepalive", "off"))
     sysctl_spec = _mapping(source, "client.sysctls", client.get("sysctls", {}),
                            tuple(LINUX_KEEPALIVE_DEFAULTS))
     sysctls = dict(LINUX_KEEPALIVE_DEFAULTS)

@@ -1,0 +1,88 @@
+"""``natsim check``: will this client survive this wait behind this appliance, and the fix.
+
+Answers the question people actually ask, from the analytic model alone (nothing runs):
+given a client profile (or explicit keepalive settings), an appliance and how long the
+server stays silent, predict the outcome and, if it fails, say which socket option or sysctl
+to change and to what.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from simulator.core.appliances import Appliance, ExpiryAction
+from simulator.core.model import Exchange, Prediction, predict, resolve_late
+from simulator.core.profiles import ClientProfile
+
+LINUX_DEFAULT_TIME, LINUX_DEFAULT_INTVL, LINUX_DEFAULT_PROBES = 7200.0, 75.0, 9
+
+
+@dataclass(frozen=True)
+class Advice:
+    survives: bool
+    prediction: Prediction
+    keepalive_idle: float | None
+    """When the client's first keepalive probe goes out (None: no keepalive at all)."""
+    suggested_idle: float
+    fixes: list[str] = field(default_factory=list)
+
+
+def suggested_keepalive(timeout: float) -> float:
+    """A keepalive idle time comfortably below ``timeout`` (300 s for 350 s)."""
+    if timeout > 100:
+        return float(int((timeout - 50) // 5 * 5))
+    return max(1.0, float(int(timeout // 2)))
+
+
+def effective_keepalive(profile: ClientProfile, sysctl_time: float = LINUX_DEFAULT_TIME,
+                        sysctl_intvl: float = LINUX_DEFAULT_INTVL,
+                        sysctl_probes: int = LINUX_DEFAULT_PROBES,
+                        ) -> tuple[float | None, float, int]:
+    """(first probe, interval, count) for a profile, given the namespace's sysctls."""
+    if profile.keepalive == "off":
+        return None, sysctl_intvl, sysctl_probes
+    if profile.keepalive == "os":
+        return sysctl_time, sysctl_intvl, sysctl_probes
+    assert profile.idle is not None
+    return (profile.idle, profile.interval or sysctl_intvl,
+            profile.count if profile.count is not None else sysctl_probes)
+
+
+def check(appliance: Appliance, profile: ClientProfile, idle: float,
+          client_timeout: float | None = None, sysctl_time: float = LINUX_DEFAULT_TIME,
+          sysctl_intvl: float = LINUX_DEFAULT_INTVL,
+          sysctl_probes: int = LINUX_DEFAULT_PROBES) -> Advice:
+    """Predict a request answered after ``idle`` silent seconds, and advise."""
+    limit = client_timeout if client_timeout is not None else max(900.0, idle + 300.0)
+    ka, intvl, count = effective_keepalive(profile, sysctl_time, sysctl_intvl, sysctl_probes)
+    timeout = appliance.tcp_idle_timeout
+    exchange = Exchange(
+        idle_timeout=timeout,
+        late_from_inside=resolve_late(appliance, appliance.late_from_inside,
+                                      ka if ka is not None else limit),
+        late_from_outside=resolve_late(appliance, appliance.late_from_outside, idle),
+        answer_delay=idle, client_timeout=limit, keepalive_idle=ka, keepalive_interval=intvl,
+        keepalive_count=count, reset_at_expiry=appliance.on_expiry is ExpiryAction.RST_BOTH)
+    prediction = predict(exchange)
+    survives = prediction.outcome() == ("answer", "delivered")
+    suggest = suggested_keepalive(timeout)
+    fixes: list[str] = []
+    if not survives and idle >= limit:
+        fixes.append(f"the client's own timeout ({limit:g} s) ends the wait before the "
+                     f"answer: raise it above {idle:g} s")
+    elif not survives:
+        if profile.keepalive == "off":
+            fixes.append(f"enable TCP keepalive on the socket: SO_KEEPALIVE=1 and "
+                         f"TCP_KEEPIDLE={suggest:g} (anything below {timeout:g} s)")
+            fixes.append(f"or SO_KEEPALIVE=1 and the sysctl net.ipv4.tcp_keepalive_time="
+                         f"{suggest:g} in the client's host or pod")
+        elif profile.keepalive == "os":
+            fixes.append(f"set the sysctl net.ipv4.tcp_keepalive_time={suggest:g} (it is "
+                         f"{sysctl_time:g} s; it must be below {timeout:g} s): sysctl -w on "
+                         "the host, or the pod's securityContext.sysctls")
+            fixes.append(f"or set TCP_KEEPIDLE={suggest:g} on the socket, if the library "
+                         "lets you")
+        else:
+            fixes.append(f"lower TCP_KEEPIDLE from {ka:g} s to {suggest:g} s (below "
+                         f"{timeout:g} s)")
+    return Advice(survives, prediction, ka, suggest, fixes)
