@@ -45,7 +45,8 @@ def _cmd_list(args: argparse.Namespace) -> int:
     for name in scenario_names():
         s = load_scenario(name)
         agrees = nominal_prediction(s).outcome() == (s.expect_client, s.expect_server)
-        out.write(f"  {name:<22} {s.appliance.name:<20} expect client {s.expect_client}, "
+        path = "+".join(a.name for a in s.chain) if len(s.chain) > 1 else s.appliance.name
+        out.write(f"  {name:<22} {path:<20} expect client {s.expect_client}, "
                   f"server {s.expect_server}; speed {s.speed:g} (largest safe "
                   f"{max_safe_speed(s):g}){'' if agrees else '  [model disagrees]'}\n")
         if s.description:
@@ -88,7 +89,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
     if args.scenario:
         s = load_scenario(args.scenario)
         pred = nominal_prediction(s)
-        out.write(f"{s.name}: {s.appliance.title}, idle timeout "
+        out.write(f"{s.name}: {s.path_title}; shortest idle timeout "
                   f"{s.appliance.tcp_idle_timeout:g} s; the server answers after "
                   f"{s.server_delay:g} s; the client waits up to {s.client_timeout:g} s\n")
         out.write(f"  predicted: client {pred.client} at {pred.client_at:g} s, server "

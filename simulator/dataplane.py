@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from simulator.core.appliances import get_appliance
+from simulator.core.chain import Chain
 from simulator.core.engine import Middlebox, Transmit
 from simulator.core.events import Side
 from simulator.core.packets import ip_to_str
@@ -92,7 +93,7 @@ class PcapWriter:
 
 
 class Dataplane:
-    def __init__(self, engine: Middlebox, clock: CompressedClock,
+    def __init__(self, engine: Middlebox | Chain, clock: CompressedClock,
                  ports: dict[Side, tuple[socket.socket, bytes]], out: IO[str],
                  pcap: PcapWriter | None = None) -> None:
         self.engine = engine
@@ -102,6 +103,8 @@ class Dataplane:
         self.out = out
         self.pcap = pcap
         self.status_path: Path | None = None
+        self.tx_queue_full = 0
+        """Frames the kernel refused because the interface's queue was full."""
         self._status_due = 0.0
         self.running = True
         self._by_fd = {sock.fileno(): side for side, (sock, _) in ports.items()}
@@ -154,7 +157,7 @@ class Dataplane:
             try:
                 sock.send(frame)
             except BlockingIOError:
-                self.engine.counters["TxQueueFullDrops"] += 1
+                self.tx_queue_full += 1
 
     def snapshot(self) -> dict[str, Any]:
         """The live flow table and counters, for ``natsim status``."""
@@ -170,7 +173,13 @@ class Dataplane:
                 "packets": list(f.packets)})
         return {"t": round(now, 3), "speed": self.clock.speed, "written": time.time(),
                 "appliance": self.engine.appliance.name, "flows": flows,
-                "counters": dict(self.engine.counters)}
+                "counters": self.counters()}
+
+    def counters(self) -> dict[str, int]:
+        counters = dict(self.engine.counters)
+        if self.tx_queue_full:
+            counters["TxQueueFullDrops"] = self.tx_queue_full
+        return counters
 
     def _write_status(self) -> None:
         assert self.status_path is not None
@@ -198,8 +207,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="JSON: appliance, overrides, speed, interfaces and MACs")
     args = parser.parse_args(argv)
     cfg = json.loads(args.config.read_text())
-    appliance = get_appliance(cfg["appliance"]).with_overrides(cfg.get("overrides", {}))
-    engine = Middlebox(appliance)
+    appliances = [get_appliance(stage["appliance"]).with_overrides(stage.get("overrides", {}))
+                  for stage in cfg["chain"]]
+    engine: Middlebox | Chain = Middlebox(appliances[0]) if len(appliances) == 1 \
+        else Chain(appliances)
     clock = CompressedClock(float(cfg["speed"]))
     inside, outside = open_port(cfg["inside_if"]), open_port(cfg["outside_if"])
     ports = {
@@ -224,5 +235,5 @@ def main(argv: list[str] | None = None) -> int:
         flows = [{"flow": f.id, "state": str(f.state), "idle": round(clock.now() - f.last_seen, 3)}
                  for f in engine.flows]
         print(json.dumps({"source": "middlebox", "kind": "stopped", "t": clock.now(),
-                          "counters": dict(engine.counters), "flows": flows}), flush=True)
+                          "counters": plane.counters(), "flows": flows}), flush=True)
     return 0

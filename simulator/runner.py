@@ -43,7 +43,7 @@ from simulator.report import (
 )
 from simulator.scenario import Plan, Scenario
 from simulator.scenario import plan as make_plan
-from simulator.world import middlebox_config
+from simulator.world import appliance_overrides, middlebox_config
 
 READY_TIMEOUT = 15.0
 HOLD = 0.25
@@ -319,7 +319,7 @@ class Runner:
 
     def _start(self, world: topology.World) -> None:
         p, s = self.plan, self.scenario
-        mbox_cfg = middlebox_config(world, s.appliance, p.speed,
+        mbox_cfg = middlebox_config(world, s.chain, p.speed,
                                     self.results_dir / "capture.pcap", None)
         cfg_path = self.results_dir / "middlebox.json"
         cfg_path.write_text(json.dumps(mbox_cfg, indent=2))
@@ -377,9 +377,11 @@ class Runner:
         w(f"natsim: scenario {s.name} ({s.source}) - run {self.run_id}\n")
         if s.description:
             w(f"  {s.description}\n")
-        w(f"  appliance: {s.appliance.title} (idle timeout {s.appliance.tcp_idle_timeout:g} s, "
-          f"late packet from client: {s.appliance.late_from_inside}, "
-          f"from server: {s.appliance.late_from_outside})\n")
+        for a in s.chain or (s.appliance,):
+            w(f"  appliance: {a.title} (idle timeout {a.tcp_idle_timeout:g} s, "
+              f"late packet from client: {a.late_from_inside}, "
+              f"from server: {a.late_from_outside}"
+              f"{', RST to both ends at expiry' if a.on_expiry == 'rst_both' else ''})\n")
         w(f"  speed {p.speed:g}: 1 wall second = {p.speed:g} model seconds\n")
         print_settings(self.out, p.settings())
         for note in p.notes:
@@ -416,9 +418,8 @@ class Runner:
             "run_id": self.run_id,
             "speed": self.plan.speed,
             "appliance": {"name": s.appliance.name, "title": s.appliance.title,
-                          "tcp_idle_timeout": s.appliance.tcp_idle_timeout,
-                          "late_from_inside": str(s.appliance.late_from_inside),
-                          "late_from_outside": str(s.appliance.late_from_outside)},
+                          **appliance_overrides(s.appliance)},
+            "path": [a.name for a in s.chain or (s.appliance,)],
             "settings": self.plan.settings(),
             "expected": {"client": s.expect_client, "server": s.expect_server},
             "outcome": {"client": result.client, "server": result.server},

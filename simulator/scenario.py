@@ -75,6 +75,13 @@ class Scenario:
     expect_server: str
     story: str = ""
     request: str = "GET /slow-answer"
+    chain: tuple[Appliance, ...] = ()
+    """The appliances from the client's side to the server's (``appliance`` is the one
+    with the shortest idle timeout, which the analytic model follows)."""
+
+    @property
+    def path_title(self) -> str:
+        return " -> ".join(a.title for a in self.chain or (self.appliance,))
 
 
 @dataclass(frozen=True)
@@ -159,6 +166,42 @@ def _keepalive(src: str, value: Any) -> Keepalive:
                         f"sysctls) or a mapping {{idle, interval, count}}; got {value!r}")
 
 
+def _parse_appliance(source: str, path: str, spec: Any) -> Appliance:
+    if isinstance(spec, str):
+        spec = {"name": spec}
+    spec = _mapping(source, path, spec, ("name", *Appliance.overridable_fields()))
+    if "name" not in spec:
+        raise ScenarioError(source, f"{path}.name", "missing")
+    try:
+        appliance = get_appliance(str(spec["name"]))
+    except KeyError as exc:
+        raise ScenarioError(source, f"{path}.name", str(exc.args[0])) from None
+    overrides = {k: v for k, v in spec.items() if k != "name"}
+    for key in ("tcp_idle_timeout", "udp_idle_timeout", "transitory_timeout",
+                "target_idle_timeout"):
+        if key in overrides:
+            overrides[key] = _number(source, f"{path}.{key}", overrides[key])
+    for key in ("late_from_inside", "late_from_outside"):
+        if key in overrides:
+            _choice(source, f"{path}.{key}", overrides[key], ("rst", "drop", "pass", "rehash"))
+    if "on_expiry" in overrides:
+        _choice(source, f"{path}.on_expiry", overrides["on_expiry"], ("silent", "rst_both"))
+    for key in ("stickiness", "targets"):
+        if key in overrides:
+            _integer(source, f"{path}.{key}", overrides[key], 0, 64)
+    for key in ("nat", "send_tcp_reset_on_idle_timeout"):
+        if key in overrides and not isinstance(overrides[key], bool):
+            raise ScenarioError(source, f"{path}.{key}", f"must be true or false, got "
+                                f"{overrides[key]!r}")
+    try:
+        return appliance.with_overrides(overrides)
+    except ApplianceError as exc:
+        field_name, _, message = str(exc).partition(":")
+        raise ScenarioError(source, f"{path}.{field_name}", message.strip()) from None
+    except (KeyError, ValueError) as exc:
+        raise ScenarioError(source, path, str(exc)) from None
+
+
 def parse_scenario(data: Any, source: str, name: str) -> Scenario:
     """Validate a scenario document (already parsed from YAML)."""
     top = _mapping(source, "", data, ("description", "story", "appliance", "speed", "client",
@@ -167,44 +210,16 @@ def parse_scenario(data: Any, source: str, name: str) -> Scenario:
         if required not in top:
             raise ScenarioError(source, required, "missing")
 
-    app_spec = top["appliance"]
-    if isinstance(app_spec, str):
-        app_spec = {"name": app_spec}
-    app_spec = _mapping(source, "appliance", app_spec,
-                        ("name", *Appliance.overridable_fields()))
-    if "name" not in app_spec:
-        raise ScenarioError(source, "appliance.name", "missing")
-    try:
-        appliance = get_appliance(str(app_spec["name"]))
-    except KeyError as exc:
-        raise ScenarioError(source, "appliance.name", str(exc.args[0])) from None
-    overrides = {k: v for k, v in app_spec.items() if k != "name"}
-    for key in ("tcp_idle_timeout", "udp_idle_timeout"):
-        if key in overrides:
-            overrides[key] = _number(source, f"appliance.{key}", overrides[key])
-    for key in ("late_from_inside", "late_from_outside"):
-        if key in overrides:
-            _choice(source, f"appliance.{key}", overrides[key], ("rst", "drop", "pass", "rehash"))
-    if "on_expiry" in overrides:
-        _choice(source, "appliance.on_expiry", overrides["on_expiry"], ("silent", "rst_both"))
-    for key in ("stickiness", "targets"):
-        if key in overrides:
-            _integer(source, f"appliance.{key}", overrides[key], 0, 64)
-    for key in ("transitory_timeout", "target_idle_timeout"):
-        if key in overrides:
-            overrides[key] = _number(source, f"appliance.{key}", overrides[key])
-    for key in ("nat", "send_tcp_reset_on_idle_timeout"):
-        if key in overrides and not isinstance(overrides[key], bool):
-            raise ScenarioError(source, f"appliance.{key}", f"must be true or false, got "
-                                f"{overrides[key]!r}")
-    try:
-        appliance = appliance.with_overrides(overrides)
-    except ApplianceError as exc:
-        field_name = str(exc).split(":", 1)[0]
-        raise ScenarioError(source, f"appliance.{field_name}",
-                            str(exc).split(":", 1)[1].strip()) from None
-    except (KeyError, ValueError) as exc:
-        raise ScenarioError(source, "appliance", str(exc)) from None
+    spec = top["appliance"]
+    if isinstance(spec, list):
+        if not spec:
+            raise ScenarioError(source, "appliance", "an empty chain; name at least one")
+        chain = tuple(_parse_appliance(source, f"appliance[{i}]", item)
+                      for i, item in enumerate(spec))
+    else:
+        chain = (_parse_appliance(source, "appliance", spec),)
+    # The model follows the appliance with the shortest idle timeout: it forgets first.
+    appliance = min(chain, key=lambda a: a.tcp_idle_timeout)
 
     speed = _number(source, "speed", top.get("speed", 35))
 
@@ -245,6 +260,7 @@ def parse_scenario(data: Any, source: str, name: str) -> Scenario:
         description=str(top.get("description", "")).strip(),
         story=str(top.get("story", "")).strip(),
         appliance=appliance,
+        chain=chain,
         speed=speed,
         client_timeout=client_timeout,
         keepalive=keepalive,

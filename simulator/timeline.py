@@ -42,12 +42,15 @@ MARKERS = {
 }
 
 
-def _flows(events: Sequence[TimelineEvent]) -> dict[int, list[TimelineEvent]]:
-    flows: dict[int, list[TimelineEvent]] = {}
+def _flows(events: Sequence[TimelineEvent]) -> dict[str, list[TimelineEvent]]:
+    """Events by flow; in a chain each appliance numbers its own flows."""
+    flows: dict[str, list[TimelineEvent]] = {}
     for ev in events:
         flow = ev.raw.get("flow")
         if ev.source == "middlebox" and isinstance(flow, int):
-            flows.setdefault(flow, []).append(ev)
+            stage = ev.raw.get("appliance")
+            flows.setdefault(f"{stage} flow #{flow}" if stage else f"flow #{flow}",
+                             []).append(ev)
     return flows
 
 
@@ -65,14 +68,18 @@ def draw(events: Sequence[TimelineEvent], timeout: float, speed: float, title: s
     # Flows in the middlebox lane: life bar, idle countdowns, expiry.
     y_mb = LANES["middlebox"]
     labelled_once: set[str] = set()
-    for flow_id, evs in _flows(events).items():
+    for index, (flow_label, evs) in enumerate(_flows(events).items()):
+        first = index == 0
+        flow_timeout = float(next((e.raw["timeout"] for e in evs if "timeout" in e.raw),
+                                  timeout))
         created = next((e.t for e in evs if e.kind == "flow_created"), evs[0].t)
         ended = next((e.t for e in evs if e.kind in ("flow_expired",)), None)
         closed = next((e.t for e in evs if e.kind == "flow_closed"), None)
         bar_end = ended if ended is not None else (closed if closed is not None else end)
         ax.plot([created, bar_end], [y_mb + 0.12] * 2, color=COLOURS["flow"], lw=5,
-                solid_capstyle="butt", label="flow in the table" if flow_id == 1 else None)
-        ax.text(created, y_mb + 0.22, f"flow #{flow_id}", fontsize=8, color=COLOURS["grey"])
+                solid_capstyle="butt", label="flow in the table" if first else None)
+        ax.text(created, y_mb + 0.22 + 0.16 * (index % 3), flow_label, fontsize=8,
+                color=COLOURS["grey"])
         # The idle time as a sawtooth under the lane: it climbs towards the timeout (the
         # dotted line) and drops to zero at every packet; reaching the line is expiry.
         base, height = y_mb - 0.6, 0.4
@@ -81,10 +88,11 @@ def draw(events: Sequence[TimelineEvent], timeout: float, speed: float, title: s
         activity = sorted(e.t for e in evs if e.kind in ACTIVITY)
         for i, t in enumerate(activity):
             nxt = activity[i + 1] if i + 1 < len(activity) else None
-            stop = min(t + timeout, nxt if nxt is not None else t + timeout, bar_end)
+            stop = min(t + flow_timeout, nxt if nxt is not None else t + flow_timeout,
+                       bar_end)
             if stop <= t:
                 continue
-            ax.plot([t, stop, stop], [base, base + height * (stop - t) / timeout, base],
+            ax.plot([t, stop, stop], [base, base + height * (stop - t) / flow_timeout, base],
                     color=COLOURS["idle"], lw=1.8,
                     label="idle time (timeout at the dotted line)"
                     if "idle" not in labelled_once else None)
@@ -95,9 +103,11 @@ def draw(events: Sequence[TimelineEvent], timeout: float, speed: float, title: s
                         label="keepalive probe" if e is _first(evs, "keepalive") else None)
             elif e.kind == "flow_expired":
                 ax.plot(e.t, y_mb, marker="X", ms=13, color=COLOURS["bad"],
-                        label="flow expired (silently)" if flow_id == 1 else None)
-                ax.annotate(f"expired after {timeout:g} s idle", (e.t, y_mb),
-                            xytext=(-8, 10), textcoords="offset points", fontsize=8,
+                        label="flow expired" if first else None)
+                stage = e.raw.get("appliance")
+                ax.annotate(f"{stage + ' ' if stage else ''}expired after {flow_timeout:g} s "
+                            "idle", (e.t, y_mb), xytext=(-8, 10 + 11 * index),
+                            textcoords="offset points", fontsize=8,
                             ha="right", color=COLOURS["bad"])
 
     # Drops and RSTs: an arrow from the middlebox back to the sender's lane.

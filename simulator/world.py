@@ -58,12 +58,16 @@ class WorldError(RuntimeError):
     """A live world that cannot be found, built or reached; the message says which."""
 
 
-def middlebox_config(world: topology.World, appliance: Appliance, speed: float,
+def middlebox_config(world: topology.World, appliances: Sequence[Appliance], speed: float,
                      pcap: Path | None, status: Path | None) -> dict[str, Any]:
-    """The dataplane's configuration (``natsim middlebox --config``) for one world."""
+    """The dataplane's configuration (``natsim middlebox --config``) for one world.
+
+    ``appliances`` is the path from the client's side to the server's: one appliance, or a
+    chain of them in one dataplane.
+    """
     return {
-        "appliance": appliance.name,
-        "overrides": appliance_overrides(appliance),
+        "chain": [{"appliance": a.name, "overrides": appliance_overrides(a)}
+                  for a in appliances],
         "speed": speed,
         "inside_if": world.mbox_inside_if, "outside_if": world.mbox_outside_if,
         "client_mac": world.client_mac, "server_mac": world.server_mac,
@@ -149,7 +153,7 @@ class LiveWorld:
         world = topology.build_world(
             run_id, scaled_sysctls(sysctls or dict(LINUX_KEEPALIVE_DEFAULTS), speed))
         try:
-            cfg = middlebox_config(world, appliance, speed, results / "capture.pcap",
+            cfg = middlebox_config(world, [appliance], speed, results / "capture.pcap",
                                    results / "status.json")
             (results / "middlebox.json").write_text(json.dumps(cfg, indent=2))
             with (results / "events.jsonl").open("wb") as events, \

@@ -272,7 +272,8 @@ class Middlebox:
         self._emit(now, EventKind.FLOW_CREATED, flow.id, Side.INSIDE, text, proto=name,
                    client=_endpoint(client_ip, client_port),
                    server=_endpoint(server_ip, server_port),
-                   public=_endpoint(public_ip, public_port), target=flow.target)
+                   public=_endpoint(public_ip, public_port), target=flow.target,
+                   timeout=flow.timeout)
         return flow
 
     def _timeout_for(self, proto: int, state: TcpState) -> float:
