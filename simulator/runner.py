@@ -329,22 +329,32 @@ class Runner:
         self.timebase.mbox_origin = float(ready["origin"])
 
         answer_after = p.server_delay.wall
-        server_cfg = {"port": s.server_port, "delay": answer_after,
-                      "delay_label": f"{s.server_delay:g} s",
-                      "answer": "HTTP/1.1 200 OK (the slow answer)",
-                      "wait_limit": max(1.0, p.client_timeout.wall - answer_after + 1.0)}
-        server = self._spawn("server", world.server_ns,
-                             ["simulator.workloads.server", "--config", json.dumps(server_cfg)])
+        if s.protocol == "udp":
+            server_args = ["simulator.workloads.udp", "server", "--config", json.dumps(
+                {"port": s.server_port, "delay": answer_after,
+                 "delay_label": f"{s.server_delay:g} s",
+                 "wait_limit": p.client_timeout.wall + 1.0})]
+            client_args = ["simulator.workloads.udp", "client", "--config", json.dumps(
+                {"host": "server", "port": s.server_port, "timeout": p.client_timeout.wall,
+                 "heartbeat": p.heartbeat.wall if p.heartbeat is not None else None})]
+        else:
+            server_args = ["simulator.workloads.server", "--config", json.dumps(
+                {"port": s.server_port, "delay": answer_after,
+                 "delay_label": f"{s.server_delay:g} s",
+                 "answer": "HTTP/1.1 200 OK (the slow answer)",
+                 "wait_limit": max(1.0, p.client_timeout.wall - answer_after + 1.0)})]
+            client_cfg: dict[str, Any] = {"host": "server", "port": s.server_port,
+                                          "request": s.request,
+                                          "timeout": p.client_timeout.wall,
+                                          "keepalive": s.keepalive.mode}
+            if p.keepalive_idle is not None and p.keepalive_interval is not None:
+                client_cfg.update(idle=int(p.keepalive_idle.wall),
+                                  interval=int(p.keepalive_interval.wall),
+                                  count=p.keepalive_count)
+            client_args = ["simulator.workloads.client", "--config", json.dumps(client_cfg)]
+        server = self._spawn("server", world.server_ns, server_args)
         self._wait_ready(server, "ready")
-
-        client_cfg: dict[str, Any] = {"host": "server", "port": s.server_port,
-                                      "request": s.request, "timeout": p.client_timeout.wall,
-                                      "keepalive": s.keepalive.mode}
-        if p.keepalive_idle is not None and p.keepalive_interval is not None:
-            client_cfg.update(idle=int(p.keepalive_idle.wall),
-                              interval=int(p.keepalive_interval.wall), count=p.keepalive_count)
-        self._spawn("client", world.client_ns,
-                    ["simulator.workloads.client", "--config", json.dumps(client_cfg)])
+        self._spawn("client", world.client_ns, client_args)
 
     def _watch(self) -> None:
         """Until client and server have both finished (bounded by their own limits)."""

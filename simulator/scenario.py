@@ -22,10 +22,13 @@ import yaml
 from simulator.core.appliances import Appliance, ApplianceError, ExpiryAction, get_appliance
 from simulator.core.model import (
     MIN_WALL_MARGIN,
+    DatagramExchange,
     Exchange,
     Prediction,
     decisive_gap,
+    decisive_gap_udp,
     predict,
+    predict_udp,
     resolve_late,
 )
 from simulator.core.profiles import get_profile
@@ -35,6 +38,8 @@ SCENARIO_DIR = Path(__file__).resolve().parent.parent / "scenarios"
 
 CLIENT_OUTCOMES = ("answer", "timeout", "reset", "keepalive_failed")
 SERVER_OUTCOMES = ("delivered", "reset", "unacknowledged")
+UDP_CLIENT_OUTCOMES = ("answer", "timeout")
+UDP_SERVER_OUTCOMES = ("answered",)
 KEEPALIVE_MODES = ("off", "os", "socket")
 LINUX_KEEPALIVE_DEFAULTS = {"tcp_keepalive_time": 7200, "tcp_keepalive_intvl": 75,
                             "tcp_keepalive_probes": 9}
@@ -76,6 +81,9 @@ class Scenario:
     story: str = ""
     request: str = "GET /slow-answer"
     chain: tuple[Appliance, ...] = ()
+    protocol: str = "tcp"
+    heartbeat: float | None = None
+    """UDP only: the client sends a heartbeat datagram this often while it waits."""
     """The appliances from the client's side to the server's (``appliance`` is the one
     with the shortest idle timeout, which the analytic model follows)."""
 
@@ -99,10 +107,12 @@ class Plan:
     sysctls: dict[str, Scaled | int]
     prediction: Prediction
     notes: list[str] = field(default_factory=list)
+    heartbeat: Scaled | None = None
 
     def settings(self) -> list[dict[str, object]]:
         rows = [self.idle_timeout, self.server_delay, self.client_timeout]
-        rows += [s for s in (self.keepalive_idle, self.keepalive_interval) if s is not None]
+        rows += [s for s in (self.keepalive_idle, self.keepalive_interval, self.heartbeat)
+                 if s is not None]
         rows += [v for v in self.sysctls.values() if isinstance(v, Scaled)]
         out = [r.to_dict() for r in rows]
         if self.keepalive_count is not None:
@@ -205,7 +215,8 @@ def _parse_appliance(source: str, path: str, spec: Any) -> Appliance:
 def parse_scenario(data: Any, source: str, name: str) -> Scenario:
     """Validate a scenario document (already parsed from YAML)."""
     top = _mapping(source, "", data, ("description", "story", "appliance", "speed", "client",
-                                      "server", "expect"))
+                                      "server", "expect", "protocol"))
+    protocol = _choice(source, "protocol", top.get("protocol", "tcp"), ("tcp", "udp"))
     for required in ("appliance", "client", "server", "expect"):
         if required not in top:
             raise ScenarioError(source, required, "missing")
@@ -223,8 +234,11 @@ def parse_scenario(data: Any, source: str, name: str) -> Scenario:
 
     speed = _number(source, "speed", top.get("speed", 35))
 
-    client = _mapping(source, "client", top["client"], ("timeout", "keepalive", "sysctls",
-                                                         "request", "profile"))
+    client_fields = (("timeout", "keepalive", "sysctls", "request", "profile")
+                     if protocol == "tcp" else ("timeout", "heartbeat"))
+    client = _mapping(source, "client", top["client"], client_fields)
+    heartbeat = (_number(source, "client.heartbeat", client["heartbeat"])
+                 if "heartbeat" in client else None)
     client_timeout = _number(source, "client.timeout", client.get("timeout", 900))
     if "profile" in client:
         if "keepalive" in client:
@@ -254,6 +268,8 @@ def parse_scenario(data: Any, source: str, name: str) -> Scenario:
     for key in ("client", "server"):
         if key not in expect:
             raise ScenarioError(source, f"expect.{key}", "missing")
+    client_outcomes = CLIENT_OUTCOMES if protocol == "tcp" else UDP_CLIENT_OUTCOMES
+    server_outcomes = SERVER_OUTCOMES if protocol == "tcp" else UDP_SERVER_OUTCOMES
     return Scenario(
         name=name,
         source=source,
@@ -267,8 +283,10 @@ def parse_scenario(data: Any, source: str, name: str) -> Scenario:
         sysctls=sysctls,
         server_delay=delay,
         server_port=port,
-        expect_client=_choice(source, "expect.client", expect["client"], CLIENT_OUTCOMES),
-        expect_server=_choice(source, "expect.server", expect["server"], SERVER_OUTCOMES),
+        expect_client=_choice(source, "expect.client", expect["client"], client_outcomes),
+        expect_server=_choice(source, "expect.server", expect["server"], server_outcomes),
+        protocol=protocol,
+        heartbeat=heartbeat,
         request=str(client.get("request", "GET /slow-answer")),
     )
 
@@ -326,8 +344,15 @@ def _keepalive_model(s: Scenario) -> tuple[float | None, float | None, int | Non
     return None, None, None
 
 
+def _datagram_exchange(s: Scenario) -> DatagramExchange:
+    timeout = min(a.udp_idle_timeout for a in s.chain or (s.appliance,))
+    return DatagramExchange(timeout, s.server_delay, s.client_timeout, s.heartbeat)
+
+
 def nominal_prediction(s: Scenario) -> Prediction:
     """What the scenario leads to at speed 1 (no rounding at all)."""
+    if s.protocol == "udp":
+        return predict_udp(_datagram_exchange(s))
     idle, intvl, count = _keepalive_model(s)
     return predict(_exchange(s, s.appliance.tcp_idle_timeout, s.server_delay, s.client_timeout,
                              idle, intvl, count))
@@ -350,6 +375,9 @@ def _effective_exchange(s: Scenario, k: float) -> Exchange:
 
 def _problem(s: Scenario, k: float) -> str | None:
     """Why speed ``k`` is unsafe for ``s`` ("rounding" or "margin"), or None if it is safe."""
+    if s.protocol == "udp":  # nothing kernel-timed: only the margin can be too thin
+        return "margin" if decisive_gap_udp(_datagram_exchange(s)) / k < MIN_WALL_MARGIN \
+            else None
     exchange = _effective_exchange(s, k)
     if predict(exchange).outcome() != nominal_prediction(s).outcome():
         return "rounding"
@@ -392,6 +420,8 @@ def plan(s: Scenario, speed: float | None = None) -> Plan:
         ka_intvl = scale_kernel("client.keepalive.interval (TCP_KEEPINTVL)",
                                 s.keepalive.interval, k)
 
+    if s.protocol == "udp":
+        return _plan_udp(s, k)
     exchange = _effective_exchange(s, k)
     effective = predict(exchange)
     problem = _problem(s, k)
@@ -416,3 +446,26 @@ def plan(s: Scenario, speed: float | None = None) -> Plan:
         notes.append("client socket without SO_KEEPALIVE: the namespace sysctls do not apply")
     return Plan(s, k, timeout, delay, limit, ka_idle, ka_intvl, s.keepalive.count, sysctls,
                 effective, notes)
+
+
+def _plan_udp(s: Scenario, k: float) -> Plan:
+    ex = _datagram_exchange(s)
+    if _problem(s, k) is not None:
+        gap = decisive_gap_udp(ex)
+        raise SpeedError(
+            f"{s.name}: at speed {k:g} the decisive instants are only {gap:g} model s = "
+            f"{1000 * gap / k:.0f} wall ms apart (at least {1000 * MIN_WALL_MARGIN:.0f} ms "
+            f"needed for a deterministic outcome). Largest safe speed: {max_safe_speed(s):g}.")
+    sysctls: dict[str, Scaled | int] = {
+        "tcp_keepalive_time": scale_kernel("sysctl net.ipv4.tcp_keepalive_time",
+                                           s.sysctls["tcp_keepalive_time"], k),
+        "tcp_keepalive_intvl": scale_kernel("sysctl net.ipv4.tcp_keepalive_intvl",
+                                            s.sysctls["tcp_keepalive_intvl"], k),
+        "tcp_keepalive_probes": s.sysctls["tcp_keepalive_probes"],
+    }
+    notes = ["UDP: the keepalive sysctls do not apply"]
+    heartbeat = scale("client.heartbeat", s.heartbeat, k) if s.heartbeat else None
+    return Plan(s, k, scale("appliance.udp_idle_timeout", ex.idle_timeout, k),
+                scale("server.delay", s.server_delay, k),
+                scale("client.timeout", s.client_timeout, k), None, None, None, sysctls,
+                predict_udp(ex), notes, heartbeat)

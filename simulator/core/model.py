@@ -173,6 +173,43 @@ def _client_probes_first(ex: Exchange, ka: float, story: list[str], done: Done,
     return done("timeout", limit, server, expires)
 
 
+@dataclass(frozen=True, slots=True)
+class DatagramExchange:
+    """A UDP request answered after ``answer_delay``; optional client heartbeats."""
+
+    idle_timeout: float
+    answer_delay: float
+    client_timeout: float
+    heartbeat: float | None = None
+
+
+def predict_udp(ex: DatagramExchange) -> Prediction:
+    """A UDP mapping lives while datagrams keep coming; the late answer is dropped silently."""
+    t_out, delay, limit = ex.idle_timeout, ex.answer_delay, ex.client_timeout
+    beat = ex.heartbeat if ex.heartbeat is not None else math.inf
+    story: list[str] = []
+    if delay >= limit:
+        story.append(f"the client gives up at {limit:g} s, before the answer")
+        return Prediction("timeout", limit, "answered", None, t_out, story)
+    if beat < t_out:
+        story.append(f"a heartbeat every {beat:g} s keeps the {t_out:g} s UDP mapping alive")
+        story.append(f"the answer arrives at {delay:g} s")
+        return Prediction("answer", delay, "answered", None, t_out, story)
+    if delay < t_out:
+        story.append(f"the answer at {delay:g} s comes before the {t_out:g} s UDP timeout")
+        return Prediction("answer", delay, "answered", None, t_out, story)
+    story.append(f"the UDP mapping expires silently at {t_out:g} s")
+    story.append(f"the answer at {delay:g} s is dropped; nobody is told")
+    story.append(f"the client times out at {limit:g} s")
+    return Prediction("timeout", limit, "answered", t_out, t_out, story)
+
+
+def decisive_gap_udp(ex: DatagramExchange) -> float:
+    instants = sorted(x for x in (ex.idle_timeout, ex.answer_delay, ex.client_timeout,
+                                  ex.heartbeat) if x is not None)
+    return min((b - a for a, b in pairwise(instants)), default=math.inf)
+
+
 def decisive_gap(ex: Exchange) -> float:
     """The smallest distance between two instants whose order decides the outcome."""
     instants = [ex.idle_timeout, ex.answer_delay, ex.client_timeout]

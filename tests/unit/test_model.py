@@ -58,3 +58,14 @@ def test_decisive_gap() -> None:
 def test_model_agrees_with_every_shipped_scenario(name: str) -> None:
     s = load_scenario(name)
     assert nominal_prediction(s).outcome() == (s.expect_client, s.expect_server)
+
+
+def test_udp_mapping_expires_silently() -> None:
+    from simulator.core.model import DatagramExchange, predict_udp  # noqa: PLC0415
+
+    assert predict_udp(DatagramExchange(120, 150, 300)).outcome() == ("timeout", "answered")
+    assert predict_udp(DatagramExchange(120, 100, 300)).outcome() == ("answer", "answered")
+    assert predict_udp(DatagramExchange(120, 150, 300, heartbeat=60)).outcome() == (
+        "answer", "answered")
+    assert predict_udp(DatagramExchange(120, 150, 300, heartbeat=130)).outcome() == (
+        "timeout", "answered")

@@ -119,3 +119,17 @@ def test_yaml_off_is_not_a_boolean_trap(tmp_path: Path) -> None:
 def test_parse_scenario_rejects_non_mapping() -> None:
     with pytest.raises(ScenarioError, match="must be a mapping"):
         parse_scenario(["a"], "x.yaml", "x")
+
+
+def test_udp_scenarios_take_a_heartbeat_not_keepalive(tmp_path: Path) -> None:
+    text = ("appliance: nlb\nprotocol: udp\nclient: {timeout: 300, keepalive: os}\n"
+            "server: {delay: 150}\nexpect: {client: timeout, server: answered}\n")
+    err = error_of(tmp_path, text)
+    assert err.field == "client.keepalive" and "heartbeat" in str(err)
+    err = error_of(tmp_path, text.replace("keepalive: os", "heartbeat: 60").replace(
+        "server: answered", "server: delivered"))
+    assert err.field == "expect.server" and "answered" in str(err)
+    s = load_scenario("nlb-udp-heartbeat")
+    p = plan(s, 35)
+    assert p.heartbeat is not None and p.heartbeat.wall == 60 / 35
+    assert p.idle_timeout.model == 120  # the UDP timeout, not the TCP one

@@ -1,0 +1,104 @@
+"""The built-in UDP request/response workloads (asyncio-dgram), client and server.
+
+UDP has no connection, so an appliance's UDP "flow" is only a mapping that the datagrams
+keep warm. The client sends a request and waits for the answer, optionally sending an
+application-level heartbeat every ``heartbeat`` seconds (what QUIC, DNS-over-UDP tunnels or
+game clients do instead of TCP keepalive); the server answers after ``delay`` seconds of
+silence. A datagram that arrives after the mapping expired is dropped without a word, so the
+server can only ever report that it answered.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import time
+
+import asyncio_dgram
+
+from simulator.workloads import report
+
+REQUEST, HEARTBEAT, ANSWER = b"REQUEST", b"HEARTBEAT", b"ANSWER (the slow answer)"
+
+
+async def client(host: str, port: int, timeout: float, heartbeat: float | None) -> str:
+    stream = await asyncio_dgram.connect((host, port))
+    local = stream.sockname
+    report("client", "connected", f"UDP socket {local[0]}:{local[1]} -> {host}:{port}"
+           + (f"; heartbeat every {heartbeat:g} wall s" if heartbeat else "; no heartbeat"))
+    await stream.send(REQUEST)
+    started = time.monotonic()
+    report("client", "request_sent", "request datagram sent; waiting for the answer")
+
+    async def beat() -> None:
+        assert heartbeat is not None
+        while True:
+            await asyncio.sleep(heartbeat)
+            await stream.send(HEARTBEAT)
+
+    beats = asyncio.create_task(beat()) if heartbeat else None
+    try:
+        data, _ = await asyncio.wait_for(stream.recv(), timeout)
+        report("client", "answer", f"answer received: {data.decode(errors='replace')!r}",
+               waited=time.monotonic() - started)
+        return "answer"
+    except TimeoutError:
+        report("client", "timeout", "gave up waiting: client timeout reached, no answer",
+               waited=time.monotonic() - started)
+        return "timeout"
+    finally:
+        if beats is not None:
+            beats.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await beats
+        stream.close()
+
+
+async def server(port: int, delay: float, delay_label: str, wait_limit: float) -> str:
+    stream = await asyncio_dgram.bind(("0.0.0.0", port))
+    report("server", "ready", f"listening on UDP port {port}")
+    try:
+        data, peer = await asyncio.wait_for(stream.recv(), wait_limit)
+    except TimeoutError:
+        report("server", "no_client", "no request arrived")
+        return "no_request"
+    assert isinstance(peer, tuple)  # an IPv4 (address, port)
+    report("server", "request_received", f"request from {peer[0]}:{peer[1]}; working for "
+           f"{delay_label} before answering")
+    deadline = time.monotonic() + delay
+    heartbeats = 0
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            data, _ = await asyncio.wait_for(stream.recv(), left)
+        except TimeoutError:
+            break
+        heartbeats += data == HEARTBEAT
+    await stream.send(ANSWER, peer)
+    report("server", "answer_sent", f"answer datagram sent to {peer[0]}:{peer[1]} (UDP: no "
+           f"acknowledgement will come); {heartbeats} heartbeats received meanwhile",
+           heartbeats=heartbeats)
+    stream.close()
+    return "answered"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="natsim-udp", description=__doc__)
+    parser.add_argument("role", choices=("client", "server"))
+    parser.add_argument("--config", required=True, help="JSON object with the settings")
+    args = parser.parse_args(argv)
+    cfg = json.loads(args.config)
+    if args.role == "client":
+        outcome = asyncio.run(client(cfg["host"], int(cfg["port"]), float(cfg["timeout"]),
+                                     cfg.get("heartbeat")))
+    else:
+        outcome = asyncio.run(server(int(cfg["port"]), float(cfg["delay"]),
+                                     cfg.get("delay_label", f"{cfg['delay']} s"),
+                                     float(cfg["wait_limit"])))
+    report(args.role, "outcome", outcome, outcome=outcome)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
