@@ -451,7 +451,8 @@ class Runner:
         w("\n")
         w(f"  client: {result.client:<16} (expected {s.expect_client})\n")
         w(f"  server: {result.server:<16} (expected {s.expect_server})\n")
-        interesting = ("IdleTimeoutCount", "RstSent", "PacketsDropCount", "KeepaliveProbes")
+        interesting = ["IdleTimeoutCount", "RstSent", "PacketsDropCount", "KeepaliveProbes"]
+        interesting += [k for k in ("ApplianceKeepalives", "ErrorPortAllocation") if k in counters]
         w("  middlebox: " + ", ".join(f"{k} {counters.get(k, 0)}" for k in interesting) + "\n")
         w("  why (the analytic model): " + "; ".join(pred.story) + "\n")
         w(f"  results: {self.results_dir}/ (result.json, capture.pcap, "

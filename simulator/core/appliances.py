@@ -31,6 +31,14 @@ AWS Network Load Balancer, TCP listener (``nlb``)
       Modelled as an RST to whichever side sends (the older wording "it receives").
     * UDP flows: 120 s, fixed. Client IP preservation: no address translation here.
 
+AWS Network Load Balancer, TLS listener (``nlb-tls``)
+    * 350 s, fixed. "For TLS listeners, if the load balancer receives a TCP keepalive
+      packet from either the client or the target, it sends TCP keepalive packets to both
+      the client and the target every 20 seconds" (ELB User Guide, connection idle timeout,
+      as summarised in DESIGN.md section 4). A TLS listener terminates TCP, so in reality the
+      two legs are separate connections; here they are one flow, and the appliance's own
+      probes (sequence number one below what each end expects) go to both ends.
+
 AWS interface VPC endpoint (``vpc-endpoint``)
     * 350 s: only in the AWS networking blog (seed 003), not in the PrivateLink guide; RST to
       the sender per the same blog (*unconfirmed* elsewhere).
@@ -144,6 +152,9 @@ class Appliance:
     target_idle_timeout: float = 3600.0
     """How long an inspection host remembers a flow."""
     send_tcp_reset_on_idle_timeout: bool = False
+    keepalive_echo: float | None = None
+    """Once it sees a TCP keepalive on a flow, the appliance sends its own keepalive probes
+    to both ends this often (NLB TLS listener: 20 s)."""
     sources: tuple[str, ...] = ()
 
     def with_overrides(self, overrides: dict[str, Any]) -> Appliance:
@@ -216,6 +227,15 @@ NLB = Appliance(
              "network-load-balancers.html#connection-idle-timeout",),
 )
 
+NLB_TLS = Appliance(
+    name="nlb-tls", title="AWS Network Load Balancer (TLS listener)",
+    tcp_idle_timeout=350.0, udp_idle_timeout=350.0,
+    late_from_inside=LateAction.RST, late_from_outside=LateAction.RST,
+    nat=False, tcp_timeout_range=(350.0, 350.0), keepalive_echo=20.0,
+    sources=("https://docs.aws.amazon.com/elasticloadbalancing/latest/network/"
+             "network-load-balancers.html#connection-idle-timeout",),
+)
+
 VPC_ENDPOINT = Appliance(
     name="vpc-endpoint", title="AWS interface VPC endpoint",
     tcp_idle_timeout=350.0, udp_idle_timeout=350.0,
@@ -281,7 +301,7 @@ LINUX_CONNTRACK = Appliance(
 )
 
 CATALOGUE: dict[str, Appliance] = {a.name: a for a in (
-    NAT_GATEWAY, NLB, VPC_ENDPOINT, GWLB, NETWORK_FIREWALL, EC2_SG_CONNTRACK, AZURE_NAT_GW,
+    NAT_GATEWAY, NLB, NLB_TLS, VPC_ENDPOINT, GWLB, NETWORK_FIREWALL, EC2_SG_CONNTRACK, AZURE_NAT_GW,
     AZURE_LB, GCP_NAT, LINUX_CONNTRACK)}
 
 

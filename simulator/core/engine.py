@@ -38,6 +38,7 @@ Beyond the NAT Gateway, the same record describes the rest of the catalogue:
 
 from __future__ import annotations
 
+import heapq
 import zlib
 from collections import Counter
 from dataclasses import dataclass
@@ -107,6 +108,8 @@ class Middlebox:
         # seen), and how many times each connection has been hashed.
         self._target_state: list[dict[Key, float]] = [{} for _ in range(appliance.targets)]
         self._generation: Counter[Key] = Counter()
+        # Flows on which the appliance sends its own keepalives: (due, flow id, flow).
+        self._echo: list[tuple[float, int, Flow]] = []
 
     # -- results -------------------------------------------------------------------------
 
@@ -117,7 +120,11 @@ class Middlebox:
 
     def next_deadline(self) -> float | None:
         """When ``expire`` may next have work to do (model time), or None if no flows."""
-        return self.flows.next_deadline()
+        idle = self.flows.next_deadline()
+        if not self._echo:
+            return idle
+        echo = self._echo[0][0]
+        return echo if idle is None else min(idle, echo)
 
     # -- time ----------------------------------------------------------------------------
 
@@ -141,7 +148,33 @@ class Middlebox:
                        last_seen=round(flow.last_seen, 6))
             if loud:
                 out += self._reset_both(flow)
+        while self._echo and self._echo[0][0] <= now:
+            due, _, flow = heapq.heappop(self._echo)
+            if self.flows.is_live(flow):
+                out += self._keepalives_both(flow, due)
+                heapq.heappush(self._echo, (due + self._echo_interval(), flow.id, flow))
         return out
+
+    def _echo_interval(self) -> float:
+        assert self.appliance.keepalive_echo is not None
+        return self.appliance.keepalive_echo
+
+    def _keepalives_both(self, flow: Flow, now: float) -> list[Transmit]:
+        """The appliance's own keepalive probe to each end (seq one below what it expects)."""
+        from_client, from_server = flow.next_seq
+        if from_client is None or from_server is None:
+            return []
+        client_ip, client_port = flow.client
+        server_ip, server_port = flow.server
+        flow.last_seen = now  # the appliance's own probes are activity on the flow
+        self.counters["ApplianceKeepalives"] += 2
+        return [
+            Transmit(Side.INSIDE, build_tcp(server_ip, server_port, client_ip, client_port,
+                                            from_server - 1, from_client, ACK, 64240)),
+            Transmit(Side.OUTSIDE, build_tcp(flow.public_ip, flow.public_port, server_ip,
+                                             server_port, from_client - 1, from_server, ACK,
+                                             64240)),
+        ]
 
     def _reset_both(self, flow: Flow) -> list[Transmit]:
         """RSTs to both ends of ``flow``, each with the sequence number its receiver expects."""
@@ -313,6 +346,12 @@ class Middlebox:
         if (expected is not None and pkt.payload_len <= 1 and not flags & (SYN | FIN | RST)
                 and pkt.seq == (expected - 1) & 0xFFFFFFFF):
             self.counters["KeepaliveProbes"] += 1
+            if self.appliance.keepalive_echo is not None and not flow.echoing:
+                flow.echoing = True
+                heapq.heappush(self._echo, (now + self.appliance.keepalive_echo, flow.id, flow))
+                self._emit(now, EventKind.KEEPALIVE, flow.id, None,
+                           f"{self.appliance.title} saw a keepalive: from now on it sends its "
+                           f"own to both ends every {self.appliance.keepalive_echo:g} s")
             self._emit(now, EventKind.KEEPALIVE, flow.id, side,
                        f"keepalive probe from {who} after {idle:.1f} s idle: flow #{flow.id} "
                        f"refreshed", idle=round(idle, 6), seq=pkt.seq)

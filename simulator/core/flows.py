@@ -73,6 +73,8 @@ class Flow:
     state: TcpState
     target: int | None = None
     """The inspection host (Gateway Load Balancer target) the flow was hashed to."""
+    echoing: bool = False
+    """The appliance sends its own keepalives on this flow (NLB TLS listener)."""
     next_seq: list[int | None] = field(default_factory=lambda: [None, None])
     fin_seen: list[bool] = field(default_factory=lambda: [False, False])
     packets: list[int] = field(default_factory=lambda: [0, 0])

@@ -196,3 +196,32 @@ def test_dataplane_config_carries_every_appliance_field() -> None:
         appliance = get_appliance(name).with_overrides(overrides)
         rebuilt = get_appliance(name).with_overrides(appliance_overrides(appliance))
         assert rebuilt == appliance
+
+
+def test_nlb_tls_answers_a_keepalive_with_its_own_on_both_legs() -> None:
+    path = Path("nlb-tls")
+    path.connect_and_ask()
+    path.now = 300
+    path.client("A", seq=path.c_seq - 1)  # the client's keepalive probe
+    assert path.box.next_deadline() == 320
+    out = path.box.expire(320.0)
+    assert sorted(t.side for t in out) == [Side.INSIDE, Side.OUTSIDE]
+    for t in out:
+        ip = parsed(t.packet)
+        assert ip[TCP].flags == "A" and checksums_valid(t.packet)
+        if t.side is Side.INSIDE:
+            assert (ip.src, ip.dst, ip[TCP].seq, ip[TCP].ack) == (SERVER, CLIENT,
+                                                                  path.s_seq - 1, path.c_seq)
+        else:
+            assert (ip.src, ip.dst, ip[TCP].seq, ip[TCP].ack) == (CLIENT, SERVER,
+                                                                  path.c_seq - 1, path.s_seq)
+    # with nothing else on the wire, the appliance's own probes keep the flow alive
+    for t in range(340, 2000, 20):
+        path.box.expire(float(t))
+    assert len(path.box.flows) == 1
+    assert path.box.counters["ApplianceKeepalives"] > 150
+
+
+def test_nlb_tls_timeout_is_fixed() -> None:
+    with pytest.raises(ApplianceError, match="allows 350-350 s"):
+        get_appliance("nlb-tls").with_overrides({"tcp_idle_timeout": 1000})
