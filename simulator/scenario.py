@@ -32,7 +32,7 @@ from simulator.core.model import (
     resolve_late,
 )
 from simulator.core.profiles import get_profile
-from simulator.core.timescale import Scaled, scale, scale_kernel
+from simulator.core.timescale import Scaled, kernel_timer_lateness, scale, scale_kernel
 
 SCENARIO_DIR = Path(__file__).resolve().parent.parent / "scenarios"
 
@@ -383,6 +383,12 @@ def _problem(s: Scenario, k: float) -> str | None:
         return "rounding"
     if decisive_gap(exchange) / k < MIN_WALL_MARGIN:
         return "margin"
+    ka = exchange.keepalive_idle
+    if ka is not None and ka < exchange.idle_timeout:
+        # The probe must beat the expiry even if the kernel's timer fires late.
+        slack = MIN_WALL_MARGIN + kernel_timer_lateness(ka / k)
+        if (exchange.idle_timeout - ka) / k < slack:
+            return "kernel timer"
     return None
 
 
@@ -435,6 +441,15 @@ def plan(s: Scenario, speed: float | None = None) -> Plan:
             f"{s.name}: at speed {k:g} the kernel's whole-second rounding changes the outcome "
             f"(client {nominal.client} -> {effective.client}, server {nominal.server} -> "
             f"{effective.server}): {detail}. Largest safe speed: {max_safe_speed(s):g}.")
+    if problem == "kernel timer":
+        ka = exchange.keepalive_idle
+        assert ka is not None
+        raise SpeedError(
+            f"{s.name}: at speed {k:g} the first keepalive probe ({ka:g} model s = "
+            f"{ka / k:g} wall s) comes only {1000 * (exchange.idle_timeout - ka) / k:.0f} wall "
+            f"ms before the expiry, and a kernel timer of {ka / k:g} s may fire up to "
+            f"{1000 * kernel_timer_lateness(ka / k):.0f} ms late. Largest safe speed: "
+            f"{max_safe_speed(s):g}.")
     if problem == "margin":
         gap = decisive_gap(exchange)
         raise SpeedError(

@@ -42,3 +42,25 @@ def scale_kernel(name: str, model: float, speed: float) -> Scaled:
     """A kernel setting in whole seconds (minimum 1): divided, then rounded."""
     wall = max(1, round(model / speed))
     return Scaled(name, model, float(wall), wall * speed, True)
+
+
+_HZ_CHOICES = (100, 250, 300, 1000)
+"""CONFIG_HZ values kernels are built with; the machine's own is not visible from user space."""
+
+
+def kernel_timer_lateness(wall_seconds: float) -> float:
+    """How late (wall seconds) a kernel timer of this length may fire, at worst.
+
+    Keepalive timers live in the kernel's timer wheel, whose slots grow with the timeout:
+    level n holds timers of 64*8**(n-1) to 64*8**n ticks with a granularity of 8**n ticks,
+    and a timer is rounded up to its slot. With CONFIG_HZ unknown, take the worst of the
+    usual values. (A 3-second TCP_KEEPIDLE was seen firing 140 ms late on a HZ=250 kernel.)
+    """
+    worst = 0.0
+    for hz in _HZ_CHOICES:
+        ticks = wall_seconds * hz
+        level = 0
+        while ticks >= 64 * 8 ** level:
+            level += 1
+        worst = max(worst, 8 ** level / hz)
+    return worst

@@ -61,11 +61,11 @@ def test_nat_gw_answer_after_timeout_is_reset_and_client_hangs(tmp_path: Path) -
 
 
 def test_nat_gw_keepalive_survives(tmp_path: Path) -> None:
-    result = run("nat-gw-keepalive", 100, tmp_path)
+    result = run("nat-gw-keepalive", 45, tmp_path)
     assert (result.client, result.server) == ("answer", "delivered")
     probes = [e for e in result.events if e.kind == "keepalive"]
     assert probes, "the middlebox saw no keepalive probe"
-    assert 290 <= probes[0].t < 350  # TCP_KEEPIDLE 3 wall s = 300 model s
+    assert 290 <= probes[0].t < 350  # TCP_KEEPIDLE 7 wall s = 315 model s, or a bit late
     answer = next(e for e in result.events if e.source == "client" and e.kind == "answer")
     assert answer.t == pytest.approx(400, abs=5)
     assert "flow_expired" not in middlebox_kinds(result)

@@ -216,8 +216,8 @@ def test_nlb_tls_answers_a_keepalive_with_its_own_on_both_legs() -> None:
             assert (ip.src, ip.dst, ip[TCP].seq, ip[TCP].ack) == (CLIENT, SERVER,
                                                                   path.c_seq - 1, path.s_seq)
     # with nothing else on the wire, the appliance's own probes keep the flow alive
-    for t in range(340, 2000, 20):
-        path.box.expire(float(t))
+    for second in range(340, 2000, 20):
+        path.box.expire(float(second))
     assert len(path.box.flows) == 1
     assert path.box.counters["ApplianceKeepalives"] > 150
 

@@ -133,3 +133,18 @@ def test_udp_scenarios_take_a_heartbeat_not_keepalive(tmp_path: Path) -> None:
     p = plan(s, 35)
     assert p.heartbeat is not None and p.heartbeat.wall == 60 / 35
     assert p.idle_timeout.model == 120  # the UDP timeout, not the TCP one
+
+
+def test_kernel_timer_lateness_grows_with_the_timer() -> None:
+    from simulator.core.timescale import kernel_timer_lateness  # noqa: PLC0415
+
+    assert kernel_timer_lateness(3) == 0.256  # HZ=250: level 2, 64-tick slots
+    assert kernel_timer_lateness(9) == 0.64  # HZ=100: level 2
+    assert kernel_timer_lateness(0.1) <= 0.01
+
+
+def test_plan_refuses_a_probe_that_a_late_kernel_timer_could_make_miss() -> None:
+    # at 114, TCP_KEEPIDLE 300 s -> 3 wall s = 342 model s: 70 ms before the expiry, but a
+    # 3 s kernel timer may fire 256 ms late (seen: 140 ms, and the run failed)
+    with pytest.raises(SpeedError, match=r"may fire up to 256 ms late"):
+        plan(load_scenario("nat-gw-keepalive"), 114)
