@@ -22,7 +22,7 @@ DETAILED = {"nat-gw", "nat-gw-edge", "nat-gw-keepalive", "nat-gw-os-defaults",
 @pytest.mark.parametrize("name", [n for n in scenario_names() if n not in DETAILED])
 def test_emulation_agrees_with_the_model(name: str, tmp_path: Path) -> None:
     scenario = load_scenario(name)
-    speed = min(150.0, max_safe_speed(scenario))
+    speed = min(300.0, max_safe_speed(scenario))
     out = io.StringIO()
     result = run_scenario(scenario, speed, tmp_path / "results", out)
     print(out.getvalue())
