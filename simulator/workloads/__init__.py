@@ -8,10 +8,20 @@ middlebox's log.
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 import time
 from typing import Any
+
+
+def config_from_argv(prog: str, description: str | None,
+                     argv: list[str] | None) -> dict[str, Any]:
+    """The ``--config JSON`` every workload takes (the runner writes it)."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("--config", required=True, help="JSON object with the settings")
+    config: dict[str, Any] = json.loads(parser.parse_args(argv).config)
+    return config
 
 
 def report(source: str, kind: str, text: str, **data: Any) -> None:

@@ -9,13 +9,11 @@ keepalive probes) or our own timeout.
 
 from __future__ import annotations
 
-import argparse
 import errno
-import json
 import socket
 import time
 
-from simulator.workloads import report
+from simulator.workloads import config_from_argv, report
 
 SOURCE = "client"
 
@@ -89,9 +87,7 @@ def run(host: str, port: int, request: str, timeout: float, keepalive: str,
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="natsim-client", description=__doc__)
-    parser.add_argument("--config", required=True, help="JSON object with the settings")
-    cfg = json.loads(parser.parse_args(argv).config)
+    cfg = config_from_argv("natsim-client", __doc__, argv)
     outcome = run(cfg["host"], int(cfg["port"]), cfg["request"], float(cfg["timeout"]),
                   cfg["keepalive"], cfg.get("idle"), cfg.get("interval"), cfg.get("count"))
     report(SOURCE, "outcome", outcome, outcome=outcome)

@@ -8,16 +8,14 @@ silently dropped answer is retransmitted by the kernel, whose timers are not com
 
 from __future__ import annotations
 
-import argparse
 import errno
 import fcntl
-import json
 import select
 import socket
 import struct
 import time
 
-from simulator.workloads import report
+from simulator.workloads import config_from_argv, report
 
 SOURCE = "server"
 SIOCOUTQ = 0x5411
@@ -103,9 +101,7 @@ def run(port: int, delay: float, answer: str, wait_limit: float, delay_label: st
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="natsim-server", description=__doc__)
-    parser.add_argument("--config", required=True, help="JSON object with the settings")
-    cfg = json.loads(parser.parse_args(argv).config)
+    cfg = config_from_argv("natsim-server", __doc__, argv)
     outcome = run(int(cfg["port"]), float(cfg["delay"]), cfg["answer"],
                   float(cfg["wait_limit"]), cfg.get("delay_label", f"{cfg['delay']} s"))
     report(SOURCE, "outcome", outcome, outcome=outcome)
