@@ -25,19 +25,21 @@ AWS NAT Gateway (``nat-gw``)
       source ports 1024-65535 (*NAT gateway basics*).
 
 AWS Network Load Balancer, TCP listener (``nlb``)
-    * Idle timeout 350 s by default, configurable 60-6000 s since September 2024; "If a client
+    * Idle timeout 350 s by default, configurable 60-6000 s ("Enter a value for TCP idle
+      timeout from 60-6000 seconds", *Update the TCP idle timeout*, checked); "If a client
       or target sends data after the idle timeout period elapses, the client receives a TCP
       RST packet" (ELB User Guide, *Network Load Balancers*, connection idle timeout).
       Modelled as an RST to whichever side sends (the older wording "it receives").
     * UDP flows: 120 s, fixed. Client IP preservation: no address translation here.
 
 AWS Network Load Balancer, TLS listener (``nlb-tls``)
-    * 350 s, fixed. "For TLS listeners, if the load balancer receives a TCP keepalive
-      packet from either the client or the target, it sends TCP keepalive packets to both
-      the client and the target every 20 seconds" (ELB User Guide, connection idle timeout,
-      as summarised in DESIGN.md section 4). A TLS listener terminates TCP, so in reality the
-      two legs are separate connections; here they are one flow, and the appliance's own
-      probes (sequence number one below what each end expects) go to both ends.
+    * 350 s, fixed: "The connection idle timeout for TLS listeners is 350 seconds and can't
+      be modified" (ELB User Guide, *Update the TCP idle timeout*, checked). The keepalives
+      every 20 s on both legs once one is seen come from DESIGN.md section 4; the current
+      guide's pages that natsim's search could reach do not state it (*unconfirmed*). A TLS
+      listener terminates TCP, so in reality the two legs are separate connections; here
+      they are one flow, and the appliance's own probes (sequence number one below what each
+      end expects) go to both ends.
 
 AWS interface VPC endpoint (``vpc-endpoint``)
     * 350 s: only in the AWS networking blog (seed 003), not in the PrivateLink guide; RST to
@@ -233,7 +235,7 @@ NLB_TLS = Appliance(
     late_from_inside=LateAction.RST, late_from_outside=LateAction.RST,
     nat=False, tcp_timeout_range=(350.0, 350.0), keepalive_echo=20.0,
     sources=("https://docs.aws.amazon.com/elasticloadbalancing/latest/network/"
-             "network-load-balancers.html#connection-idle-timeout",),
+             "update-idle-timeout.html",),
 )
 
 VPC_ENDPOINT = Appliance(

@@ -48,7 +48,7 @@ PROFILES: dict[str, ClientProfile] = {p.name: p for p in (
                   source="SO_KEEPALIVE with OS timing; seed 001: 'these values are not "
                          "honored by the SDK'"),
     ClientProfile("go-net-dialer", "Go net.Dialer default", "socket", 15, 15, 9,
-                  source="Go net package: KeepAlive defaults to 15 s (idle and interval)"),
+                  source="Go net/dial.go: defaultTCPKeepAliveIdle and Interval 15 s, Count 9"),
     ClientProfile("libpq-default", "PostgreSQL libpq default", "os",
                   source="libpq: keepalives=1, keepalives_idle=0 (the OS default)"),
     ClientProfile("pgjdbc-default", "PostgreSQL JDBC default", "off",
