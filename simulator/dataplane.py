@@ -94,12 +94,13 @@ class PcapWriter:
 
 class Dataplane:
     def __init__(self, engine: Middlebox | Chain, clock: CompressedClock,
-                 ports: dict[Side, tuple[socket.socket, bytes]], out: IO[str],
+                 ports: dict[Side, list[tuple[socket.socket, bytes]]], out: IO[str],
                  pcap: PcapWriter | None = None) -> None:
         self.engine = engine
         self.clock = clock
         self.ports = ports
-        """side -> (socket, Ethernet header for frames leaving by that side)."""
+        """side -> [(socket, Ethernet header for frames leaving by it)], one per interface:
+        the inside has one, the outside one per backend."""
         self.out = out
         self.pcap = pcap
         self.status_path: Path | None = None
@@ -107,7 +108,8 @@ class Dataplane:
         """Frames the kernel refused because the interface's queue was full."""
         self._status_due = 0.0
         self.running = True
-        self._by_fd = {sock.fileno(): side for side, (sock, _) in ports.items()}
+        self._by_fd = {sock.fileno(): (side, sock) for side, socks in ports.items()
+                       for sock, _ in socks}
         self._buf = bytearray(MAX_FRAME)
 
     def stop(self, *_: Any) -> None:
@@ -123,7 +125,7 @@ class Dataplane:
                 cap = STATUS_EVERY
                 timeout = cap if deadline is None else min(cap, self.clock.wall_until(deadline))
                 for fd, _ in poller.poll(timeout):
-                    self._drain(self._by_fd[fd])
+                    self._drain(*self._by_fd[fd])
                 self._send(self.engine.expire(self.clock.now()))
                 self._flush_events()
                 if self.status_path is not None and time.monotonic() >= self._status_due:
@@ -132,8 +134,7 @@ class Dataplane:
             poller.close()
             self._flush_events()
 
-    def _drain(self, side: Side) -> None:
-        sock = self.ports[side][0]
+    def _drain(self, side: Side, sock: socket.socket) -> None:
         buf = self._buf
         view = memoryview(buf)
         for _ in range(BATCH):
@@ -150,7 +151,7 @@ class Dataplane:
 
     def _send(self, actions: list[Transmit]) -> None:
         for action in actions:
-            sock, header = self.ports[action.side]
+            sock, header = self.ports[action.side][action.port]
             frame = header + action.packet
             if self.pcap is not None:
                 self.pcap.write(self.clock.now(), frame)
@@ -212,13 +213,12 @@ def main(argv: list[str] | None = None) -> int:
     engine: Middlebox | Chain = Middlebox(appliances[0]) if len(appliances) == 1 \
         else Chain(appliances)
     clock = CompressedClock(float(cfg["speed"]))
-    inside, outside = open_port(cfg["inside_if"]), open_port(cfg["outside_if"])
-    ports = {
-        Side.INSIDE: (inside, _mac_bytes(cfg["client_mac"]) + _mac_bytes(cfg["inside_mac"])
-                      + ETH_P_IP),
-        Side.OUTSIDE: (outside, _mac_bytes(cfg["server_mac"]) + _mac_bytes(cfg["outside_mac"])
-                       + ETH_P_IP),
-    }
+    def port(spec: dict[str, str]) -> tuple[socket.socket, bytes]:
+        header = _mac_bytes(spec["peer_mac"]) + _mac_bytes(spec["mac"]) + ETH_P_IP
+        return open_port(spec["if"]), header
+
+    ports = {Side.INSIDE: [port(cfg["inside"])],
+             Side.OUTSIDE: [port(spec) for spec in cfg["outside"]]}
     pcap = PcapWriter(Path(cfg["pcap"])) if cfg.get("pcap") else None
     plane = Dataplane(engine, clock, ports, sys.stdout, pcap)
     if cfg.get("status"):

@@ -222,6 +222,8 @@ class Runner:
         for line in proc.read_lines():
             if line.get("kind") in ("ready", "stopped"):
                 continue
+            if proc.role.startswith("server") and proc.role != "server":
+                line["source"] = proc.role  # which backend said it
             if line.get("source") == "client" and line.get("kind") == "request_sent":
                 self.timebase.t0 = float(line["mono"])
             self._pending.append(line)
@@ -297,7 +299,10 @@ class Runner:
         self._header()
         with _terminate_on_sigterm():
             try:
-                world = topology.build_world(self.run_id, self._wall_sysctls())
+                backends = max(a.backends for a in self.scenario.chain or
+                               (self.scenario.appliance,))
+                vip = next((a.vip for a in self.scenario.chain if a.backends > 1), None)
+                world = topology.build_world(self.run_id, self._wall_sysctls(), backends, vip)
                 self._start(world)
                 self._watch()
             finally:
@@ -319,7 +324,9 @@ class Runner:
 
     def _start(self, world: topology.World) -> None:
         p, s = self.plan, self.scenario
-        mbox_cfg = middlebox_config(world, s.chain, p.speed,
+        chain = [a.with_overrides({"backend_ips": [b.ip for b in world.backends]})
+                 if a.backends > 1 else a for a in s.chain or (s.appliance,)]
+        mbox_cfg = middlebox_config(world, chain, p.speed,
                                     self.results_dir / "capture.pcap", None)
         cfg_path = self.results_dir / "middlebox.json"
         cfg_path.write_text(json.dumps(mbox_cfg, indent=2))
@@ -352,8 +359,9 @@ class Runner:
                                   interval=int(p.keepalive_interval.wall),
                                   count=p.keepalive_count)
             client_args = ["simulator.workloads.client", "--config", json.dumps(client_cfg)]
-        server = self._spawn("server", world.server_ns, server_args)
-        self._wait_ready(server, "ready")
+        for i, backend in enumerate(world.backends):
+            server = self._spawn("server" if i == 0 else f"server{i}", backend.ns, server_args)
+            self._wait_ready(server, "ready")
         self._spawn("client", world.client_ns, client_args)
 
     def _watch(self) -> None:
@@ -401,11 +409,13 @@ class Runner:
         self.out.flush()
 
     def _outcome(self, role: str) -> str:
-        for proc in self.procs:
-            if proc.role == role:
-                for line in proc.lines:
-                    if line.get("kind") == "outcome":
-                        return str(line["outcome"])
+        """What the client (or the server that got the connection) reported."""
+        outcomes = [str(line["outcome"]) for proc in self.procs
+                    if proc.role == role or (role == "server" and proc.role.startswith(role))
+                    for line in proc.lines if line.get("kind") == "outcome"]
+        served = [o for o in outcomes if o not in ("no_client", "no_request")]
+        if served or outcomes:
+            return (served or outcomes)[0]
         return "no outcome (process did not report one)"
 
     def _finish(self, wall: float) -> RunResult:

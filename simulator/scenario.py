@@ -199,6 +199,11 @@ def _parse_appliance(source: str, path: str, spec: Any) -> Appliance:
     for key in ("stickiness", "targets"):
         if key in overrides:
             _integer(source, f"{path}.{key}", overrides[key], 0, 64)
+    if "backends" in overrides:
+        _integer(source, f"{path}.backends", overrides["backends"], 1, 8)
+    if "backend_ips" in overrides:
+        raise ScenarioError(source, f"{path}.backend_ips", "set by natsim from the world it "
+                            "builds; give `backends: N` instead")
     for key in ("nat", "send_tcp_reset_on_idle_timeout"):
         if key in overrides and not isinstance(overrides[key], bool):
             raise ScenarioError(source, f"{path}.{key}", f"must be true or false, got "
@@ -229,6 +234,11 @@ def parse_scenario(data: Any, source: str, name: str) -> Scenario:
                       for i, item in enumerate(spec))
     else:
         chain = (_parse_appliance(source, "appliance", spec),)
+    for i, stage in enumerate(chain[:-1]):
+        if stage.backends > 1:
+            raise ScenarioError(source, f"appliance[{i}].backends", "only the last appliance "
+                                "on the path (the one next to the servers) can have several "
+                                "backends")
     # The model follows the appliance with the shortest idle timeout: it forgets first.
     appliance = min(chain, key=lambda a: a.tcp_idle_timeout)
 

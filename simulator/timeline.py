@@ -57,6 +57,9 @@ def _flows(events: Sequence[TimelineEvent]) -> dict[str, list[TimelineEvent]]:
 def draw(events: Sequence[TimelineEvent], timeout: float, speed: float, title: str,
          out_base: Path) -> list[Path]:
     """Write ``out_base``.svg and .png; return their paths."""
+    # every backend (server, server1, ...) shares the server lane
+    events = [TimelineEvent(e.t, e.wall, "server", e.kind, e.text, e.raw)
+              if e.source.startswith("server") else e for e in events]
     fig, ax = plt.subplots(figsize=(12, 5.4), dpi=110)
     end = max([ev.t for ev in events] + [timeout]) * 1.04 + 1
     start = min([ev.t for ev in events] + [0.0])

@@ -12,6 +12,11 @@ address and its kernel does not forward (``ip_forward=0``): its kernel must neve
 an address the userspace dataplane owns (DESIGN.md, pitfalls), so client and server reach it
 through static neighbour entries for its MAC addresses instead of ARP.
 
+An appliance with several backends (an NLB target group) gets one server namespace per
+backend, ``natsim-<run>-server``, ``-server1``, ..., each on its own middlebox interface
+(``outside``, ``outside1``, ...) with address 198.19.N.10, and ``server`` names the virtual
+address the clients connect to.
+
 Offloads are switched off on the endpoints' veths: with them on, the dataplane would read
 64 KB GSO frames with partial checksums (see DESIGN.md section 1).
 
@@ -25,6 +30,7 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -58,6 +64,17 @@ class TopologyError(RuntimeError):
 
 
 @dataclass(frozen=True)
+class Backend:
+    """One server namespace and the middlebox interface it hangs off."""
+
+    ns: str
+    ip: str
+    mac: str
+    mbox_if: str
+    mbox_mac: str
+
+
+@dataclass(frozen=True)
 class World:
     run_id: str
     client_ns: str
@@ -71,10 +88,12 @@ class World:
     mbox_outside_if: str = "outside"
     client_ip: str = CLIENT_IP
     server_ip: str = SERVER_IP
+    backends: tuple[Backend, ...] = ()
 
     @property
-    def namespaces(self) -> tuple[str, str, str]:
-        return self.client_ns, self.mbox_ns, self.server_ns
+    def namespaces(self) -> tuple[str, ...]:
+        return (self.client_ns, self.mbox_ns, self.server_ns,
+                *(b.ns for b in self.backends[1:]))
 
     def to_dict(self) -> dict[str, str]:
         return asdict(self)
@@ -174,45 +193,68 @@ def _netns_lock() -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def _hosts_file(ns: str) -> None:
+def _hosts_file(ns: str, hosts: list[tuple[str, str]]) -> None:
+    """``/etc/netns/NS/hosts``, which ``ip netns exec`` shows as the host's /etc/hosts."""
     folder = ETC_NETNS / ns
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "hosts").write_text(
-        f"127.0.0.1\tlocalhost\n{CLIENT_IP}\tclient\n{SERVER_IP}\tserver\n")
+        "127.0.0.1\tlocalhost\n" + "".join(f"{ip}\t{name}\n" for ip, name in hosts))
 
 
 def _mac(ipr: IPRoute, ifname: str) -> str:
     return str(ipr.get_links(ipr.link_lookup(ifname=ifname)[0])[0].get("address"))
 
 
-def build_world(run_id: str, client_sysctls: dict[str, int]) -> World:
-    """Create the three namespaces and wire them; on any failure, remove what was made."""
+def backend_address(index: int) -> tuple[str, str]:
+    """(address, gateway) of backend ``index``: 198.19.1.10, 198.19.2.10, ..."""
+    return f"198.19.{1 + index}.10", f"198.19.{1 + index}.1"
+
+
+def server_names(run_id: str, backends: int) -> list[str]:
+    first = ns_names(run_id)[2]
+    return [first] + [f"{first}{i}" for i in range(1, backends)]
+
+
+def build_world(run_id: str, client_sysctls: dict[str, int], backends: int = 1,
+                vip: str | None = None) -> World:
+    """Create the namespaces and wire them; on any failure, remove what was made.
+
+    With ``backends`` > 1 there is one server namespace per backend, each on its own
+    interface of the middlebox, and the name ``server`` resolves to ``vip``.
+    """
     check_privileges()
-    client_ns, mbox_ns, server_ns = ns_names(run_id)
+    client_ns, mbox_ns, _ = ns_names(run_id)
+    servers = server_names(run_id, backends)
     register(run_id)
     try:
         with _netns_lock():
-            for ns in (client_ns, mbox_ns, server_ns):
+            for ns in (client_ns, mbox_ns, *servers):
                 netns.create(ns)
         quiet = {"net.ipv6.conf.all.disable_ipv6": 1, "net.ipv6.conf.default.disable_ipv6": 1}
-        for ns in (client_ns, mbox_ns, server_ns):
+        for ns in (client_ns, mbox_ns, *servers):
             write_sysctls(ns, quiet)
+        mbox_ifs = ["outside"] + [f"outside{i}" for i in range(1, backends)]
         with IPRoute(netns=client_ns) as ipr:
             ipr.link("add", ifname="eth0", kind="veth",
                      peer={"ifname": "inside", "net_ns_fd": mbox_ns})
-        with IPRoute(netns=server_ns) as ipr:
-            ipr.link("add", ifname="eth0", kind="veth",
-                     peer={"ifname": "outside", "net_ns_fd": mbox_ns})
+        for ns, ifname in zip(servers, mbox_ifs, strict=True):
+            with IPRoute(netns=ns) as ipr:
+                ipr.link("add", ifname="eth0", kind="veth",
+                         peer={"ifname": ifname, "net_ns_fd": mbox_ns})
         with IPRoute(netns=mbox_ns) as ipr:
-            for ifname in ("lo", "inside", "outside"):
+            for ifname in ("lo", "inside", *mbox_ifs):
                 ipr.link("set", index=ipr.link_lookup(ifname=ifname)[0], state="up")
-            inside_mac, outside_mac = _mac(ipr, "inside"), _mac(ipr, "outside")
+            inside_mac = _mac(ipr, "inside")
+            outside_macs = [_mac(ipr, ifname) for ifname in mbox_ifs]
         write_sysctls(mbox_ns, {"net.ipv4.ip_forward": 0})
+        server_name = vip if backends > 1 and vip else SERVER_IP
+        hosts = [(server_name, "server"), (CLIENT_IP, "client")]
+        hosts += [(backend_address(i)[0], f"backend{i}") for i in range(backends)]
         macs = {}
-        for ns, ip, gw, gw_mac, far in (
-            (client_ns, CLIENT_IP, CLIENT_GW, inside_mac, "198.19.0.0/16"),
-            (server_ns, SERVER_IP, SERVER_GW, outside_mac, PUBLIC_NET),
-        ):
+        ends = [(client_ns, CLIENT_IP, CLIENT_GW, inside_mac, "198.19.0.0/16")]
+        ends += [(ns, *backend_address(i), outside_macs[i], PUBLIC_NET)
+                 for i, ns in enumerate(servers)]
+        for ns, ip, gw, gw_mac, far in ends:
             with IPRoute(netns=ns) as ipr:
                 lo = ipr.link_lookup(ifname="lo")[0]
                 ipr.link("set", index=lo, state="up")
@@ -221,14 +263,17 @@ def build_world(run_id: str, client_sysctls: dict[str, int]) -> World:
                 ipr.addr("add", index=eth0, address=ip, prefixlen=PREFIXLEN)
                 ipr.neigh("add", dst=gw, lladdr=gw_mac, ifindex=eth0, state="permanent")
                 ipr.route("add", dst=far, gateway=gw)
-                if ns == server_ns:  # transparent appliances keep the client's own address
+                if ns != client_ns:  # transparent appliances keep the client's own address
                     ipr.route("add", dst=CLIENT_SIDE_NET, gateway=gw)
                 macs[ns] = _mac(ipr, "eth0")
             disable_offloads(ns, "eth0")
-            _hosts_file(ns)
+            _hosts_file(ns, hosts)
         write_sysctls(client_ns, {f"net.ipv4.{k}": v for k, v in client_sysctls.items()})
-        return World(run_id, client_ns, mbox_ns, server_ns, macs[client_ns], macs[server_ns],
-                     inside_mac, outside_mac)
+        backend_list = tuple(
+            Backend(ns, backend_address(i)[0], macs[ns], mbox_ifs[i], outside_macs[i])
+            for i, ns in enumerate(servers))
+        return World(run_id, client_ns, mbox_ns, servers[0], macs[client_ns], macs[servers[0]],
+                     inside_mac, outside_macs[0], backends=backend_list)
     except BaseException:
         destroy_world(run_id)
         raise
@@ -293,7 +338,10 @@ def _alive(pid: int) -> bool:
 def destroy_world(run_id: str) -> list[str]:
     """Kill every process in the run's namespaces, remove them; return what was removed."""
     removed = []
-    for ns in ns_names(run_id):
+    mine = set(ns_names(run_id))
+    if NETNS_DIR.is_dir():
+        mine |= {e.name for e in NETNS_DIR.iterdir() if _run_id_of(e.name) == run_id}
+    for ns in sorted(mine):
         pids = [p for p in pids_in(ns) if p != os.getpid()]
         if pids:
             _kill_all(pids)
@@ -336,7 +384,7 @@ def _run_id_of(name: str) -> str | None:
         return None
     rest = name[len(PREFIX):]
     run_id, _, role = rest.rpartition("-")
-    if role not in ("client", "mbox", "server") or not run_id:
+    if not run_id or not re.fullmatch(r"client|mbox|server([1-9][0-9]?)?", role):
         return None
     return run_id
 

@@ -69,9 +69,10 @@ def middlebox_config(world: topology.World, appliances: Sequence[Appliance], spe
         "chain": [{"appliance": a.name, "overrides": appliance_overrides(a)}
                   for a in appliances],
         "speed": speed,
-        "inside_if": world.mbox_inside_if, "outside_if": world.mbox_outside_if,
-        "client_mac": world.client_mac, "server_mac": world.server_mac,
-        "inside_mac": world.mbox_inside_mac, "outside_mac": world.mbox_outside_mac,
+        "inside": {"if": world.mbox_inside_if, "mac": world.mbox_inside_mac,
+                   "peer_mac": world.client_mac},
+        "outside": [{"if": b.mbox_if, "mac": b.mbox_mac, "peer_mac": b.mac}
+                    for b in world.backends],
         "pcap": str(pcap.resolve()) if pcap else None,
         "status": str(status.resolve()) if status else None,
     }

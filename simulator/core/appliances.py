@@ -154,6 +154,13 @@ class Appliance:
     target_idle_timeout: float = 3600.0
     """How long an inspection host remembers a flow."""
     send_tcp_reset_on_idle_timeout: bool = False
+    backends: int = 1
+    """Targets behind a virtual address (NLB target group); more than one means the
+    appliance forwards each new flow to one of them by flow hash."""
+    vip: str = "198.19.0.100"
+    """The virtual address clients connect to when there are several backends."""
+    backend_ips: tuple[str, ...] = ()
+    """The backends' addresses; the world builder fills them in."""
     keepalive_echo: float | None = None
     """Once it sees a TCP keepalive on a flow, the appliance sends its own keepalive probes
     to both ends this often (NLB TLS listener: 20 s)."""
@@ -171,7 +178,7 @@ class Appliance:
                 values[key] = LateAction(values[key])
         if "on_expiry" in values:
             values["on_expiry"] = ExpiryAction(values["on_expiry"])
-        for key in ("public_ips",):
+        for key in ("public_ips", "backend_ips"):
             if key in values:
                 values[key] = tuple(values[key])
         if "tcp_timeout_range" in values and values["tcp_timeout_range"] is not None:
@@ -189,6 +196,8 @@ class Appliance:
             raise ApplianceError(
                 f"tcp_idle_timeout: {self.title} allows {low_high[0]:g}-{low_high[1]:g} s, "
                 f"got {self.tcp_idle_timeout:g}")
+        if self.backends < 1:
+            raise ApplianceError(f"backends: at least 1, got {self.backends}")
         if self.stickiness not in (2, 3, 5):
             raise ApplianceError(f"stickiness: must be 5, 3 or 2 (tuple), got {self.stickiness}")
         if timeout_set and self.targets and self.stickiness != 5 and \

@@ -81,6 +81,8 @@ class Transmit:
 
     side: Side
     packet: bytearray
+    port: int = 0
+    """Which interface of that side: the backend's, when there are several."""
 
 
 def _endpoint(addr: bytes, port: int) -> str:
@@ -110,6 +112,13 @@ class Middlebox:
         self._generation: Counter[Key] = Counter()
         # Flows on which the appliance sends its own keepalives: (due, flow id, flow).
         self._echo: list[tuple[float, int, Flow]] = []
+        # Several backends behind a virtual address: DNAT each new flow to one of them.
+        self._vip = ip_from_str(appliance.vip)
+        self._backends = [ip_from_str(ip) for ip in appliance.backend_ips]
+        if appliance.backends > 1 and len(self._backends) != appliance.backends:
+            raise ValueError(f"{appliance.name}: {appliance.backends} backends but "
+                             f"{len(self._backends)} backend addresses")
+        self._backend_index = {ip: i for i, ip in enumerate(self._backends)}
 
     # -- results -------------------------------------------------------------------------
 
@@ -166,14 +175,15 @@ class Middlebox:
             return []
         client_ip, client_port = flow.client
         server_ip, server_port = flow.server
+        real_ip, real_port = flow.outside[1], flow.outside[2]
         flow.last_seen = now  # the appliance's own probes are activity on the flow
         self.counters["ApplianceKeepalives"] += 2
         return [
             Transmit(Side.INSIDE, build_tcp(server_ip, server_port, client_ip, client_port,
                                             from_server - 1, from_client, ACK, 64240)),
-            Transmit(Side.OUTSIDE, build_tcp(flow.public_ip, flow.public_port, server_ip,
-                                             server_port, from_client - 1, from_server, ACK,
-                                             64240)),
+            Transmit(Side.OUTSIDE, build_tcp(flow.public_ip, flow.public_port, real_ip,
+                                             real_port, from_client - 1, from_server, ACK,
+                                             64240), flow.backend or 0),
         ]
 
     def _reset_both(self, flow: Flow) -> list[Transmit]:
@@ -181,14 +191,15 @@ class Middlebox:
         out = []
         client_ip, client_port = flow.client
         server_ip, server_port = flow.server
+        real_ip, real_port = flow.outside[1], flow.outside[2]
         to_client_seq, to_server_seq = flow.next_seq[1], flow.next_seq[0]
         if to_client_seq is not None:
             out.append(Transmit(Side.INSIDE, build_tcp(server_ip, server_port, client_ip,
                                                        client_port, to_client_seq, 0, RST)))
         if to_server_seq is not None:
             out.append(Transmit(Side.OUTSIDE, build_tcp(flow.public_ip, flow.public_port,
-                                                        server_ip, server_port, to_server_seq,
-                                                        0, RST)))
+                                                        real_ip, real_port, to_server_seq,
+                                                        0, RST), flow.backend or 0))
         for action in out:
             self.counters["RstSent"] += 1
             self._emit(flow.deadline, EventKind.RST_SENT, flow.id, action.side,
@@ -231,11 +242,13 @@ class Middlebox:
         self._track(flow, pkt, 0, now)
         if not self._inspection_passes(flow, pkt, Side.INSIDE, now):
             return []
+        if flow.backend is not None:
+            rewrite_destination(packet, pkt, flow.outside[1], flow.outside[2])
         if self.appliance.nat:
             rewrite_source(packet, pkt, flow.public_ip, flow.public_port)
         self.counters["PacketsOutToDestination"] += 1
         self.counters["BytesOutToDestination"] += pkt.total_len
-        return [Transmit(Side.OUTSIDE, packet)]
+        return [Transmit(Side.OUTSIDE, packet, flow.backend or 0)]
 
     def _from_outside(self, packet: bytearray, pkt: Packet, now: float) -> list[Transmit]:
         key: Key = (pkt.proto, pkt.src, pkt.sport, pkt.dst, pkt.dport)
@@ -249,6 +262,8 @@ class Middlebox:
         self._track(flow, pkt, 1, now)
         if not self._inspection_passes(flow, pkt, Side.OUTSIDE, now):
             return []
+        if flow.backend is not None:  # the client talks to the virtual address
+            rewrite_source(packet, pkt, flow.server[0], flow.server[1])
         if self.appliance.nat:
             client_ip, client_port = flow.client
             rewrite_destination(packet, pkt, client_ip, client_port)
@@ -273,17 +288,24 @@ class Middlebox:
         tcp = proto == IPPROTO_TCP
         syn = tcp and pkt.flags & (SYN | ACK) == SYN
         state = (TcpState.SYN_SENT if syn else TcpState.ESTABLISHED) if tcp else TcpState.NONE
+        backend: int | None = None
+        real_server = server_ip
+        if self._backends and server_ip == self._vip:
+            self._generation[key] += 1
+            backend = self._pick_backend(key, self._generation[key])
+            real_server = self._backends[backend]
         flow = Flow(
             id=self._next_id,
             proto=proto,
             inside=key,
-            outside=(proto, server_ip, server_port, public_ip, public_port),
+            outside=(proto, real_server, server_port, public_ip, public_port),
             public_ip=public_ip,
             public_port=public_port,
             timeout=self._timeout_for(proto, state),
             created=now,
             last_seen=now,
             state=state,
+            backend=backend,
         )
         if self.appliance.targets:
             self._generation[key] += 1
@@ -302,10 +324,13 @@ class Middlebox:
             text += f" as {_endpoint(public_ip, public_port)}"
         if flow.target is not None:
             text += f" via inspection target {flow.target}"
+        if backend is not None:
+            text += f" to backend {backend} ({ip_to_str(real_server)})"
         self._emit(now, EventKind.FLOW_CREATED, flow.id, Side.INSIDE, text, proto=name,
                    client=_endpoint(client_ip, client_port),
                    server=_endpoint(server_ip, server_port),
                    public=_endpoint(public_ip, public_port), target=flow.target,
+                   backend=backend,
                    timeout=flow.timeout)
         return flow
 
@@ -316,6 +341,13 @@ class Middlebox:
         if transitory is not None and state is not TcpState.ESTABLISHED:
             return transitory
         return self.appliance.tcp_idle_timeout
+
+    def _pick_backend(self, key: Key, generation: int) -> int:
+        """A flow hash over the 5-tuple; a flow created again (UDP after expiry) moves on."""
+        proto, client_ip, client_port, server_ip, server_port = key
+        basis = client_ip + server_ip + bytes([proto]) + client_port.to_bytes(2, "big") \
+            + server_port.to_bytes(2, "big")
+        return (zlib.crc32(basis) + generation - 1) % len(self._backends)
 
     def _pick_target(self, key: Key, generation: int) -> int:
         """Which inspection host a flow goes to (deterministic, see the catalogue entry)."""
@@ -430,7 +462,8 @@ class Middlebox:
         seq = pkt.ack if pkt.flags & ACK else 0
         self._emit(now, EventKind.RST_SENT, expired, side,
                    f"RST sent back to the {who} (seq={seq})", seq=seq)
-        return [Transmit(side, rst)]
+        port = self._backend_index.get(pkt.src, 0) if side is Side.OUTSIDE else 0
+        return [Transmit(side, rst, port)]
 
     def _inspection_passes(self, flow: Flow, pkt: Packet, side: Side, now: float) -> bool:
         """A flow's inspection host forwards only connections whose state it holds.

@@ -73,6 +73,8 @@ class Flow:
     state: TcpState
     target: int | None = None
     """The inspection host (Gateway Load Balancer target) the flow was hashed to."""
+    backend: int | None = None
+    """Which backend (target) a flow behind a virtual address was sent to."""
     echoing: bool = False
     """The appliance sends its own keepalives on this flow (NLB TLS listener)."""
     next_seq: list[int | None] = field(default_factory=lambda: [None, None])

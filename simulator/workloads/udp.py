@@ -59,11 +59,18 @@ async def client(host: str, port: int, timeout: float, heartbeat: float | None) 
 async def server(port: int, delay: float, delay_label: str, wait_limit: float) -> str:
     stream = await asyncio_dgram.bind(("0.0.0.0", port))
     report("server", "ready", f"listening on UDP port {port}")
-    try:
-        data, peer = await asyncio.wait_for(stream.recv(), wait_limit)
-    except TimeoutError:
-        report("server", "no_client", "no request arrived")
-        return "no_request"
+    deadline = time.monotonic() + wait_limit
+    while True:
+        try:
+            data, peer = await asyncio.wait_for(stream.recv(),
+                                                max(0.0, deadline - time.monotonic()))
+        except TimeoutError:
+            report("server", "no_client", "no request arrived")
+            return "no_request"
+        if data != HEARTBEAT:
+            break
+        report("server", "stray_heartbeat", "a heartbeat for a request this server never "
+               "saw: ignored")
     assert isinstance(peer, tuple)  # an IPv4 (address, port)
     report("server", "request_received", f"request from {peer[0]}:{peer[1]}; working for "
            f"{delay_label} before answering")

@@ -39,3 +39,14 @@ def test_gwlb_rehash_is_silent_and_sticky_is_not_rehashed(tmp_path: Path) -> Non
     assert "rst_sent" not in result.kinds("middlebox")
     targets = {e.raw.get("target") for e in result.events if e.kind == "flow_created"}
     assert len(targets) == 2  # the original firewall, then another one after the re-hash
+
+
+def test_nlb_targets_are_separate_namespaces_and_udp_rehashes(tmp_path: Path) -> None:
+    out = io.StringIO()
+    result = run_scenario(load_scenario("nlb-udp-targets"), 100, tmp_path / "u", out)
+    backends = [e.raw.get("backend") for e in result.events if e.kind == "flow_created"]
+    assert backends[:2] in ([0, 1], [1, 0])  # the heartbeat after expiry moved
+    sources = {e.source for e in result.events}
+    assert {"server", "server1"} <= sources  # both backends are real processes
+    stray = [e for e in result.events if e.kind == "stray_heartbeat"]
+    assert stray, "the other backend never saw the heartbeat"

@@ -225,3 +225,38 @@ def test_nlb_tls_answers_a_keepalive_with_its_own_on_both_legs() -> None:
 def test_nlb_tls_timeout_is_fixed() -> None:
     with pytest.raises(ApplianceError, match="allows 350-350 s"):
         get_appliance("nlb-tls").with_overrides({"tcp_idle_timeout": 1000})
+
+
+def _nlb_with_backends() -> Middlebox:
+    return Middlebox(get_appliance("nlb").with_overrides(
+        {"backends": 2, "backend_ips": ["198.19.1.10", "198.19.2.10"]}))
+
+
+def test_nlb_forwards_the_virtual_address_to_a_backend_and_back() -> None:
+    box = _nlb_with_backends()
+    syn = tcp(CLIENT, CPORT, "198.19.0.100", SPORT, "S", 1000)
+    out = box.on_packet(syn, Side.INSIDE, 0.0)
+    ip = parsed(out[0].packet)
+    flow = next(iter(box.flows))
+    assert flow.backend is not None and out[0].port == flow.backend
+    backend_ip = ["198.19.1.10", "198.19.2.10"][flow.backend]
+    assert (ip.src, ip.dst) == (CLIENT, backend_ip) and checksums_valid(out[0].packet)
+    reply = box.on_packet(tcp(backend_ip, SPORT, CLIENT, CPORT, "SA", 5000, 1001),
+                          Side.OUTSIDE, 0.0)
+    ip = parsed(reply[0].packet)
+    assert (ip.src, ip.dst) == ("198.19.0.100", CLIENT)  # the client sees the VIP
+    assert checksums_valid(reply[0].packet)
+    # after expiry the backend's late answer is reset, out of the backend's own port
+    late = box.on_packet(tcp(backend_ip, SPORT, CLIENT, CPORT, "PA", 5001, 1001, b"x"),
+                         Side.OUTSIDE, 400.0)
+    assert late[0].side is Side.OUTSIDE and late[0].port == flow.backend
+    assert parsed(late[0].packet).dst == backend_ip
+
+
+def test_nlb_udp_flow_after_expiry_goes_to_another_backend() -> None:
+    from tests.unit.helpers import udp  # noqa: PLC0415
+
+    box = _nlb_with_backends()
+    first = box.on_packet(udp(CLIENT, 5353, "198.19.0.100", 53), Side.INSIDE, 0.0)[0].port
+    again = box.on_packet(udp(CLIENT, 5353, "198.19.0.100", 53), Side.INSIDE, 200.0)[0].port
+    assert first != again  # 120 s UDP timeout: a new flow, hashed anew
