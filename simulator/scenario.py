@@ -199,6 +199,8 @@ def _parse_appliance(source: str, path: str, spec: Any) -> Appliance:
     for key in ("stickiness", "targets"):
         if key in overrides:
             _integer(source, f"{path}.{key}", overrides[key], 0, 64)
+    if "hash_seed" in overrides:
+        _integer(source, f"{path}.hash_seed", overrides["hash_seed"], 0, 2**32 - 1)
     if "backends" in overrides:
         _integer(source, f"{path}.backends", overrides["backends"], 1, 8)
     if "backend_ips" in overrides:

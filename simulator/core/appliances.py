@@ -79,7 +79,9 @@ Azure Load Balancer (``azure-lb``)
       drop flows when the idle timeout of a flow is reached. Enabling TCP reset causes Load
       Balancer to send bidirectional TCP Resets ... to both client and server endpoints at the
       time of idle timeout." (Microsoft Learn, *Load Balancer TCP Reset and Idle Timeout*).
-      ``on_expiry: rst_both`` models ``EnableTcpReset``.
+      ``on_expiry: rst_both`` models ``EnableTcpReset``. (Both quotes checked against the
+      Microsoft Learn pages; the Azure NAT Gateway and Google Cloud NAT defaults come from
+      ``shared/research-aws.md`` and were not re-checked here.)
 
 Google Cloud NAT (``gcp-nat``)
     * ``tcpEstablishedIdleTimeoutSec`` default 1200 s, ``tcpTransitoryIdleTimeoutSec`` 30 s,
@@ -153,6 +155,9 @@ class Appliance:
     """Gateway Load Balancer flow stickiness: 5-, 3- or 2-tuple."""
     target_idle_timeout: float = 3600.0
     """How long an inspection host remembers a flow."""
+    hash_seed: int = 0
+    """Mixed into every flow hash (targets, backends): another seed, another spread; the
+    same seed, the same run."""
     send_tcp_reset_on_idle_timeout: bool = False
     backends: int = 1
     """Targets behind a virtual address (NLB target group); more than one means the

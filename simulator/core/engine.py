@@ -347,7 +347,8 @@ class Middlebox:
         proto, client_ip, client_port, server_ip, server_port = key
         basis = client_ip + server_ip + bytes([proto]) + client_port.to_bytes(2, "big") \
             + server_port.to_bytes(2, "big")
-        return (zlib.crc32(basis) + generation - 1) % len(self._backends)
+        return (zlib.crc32(basis, self.appliance.hash_seed) + generation - 1) \
+            % len(self._backends)
 
     def _pick_target(self, key: Key, generation: int) -> int:
         """Which inspection host a flow goes to (deterministic, see the catalogue entry)."""
@@ -356,10 +357,10 @@ class Middlebox:
         if self.appliance.stickiness == 5:
             basis = client_ip + server_ip + bytes([proto]) + client_port.to_bytes(2, "big") \
                 + server_port.to_bytes(2, "big")
-            return (zlib.crc32(basis) + generation - 1) % n
+            return (zlib.crc32(basis, self.appliance.hash_seed) + generation - 1) % n
         basis = client_ip + server_ip + (bytes([proto]) if self.appliance.stickiness == 3
                                          else b"")
-        return zlib.crc32(basis) % n
+        return zlib.crc32(basis, self.appliance.hash_seed) % n
 
     def _track(self, flow: Flow, pkt: Packet, direction: int, now: float) -> None:
         """Account for a packet of a live flow: idle timer, sequence space, TCP state."""

@@ -260,3 +260,13 @@ def test_nlb_udp_flow_after_expiry_goes_to_another_backend() -> None:
     first = box.on_packet(udp(CLIENT, 5353, "198.19.0.100", 53), Side.INSIDE, 0.0)[0].port
     again = box.on_packet(udp(CLIENT, 5353, "198.19.0.100", 53), Side.INSIDE, 200.0)[0].port
     assert first != again  # 120 s UDP timeout: a new flow, hashed anew
+
+
+def test_flow_hash_is_reproducible_and_seeded() -> None:
+    def target(seed: int) -> int | None:
+        path = Path("gwlb", stickiness=2, hash_seed=seed, targets=16)
+        path.connect_and_ask()
+        return next(iter(path.box.flows)).target
+
+    assert target(7) == target(7)
+    assert len({target(seed) for seed in range(8)}) > 1
