@@ -16,6 +16,7 @@ from pathlib import Path
 from simulator import dataplane, topology
 from simulator.core.advice import check
 from simulator.core.appliances import CATALOGUE, Appliance, ApplianceError, get_appliance
+from simulator.core.metrics import cloud_metrics, namespace_of, prometheus_text
 from simulator.core.profiles import PROFILES, get_profile
 from simulator.demo import run_demo
 from simulator.runner import RunError, run_scenario
@@ -193,6 +194,12 @@ def _cmd_status(args: argparse.Namespace) -> int:
     for name in names:
         live = LiveWorld.load(name)
         snap = live.status()
+        if args.prometheus:
+            appliance = str(live.appliance["name"])
+            sys.stdout.write(prometheus_text(
+                cloud_metrics(appliance, snap["counters"]),
+                {"world": name, "appliance": appliance, "namespace": namespace_of(appliance)}))
+            continue
         age = time.time() - float(snap["written"])
         stale = f"  (STALE: last update {age:.0f} s ago: middlebox gone?)" if age > 2 else ""
         app = live.appliance
@@ -306,6 +313,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     st = sub.add_parser("status", help="live flow table of the worlds that are up")
     st.add_argument("--name", default=None)
+    st.add_argument("--prometheus", action="store_true",
+                    help="print the cloud-named metrics in Prometheus text format instead")
     st.set_defaults(func=_cmd_status)
 
     down = sub.add_parser("down", help="remove a live world")

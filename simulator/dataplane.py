@@ -104,6 +104,10 @@ class Dataplane:
         self.out = out
         self.pcap = pcap
         self.status_path: Path | None = None
+        self.metrics_file: IO[str] | None = None
+        self.sample_every = 1.0
+        """Model seconds between two samples of the counters (``metrics.jsonl``)."""
+        self._next_sample = 0.0
         self.tx_queue_full = 0
         """Frames the kernel refused because the interface's queue was full."""
         self._status_due = 0.0
@@ -122,6 +126,9 @@ class Dataplane:
         try:
             while self.running:
                 deadline = self.engine.next_deadline()
+                if self.metrics_file is not None:
+                    deadline = self._next_sample if deadline is None \
+                        else min(deadline, self._next_sample)
                 cap = STATUS_EVERY
                 timeout = cap if deadline is None else min(cap, self.clock.wall_until(deadline))
                 for fd, _ in poller.poll(timeout):
@@ -130,6 +137,8 @@ class Dataplane:
                 self._flush_events()
                 if self.status_path is not None and time.monotonic() >= self._status_due:
                     self._write_status()
+                if self.metrics_file is not None and self.clock.now() >= self._next_sample:
+                    self.sample()
         finally:
             poller.close()
             self._flush_events()
@@ -159,6 +168,16 @@ class Dataplane:
                 sock.send(frame)
             except BlockingIOError:
                 self.tx_queue_full += 1
+
+    def sample(self) -> None:
+        """One line of counters at this model time; the series is plotted after the run."""
+        assert self.metrics_file is not None
+        now = self.clock.now()
+        self.metrics_file.write(json.dumps({"t": round(now, 3), "counters": self.counters()})
+                                + "\n")
+        self.metrics_file.flush()
+        while self._next_sample <= now:
+            self._next_sample += self.sample_every
 
     def snapshot(self) -> dict[str, Any]:
         """The live flow table and counters, for ``natsim status``."""
@@ -223,6 +242,9 @@ def main(argv: list[str] | None = None) -> int:
     plane = Dataplane(engine, clock, ports, sys.stdout, pcap)
     if cfg.get("status"):
         plane.status_path = Path(cfg["status"])
+    if cfg.get("metrics"):
+        plane.metrics_file = Path(cfg["metrics"]).open("w")  # noqa: SIM115 (closed below)
+        plane.sample_every = float(cfg.get("sample_every", 1.0))
     signal.signal(signal.SIGTERM, plane.stop)
     signal.signal(signal.SIGINT, plane.stop)
     print(json.dumps({"source": "middlebox", "kind": "ready", "origin": clock.origin}),
@@ -232,6 +254,9 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if pcap is not None:
             pcap.close()
+        if plane.metrics_file is not None:
+            plane.sample()
+            plane.metrics_file.close()
         flows = [{"flow": f.id, "state": str(f.state), "idle": round(clock.now() - f.last_seen, 3)}
                  for f in engine.flows]
         print(json.dumps({"source": "middlebox", "kind": "stopped", "t": clock.now(),

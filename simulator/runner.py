@@ -32,6 +32,7 @@ from typing import IO, Any, TextIO
 from rich.console import Console
 
 from simulator import topology
+from simulator.core.metrics import cloud_metrics, namespace_of
 from simulator.report import (
     TIMELINE_HEADER,
     Timebase,
@@ -327,7 +328,9 @@ class Runner:
         chain = [a.with_overrides({"backend_ips": [b.ip for b in world.backends]})
                  if a.backends > 1 else a for a in s.chain or (s.appliance,)]
         mbox_cfg = middlebox_config(world, chain, p.speed,
-                                    self.results_dir / "capture.pcap", None)
+                                    self.results_dir / "capture.pcap", None,
+                                    self.results_dir / "metrics.jsonl",
+                                    sample_every=max(0.5, p.client_timeout.model / 200))
         cfg_path = self.results_dir / "middlebox.json"
         cfg_path.write_text(json.dumps(mbox_cfg, indent=2))
         mbox = self._spawn("middlebox", world.mbox_ns,
@@ -418,6 +421,18 @@ class Runner:
             return (served or outcomes)[0]
         return "no outcome (process did not report one)"
 
+    def _metrics(self) -> tuple[str, list[dict[str, Any]]]:
+        """The sampled counters, renamed for the cloud namespace, on the report's time axis."""
+        name = self.scenario.appliance.name
+        path = self.results_dir / "metrics.jsonl"
+        samples = []
+        if path.exists() and self.timebase.t0 is not None:
+            for raw in path.read_text().splitlines():
+                line = json.loads(raw)
+                t = self.timebase.model({"source": "middlebox", "t": line["t"]})
+                samples.append({"t": round(t, 3), **cloud_metrics(name, line["counters"])})
+        return namespace_of(name), samples
+
     def _finish(self, wall: float) -> RunResult:
         events = sorted(self._printed, key=lambda e: e.t)
         counters: dict[str, int] = {}
@@ -428,10 +443,14 @@ class Runner:
         result = RunResult(self.scenario, self.plan, self.results_dir, self._outcome("client"),
                            self._outcome("server"), events, counters, wall)
         s, pred = self.scenario, self.plan.prediction
-        from simulator.timeline import draw  # noqa: PLC0415 (matplotlib: 0.5 s to import)
+        from simulator.timeline import draw, draw_metrics  # noqa: PLC0415 (matplotlib: 0.5 s)
 
         pictures = draw(events, s.appliance.tcp_idle_timeout, self.plan.speed,
                         f"{s.name}: {s.description}", self.results_dir / "timeline")
+        namespace, samples = self._metrics()
+        if samples:
+            pictures += draw_metrics(samples, namespace, self.plan.speed, s.name,
+                                     self.results_dir / "metrics")
         write_result(self.results_dir / "result.json", {
             "scenario": s.name,
             "source": s.source,
@@ -448,6 +467,7 @@ class Runner:
             "verdict": "PASS" if result.passed else "FAIL",
             "wall_seconds": round(wall, 3),
             "counters": counters,
+            "metrics": {"namespace": namespace, "samples": samples},
             "events": [e.to_dict() for e in events],
         })
         w = self.out.write

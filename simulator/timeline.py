@@ -21,6 +21,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 from matplotlib.axes import Axes
+from matplotlib.ticker import MaxNLocator
 
 from simulator.report import TimelineEvent
 
@@ -195,3 +196,30 @@ def _find(events: Sequence[TimelineEvent], source: str, kind: str) -> TimelineEv
 def _arrow(ax: Axes, x0: float, y0: float, x1: float, y1: float, colour: str) -> None:
     ax.annotate("", xy=(x1, y1), xytext=(x0, y0),
                 arrowprops={"arrowstyle": "-|>", "color": colour, "lw": 1.5, "alpha": 0.8})
+
+
+def draw_metrics(samples: Sequence[dict[str, Any]], namespace: str, speed: float, title: str,
+                 out_base: Path) -> list[Path]:
+    """The cloud-named counters over model time, one step line each (SVG and PNG)."""
+    keys = [k for k in ("ActiveConnectionCount", "ActiveFlowCount", "NewFlowCount",
+                        "IdleTimeoutCount", "PacketsDropCount", "TCP_ELB_Reset_Count",
+                        "ErrorPortAllocation", "KeepaliveProbes")
+            if any(k in s for s in samples)]
+    fig, axes = plt.subplots(len(keys), 1, figsize=(10, 1.3 * len(keys) + 1.2), dpi=100,
+                             sharex=True, squeeze=False)
+    times = [float(s["t"]) for s in samples]
+    for ax, key in zip(axes[:, 0], keys, strict=True):
+        ax.step(times, [s.get(key, 0) for s in samples], where="post", color=COLOURS["info"])
+        ax.set_ylabel(key, rotation=0, ha="right", va="center", fontsize=8)
+        ax.tick_params(labelsize=8)
+        ax.grid(alpha=0.3)
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    axes[-1, 0].set_xlabel(f"model time (s); speed {speed:g}")
+    fig.suptitle(f"{title} ({namespace} metrics)", fontsize=10)
+    fig.tight_layout()
+    paths = [out_base.with_suffix(".svg"), out_base.with_suffix(".png")]
+    with matplotlib.rc_context({"svg.fonttype": "none"}):
+        for path in paths:
+            fig.savefig(path)
+    plt.close(fig)
+    return paths

@@ -59,7 +59,8 @@ class WorldError(RuntimeError):
 
 
 def middlebox_config(world: topology.World, appliances: Sequence[Appliance], speed: float,
-                     pcap: Path | None, status: Path | None) -> dict[str, Any]:
+                     pcap: Path | None, status: Path | None, metrics: Path | None = None,
+                     sample_every: float = 1.0) -> dict[str, Any]:
     """The dataplane's configuration (``natsim middlebox --config``) for one world.
 
     ``appliances`` is the path from the client's side to the server's: one appliance, or a
@@ -75,6 +76,8 @@ def middlebox_config(world: topology.World, appliances: Sequence[Appliance], spe
                     for b in world.backends],
         "pcap": str(pcap.resolve()) if pcap else None,
         "status": str(status.resolve()) if status else None,
+        "metrics": str(metrics.resolve()) if metrics else None,
+        "sample_every": sample_every,
     }
 
 
@@ -155,7 +158,8 @@ class LiveWorld:
             run_id, scaled_sysctls(sysctls or dict(LINUX_KEEPALIVE_DEFAULTS), speed))
         try:
             cfg = middlebox_config(world, [appliance], speed, results / "capture.pcap",
-                                   results / "status.json")
+                                   results / "status.json", results / "metrics.jsonl",
+                                   sample_every=speed)
             (results / "middlebox.json").write_text(json.dumps(cfg, indent=2))
             with (results / "events.jsonl").open("wb") as events, \
                     (results / "middlebox.stderr").open("wb") as errors:

@@ -395,6 +395,7 @@ class Middlebox:
             flow.next_seq[direction] = end
 
         if flags & RST:
+            self.counters["RstFromClient" if direction == 0 else "RstFromServer"] += 1
             self.flows.remove(flow)
             self._forget(flow)
             self._emit(now, EventKind.FLOW_CLOSED, flow.id, side,

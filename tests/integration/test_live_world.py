@@ -66,6 +66,9 @@ def test_curl_with_and_without_keepalive(world_name: str) -> None:
     assert out == ""
     after = natsim("status", "--name", world_name).stdout
     assert "IdleTimeoutCount 2" in after and "RstSent" in after
+    prom = natsim("status", "--name", world_name, "--prometheus").stdout
+    assert f'natsim_idletimeoutcount{{appliance="nat-gw",namespace="AWS/NATGateway",' \
+           f'world="{world_name}"}} 2' in prom
 
 
 def test_exec_passes_exit_status_and_output_through(world_name: str) -> None:

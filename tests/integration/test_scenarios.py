@@ -9,6 +9,7 @@ asserted, so none of these tests can pass without the userspace middlebox doing 
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
 
 import pytest
@@ -58,6 +59,15 @@ def test_nat_gw_answer_after_timeout_is_reset_and_client_hangs(tmp_path: Path) -
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
     svg = (tmp_path / "results" / "timeline.svg").read_text()
     assert "expired after 350 s idle" in svg
+
+    # metrics under the NAT Gateway's own names, sampled over model time
+    result_json = json.loads((tmp_path / "results" / "result.json").read_text())
+    samples = result_json["metrics"]["samples"]
+    assert result_json["metrics"]["namespace"] == "AWS/NATGateway"
+    first_timeout = next(s["t"] for s in samples if s["IdleTimeoutCount"] == 1)
+    assert 345 <= first_timeout <= 370
+    assert max(s["ActiveConnectionCount"] for s in samples if s["t"] < 340) == 1
+    assert (tmp_path / "results" / "metrics.png").exists()
 
 
 def test_nat_gw_keepalive_survives(tmp_path: Path) -> None:
