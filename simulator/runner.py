@@ -209,11 +209,14 @@ class Runner:
         for proc in self.procs:
             if proc.popen.poll() is None:
                 proc.popen.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + 2.0
+        # Keep reading while they finish: a process blocked on a full pipe never exits.
+        deadline = time.monotonic() + 5.0
+        while time.monotonic() < deadline and any(p.popen.poll() is None for p in self.procs):
+            for proc in self.procs:
+                self._take(proc)
+            time.sleep(0.02)
         for proc in self.procs:
-            try:
-                proc.popen.wait(max(0.01, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
+            if proc.popen.poll() is None:
                 proc.popen.kill()
                 proc.popen.wait()
 
@@ -225,7 +228,8 @@ class Runner:
                 continue
             if proc.role.startswith("server") and proc.role != "server":
                 line["source"] = proc.role  # which backend said it
-            if line.get("source") == "client" and line.get("kind") == "request_sent":
+            if line.get("source") == "client" and line.get("kind") in ("request_sent",
+                                                                      "load_start"):
                 self.timebase.t0 = float(line["mono"])
             self._pending.append(line)
 
@@ -303,7 +307,9 @@ class Runner:
                 backends = max(a.backends for a in self.scenario.chain or
                                (self.scenario.appliance,))
                 vip = next((a.vip for a in self.scenario.chain if a.backends > 1), None)
-                world = topology.build_world(self.run_id, self._wall_sysctls(), backends, vip)
+                addresses = self.scenario.load.addresses if self.scenario.load else 1
+                world = topology.build_world(self.run_id, self._wall_sysctls(), backends, vip,
+                                             addresses)
                 self._start(world)
                 self._watch()
             finally:
@@ -339,7 +345,16 @@ class Runner:
         self.timebase.mbox_origin = float(ready["origin"])
 
         answer_after = p.server_delay.wall
-        if s.protocol == "udp":
+        if s.load is not None:
+            server_args = ["simulator.workloads.load", "server", "--config", json.dumps(
+                {"port": s.server_port, "expected": s.load.connections,
+                 "duration": self._load_wall() + 3.0})]
+            client_args = ["simulator.workloads.load", "client", "--config", json.dumps(
+                {"host": "server", "port": s.server_port, "connections": s.load.connections,
+                 "rate": s.load.rate, "hold": s.load.hold / p.speed,
+                 "connect_timeout": s.load.connect_timeout / p.speed,
+                 "addresses": [topology.client_address(i) for i in range(s.load.addresses)]})]
+        elif s.protocol == "udp":
             server_args = ["simulator.workloads.udp", "server", "--config", json.dumps(
                 {"port": s.server_port, "delay": answer_after,
                  "delay_label": f"{s.server_delay:g} s",
@@ -367,10 +382,19 @@ class Runner:
             self._wait_ready(server, "ready")
         self._spawn("client", world.client_ns, client_args)
 
+    def _load_wall(self) -> float:
+        """Wall seconds a load scenario's client runs: opening at its wall-clock rate, then
+        the compressed connect timeout and hold."""
+        load = self.scenario.load
+        assert load is not None
+        return load.connections / load.rate + (load.connect_timeout + load.hold) / \
+            self.plan.speed
+
     def _watch(self) -> None:
         """Until client and server have both finished (bounded by their own limits)."""
         workloads = [proc for proc in self.procs if proc.role != "middlebox"]
-        limit = time.monotonic() + self.plan.client_timeout.wall + 15.0
+        limit = time.monotonic() + 15.0 + (self._load_wall() if self.scenario.load is not None
+                                           else self.plan.client_timeout.wall)
         while time.monotonic() < limit:
             for proc in self.procs:
                 self._take(proc)
@@ -482,7 +506,8 @@ class Runner:
         w(f"  client: {result.client:<16} (expected {s.expect_client})\n")
         w(f"  server: {result.server:<16} (expected {s.expect_server})\n")
         interesting = ["IdleTimeoutCount", "RstSent", "PacketsDropCount", "KeepaliveProbes"]
-        interesting += [k for k in ("ApplianceKeepalives", "ErrorPortAllocation") if k in counters]
+        interesting += [k for k in ("ApplianceKeepalives", "ErrorPortAllocation",
+                                    "RejectedConnectionCount") if k in counters]
         w("  middlebox: " + ", ".join(f"{k} {counters.get(k, 0)}" for k in interesting) + "\n")
         w("  why (the analytic model): " + "; ".join(pred.story) + "\n")
         w(f"  results: {self.results_dir}/ (result.json, capture.pcap, "

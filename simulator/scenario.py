@@ -28,6 +28,7 @@ from simulator.core.model import (
     decisive_gap,
     decisive_gap_udp,
     predict,
+    predict_load,
     predict_udp,
     resolve_late,
 )
@@ -65,6 +66,19 @@ class Keepalive:
 
 
 @dataclass(frozen=True)
+class LoadSpec:
+    """Many connections at once (capacity scenarios); times are model seconds."""
+
+    connections: int
+    rate: float
+    """Connection attempts per *wall* second (a kernel's pace, not the model's)."""
+    hold: float
+    connect_timeout: float
+    addresses: int
+    """Client addresses to spread the connections over (64,512 source ports each)."""
+
+
+@dataclass(frozen=True)
 class Scenario:
     name: str
     source: str
@@ -82,6 +96,7 @@ class Scenario:
     request: str = "GET /slow-answer"
     chain: tuple[Appliance, ...] = ()
     protocol: str = "tcp"
+    load: LoadSpec | None = None
     heartbeat: float | None = None
     """UDP only: the client sends a heartbeat datagram this often while it waits."""
     """The appliances from the client's side to the server's (``appliance`` is the one
@@ -188,7 +203,7 @@ def _parse_appliance(source: str, path: str, spec: Any) -> Appliance:
         raise ScenarioError(source, f"{path}.name", str(exc.args[0])) from None
     overrides = {k: v for k, v in spec.items() if k != "name"}
     for key in ("tcp_idle_timeout", "udp_idle_timeout", "transitory_timeout",
-                "target_idle_timeout"):
+                "target_idle_timeout", "capacity_scale"):
         if key in overrides:
             overrides[key] = _number(source, f"{path}.{key}", overrides[key])
     for key in ("late_from_inside", "late_from_outside"):
@@ -199,6 +214,10 @@ def _parse_appliance(source: str, path: str, spec: Any) -> Appliance:
     for key in ("stickiness", "targets"):
         if key in overrides:
             _integer(source, f"{path}.{key}", overrides[key], 0, 64)
+    for key in ("connections_per_eni", "enis", "ports_per_destination"):
+        if key in overrides:
+            _integer(source, f"{path}.{key}", overrides[key], 0 if key != "enis" else 1,
+                     1_000_000)
     if "hash_seed" in overrides:
         _integer(source, f"{path}.hash_seed", overrides["hash_seed"], 0, 2**32 - 1)
     if "backends" in overrides:
@@ -222,7 +241,9 @@ def _parse_appliance(source: str, path: str, spec: Any) -> Appliance:
 def parse_scenario(data: Any, source: str, name: str) -> Scenario:
     """Validate a scenario document (already parsed from YAML)."""
     top = _mapping(source, "", data, ("description", "story", "appliance", "speed", "client",
-                                      "server", "expect", "protocol"))
+                                      "server", "expect", "protocol", "load"))
+    if "load" in top:
+        return _parse_load_scenario(top, source, name)
     protocol = _choice(source, "protocol", top.get("protocol", "tcp"), ("tcp", "udp"))
     for required in ("appliance", "client", "server", "expect"):
         if required not in top:
@@ -303,6 +324,56 @@ def parse_scenario(data: Any, source: str, name: str) -> Scenario:
     )
 
 
+def _parse_load_scenario(top: dict[str, Any], source: str, name: str) -> Scenario:
+    """A capacity scenario: ``load`` instead of ``client``, counts instead of outcomes."""
+    for required in ("appliance", "load", "expect"):
+        if required not in top:
+            raise ScenarioError(source, required, "missing")
+    if "client" in top:
+        raise ScenarioError(source, "client", "a load scenario describes its client in `load`")
+    spec = top["appliance"]
+    items = spec if isinstance(spec, list) else [spec]
+    chain = tuple(_parse_appliance(source, f"appliance[{i}]" if isinstance(spec, list)
+                                   else "appliance", item) for i, item in enumerate(items))
+    load = _mapping(source, "load", top["load"], ("connections", "rate", "hold",
+                                                   "connect_timeout", "addresses"))
+    if "connections" not in load:
+        raise ScenarioError(source, "load.connections", "missing")
+    spec_load = LoadSpec(
+        connections=_integer(source, "load.connections", load["connections"], 1, 500_000),
+        rate=_number(source, "load.rate", load.get("rate", 2000)),
+        hold=_number(source, "load.hold", load.get("hold", 20)),
+        connect_timeout=_number(source, "load.connect_timeout", load.get("connect_timeout", 3)),
+        addresses=_integer(source, "load.addresses", load.get("addresses", 1), 1, 16))
+    per_address = 65535 - 1024 + 1
+    if spec_load.connections > per_address * spec_load.addresses:
+        raise ScenarioError(source, "load.addresses", f"{spec_load.connections} connections "
+                            f"need at least {-(-spec_load.connections // per_address)} client "
+                            f"addresses ({per_address} source ports each)")
+    server = _mapping(source, "server", top.get("server", {}), ("port",))
+    expect = _mapping(source, "expect", top["expect"], ("established", "timed_out", "failed"))
+    counts = {key: _integer(source, f"expect.{key}", expect.get(key, 0), 0, 500_000)
+              for key in ("established", "timed_out", "failed")}
+    if "established" not in expect:
+        raise ScenarioError(source, "expect.established", "missing")
+    return Scenario(
+        name=name, source=source, description=str(top.get("description", "")).strip(),
+        story=str(top.get("story", "")).strip(),
+        appliance=min(chain, key=lambda a: a.tcp_idle_timeout), chain=chain,
+        speed=_number(source, "speed", top.get("speed", 1)),
+        client_timeout=spec_load.connections / spec_load.rate + spec_load.connect_timeout
+        + spec_load.hold,
+        keepalive=Keepalive("off"), sysctls=dict(LINUX_KEEPALIVE_DEFAULTS), server_delay=0.0,
+        server_port=_integer(source, "server.port", server.get("port", 8080), 1, 65535),
+        expect_client=load_outcome(counts["established"], counts["timed_out"],
+                                   counts["failed"]),
+        expect_server=f"accepted={counts['established']}", load=spec_load)
+
+
+def load_outcome(established: int, timed_out: int, failed: int) -> str:
+    return f"established={established} timed_out={timed_out} failed={failed}"
+
+
 def load_scenario(name_or_path: str) -> Scenario:
     """Load ``scenarios/NAME.yaml`` or a path to any YAML file."""
     path = Path(name_or_path)
@@ -363,6 +434,14 @@ def _datagram_exchange(s: Scenario) -> DatagramExchange:
 
 def nominal_prediction(s: Scenario) -> Prediction:
     """What the scenario leads to at speed 1 (no rounding at all)."""
+    if s.load is not None:
+        established, timed_out = predict_load(list(s.chain), s.load.connections)
+        story = [f"{s.load.connections} connections to one destination; the path carries "
+                 f"{established}"]
+        if timed_out:
+            story.append(f"the other {timed_out} SYNs are dropped and time out")
+        return Prediction(load_outcome(established, timed_out, 0), s.client_timeout,
+                          f"accepted={established}", None, s.appliance.tcp_idle_timeout, story)
     if s.protocol == "udp":
         return predict_udp(_datagram_exchange(s))
     idle, intvl, count = _keepalive_model(s)
@@ -387,6 +466,8 @@ def _effective_exchange(s: Scenario, k: float) -> Exchange:
 
 def _problem(s: Scenario, k: float) -> str | None:
     """Why speed ``k`` is unsafe for ``s`` ("rounding" or "margin"), or None if it is safe."""
+    if s.load is not None:  # held connections must not idle out during the hold
+        return "margin" if s.client_timeout >= s.appliance.tcp_idle_timeout else None
     if s.protocol == "udp":  # nothing kernel-timed: only the margin can be too thin
         return "margin" if decisive_gap_udp(_datagram_exchange(s)) / k < MIN_WALL_MARGIN \
             else None
@@ -440,6 +521,8 @@ def plan(s: Scenario, speed: float | None = None) -> Plan:
 
     if s.protocol == "udp":
         return _plan_udp(s, k)
+    if s.load is not None:
+        return _plan_load(s, k)
     exchange = _effective_exchange(s, k)
     effective = predict(exchange)
     problem = _problem(s, k)
@@ -496,3 +579,20 @@ def _plan_udp(s: Scenario, k: float) -> Plan:
                 scale("server.delay", s.server_delay, k),
                 scale("client.timeout", s.client_timeout, k), None, None, None, sysctls,
                 predict_udp(ex), notes, heartbeat)
+
+
+def _plan_load(s: Scenario, k: float) -> Plan:
+    if _problem(s, k) is not None:
+        raise SpeedError(f"{s.name}: the connections would be held past the idle timeout "
+                         f"({s.client_timeout:g} >= {s.appliance.tcp_idle_timeout:g} model s)")
+    sysctls: dict[str, Scaled | int] = {
+        "tcp_keepalive_time": scale_kernel("sysctl net.ipv4.tcp_keepalive_time",
+                                           s.sysctls["tcp_keepalive_time"], k),
+        "tcp_keepalive_intvl": scale_kernel("sysctl net.ipv4.tcp_keepalive_intvl",
+                                            s.sysctls["tcp_keepalive_intvl"], k),
+        "tcp_keepalive_probes": s.sysctls["tcp_keepalive_probes"],
+    }
+    return Plan(s, k, scale("appliance.tcp_idle_timeout", s.appliance.tcp_idle_timeout, k),
+                scale("server.delay", 0.0, k), scale("load (whole run)", s.client_timeout, k),
+                None, None, None, sysctls, nominal_prediction(s),
+                ["capacity scenario: the load generator opens and holds connections"])

@@ -215,8 +215,13 @@ def server_names(run_id: str, backends: int) -> list[str]:
     return [first] + [f"{first}{i}" for i in range(1, backends)]
 
 
+def client_address(index: int) -> str:
+    """The client's addresses: 198.18.1.10, 198.18.1.11, ... (load scenarios use several)."""
+    return f"198.18.1.{10 + index}"
+
+
 def build_world(run_id: str, client_sysctls: dict[str, int], backends: int = 1,
-                vip: str | None = None) -> World:
+                vip: str | None = None, client_addresses: int = 1) -> World:
     """Create the namespaces and wire them; on any failure, remove what was made.
 
     With ``backends`` > 1 there is one server namespace per backend, each on its own
@@ -265,10 +270,19 @@ def build_world(run_id: str, client_sysctls: dict[str, int], backends: int = 1,
                 ipr.route("add", dst=far, gateway=gw)
                 if ns != client_ns:  # transparent appliances keep the client's own address
                     ipr.route("add", dst=CLIENT_SIDE_NET, gateway=gw)
+                else:
+                    for i in range(1, client_addresses):
+                        ipr.addr("add", index=eth0, address=client_address(i),
+                                 prefixlen=PREFIXLEN)
                 macs[ns] = _mac(ipr, "eth0")
             disable_offloads(ns, "eth0")
             _hosts_file(ns, hosts)
         write_sysctls(client_ns, {f"net.ipv4.{k}": v for k, v in client_sysctls.items()})
+        # room for many connections: every source port, and deep accept queues
+        write_sysctls(client_ns, {"net.ipv4.ip_local_port_range": "1024 65535"})
+        for ns in servers:
+            write_sysctls(ns, {"net.core.somaxconn": 65535,
+                               "net.ipv4.tcp_max_syn_backlog": 65535})
         backend_list = tuple(
             Backend(ns, backend_address(i)[0], macs[ns], mbox_ifs[i], outside_macs[i])
             for i, ns in enumerate(servers))

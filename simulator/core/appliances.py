@@ -88,6 +88,13 @@ Google Cloud NAT (``gcp-nat``)
       ``udpIdleTimeoutSec`` 30 s (Compute API, ``RouterNat``). Silent drop after expiry is
       reported by third parties, *unconfirmed* in Google's documentation.
 
+AWS Lambda Hyperplane ENI (``hyperplane-eni``)
+    * "Each Hyperplane ENI supports up to 65,000 connections/ports"; one ENI per subnet and
+      security-group combination (Lambda Developer Guide, *Giving Lambda functions access to
+      resources in an Amazon VPC*). Beyond it new connections time out (seed 004, Momento):
+      modelled as a dropped SYN. Idle timeout and late rules are taken from the NAT Gateway
+      (*assumed*; Hyperplane is the same technology).
+
 Linux conntrack firewall (``linux-conntrack``)
     * ``nf_conntrack_tcp_timeout_established`` 432000 s, ``nf_conntrack_udp_timeout`` 30 s
       (kernel ``Documentation/networking/nf_conntrack-sysctl.rst``); an INVALID packet after
@@ -166,6 +173,12 @@ class Appliance:
     """The virtual address clients connect to when there are several backends."""
     backend_ips: tuple[str, ...] = ()
     """The backends' addresses; the world builder fills them in."""
+    connections_per_eni: int = 0
+    """Concurrent connections one ENI carries (Lambda Hyperplane: 65,000); 0: no limit."""
+    enis: int = 1
+    """How many ENIs share the load (one per subnet and security-group combination)."""
+    capacity_scale: float = 1.0
+    """Multiplies every capacity limit, for fast tests (0.01: 550 instead of 55,000)."""
     keepalive_echo: float | None = None
     """Once it sees a TCP keepalive on a flow, the appliance sends its own keepalive probes
     to both ends this often (NLB TLS listener: 20 s)."""
@@ -201,6 +214,8 @@ class Appliance:
             raise ApplianceError(
                 f"tcp_idle_timeout: {self.title} allows {low_high[0]:g}-{low_high[1]:g} s, "
                 f"got {self.tcp_idle_timeout:g}")
+        if self.capacity_scale <= 0:
+            raise ApplianceError(f"capacity_scale: must be above 0, got {self.capacity_scale}")
         if self.backends < 1:
             raise ApplianceError(f"backends: at least 1, got {self.backends}")
         if self.stickiness not in (2, 3, 5):
@@ -210,6 +225,17 @@ class Appliance:
             raise ApplianceError(
                 f"tcp_idle_timeout: {self.title} lets you change the idle timeout only with "
                 f"5-tuple stickiness (this one has {self.stickiness}-tuple), as the AWS API does")
+
+    def scaled(self, limit: int) -> int:
+        """A capacity limit after ``capacity_scale`` (at least 1)."""
+        return max(1, round(limit * self.capacity_scale))
+
+    @property
+    def connection_limit(self) -> int | None:
+        """Concurrent connections the appliance carries in all, if it has such a limit."""
+        if not self.connections_per_eni:
+            return None
+        return self.scaled(self.connections_per_eni) * self.enis
 
     @staticmethod
     def overridable_fields() -> list[str]:
@@ -316,9 +342,17 @@ LINUX_CONNTRACK = Appliance(
     sources=("https://docs.kernel.org/networking/nf_conntrack-sysctl.html",),
 )
 
+HYPERPLANE_ENI = Appliance(
+    name="hyperplane-eni", title="AWS Lambda Hyperplane ENI",
+    tcp_idle_timeout=350.0, udp_idle_timeout=350.0,
+    late_from_inside=LateAction.RST, late_from_outside=LateAction.RST,
+    nat=False, connections_per_eni=65_000,
+    sources=("https://docs.aws.amazon.com/lambda/latest/dg/configuration-vpc.html",),
+)
+
 CATALOGUE: dict[str, Appliance] = {a.name: a for a in (
     NAT_GATEWAY, NLB, NLB_TLS, VPC_ENDPOINT, GWLB, NETWORK_FIREWALL, EC2_SG_CONNTRACK, AZURE_NAT_GW,
-    AZURE_LB, GCP_NAT, LINUX_CONNTRACK)}
+    AZURE_LB, GCP_NAT, LINUX_CONNTRACK, HYPERPLANE_ENI)}
 
 
 def get_appliance(name: str) -> Appliance:

@@ -99,8 +99,9 @@ class Middlebox:
         self.appliance = appliance
         self.flows = FlowTable()
         self.ports = PortAllocator([ip_from_str(ip) for ip in appliance.public_ips],
-                                   appliance.ports_per_destination,
+                                   appliance.scaled(appliance.ports_per_destination),
                                    appliance.port_min, appliance.port_max)
+        self._connection_limit = appliance.connection_limit
         self.counters: Counter[str] = Counter()
         self._events: list[Event] = []
         self._next_id = 1
@@ -146,17 +147,20 @@ class Middlebox:
         for flow in self.flows.pop_expired(now):
             self._forget(flow)
             self.counters["IdleTimeoutCount"] += 1
+            quiet = not self._worth_logging("IdleTimeoutCount")
             self._tombstones[(Side.INSIDE, flow.inside)] = flow.id
             self._tombstones[(Side.OUTSIDE, flow.outside)] = flow.id
             while len(self._tombstones) > _TOMBSTONE_LIMIT:
                 del self._tombstones[next(iter(self._tombstones))]
             loud = self.appliance.on_expiry is ExpiryAction.RST_BOTH and flow.proto == IPPROTO_TCP
+            if loud:
+                out += self._reset_both(flow)
+            if quiet:
+                continue
             self._emit(flow.deadline, EventKind.FLOW_EXPIRED, flow.id, None,
                        f"flow #{flow.id} expired after {flow.timeout:g} s idle "
                        + ("(RST sent to both ends)" if loud else "(nothing sent to either side)"),
                        last_seen=round(flow.last_seen, 6))
-            if loud:
-                out += self._reset_both(flow)
         while self._echo and self._echo[0][0] <= now:
             due, _, flow = heapq.heappop(self._echo)
             if self.flows.is_live(flow):
@@ -275,14 +279,25 @@ class Middlebox:
         """A new flow for inside key ``key`` (client address and port first)."""
         self.counters["ConnectionAttemptCount"] += 1
         proto, client_ip, client_port, server_ip, server_port = key
+        if self._connection_limit is not None and len(self.flows) >= self._connection_limit:
+            self.counters["RejectedConnectionCount"] += 1
+            self.counters["PacketsDropCount"] += 1
+            if self._worth_logging("RejectedConnectionCount"):
+                self._emit(now, EventKind.PORT_ALLOCATION_ERROR, None, Side.INSIDE,
+                           f"connection limit ({self._connection_limit}) reached: new "
+                           f"connection from {_endpoint(client_ip, client_port)} dropped "
+                           f"({self.counters['RejectedConnectionCount']} so far)")
+            return None
         public = (self.ports.allocate(proto, server_ip, server_port) if self.appliance.nat
                   else (client_ip, client_port))
         if public is None:
             self.counters["ErrorPortAllocation"] += 1
             self.counters["PacketsDropCount"] += 1
-            self._emit(now, EventKind.PORT_ALLOCATION_ERROR, None, Side.INSIDE,
-                       f"no free port towards {_endpoint(server_ip, server_port)}: "
-                       f"packet from {_endpoint(client_ip, client_port)} dropped")
+            if self._worth_logging("ErrorPortAllocation"):
+                self._emit(now, EventKind.PORT_ALLOCATION_ERROR, None, Side.INSIDE,
+                           f"no free port towards {_endpoint(server_ip, server_port)}: "
+                           f"packet from {_endpoint(client_ip, client_port)} dropped "
+                           f"({self.counters['ErrorPortAllocation']} so far)")
             return None
         public_ip, public_port = public
         tcp = proto == IPPROTO_TCP
@@ -318,6 +333,8 @@ class Middlebox:
         self._tombstones.pop((Side.OUTSIDE, flow.outside), None)
         self.counters["ActiveConnectionCount"] = len(self.flows)
         name = "TCP" if tcp else "UDP"
+        if not self._worth_logging("ConnectionAttemptCount"):
+            return flow
         text = (f"{why} {name} flow #{flow.id} {_endpoint(client_ip, client_port)} -> "
                 f"{_endpoint(server_ip, server_port)}")
         if self.appliance.nat:
@@ -333,6 +350,12 @@ class Middlebox:
                    backend=backend,
                    timeout=flow.timeout)
         return flow
+
+    def _worth_logging(self, counter: str) -> bool:
+        """The first twenty of a kind, then every thousandth: a load of 55,000 connections
+        must not print 55,000 lines, and a scenario of one connection loses nothing."""
+        n = self.counters[counter]
+        return n <= 20 or n % 1000 == 0
 
     def _timeout_for(self, proto: int, state: TcpState) -> float:
         if proto != IPPROTO_TCP:
@@ -395,11 +418,13 @@ class Middlebox:
             flow.next_seq[direction] = end
 
         if flags & RST:
-            self.counters["RstFromClient" if direction == 0 else "RstFromServer"] += 1
+            counter = "RstFromClient" if direction == 0 else "RstFromServer"
+            self.counters[counter] += 1
             self.flows.remove(flow)
             self._forget(flow)
-            self._emit(now, EventKind.FLOW_CLOSED, flow.id, side,
-                       f"RST from {who} passed through: flow #{flow.id} removed")
+            if self._worth_logging(counter):
+                self._emit(now, EventKind.FLOW_CLOSED, flow.id, side,
+                           f"RST from {who} passed through: flow #{flow.id} removed")
             return
         signal: TcpSignal | None = None
         if flags & FIN and not flow.fin_seen[direction]:
@@ -416,11 +441,14 @@ class Middlebox:
                 flow.timeout = self._timeout_for(flow.proto, new_state)
                 if new_state is TcpState.ESTABLISHED:
                     self.counters["ConnectionEstablishedCount"] += 1
-                    self._emit(now, EventKind.FLOW_ESTABLISHED, flow.id, side,
-                               f"flow #{flow.id} established")
+                    if self._worth_logging("ConnectionEstablishedCount"):
+                        self._emit(now, EventKind.FLOW_ESTABLISHED, flow.id, side,
+                                   f"flow #{flow.id} established")
                 elif signal is TcpSignal.FIN:
-                    self._emit(now, EventKind.FLOW_CLOSED, flow.id, side,
-                               f"FIN from {who} on flow #{flow.id} ({new_state})")
+                    self.counters["FinSeen"] += 1
+                    if self._worth_logging("FinSeen"):
+                        self._emit(now, EventKind.FLOW_CLOSED, flow.id, side,
+                                   f"FIN from {who} on flow #{flow.id} ({new_state})")
 
     def _maybe_data_event(self, flow: Flow, pkt: Packet, direction: int, now: float,
                           who: str) -> None:

@@ -217,3 +217,26 @@ def decisive_gap(ex: Exchange) -> float:
         instants.append(ex.keepalive_idle)
     instants.sort()
     return min((b - a for a, b in pairwise(instants)), default=math.inf)
+
+
+def capacity_towards_one_destination(appliance: Appliance) -> int | None:
+    """How many concurrent connections to one destination the appliance lets through."""
+    limits = []
+    if appliance.nat:
+        per_ip = min(appliance.scaled(appliance.ports_per_destination),
+                     appliance.port_max - appliance.port_min + 1)
+        limits.append(per_ip * len(appliance.public_ips))
+    if appliance.connection_limit is not None:
+        limits.append(appliance.connection_limit)
+    return min(limits) if limits else None
+
+
+def predict_load(appliances: list[Appliance], connections: int) -> tuple[int, int]:
+    """(established, timed out) for ``connections`` opened together to one destination.
+
+    Over the limit the SYN is dropped (NAT Gateway's ErrorPortAllocation, a Hyperplane ENI
+    full), so the client's connect times out; the connections within it are unaffected.
+    """
+    caps = [c for a in appliances if (c := capacity_towards_one_destination(a)) is not None]
+    established = min([connections, *caps])
+    return established, connections - established

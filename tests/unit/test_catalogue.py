@@ -270,3 +270,24 @@ def test_flow_hash_is_reproducible_and_seeded() -> None:
 
     assert target(7) == target(7)
     assert len({target(seed) for seed in range(8)}) > 1
+
+
+def test_hyperplane_eni_drops_syns_over_its_connection_limit() -> None:
+    box = Middlebox(get_appliance("hyperplane-eni").with_overrides(
+        {"capacity_scale": 0.0001, "enis": 2}))  # round(6.5) = 6 per ENI, 12 in all
+    assert box.appliance.connection_limit == 12
+    passed = [box.on_packet(tcp(CLIENT, 1000 + i, SERVER, SPORT, "S", 1), Side.INSIDE, 0.0)
+              for i in range(20)]
+    assert sum(1 for out in passed if out) == 12
+    assert box.counters["RejectedConnectionCount"] == 8
+    # closing one makes room for one more
+    box.on_packet(tcp(CLIENT, 1000, SERVER, SPORT, "R", 2), Side.INSIDE, 0.0)
+    assert box.on_packet(tcp(CLIENT, 2000, SERVER, SPORT, "S", 1), Side.INSIDE, 0.0)
+
+
+def test_a_flood_of_flows_does_not_flood_the_log() -> None:
+    box = Middlebox(get_appliance("nat-gw"))
+    for i in range(3000):
+        box.on_packet(tcp(CLIENT, 1024 + i, SERVER, SPORT, "S", 1), Side.INSIDE, 0.0)
+    created = [e for e in box.take_events() if e.kind is EventKind.FLOW_CREATED]
+    assert 20 <= len(created) <= 25 and len(box.flows) == 3000

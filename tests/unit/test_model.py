@@ -69,3 +69,21 @@ def test_udp_mapping_expires_silently() -> None:
         "answer", "answered")
     assert predict_udp(DatagramExchange(120, 150, 300, heartbeat=130)).outcome() == (
         "timeout", "answered")
+
+
+def test_capacity_predictions() -> None:
+    from simulator.core.appliances import get_appliance  # noqa: PLC0415
+    from simulator.core.model import capacity_towards_one_destination, predict_load  # noqa: PLC0415
+
+    nat = get_appliance("nat-gw")
+    assert capacity_towards_one_destination(nat) == 55_000
+    two = nat.with_overrides({"public_ips": ["203.0.113.1", "203.0.113.2"]})
+    assert capacity_towards_one_destination(two) == 110_000
+    assert predict_load([nat], 56_000) == (55_000, 1_000)
+    assert predict_load([two], 56_000) == (56_000, 0)
+    eni = get_appliance("hyperplane-eni")
+    assert predict_load([eni], 66_000) == (65_000, 1_000)
+    assert predict_load([eni.with_overrides({"enis": 2})], 66_000) == (66_000, 0)
+    scaled = nat.with_overrides({"capacity_scale": 0.01})
+    assert predict_load([scaled], 560) == (550, 10)
+    assert capacity_towards_one_destination(get_appliance("nlb")) is None

@@ -148,3 +148,14 @@ def test_plan_refuses_a_probe_that_a_late_kernel_timer_could_make_miss() -> None
     # 3 s kernel timer may fire 256 ms late (seen: 140 ms, and the run failed)
     with pytest.raises(SpeedError, match=r"may fire up to 256 ms late"):
         plan(load_scenario("nat-gw-keepalive"), 114)
+
+
+def test_load_scenarios(tmp_path: Path) -> None:
+    s = load_scenario("nat-gw-port-exhaustion")
+    assert s.load is not None and s.expect_client.startswith("established=5500 ")
+    err = error_of(tmp_path, "appliance: nat-gw\nload: {connections: 70000}\n"
+                             "expect: {established: 55000}\n")
+    assert err.field == "load.addresses" and "at least 2 client addresses" in str(err)
+    with pytest.raises(SpeedError, match="held past the idle timeout"):
+        plan(load_scenario(write(tmp_path, "appliance: nat-gw\nload: {connections: 10, "
+                                           "hold: 400}\nexpect: {established: 10}\n")))
