@@ -333,8 +333,9 @@ class Runner:
         p, s = self.plan, self.scenario
         chain = [a.with_overrides({"backend_ips": [b.ip for b in world.backends]})
                  if a.backends > 1 else a for a in s.chain or (s.appliance,)]
-        mbox_cfg = middlebox_config(world, chain, p.speed,
-                                    self.results_dir / "capture.pcap", None,
+        # a capacity run's capture would hold every handshake of thousands of connections
+        pcap = None if s.load is not None else self.results_dir / "capture.pcap"
+        mbox_cfg = middlebox_config(world, chain, p.speed, pcap, None,
                                     self.results_dir / "metrics.jsonl",
                                     sample_every=max(0.5, p.client_timeout.model / 200))
         cfg_path = self.results_dir / "middlebox.json"
