@@ -23,7 +23,12 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 echo "natsim setup: installing natsim and its tools into .venv"
-.venv/bin/python -m pip install -q --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
-.venv/bin/python -m pip install -q -e '.[dev]' 2>&1 | grep -v "^WARNING: Location" || true
+# pip's and the build backend's chatter goes to a log; shown only if the install fails
+if ! { .venv/bin/python -m pip install -q --upgrade pip &&
+       .venv/bin/python -m pip install -q -e '.[dev]'; } > .venv/setup.log 2>&1; then
+  tail -n 40 .venv/setup.log >&2
+  echo "natsim setup: pip failed; the whole log is .venv/setup.log" >&2
+  exit 1
+fi
 .venv/bin/python -c 'import simulator, pyroute2, scapy, yaml' 
 touch .venv/.installed

@@ -495,6 +495,17 @@ def max_safe_speed(s: Scenario, ceiling: int = 1000) -> float:
     return float(best)
 
 
+def _scaled_sysctls(s: Scenario, k: float) -> dict[str, Scaled | int]:
+    """The client namespace's keepalive sysctls at speed ``k`` (whole wall seconds)."""
+    return {
+        "tcp_keepalive_time": scale_kernel("sysctl net.ipv4.tcp_keepalive_time",
+                                           s.sysctls["tcp_keepalive_time"], k),
+        "tcp_keepalive_intvl": scale_kernel("sysctl net.ipv4.tcp_keepalive_intvl",
+                                            s.sysctls["tcp_keepalive_intvl"], k),
+        "tcp_keepalive_probes": s.sysctls["tcp_keepalive_probes"],
+    }
+
+
 def plan(s: Scenario, speed: float | None = None) -> Plan:
     """Compress the scenario to ``speed``; raise :class:`SpeedError` where that is unsafe."""
     k = float(speed if speed is not None else s.speed)
@@ -503,15 +514,9 @@ def plan(s: Scenario, speed: float | None = None) -> Plan:
     timeout = scale("appliance.tcp_idle_timeout", s.appliance.tcp_idle_timeout, k)
     delay = scale("server.delay", s.server_delay, k)
     limit = scale("client.timeout", s.client_timeout, k)
-    ka_time = scale_kernel("sysctl net.ipv4.tcp_keepalive_time",
-                           s.sysctls["tcp_keepalive_time"], k)
-    ka_sys_intvl = scale_kernel("sysctl net.ipv4.tcp_keepalive_intvl",
-                                s.sysctls["tcp_keepalive_intvl"], k)
-    sysctls: dict[str, Scaled | int] = {
-        "tcp_keepalive_time": ka_time,
-        "tcp_keepalive_intvl": ka_sys_intvl,
-        "tcp_keepalive_probes": s.sysctls["tcp_keepalive_probes"],
-    }
+    sysctls = _scaled_sysctls(s, k)
+    ka_time, ka_sys_intvl = sysctls["tcp_keepalive_time"], sysctls["tcp_keepalive_intvl"]
+    assert isinstance(ka_time, Scaled) and isinstance(ka_sys_intvl, Scaled)
     ka_idle = ka_intvl = None
     if s.keepalive.mode == "socket":
         assert s.keepalive.idle is not None and s.keepalive.interval is not None
@@ -566,13 +571,7 @@ def _plan_udp(s: Scenario, k: float) -> Plan:
             f"{s.name}: at speed {k:g} the decisive instants are only {gap:g} model s = "
             f"{1000 * gap / k:.0f} wall ms apart (at least {1000 * MIN_WALL_MARGIN:.0f} ms "
             f"needed for a deterministic outcome). Largest safe speed: {max_safe_speed(s):g}.")
-    sysctls: dict[str, Scaled | int] = {
-        "tcp_keepalive_time": scale_kernel("sysctl net.ipv4.tcp_keepalive_time",
-                                           s.sysctls["tcp_keepalive_time"], k),
-        "tcp_keepalive_intvl": scale_kernel("sysctl net.ipv4.tcp_keepalive_intvl",
-                                            s.sysctls["tcp_keepalive_intvl"], k),
-        "tcp_keepalive_probes": s.sysctls["tcp_keepalive_probes"],
-    }
+    sysctls = _scaled_sysctls(s, k)
     notes = ["UDP: the keepalive sysctls do not apply"]
     heartbeat = scale("client.heartbeat", s.heartbeat, k) if s.heartbeat else None
     return Plan(s, k, scale("appliance.udp_idle_timeout", ex.idle_timeout, k),
@@ -585,13 +584,7 @@ def _plan_load(s: Scenario, k: float) -> Plan:
     if _problem(s, k) is not None:
         raise SpeedError(f"{s.name}: the connections would be held past the idle timeout "
                          f"({s.client_timeout:g} >= {s.appliance.tcp_idle_timeout:g} model s)")
-    sysctls: dict[str, Scaled | int] = {
-        "tcp_keepalive_time": scale_kernel("sysctl net.ipv4.tcp_keepalive_time",
-                                           s.sysctls["tcp_keepalive_time"], k),
-        "tcp_keepalive_intvl": scale_kernel("sysctl net.ipv4.tcp_keepalive_intvl",
-                                            s.sysctls["tcp_keepalive_intvl"], k),
-        "tcp_keepalive_probes": s.sysctls["tcp_keepalive_probes"],
-    }
+    sysctls = _scaled_sysctls(s, k)
     return Plan(s, k, scale("appliance.tcp_idle_timeout", s.appliance.tcp_idle_timeout, k),
                 scale("server.delay", 0.0, k), scale("load (whole run)", s.client_timeout, k),
                 None, None, None, sysctls, nominal_prediction(s),

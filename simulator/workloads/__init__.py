@@ -18,10 +18,20 @@ from typing import Any
 def config_from_argv(prog: str, description: str | None,
                      argv: list[str] | None) -> dict[str, Any]:
     """The ``--config JSON`` every workload takes (the runner writes it)."""
+    return role_and_config(prog, description, argv, ())[1]
+
+
+def role_and_config(prog: str, description: str | None, argv: list[str] | None,
+                    roles: tuple[str, ...] = ("client", "server")) -> tuple[str, dict[str, Any]]:
+    """``ROLE --config JSON`` for workloads with a client and a server side (no ROLE when
+    ``roles`` is empty)."""
     parser = argparse.ArgumentParser(prog=prog, description=description)
+    if roles:
+        parser.add_argument("role", choices=roles)
     parser.add_argument("--config", required=True, help="JSON object with the settings")
-    config: dict[str, Any] = json.loads(parser.parse_args(argv).config)
-    return config
+    args = parser.parse_args(argv)
+    config: dict[str, Any] = json.loads(args.config)
+    return getattr(args, "role", ""), config
 
 
 def report(source: str, kind: str, text: str, **data: Any) -> None:

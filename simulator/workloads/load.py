@@ -18,10 +18,8 @@ listeners share the port with SO_REUSEPORT.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
-import json
 import multiprocessing
 import multiprocessing.queues
 import os
@@ -30,7 +28,7 @@ import socket
 import time
 from collections.abc import Callable
 
-from simulator.workloads import report
+from simulator.workloads import report, role_and_config
 
 IP_BIND_ADDRESS_NO_PORT = 24
 PER_PROCESS = int(os.environ.get("NATSIM_LOAD_PER_PROCESS", "12000"))
@@ -179,12 +177,8 @@ async def _hold(listener: socket.socket, duration: float) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="natsim-load", description=__doc__)
-    parser.add_argument("role", choices=("client", "server"))
-    parser.add_argument("--config", required=True, help="JSON object with the settings")
-    args = parser.parse_args(argv)
-    cfg = json.loads(args.config)
-    if args.role == "client":
+    role, cfg = role_and_config("natsim-load", __doc__, argv)
+    if role == "client":
         counts = client(cfg["host"], int(cfg["port"]), int(cfg["connections"]),
                         float(cfg["rate"]), float(cfg["hold"]), float(cfg["connect_timeout"]),
                         list(cfg["addresses"]))

@@ -10,15 +10,13 @@ server can only ever report that it answered.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
-import json
 import time
 
 import asyncio_dgram
 
-from simulator.workloads import report
+from simulator.workloads import report, role_and_config
 
 REQUEST, HEARTBEAT, ANSWER = b"REQUEST", b"HEARTBEAT", b"ANSWER (the slow answer)"
 
@@ -91,19 +89,15 @@ async def server(port: int, delay: float, delay_label: str, wait_limit: float) -
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="natsim-udp", description=__doc__)
-    parser.add_argument("role", choices=("client", "server"))
-    parser.add_argument("--config", required=True, help="JSON object with the settings")
-    args = parser.parse_args(argv)
-    cfg = json.loads(args.config)
-    if args.role == "client":
+    role, cfg = role_and_config("natsim-udp", __doc__, argv)
+    if role == "client":
         outcome = asyncio.run(client(cfg["host"], int(cfg["port"]), float(cfg["timeout"]),
                                      cfg.get("heartbeat")))
     else:
         outcome = asyncio.run(server(int(cfg["port"]), float(cfg["delay"]),
                                      cfg.get("delay_label", f"{cfg['delay']} s"),
                                      float(cfg["wait_limit"])))
-    report(args.role, "outcome", outcome, outcome=outcome)
+    report(role, "outcome", outcome, outcome=outcome)
     return 0
 
 
