@@ -4,13 +4,15 @@ BIN     := $(VENV)/bin
 NATSIM  := $(BIN)/natsim
 STAMP   := $(VENV)/.installed
 
-.PHONY: help setup scenario list demo test test-fast lint cleanup clean
+.PHONY: help setup scenario list demo test test-fast lint cleanup clean capacity bench
 
 help:
 	@echo "make setup                 install (Debian packages if missing, .venv with natsim)"
 	@echo "make scenario NAME=nat-gw  run a scenario (SPEED=K to override its time compression)"
 	@echo "make list                  list scenarios, their expected outcomes and safe speeds"
 	@echo "make demo                  narrated teaching run: nat-gw and nat-gw-keepalive side by side"
+	@echo "make capacity              the four capacity scenarios at the real numbers (about 6 min)"
+	@echo "make bench                 the userspace middlebox against kernel forwarding, side by side"
 	@echo "make test                  the whole suite: unit and integration (needs root)"
 	@echo "make test-fast             unit tests only (no root, a second or two)"
 	@echo "make lint                  ruff and mypy"
@@ -28,6 +30,11 @@ scenario: setup
 
 list: setup
 	@$(NATSIM) list
+
+CAPACITY := nat-gw-port-exhaustion nat-gw-secondary-ips hyperplane-eni-limit hyperplane-more-subnets
+
+capacity: setup
+	@for name in $(CAPACITY); do $(NATSIM) run $$name || exit 1; done
 
 demo: setup
 	@$(NATSIM) demo $(if $(SPEED),--speed $(SPEED),)

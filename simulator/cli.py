@@ -27,6 +27,7 @@ from simulator.scenario import (
     load_scenario,
     max_safe_speed,
     nominal_prediction,
+    scaled,
     scenario_names,
 )
 from simulator.world import ROLES, LiveWorld, WorldError
@@ -36,6 +37,8 @@ EXIT_MISMATCH, EXIT_USAGE, EXIT_ENVIRONMENT, EXIT_INTERRUPTED = 1, 2, 3, 130
 
 def _cmd_run(args: argparse.Namespace) -> int:
     scenario = load_scenario(args.scenario)
+    if args.scale is not None:
+        scenario = scaled(scenario, args.scale)
     result = run_scenario(scenario, args.speed, args.results, jsonl=args.jsonl)
     return 0 if result.passed else EXIT_MISMATCH
 
@@ -249,6 +252,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--results", type=Path, default=None, metavar="DIR",
                      help="where to write result.json, capture.pcap and logs "
                           "(default: results/NAME-TIME-RUN/)")
+    run.add_argument("--scale", type=float, default=None, metavar="F",
+                     help="capacity scenarios only: run at F (0-1] of the real numbers, "
+                          "limits, connections and expected counts alike (0.1: seconds "
+                          "instead of minutes)")
     run.add_argument("--jsonl", action="store_true",
                      help="print JSON lines (header, events, verdict) instead of text")
     run.set_defaults(func=_cmd_run)

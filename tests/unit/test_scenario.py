@@ -12,6 +12,7 @@ from simulator.scenario import (
     max_safe_speed,
     parse_scenario,
     plan,
+    scaled,
     scenario_names,
 )
 
@@ -152,10 +153,26 @@ def test_plan_refuses_a_probe_that_a_late_kernel_timer_could_make_miss() -> None
 
 def test_load_scenarios(tmp_path: Path) -> None:
     s = load_scenario("nat-gw-port-exhaustion")
-    assert s.load is not None and s.expect_client.startswith("established=5500 ")
+    assert s.load is not None and s.expect_client.startswith("established=55000 ")
     err = error_of(tmp_path, "appliance: nat-gw\nload: {connections: 70000}\n"
                              "expect: {established: 55000}\n")
     assert err.field == "load.addresses" and "at least 2 client addresses" in str(err)
     with pytest.raises(SpeedError, match="held past the idle timeout"):
         plan(load_scenario(write(tmp_path, "appliance: nat-gw\nload: {connections: 10, "
                                            "hold: 400}\nexpect: {established: 10}\n")))
+
+
+def test_scaled_capacity_scenario_keeps_its_proportions() -> None:
+    s = scaled(load_scenario("hyperplane-eni-limit"), 0.1)
+    assert s.load is not None and s.load.connections == 6600
+    assert s.appliance.capacity_scale == pytest.approx(0.1)
+    assert s.appliance.connection_limit == 6500
+    assert (s.expect_client, s.expect_server) == (
+        "established=6500 timed_out=100 failed=0", "accepted=6500")
+    # the model agrees with the scaled expectation
+    assert plan(s, 5).prediction.outcome() == (s.expect_client, s.expect_server)
+    with pytest.raises(ScenarioError, match="not a whole number") as err:
+        scaled(load_scenario("hyperplane-eni-limit"), 0.0003)
+    assert err.value.field == "load.connections"
+    with pytest.raises(ScenarioError, match="only to capacity"):
+        scaled(load_scenario("nat-gw"), 0.1)
