@@ -36,6 +36,12 @@ CAPACITY := nat-gw-port-exhaustion nat-gw-secondary-ips hyperplane-eni-limit hyp
 capacity: setup
 	@for name in $(CAPACITY); do $(NATSIM) run $$name || exit 1; done
 
+bench: setup
+	@command -v iperf3 >/dev/null && command -v nft >/dev/null || { \
+	  echo "make bench: installing iperf3 and nftables"; apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iperf3 nftables >/dev/null; }
+	@$(BIN)/python -m bench.run $(BENCH_ARGS)
+
 demo: setup
 	@$(NATSIM) demo $(if $(SPEED),--speed $(SPEED),)
 
@@ -46,7 +52,7 @@ test-fast: setup
 	$(BIN)/pytest tests/unit
 
 lint: setup
-	$(BIN)/ruff check simulator tests
+	$(BIN)/ruff check simulator tests bench examples
 	$(BIN)/mypy
 
 cleanup: setup

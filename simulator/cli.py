@@ -217,6 +217,9 @@ def _cmd_status(args: argparse.Namespace) -> int:
                   f"{_bar(f['idle'], f['timeout'])}")
         if not snap["flows"]:
             print("  no flows")
+        elif snap.get("flow_count", 0) > len(snap["flows"]):
+            print(f"  ... and {snap['flow_count'] - len(snap['flows'])} more "
+                  f"({snap['flow_count']} flows in all)")
         shown = ("ActiveConnectionCount", "ConnectionAttemptCount", "IdleTimeoutCount",
                  "RstSent", "PacketsDropCount", "KeepaliveProbes")
         print("  " + ", ".join(f"{k} {snap['counters'].get(k, 0)}" for k in shown))

@@ -83,6 +83,9 @@ class Transmit:
     packet: bytearray
     port: int = 0
     """Which interface of that side: the backend's, when there are several."""
+    deadline: float | None = None
+    """For an RST sent because a flow expired: the idle deadline it answers, so that the
+    I/O layer can measure how late after the deadline the packet actually left."""
 
 
 def _endpoint(addr: bytes, port: int) -> str:
@@ -199,11 +202,13 @@ class Middlebox:
         to_client_seq, to_server_seq = flow.next_seq[1], flow.next_seq[0]
         if to_client_seq is not None:
             out.append(Transmit(Side.INSIDE, build_tcp(server_ip, server_port, client_ip,
-                                                       client_port, to_client_seq, 0, RST)))
+                                                       client_port, to_client_seq, 0, RST),
+                                deadline=flow.deadline))
         if to_server_seq is not None:
             out.append(Transmit(Side.OUTSIDE, build_tcp(flow.public_ip, flow.public_port,
                                                         real_ip, real_port, to_server_seq,
-                                                        0, RST), flow.backend or 0))
+                                                        0, RST), flow.backend or 0,
+                                flow.deadline))
         for action in out:
             self.counters["RstSent"] += 1
             self._emit(flow.deadline, EventKind.RST_SENT, flow.id, action.side,

@@ -1,0 +1,373 @@
+"""``make bench``: the userspace middlebox against the kernel's own forwarding, side by side.
+
+Two worlds of the same shape are built at once (client, middlebox, server namespaces, same
+addresses, same veths with the same offloads):
+
+* **userspace**: natsim's dataplane (AF_PACKET, the engine, NAT GW rules) in the middle;
+* **kernel**: the middle namespace forwards with ``ip_forward=1``, conntrack and an nftables
+  source NAT to the same public address, with conntrack's established-TCP timeout set to the
+  NAT Gateway's 350 s: the equivalent idle-timeout setup.
+
+Each measurement runs in one world and then the other, with the same programs (iperf3, the
+natsim load generator), and the table gives both figures and their ratio. Wall-clock numbers
+vary with what else the machine does; the ratio of two runs made moments apart is the figure
+to compare (the README records one run and the command).
+
+What is measured:
+
+* bulk TCP throughput (iperf3, one stream) and small-packet rate (iperf3 UDP, 64-byte
+  payloads, as fast as the sender can);
+* new connections per second (the load generator opens connections as fast as it can and
+  holds them);
+* concurrent flows held (100,000 by default) and memory per flow: the dataplane's resident
+  memory with and without the flows; for the kernel, conntrack's slab object size;
+* expiry precision: with every one of those flows in the table, the dataplane resets both
+  ends at each idle deadline (``on_expiry: rst_both``) and records how late after the
+  deadline each RST left, in wall milliseconds (p50/p99). The kernel sends nothing at
+  expiry, so this one has no kernel column.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pyroute2 import IPRoute
+
+from simulator import topology
+from simulator.core.appliances import get_appliance
+from simulator.world import middlebox_config
+
+ROOT = Path(__file__).resolve().parent.parent
+PUBLIC_IP = "203.0.113.1"
+NAT_TIMEOUT = 350
+
+
+class BenchError(RuntimeError):
+    """Something the benchmark needs is missing; the message says what to install."""
+
+
+@dataclass
+class Side:
+    """One of the two worlds and what runs in it."""
+
+    label: str
+    world: topology.World
+    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    dataplane: subprocess.Popen[bytes] | None = None
+
+    def popen(self, ns: str, argv: list[str], **kw: Any) -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen(["ip", "netns", "exec", ns, *argv], cwd=ROOT, **kw)
+        self.procs.append(proc)
+        return proc
+
+    def run(self, ns: str, argv: list[str], timeout: float) -> str:
+        out = subprocess.run(["ip", "netns", "exec", ns, *argv], cwd=ROOT, timeout=timeout,
+                             capture_output=True, text=True, check=False)
+        if out.returncode != 0:
+            raise BenchError(f"{self.label}: {' '.join(argv[:3])} failed: {out.stderr[-500:]}")
+        return out.stdout
+
+    def stop_all(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in self.procs:
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        self.procs.clear()
+        self.dataplane = None
+
+
+def need(tool: str, package: str) -> None:
+    if shutil.which(tool) is None:
+        raise BenchError(f"`{tool}` is needed: apt-get install {package}")
+
+
+# -- the two middles -------------------------------------------------------------------------
+
+
+def start_dataplane(side: Side, tmp: Path, speed: float = 1.0,
+                    reset_at_expiry: bool = False) -> Path:
+    """natsim's dataplane with NAT GW rules; returns its status file."""
+    appliance = get_appliance("nat-gw")
+    if reset_at_expiry:
+        appliance = appliance.with_overrides({"on_expiry": "rst_both"})
+    status = tmp / f"status-{time.monotonic_ns()}.json"
+    cfg = middlebox_config(side.world, [appliance], speed, None, status)
+    path = tmp / "middlebox.json"
+    path.write_text(json.dumps(cfg))
+    proc = side.popen(side.world.mbox_ns, [sys.executable, "-m", "simulator", "middlebox",
+                                           "--config", str(path)],
+                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    assert proc.stdout is not None
+    first = json.loads(proc.stdout.readline())
+    if first.get("kind") != "ready":
+        raise BenchError(f"the dataplane did not start: {first}")
+    side.dataplane = proc
+    return status
+
+
+def stop_dataplane(side: Side) -> dict[str, Any]:
+    """SIGTERM the dataplane and return its last line (counters, expiry lateness)."""
+    proc = side.dataplane
+    assert proc is not None and proc.stdout is not None
+    proc.send_signal(signal.SIGTERM)
+    last: dict[str, Any] = {}
+    for line in proc.stdout:
+        with contextlib.suppress(ValueError):
+            event = json.loads(line)
+            if event.get("kind") == "stopped":
+                last = event
+    proc.wait(10)
+    side.procs.remove(proc)
+    side.dataplane = None
+    return last
+
+
+def make_kernel_router(side: Side) -> None:
+    """Forwarding, conntrack and source NAT in the middle namespace (pyroute2 + nftables)."""
+    world = side.world
+    with IPRoute(netns=world.mbox_ns) as ipr:
+        for ifname, address in ((world.mbox_inside_if, topology.CLIENT_GW),
+                                (world.mbox_outside_if, topology.SERVER_GW)):
+            index = ipr.link_lookup(ifname=ifname)[0]
+            ipr.addr("add", index=index, address=address, prefixlen=topology.PREFIXLEN)
+    topology.write_sysctls(world.mbox_ns, {"net.ipv4.ip_forward": 1})
+    rules = (f"table ip natsim_bench {{ chain post {{ type nat hook postrouting priority 100; "
+             f'oifname "{world.mbox_outside_if}" snat to {PUBLIC_IP} }} }}\n')
+    out = subprocess.run(["ip", "netns", "exec", world.mbox_ns, "nft", "-f", "-"],
+                         input=rules, text=True, capture_output=True, check=False)
+    if out.returncode != 0:
+        raise BenchError(f"nftables source NAT failed: {out.stderr.strip()}")
+    topology.write_sysctls(world.mbox_ns, {
+        "net.netfilter.nf_conntrack_tcp_timeout_established": NAT_TIMEOUT})
+
+
+# -- measurements ----------------------------------------------------------------------------
+
+
+def iperf(side: Side, args: list[str], seconds: float) -> dict[str, Any]:
+    server = side.popen(side.world.server_ns, ["iperf3", "-s", "-1"],
+                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(0.3)
+    try:
+        out = side.run(side.world.client_ns, ["iperf3", "-c", side.world.server_ip, "-J",
+                                              "-t", f"{seconds:g}", *args], seconds + 30)
+    finally:
+        server.wait(10)
+        side.procs.remove(server)
+    result: dict[str, Any] = json.loads(out)
+    return result
+
+
+def throughput(side: Side, seconds: float) -> float:
+    """Bulk TCP, one stream: Gbit/s received."""
+    end = iperf(side, [], seconds)["end"]
+    return float(end["sum_received"]["bits_per_second"]) / 1e9
+
+
+def small_packets(side: Side, seconds: float) -> float:
+    """64-byte UDP payloads as fast as the sender goes: thousand packets/s received."""
+    total = iperf(side, ["-u", "-l", "64", "-b", "0"], seconds)["end"]["sum"]
+    received = total["packets"] - total["lost_packets"]
+    return float(received) / float(total["seconds"]) / 1000
+
+
+def load(side: Side, connections: int, rate: float, hold: float, addresses: int,
+         during_hold: Any = None) -> tuple[dict[str, int], float]:
+    """The natsim load generator; returns its counts and the wall seconds it took to open."""
+    port = 9000
+    server = side.popen(side.world.server_ns, [
+        sys.executable, "-m", "simulator.workloads.load", "server", "--config", json.dumps(
+            {"port": port, "duration": connections / rate + hold + 60,
+             "expected": connections})], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    assert server.stdout is not None
+    server.stdout.readline()  # ready
+    started = time.monotonic()
+    client = side.popen(side.world.client_ns, [
+        sys.executable, "-m", "simulator.workloads.load", "client", "--config", json.dumps(
+            {"host": side.world.server_ip, "port": port, "connections": connections,
+             "rate": rate, "hold": hold, "connect_timeout": 3,
+             "addresses": [topology.client_address(i) for i in range(addresses)]})],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    assert client.stdout is not None
+    opened = 0.0
+    counts: dict[str, int] = {}
+    for line in client.stdout:
+        event = json.loads(line)
+        if event.get("kind") == "load_opened" and not opened:
+            opened = time.monotonic() - started
+            if during_hold is not None:
+                during_hold()
+        if event.get("kind") == "outcome":
+            counts = {k: int(event[k]) for k in ("established", "timed_out", "failed")}
+    client.wait(30)
+    server.terminate()
+    server.wait(30)
+    side.procs.remove(client)
+    side.procs.remove(server)
+    return counts, opened
+
+
+def connection_rate(side: Side, connections: int) -> float:
+    counts, opened = load(side, connections, 50_000, 1, 1)
+    return counts.get("established", 0) / opened if opened else 0.0
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def conntrack_count(side: Side) -> int:
+    return int(topology.read_sysctl(side.world.mbox_ns, "net.netfilter.nf_conntrack_count"))
+
+
+def conntrack_object_size() -> int | None:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/slabinfo").read_text().splitlines():
+            if line.startswith("nf_conntrack "):
+                return int(line.split()[3])
+    return None
+
+
+# -- the whole bench ---------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def two_worlds() -> Iterator[tuple[Side, Side]]:
+    sides: list[Side] = []
+    try:
+        for label in ("userspace", "kernel"):
+            run_id = topology.new_run_id()
+            world = topology.build_world(run_id, {}, client_addresses=2)
+            sides.append(Side(label, world))
+        make_kernel_router(sides[1])
+        yield sides[0], sides[1]
+    finally:
+        for side in sides:
+            side.stop_all()
+            topology.destroy_world(side.world.run_id)
+
+
+def row(name: str, unit: str, user: float, kernel: float | None, higher_is_better: bool = True
+        ) -> dict[str, Any]:
+    ratio = None
+    if kernel:
+        ratio = user / kernel if higher_is_better else kernel / user if user else None
+    return {"measure": name, "unit": unit, "userspace": round(user, 3),
+            "kernel": None if kernel is None else round(kernel, 3),
+            "ratio": None if ratio is None else round(ratio, 3)}
+
+
+def print_table(rows: list[dict[str, Any]]) -> None:
+    print(f"\n{'measure':<44} {'userspace':>12} {'kernel':>12} {'ratio':>8}")
+    for r in rows:
+        kernel = "-" if r["kernel"] is None else f"{r['kernel']:g}"
+        ratio = "-" if r["ratio"] is None else f"{r['ratio'] * 100:.0f}%"
+        print(f"{r['measure'] + ' (' + r['unit'] + ')':<44} {r['userspace']:>12g} "
+              f"{kernel:>12} {ratio:>8}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="make bench", description=__doc__.split("\n")[0])
+    parser.add_argument("--seconds", type=float, default=5, help="per iperf3 run (default 5)")
+    parser.add_argument("--flows", type=int, default=100_000,
+                        help="concurrent flows to hold (default 100,000)")
+    parser.add_argument("--connections", type=int, default=20_000,
+                        help="connections for the connection-rate run (default 20,000)")
+    parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
+    args = parser.parse_args(argv)
+    if os.geteuid() != 0:
+        raise BenchError("make bench builds network namespaces: run it as root")
+    need("iperf3", "iperf3")
+    need("nft", "nftables")
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="natsim-bench-") as tmp_name, \
+            two_worlds() as (user, kernel):
+        tmp = Path(tmp_name)
+        start_dataplane(user, tmp)
+
+        def both(title: str, fn: Any, *fargs: Any) -> tuple[float, float]:
+            print(f"  {title} ...", flush=True)
+            return fn(user, *fargs), fn(kernel, *fargs)
+
+        rows.append(row("bulk TCP throughput, one stream", "Gbit/s",
+                        *both("bulk TCP (iperf3)", throughput, args.seconds)))
+        rows.append(row("small packets, 64-byte UDP", "kpps",
+                        *both("small UDP packets (iperf3 -u -l 64)", small_packets,
+                              args.seconds)))
+        rows.append(row("new connections", "per s",
+                        *both(f"{args.connections} new connections", connection_rate,
+                              args.connections)))
+        stop_dataplane(user)
+
+        # 100,000 flows: held, measured, then expired with an RST to both ends at each
+        # deadline. Speed makes the 350 s timeout outlast the opening phase comfortably.
+        rate = 10_000.0
+        opening = args.flows / rate
+        speed = NAT_TIMEOUT / (opening + 15)
+        print(f"  {args.flows} flows at {rate:g}/s, expiring {NAT_TIMEOUT / speed:.0f} wall s "
+              "after their last packet ...", flush=True)
+        baseline = 0
+        status = start_dataplane(user, tmp, speed=speed, reset_at_expiry=True)
+        assert user.dataplane is not None
+        time.sleep(1)
+        baseline = rss_kib(user.dataplane.pid)
+        held: dict[str, float] = {}
+
+        def measure_user() -> None:
+            assert user.dataplane is not None
+            held["rss"] = rss_kib(user.dataplane.pid)
+            held["flows"] = json.loads(status.read_text())["flow_count"]
+
+        addresses = -(-args.flows // 60_000)
+        counts, _ = load(user, args.flows, rate, opening + 25, addresses, measure_user)
+        stopped = stop_dataplane(user)
+        lateness = stopped.get("expiry_lateness", {})
+
+        def measure_kernel() -> None:
+            held["kernel_flows"] = conntrack_count(kernel)
+
+        kernel_counts, _ = load(kernel, args.flows, rate, 2, addresses, measure_kernel)
+        per_flow = (held["rss"] - baseline) * 1024 / held["flows"] if held["flows"] else 0
+        rows.append(row("concurrent flows held", "flows", held["flows"],
+                        held["kernel_flows"]))
+        rows.append(row("memory per flow", "bytes", per_flow, conntrack_object_size(),
+                        higher_is_better=False))
+        rows.append(row("RST after idle deadline, p50", "wall ms",
+                        float(lateness.get("p50_ms", float("nan"))), None))
+        rows.append(row("RST after idle deadline, p99", "wall ms",
+                        float(lateness.get("p99_ms", float("nan"))), None))
+        print(f"  load: userspace {counts}, kernel {kernel_counts}; "
+              f"expiry RSTs measured: {lateness.get('count', 0)}")
+    print_table(rows)
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        raise SystemExit(main())
+    except BenchError as exc:
+        print(f"make bench: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
