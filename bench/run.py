@@ -6,7 +6,8 @@ addresses, same veths with the same offloads):
 * **userspace**: natsim's dataplane (AF_PACKET, the engine, NAT GW rules) in the middle;
 * **kernel**: the middle namespace forwards with ``ip_forward=1``, conntrack and an nftables
   source NAT to the same public address, with conntrack's established-TCP timeout set to the
-  NAT Gateway's 350 s: the equivalent idle-timeout setup.
+  NAT Gateway's 350 s: the equivalent idle-timeout setup. Both NAT to the same two public
+  addresses.
 
 Each measurement runs in one world and then the other, with the same programs (iperf3, the
 natsim load generator), and the table gives both figures and their ratio. Wall-clock numbers
@@ -51,7 +52,9 @@ from simulator.core.appliances import get_appliance
 from simulator.world import middlebox_config
 
 ROOT = Path(__file__).resolve().parent.parent
-PUBLIC_IP = "203.0.113.1"
+PUBLIC_IPS = ["203.0.113.1", "203.0.113.2"]
+"""Two public addresses on both sides: one NAT address carries at most 55,000 (NAT GW) or
+64,512 (Linux) connections to one destination, and the bench holds 100,000."""
 NAT_TIMEOUT = 350
 
 
@@ -67,6 +70,7 @@ class Side:
     world: topology.World
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
     dataplane: subprocess.Popen[bytes] | None = None
+    events: Path | None = None
 
     def popen(self, ns: str, argv: list[str], **kw: Any) -> subprocess.Popen[bytes]:
         proc = subprocess.Popen(["ip", "netns", "exec", ns, *argv], cwd=ROOT, **kw)
@@ -104,39 +108,48 @@ def need(tool: str, package: str) -> None:
 
 def start_dataplane(side: Side, tmp: Path, speed: float = 1.0,
                     reset_at_expiry: bool = False) -> Path:
-    """natsim's dataplane with NAT GW rules; returns its status file."""
-    appliance = get_appliance("nat-gw")
+    """natsim's dataplane with NAT GW rules; returns its status file.
+
+    Its events go to a file, not a pipe: nobody reads a pipe while the bench runs, and a
+    dataplane blocked on a full pipe stops forwarding.
+    """
+    appliance = get_appliance("nat-gw").with_overrides({"public_ips": PUBLIC_IPS})
     if reset_at_expiry:
         appliance = appliance.with_overrides({"on_expiry": "rst_both"})
-    status = tmp / f"status-{time.monotonic_ns()}.json"
+    stamp = time.monotonic_ns()
+    status = tmp / f"status-{stamp}.json"
     cfg = middlebox_config(side.world, [appliance], speed, None, status)
     path = tmp / "middlebox.json"
     path.write_text(json.dumps(cfg))
-    proc = side.popen(side.world.mbox_ns, [sys.executable, "-m", "simulator", "middlebox",
-                                           "--config", str(path)],
-                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-    assert proc.stdout is not None
-    first = json.loads(proc.stdout.readline())
-    if first.get("kind") != "ready":
-        raise BenchError(f"the dataplane did not start: {first}")
+    events = tmp / f"events-{stamp}.jsonl"
+    with events.open("wb") as out:
+        proc = side.popen(side.world.mbox_ns, [sys.executable, "-m", "simulator", "middlebox",
+                                               "--config", str(path)],
+                          stdout=out, stderr=subprocess.DEVNULL)
     side.dataplane = proc
+    side.events = events
+    deadline = time.monotonic() + 15
+    while '"ready"' not in events.read_text():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise BenchError(f"the dataplane did not start: {events.read_text()[-500:]}")
+        time.sleep(0.05)
     return status
 
 
 def stop_dataplane(side: Side) -> dict[str, Any]:
     """SIGTERM the dataplane and return its last line (counters, expiry lateness)."""
     proc = side.dataplane
-    assert proc is not None and proc.stdout is not None
+    assert proc is not None and side.events is not None
     proc.send_signal(signal.SIGTERM)
+    proc.wait(30)
+    side.procs.remove(proc)
+    side.dataplane = None
     last: dict[str, Any] = {}
-    for line in proc.stdout:
+    for line in side.events.read_text().splitlines():
         with contextlib.suppress(ValueError):
             event = json.loads(line)
             if event.get("kind") == "stopped":
                 last = event
-    proc.wait(10)
-    side.procs.remove(proc)
-    side.dataplane = None
     return last
 
 
@@ -149,8 +162,10 @@ def make_kernel_router(side: Side) -> None:
             index = ipr.link_lookup(ifname=ifname)[0]
             ipr.addr("add", index=index, address=address, prefixlen=topology.PREFIXLEN)
     topology.write_sysctls(world.mbox_ns, {"net.ipv4.ip_forward": 1})
-    rules = (f"table ip natsim_bench {{ chain post {{ type nat hook postrouting priority 100; "
-             f'oifname "{world.mbox_outside_if}" snat to {PUBLIC_IP} }} }}\n')
+    rules = (f"table ip natsim_bench {{\n  chain post {{\n"
+             f"    type nat hook postrouting priority 100;\n"
+             f'    oifname "{world.mbox_outside_if}" '
+             f"snat to {PUBLIC_IPS[0]}-{PUBLIC_IPS[-1]}\n  }}\n}}\n")
     out = subprocess.run(["ip", "netns", "exec", world.mbox_ns, "nft", "-f", "-"],
                          input=rules, text=True, capture_output=True, check=False)
     if out.returncode != 0:
@@ -189,44 +204,56 @@ def small_packets(side: Side, seconds: float) -> float:
     return float(received) / float(total["seconds"]) / 1000
 
 
-def load(side: Side, connections: int, rate: float, hold: float, addresses: int,
+def load(side: Side, connections: int, rate: float, hold: float, addresses: list[int],
          during_hold: Any = None) -> tuple[dict[str, int], float]:
-    """The natsim load generator; returns its counts and the wall seconds it took to open."""
-    port = 9000
-    server = side.popen(side.world.server_ns, [
-        sys.executable, "-m", "simulator.workloads.load", "server", "--config", json.dumps(
-            {"port": port, "duration": connections / rate + hold + 60,
-             "expected": connections})], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-    assert server.stdout is not None
-    server.stdout.readline()  # ready
+    """The natsim load generator, one client and server pair per client address, each pair
+    to its own server port (one destination per pair, so that neither NAT runs out of
+    ports towards one destination); returns the summed counts and the wall seconds it took
+    worker 0 of the first pair to open its share."""
+    share = -(-connections // len(addresses))
+    servers, clients = [], []
+    for n in range(len(addresses)):
+        mine = min(share, connections - n * share)
+        server = side.popen(side.world.server_ns, [
+            sys.executable, "-m", "simulator.workloads.load", "server", "--config", json.dumps(
+                {"port": 9000 + n, "duration": mine / rate * len(addresses) + hold + 60,
+                 "expected": mine})], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        assert server.stdout is not None
+        server.stdout.readline()  # ready
+        servers.append(server)
     started = time.monotonic()
-    client = side.popen(side.world.client_ns, [
-        sys.executable, "-m", "simulator.workloads.load", "client", "--config", json.dumps(
-            {"host": side.world.server_ip, "port": port, "connections": connections,
-             "rate": rate, "hold": hold, "connect_timeout": 3,
-             "addresses": [topology.client_address(i) for i in range(addresses)]})],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-    assert client.stdout is not None
+    for n, address in enumerate(addresses):
+        mine = min(share, connections - n * share)
+        clients.append(side.popen(side.world.client_ns, [
+            sys.executable, "-m", "simulator.workloads.load", "client", "--config", json.dumps(
+                {"host": side.world.server_ip, "port": 9000 + n, "connections": mine,
+                 "rate": rate / len(addresses), "hold": hold, "connect_timeout": 3,
+                 "addresses": [topology.client_address(address)]})],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL))
     opened = 0.0
-    counts: dict[str, int] = {}
-    for line in client.stdout:
-        event = json.loads(line)
-        if event.get("kind") == "load_opened" and not opened:
-            opened = time.monotonic() - started
-            if during_hold is not None:
-                during_hold()
-        if event.get("kind") == "outcome":
-            counts = {k: int(event[k]) for k in ("established", "timed_out", "failed")}
-    client.wait(30)
-    server.terminate()
-    server.wait(30)
-    side.procs.remove(client)
-    side.procs.remove(server)
+    counts: dict[str, int] = {"established": 0, "timed_out": 0, "failed": 0}
+    for client in clients:
+        assert client.stdout is not None
+        for line in client.stdout:
+            event = json.loads(line)
+            if event.get("kind") == "load_opened" and not opened:
+                opened = time.monotonic() - started
+                if during_hold is not None:
+                    during_hold()
+            if event.get("kind") == "outcome":
+                for key in counts:
+                    counts[key] += int(event[key])
+        client.wait(30)
+    for proc in servers:
+        proc.terminate()
+        proc.wait(30)
+    for proc in servers + clients:
+        side.procs.remove(proc)
     return counts, opened
 
 
 def connection_rate(side: Side, connections: int) -> float:
-    counts, opened = load(side, connections, 50_000, 1, 1)
+    counts, opened = load(side, connections, 50_000, 1, [2])
     return counts.get("established", 0) / opened if opened else 0.0
 
 
@@ -258,7 +285,9 @@ def two_worlds() -> Iterator[tuple[Side, Side]]:
     try:
         for label in ("userspace", "kernel"):
             run_id = topology.new_run_id()
-            world = topology.build_world(run_id, {}, client_addresses=2)
+            # addresses 0 and 1 for the held flows, 2 for the connection-rate run (its
+            # ports stay in TIME_WAIT after it, and the load generator binds them itself)
+            world = topology.build_world(run_id, {}, client_addresses=3)
             sides.append(Side(label, world))
         make_kernel_router(sides[1])
         yield sides[0], sides[1]
@@ -287,6 +316,56 @@ def print_table(rows: list[dict[str, Any]]) -> None:
               f"{kernel:>12} {ratio:>8}")
 
 
+def held_flows(user: Side, kernel: Side, tmp: Path, flows: int, rate: float
+               ) -> list[dict[str, Any]]:
+    """Hold ``flows`` at once in both worlds; then let the userspace ones expire with RSTs.
+
+    The time compression makes the 350 s timeout last 15 wall seconds longer than the
+    opening phase, so every flow is in the table before the first one expires, and the
+    clients hold their connections until the last one has.
+    """
+    opening = flows / rate
+    speed = NAT_TIMEOUT / (opening + 15)
+    print(f"  {flows} flows at {rate:g}/s, expiring {NAT_TIMEOUT / speed:.0f} wall s after "
+          "their last packet ...", flush=True)
+    addresses = list(range(-(-flows // 60_000)))
+    if len(addresses) > 2:
+        raise BenchError(f"--flows {flows}: at most 120,000 (two client addresses)")
+    status = start_dataplane(user, tmp, speed=speed, reset_at_expiry=True)
+    assert user.dataplane is not None
+    time.sleep(1)
+    baseline = rss_kib(user.dataplane.pid)
+    held: dict[str, float] = {}
+
+    def measure_user() -> None:
+        time.sleep(1.5)  # the last handshakes, and a fresh status file
+        assert user.dataplane is not None
+        held["rss"] = rss_kib(user.dataplane.pid)
+        held["flows"] = json.loads(status.read_text())["flow_count"]
+
+    def measure_kernel() -> None:
+        time.sleep(1.5)
+        held["kernel_flows"] = conntrack_count(kernel)
+
+    counts, _ = load(user, flows, rate, opening + 20, addresses, measure_user)
+    lateness = stop_dataplane(user).get("expiry_lateness", {})
+    kernel_counts, _ = load(kernel, flows, rate, 2, addresses, measure_kernel)
+    print(f"    connections: userspace {counts}, kernel {kernel_counts}; RSTs at expiry "
+          f"timed: {lateness.get('count', 0)}", flush=True)
+    per_flow = (held["rss"] - baseline) * 1024 / held["flows"] if held["flows"] else 0.0
+    nan = float("nan")
+    return [row("concurrent flows held", "flows", held["flows"], held["kernel_flows"]),
+            row("memory per flow", "bytes", per_flow, conntrack_object_size(),
+                higher_is_better=False),
+            row("RST after idle deadline, p50", "wall ms",
+                float(lateness.get("p50_ms", nan)), None),
+            row("RST after idle deadline, p99", "wall ms",
+                float(lateness.get("p99_ms", nan)), None)]
+
+
+SECTIONS = ("throughput", "packets", "connections", "flows")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="make bench", description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=5, help="per iperf3 run (default 5)")
@@ -294,71 +373,42 @@ def main(argv: list[str] | None = None) -> int:
                         help="concurrent flows to hold (default 100,000)")
     parser.add_argument("--connections", type=int, default=20_000,
                         help="connections for the connection-rate run (default 20,000)")
+    parser.add_argument("--rate", type=float, default=4000,
+                        help="connections per second while filling the table (default 4,000)")
+    parser.add_argument("--only", choices=SECTIONS, action="append",
+                        help="run only this part (repeatable; default: all)")
     parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
         raise BenchError("make bench builds network namespaces: run it as root")
     need("iperf3", "iperf3")
     need("nft", "nftables")
+    only = set(args.only or SECTIONS)
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="natsim-bench-") as tmp_name, \
             two_worlds() as (user, kernel):
         tmp = Path(tmp_name)
-        start_dataplane(user, tmp)
 
         def both(title: str, fn: Any, *fargs: Any) -> tuple[float, float]:
             print(f"  {title} ...", flush=True)
             return fn(user, *fargs), fn(kernel, *fargs)
 
-        rows.append(row("bulk TCP throughput, one stream", "Gbit/s",
-                        *both("bulk TCP (iperf3)", throughput, args.seconds)))
-        rows.append(row("small packets, 64-byte UDP", "kpps",
-                        *both("small UDP packets (iperf3 -u -l 64)", small_packets,
-                              args.seconds)))
-        rows.append(row("new connections", "per s",
-                        *both(f"{args.connections} new connections", connection_rate,
-                              args.connections)))
-        stop_dataplane(user)
-
-        # 100,000 flows: held, measured, then expired with an RST to both ends at each
-        # deadline. Speed makes the 350 s timeout outlast the opening phase comfortably.
-        rate = 10_000.0
-        opening = args.flows / rate
-        speed = NAT_TIMEOUT / (opening + 15)
-        print(f"  {args.flows} flows at {rate:g}/s, expiring {NAT_TIMEOUT / speed:.0f} wall s "
-              "after their last packet ...", flush=True)
-        baseline = 0
-        status = start_dataplane(user, tmp, speed=speed, reset_at_expiry=True)
-        assert user.dataplane is not None
-        time.sleep(1)
-        baseline = rss_kib(user.dataplane.pid)
-        held: dict[str, float] = {}
-
-        def measure_user() -> None:
-            assert user.dataplane is not None
-            held["rss"] = rss_kib(user.dataplane.pid)
-            held["flows"] = json.loads(status.read_text())["flow_count"]
-
-        addresses = -(-args.flows // 60_000)
-        counts, _ = load(user, args.flows, rate, opening + 25, addresses, measure_user)
-        stopped = stop_dataplane(user)
-        lateness = stopped.get("expiry_lateness", {})
-
-        def measure_kernel() -> None:
-            held["kernel_flows"] = conntrack_count(kernel)
-
-        kernel_counts, _ = load(kernel, args.flows, rate, 2, addresses, measure_kernel)
-        per_flow = (held["rss"] - baseline) * 1024 / held["flows"] if held["flows"] else 0
-        rows.append(row("concurrent flows held", "flows", held["flows"],
-                        held["kernel_flows"]))
-        rows.append(row("memory per flow", "bytes", per_flow, conntrack_object_size(),
-                        higher_is_better=False))
-        rows.append(row("RST after idle deadline, p50", "wall ms",
-                        float(lateness.get("p50_ms", float("nan"))), None))
-        rows.append(row("RST after idle deadline, p99", "wall ms",
-                        float(lateness.get("p99_ms", float("nan"))), None))
-        print(f"  load: userspace {counts}, kernel {kernel_counts}; "
-              f"expiry RSTs measured: {lateness.get('count', 0)}")
+        if only & {"throughput", "packets", "connections"}:
+            start_dataplane(user, tmp)
+            if "throughput" in only:
+                rows.append(row("bulk TCP throughput, one stream", "Gbit/s",
+                                *both("bulk TCP (iperf3)", throughput, args.seconds)))
+            if "packets" in only:
+                rows.append(row("small packets, 64-byte UDP", "kpps",
+                                *both("small UDP packets (iperf3 -u -l 64)", small_packets,
+                                      args.seconds)))
+            if "connections" in only:
+                rows.append(row("new connections", "per s",
+                                *both(f"{args.connections} new connections", connection_rate,
+                                      args.connections)))
+            stop_dataplane(user)
+        if "flows" in only:
+            rows += held_flows(user, kernel, tmp, args.flows, args.rate)
     print_table(rows)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))

@@ -30,8 +30,11 @@ real 350-second gaps), and the engine's counters when the process is told to sto
 from __future__ import annotations
 
 import argparse
+import contextlib
+import gc
 import itertools
 import json
+import os
 import select
 import signal
 import socket
@@ -67,7 +70,9 @@ MAX_FRAME = VNET_LEN + ETH_HLEN + 65535
 BATCH = 64
 _U16 = struct.Struct("!H")
 STATUS_EVERY = 0.25
-STATUS_FLOWS = 1000
+STATUS_FLOWS = 200
+YOUNG_GC_EVERY = 1.0
+NICE = -10
 
 
 class CompressedClock:
@@ -189,6 +194,7 @@ class Dataplane:
         self.tx_queue_full = 0
         """Frames the kernel refused because the interface's queue was full."""
         self._status_due = 0.0
+        self._young_gc_due = 0.0
         self.running = True
         self._by_fd = {sock.fileno(): (side, sock) for side, socks in ports.items()
                        for sock, _ in socks}
@@ -220,6 +226,9 @@ class Dataplane:
                     self._write_status()
                 if self.metrics_file is not None and self.clock.now() >= self._next_sample:
                     self.sample()
+                if time.monotonic() >= self._young_gc_due:
+                    gc.collect(1)
+                    self._young_gc_due = time.monotonic() + YOUNG_GC_EVERY
         finally:
             poller.close()
             self._flush_events()
@@ -294,8 +303,8 @@ class Dataplane:
         """The live flow table and counters, for ``natsim status``.
 
         At most :data:`STATUS_FLOWS` flows are listed (with the total): the file is rewritten
-        four times a second, and listing 100,000 flows each time would take the dataplane's
-        whole CPU away from the packets.
+        four times a second, and listing 100,000 flows (or even 1,000) each time would take
+        the dataplane's CPU away from the packets.
         """
         now = self.clock.now()
         flows = []
@@ -335,6 +344,26 @@ class Dataplane:
             self.pcap.flush()
 
 
+def steady_under_load() -> None:
+    """Keep the dataplane's timing steady with 100,000 flows and a busy machine.
+
+    Python's cyclic garbage collector now and then walks every tracked object: with 100,000
+    flows that pause reached 300 ms (``make bench``: RSTs at expiry that late at p99), far
+    past a deadline's precision. The flow table holds no reference cycles, so automatic
+    collection is switched off and only the young generations are collected, once a second,
+    in the loop (a cycle that survives them is the rare leak we accept).
+
+    The middlebox stands for an appliance with CPUs of its own; on a two-core machine shared
+    with thousands of client sockets it would otherwise be starved by the very load it
+    models. It asks for a higher priority, which works as root and is quietly refused
+    without CAP_SYS_NICE (the rootless path).
+    """
+    gc.freeze()
+    gc.disable()
+    with contextlib.suppress(OSError):
+        os.nice(NICE)
+
+
 def main(argv: list[str] | None = None) -> int:
     """``natsim middlebox --config FILE``: run inside the middlebox namespace."""
     parser = argparse.ArgumentParser(prog="natsim middlebox",
@@ -362,6 +391,7 @@ def main(argv: list[str] | None = None) -> int:
     if cfg.get("metrics"):
         plane.metrics_file = Path(cfg["metrics"]).open("w")  # noqa: SIM115 (closed below)
         plane.sample_every = float(cfg.get("sample_every", 1.0))
+    steady_under_load()
     signal.signal(signal.SIGTERM, plane.stop)
     signal.signal(signal.SIGINT, plane.stop)
     print(json.dumps({"source": "middlebox", "kind": "ready", "origin": clock.origin}),
