@@ -4,7 +4,7 @@ BIN     := $(VENV)/bin
 NATSIM  := $(BIN)/natsim
 STAMP   := $(VENV)/.installed
 
-.PHONY: help setup scenario list demo test test-fast lint cleanup clean capacity bench
+.PHONY: help setup scenario list demo test test-fast test-rootless lint cleanup clean capacity bench
 
 help:
 	@echo "make setup                 install (Debian packages if missing, .venv with natsim)"
@@ -14,6 +14,7 @@ help:
 	@echo "make capacity              the four capacity scenarios at the real numbers (about 6 min)"
 	@echo "make bench                 the userspace middlebox against kernel forwarding, side by side"
 	@echo "make test                  the whole suite: unit and integration (needs root)"
+	@echo "make test-rootless         natsim as an ordinary user (run it as one)"
 	@echo "make test-fast             unit tests only (no root, a second or two)"
 	@echo "make lint                  ruff and mypy"
 	@echo "make cleanup               remove namespaces left by crashed runs"
@@ -47,6 +48,10 @@ demo: setup
 
 test: setup
 	$(BIN)/pytest
+
+test-rootless: setup
+	@if [ "$$(id -u)" -eq 0 ]; then echo "make test-rootless: run it as an ordinary user"; exit 2; fi
+	$(BIN)/pytest -m rootless tests/integration/test_rootless.py
 
 test-fast: setup
 	$(BIN)/pytest tests/unit

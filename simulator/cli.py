@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from simulator import dataplane, topology
+from simulator import dataplane, rootless, topology
 from simulator.core.advice import check
 from simulator.core.appliances import CATALOGUE, Appliance, ApplianceError, get_appliance
 from simulator.core.metrics import cloud_metrics, namespace_of, prometheus_text
@@ -41,6 +41,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
         scenario = scaled(scenario, args.scale)
     result = run_scenario(scenario, args.speed, args.results, jsonl=args.jsonl)
     return 0 if result.passed else EXIT_MISMATCH
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    return run_demo(args.speed, args.width)
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
@@ -269,7 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="time compression for both runs (default 35: about 30 s)")
     demo.add_argument("--width", type=int, default=None,
                       help="terminal width (default: the terminal's)")
-    demo.set_defaults(func=lambda a: run_demo(a.speed, a.width))
+    demo.set_defaults(func=_cmd_demo)
 
     chk = sub.add_parser(
         "check", help="predict an outcome without running anything (the analytic model)",
@@ -337,13 +341,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+ROOTLESS_COMMANDS = {_cmd_run, _cmd_demo}
+"""What runs as an ordinary user, in a user namespace of its own (``rootless.py``): the
+commands whose world lives and dies with the command."""
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["middlebox"]:  # its options belong to the dataplane's own parser
         return dataplane.main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
+        if rootless.needed() and args.func in ROOTLESS_COMMANDS:
+            rootless.enter()
         return int(args.func(args))
+    except rootless.RootlessError as exc:
+        print(f"natsim: error: {exc}", file=sys.stderr)
+        return EXIT_ENVIRONMENT
     except (ScenarioError, SpeedError) as exc:
         print(f"natsim: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

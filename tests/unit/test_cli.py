@@ -1,7 +1,10 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from simulator import rootless
 from simulator.cli import main
 
 
@@ -28,3 +31,18 @@ def test_unsafe_speed_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> No
 def test_bad_scenario_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["run", "nope"]) == 2
     assert "no such scenario" in capsys.readouterr().err
+
+
+def test_rootless_errors_say_which_setting_and_how(tmp_path: Path) -> None:
+    (tmp_path / "kernel").mkdir()
+    (tmp_path / "user").mkdir()
+    assert rootless.why_unavailable(tmp_path) is None
+    (tmp_path / "user" / "max_user_namespaces").write_text("0\n")
+    assert "sysctl -w user.max_user_namespaces=" in str(rootless.why_unavailable(tmp_path))
+    (tmp_path / "kernel" / "unprivileged_userns_clone").write_text("0\n")
+    assert "sysctl -w kernel.unprivileged_userns_clone=1" in str(
+        rootless.why_unavailable(tmp_path))
+    (tmp_path / "kernel" / "unprivileged_userns_clone").write_text("1\n")
+    (tmp_path / "user" / "max_user_namespaces").write_text("100\n")
+    (tmp_path / "kernel" / "apparmor_restrict_unprivileged_userns").write_text("1\n")
+    assert "apparmor_restrict_unprivileged_userns=0" in str(rootless.why_unavailable(tmp_path))

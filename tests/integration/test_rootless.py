@@ -1,0 +1,82 @@
+"""natsim as an ordinary user: a user namespace of its own, and nothing left behind.
+
+These run as an unprivileged user (``make test-rootless``; ``.ci/run`` creates one and runs
+them as it). Under root they are skipped with a message saying so: the rest of the suite
+covers root, and root cannot show what an ordinary user may do.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+pytestmark = [
+    pytest.mark.rootless,
+    pytest.mark.skipif(os.geteuid() == 0, reason="rootless tests need an ordinary user: "
+                       "run `make test-rootless` as one (.ci/run does, as natsim-ci)"),
+]
+
+
+def natsim(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "simulator", *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def our_natsim_processes(marker: str) -> list[int]:
+    """Processes of ours whose command line mentions ``marker`` (a results folder)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if entry.stat().st_uid == os.getuid() and \
+                    marker in (entry / "cmdline").read_bytes().decode(errors="replace"):
+                pids.append(int(entry.name))
+        except OSError:
+            continue
+    return pids
+
+
+@pytest.mark.parametrize("name,outcome", [("nat-gw", ("timeout", "reset")),
+                                          ("nat-gw-keepalive", ("answer", "delivered"))])
+def test_scenario_as_an_ordinary_user(name: str, outcome: tuple[str, str],
+                                      tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    done = natsim("run", name, "--speed", "45", "--results", str(results))
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "PASS" in done.stdout
+    result = json.loads((results / "result.json").read_text())
+    assert (result["outcome"]["client"], result["outcome"]["server"]) == outcome
+    # written by "root" inside the namespace, owned by the user outside
+    assert (results / "result.json").stat().st_uid == os.getuid()
+    assert (results / "capture.pcap").stat().st_size > 24
+    assert not our_natsim_processes(str(results))
+
+
+def test_a_killed_run_leaves_nothing(tmp_path: Path) -> None:
+    results = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "simulator", "run", "nat-gw", "--speed",
+                             "35", "--results", str(results)], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if "middlebox" in line and "new TCP flow" in line:
+            break
+    else:
+        pytest.fail("the run never reached the middlebox")
+    assert len(our_natsim_processes(str(results))) >= 3  # natsim, middlebox, server, client
+    proc.send_signal(signal.SIGKILL)  # no cleanup code runs: the kernel must do it all
+    proc.wait()
+    deadline = time.monotonic() + 10
+    while our_natsim_processes(str(results)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not our_natsim_processes(str(results))
