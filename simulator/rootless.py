@@ -9,7 +9,7 @@ CAP_NET_RAW over namespaces we own). What is not ours stays read-only: ``/run`` 
 
 * a private ``tmpfs`` on ``/run``: ``/run/netns`` (where pyroute2 and ``ip netns`` pin the
   namespaces) and ``/run/natsim`` (the run registry) live there;
-* an ``overlay`` on ``/etc`` whose upper layer is in that tmpfs: ``ip netns exec`` shows
+* a private ``/etc/netns`` (:func:`_private_etc_netns`): ``ip netns exec`` shows
   ``/etc/netns/<ns>/hosts`` as each host's ``/etc/hosts``, and the name ``server`` resolves.
 
 Nothing of the host is written. When the last process of the run exits, the kernel frees
@@ -33,6 +33,7 @@ CLONE_NEWUSER = 0x10000000
 CLONE_NEWNET = 0x40000000
 MS_NOSUID = 0x2
 MS_NODEV = 0x4
+MS_BIND = 0x1000
 MS_REC = 0x4000
 MS_PRIVATE = 1 << 18
 
@@ -92,6 +93,35 @@ def _mount(libc: ctypes.CDLL, source: str | None, target: str, fstype: str | Non
                       data.encode() if data else None), f"mount {target}")
 
 
+def _private_etc_netns(libc: ctypes.CDLL, etc: Path = Path("/etc")) -> None:
+    """A writable ``/etc/netns`` of our own (``ip netns exec`` reads each host's files there).
+
+    ``/etc`` belongs to the host's root, which is not mapped into our namespace, so nothing
+    can be created in it, not even through an overlay. If ``/etc/netns`` exists, a tmpfs on
+    it is enough. If not, ``/etc`` itself becomes a tmpfs in which every original entry is
+    bind-mounted back (symlinks recreated), plus an empty ``netns``.
+    """
+    netns = etc / "netns"
+    if netns.is_dir():
+        _mount(libc, "tmpfs", str(netns), "tmpfs", MS_NOSUID | MS_NODEV, "mode=755")
+        return
+    original = Path("/run/natsim-etc")
+    original.mkdir()
+    _mount(libc, str(etc), str(original), None, MS_BIND | MS_REC)
+    _mount(libc, "tmpfs", str(etc), "tmpfs", MS_NOSUID | MS_NODEV, "mode=755")
+    for entry in original.iterdir():
+        target = etc / entry.name
+        if entry.is_symlink():
+            target.symlink_to(os.readlink(entry))
+            continue
+        if entry.is_dir():
+            target.mkdir()
+        else:
+            target.touch()
+        _mount(libc, str(entry), str(target), None, MS_BIND | MS_REC)
+    netns.mkdir()
+
+
 def enter() -> None:
     """Become root of a new user namespace with private network and mount namespaces.
 
@@ -110,13 +140,6 @@ def enter() -> None:
     Path("/proc/self/gid_map").write_text(f"0 {gid} 1")
     _mount(libc, None, "/", None, MS_REC | MS_PRIVATE)
     _mount(libc, "tmpfs", "/run", "tmpfs", MS_NOSUID | MS_NODEV, "mode=755")
-    for folder in ("/run/natsim-etc/upper", "/run/natsim-etc/work", "/run/netns"):
-        Path(folder).mkdir(parents=True)
-    try:
-        _mount(libc, "overlay", "/etc", "overlay", 0,
-               "lowerdir=/etc,upperdir=/run/natsim-etc/upper,workdir=/run/natsim-etc/work")
-    except RootlessError as exc:
-        raise RootlessError(f"{exc}: natsim gives each host its own /etc/hosts through an "
-                            "overlay on /etc, which needs Linux 5.11 or later for an "
-                            "unprivileged user") from None
+    Path("/run/netns").mkdir()
+    _private_etc_netns(libc)
     os.environ[ENV_FLAG] = "1"

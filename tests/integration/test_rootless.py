@@ -7,6 +7,7 @@ covers root, and root cannot show what an ordinary user may do.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -46,6 +47,33 @@ def our_natsim_processes(marker: str) -> list[int]:
     return pids
 
 
+def descendants(root: int) -> set[int]:
+    """Every process below ``root`` (by parent pid), alive now."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    found: set[int] = set()
+    todo = [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.add(child)
+            todo.append(child)
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
 @pytest.mark.parametrize("name,outcome", [("nat-gw", ("timeout", "reset")),
                                           ("nat-gw-keepalive", ("answer", "delivered"))])
 def test_scenario_as_an_ordinary_user(name: str, outcome: tuple[str, str],
@@ -73,10 +101,23 @@ def test_a_killed_run_leaves_nothing(tmp_path: Path) -> None:
             break
     else:
         pytest.fail("the run never reached the middlebox")
-    assert len(our_natsim_processes(str(results))) >= 3  # natsim, middlebox, server, client
+    tree = descendants(proc.pid)
+    assert len(tree) >= 3, tree  # the middlebox, the server and the client, at least
+    userns = os.readlink(f"/proc/{proc.pid}/ns/user")
+    assert userns != os.readlink("/proc/self/ns/user")  # the run has a namespace of its own
     proc.send_signal(signal.SIGKILL)  # no cleanup code runs: the kernel must do it all
     proc.wait()
+    proc.stdout.close()
     deadline = time.monotonic() + 10
-    while our_natsim_processes(str(results)) and time.monotonic() < deadline:
+    while any(alive(pid) for pid in tree) and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert not our_natsim_processes(str(results))
+    left = {pid: Path(f"/proc/{pid}/cmdline").read_bytes() for pid in tree if alive(pid)}
+    assert not left
+    # no process is left in the run's user namespace, so the kernel has freed it, and with
+    # it every network and mount namespace the run made (a zombie waiting for init to reap
+    # it still names the namespace, but holds none of them)
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and alive(int(entry.name)):
+            with contextlib.suppress(OSError):
+                assert os.readlink(entry / "ns" / "user") != userns, \
+                    (entry / "cmdline").read_bytes()
