@@ -344,6 +344,9 @@ def build_parser() -> argparse.ArgumentParser:
 ROOTLESS_COMMANDS = {_cmd_run, _cmd_demo}
 """What runs as an ordinary user, in a user namespace of its own (``rootless.py``): the
 commands whose world lives and dies with the command."""
+SESSION_COMMANDS = {_cmd_up, _cmd_exec, _cmd_status, _cmd_down, _cmd_cleanup}
+"""As an ordinary user, these share one long-lived namespace per user (a session), so
+that ``exec`` finds the world ``up`` left."""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -354,7 +357,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if rootless.needed() and args.func in ROOTLESS_COMMANDS:
             rootless.enter()
-        return int(args.func(args))
+        elif rootless.needed() and args.func in SESSION_COMMANDS:
+            rootless.enter_session(create=args.func is _cmd_up)
+        code = int(args.func(args))
+        if rootless.active() and args.func in SESSION_COMMANDS and not LiveWorld.names():
+            rootless.end_session()
+        return code
     except rootless.RootlessError as exc:
         print(f"natsim: error: {exc}", file=sys.stderr)
         return EXIT_ENVIRONMENT

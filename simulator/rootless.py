@@ -23,9 +23,12 @@ so results written here are the user's on the outside.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
+import json
 import os
+import signal
 from pathlib import Path
 
 CLONE_NEWNS = 0x00020000
@@ -143,3 +146,94 @@ def enter() -> None:
     Path("/run/netns").mkdir()
     _private_etc_netns(libc)
     os.environ[ENV_FLAG] = "1"
+
+
+# -- sessions: worlds that outlive the command (natsim up / exec / status / down) ----------
+
+
+def session_file() -> Path:
+    """Where the user's session is recorded: in their cache folder, not under ``/run``
+    (``$XDG_RUNTIME_DIR`` is usually there, and inside the session ``/run`` is private)."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
+    return Path(base) / "natsim" / "rootless-session.json"
+
+
+def _start_ticks(pid: int) -> int | None:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _live_keeper() -> int | None:
+    """The pid of the process that holds the user's namespaces, if it still lives."""
+    try:
+        info = json.loads(session_file().read_text())
+    except (OSError, ValueError):
+        return None
+    pid = int(info.get("pid", 0))
+    if pid and _start_ticks(pid) == info.get("start"):
+        return pid
+    return None
+
+
+def _join(pid: int) -> None:
+    """Enter the user, mount and network namespaces of ``pid`` (the keeper)."""
+    libc = _libc()
+    cwd = os.getcwd()  # joining a mount namespace moves us to its root
+    for kind in ("user", "mnt", "net"):
+        fd = os.open(f"/proc/{pid}/ns/{kind}", os.O_RDONLY)
+        try:
+            _check(libc.setns(fd, 0), f"joining the natsim session's {kind} namespace")
+        finally:
+            os.close(fd)
+    os.chdir(cwd)
+    os.environ[ENV_FLAG] = "1"
+
+
+def _keeper() -> None:
+    """Hold the namespaces while worlds are up: a child that only waits for SIGTERM."""
+    os.setsid()
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
+    os.closerange(3, 65536)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    while True:
+        signal.pause()
+
+
+def enter_session(create: bool) -> None:
+    """For ``up``, ``exec``, ``status``, ``down`` and ``cleanup`` run as an ordinary user.
+
+    Worlds left up must be found by the next command, so they live in one long-lived set of
+    namespaces per user, held by a small keeper process recorded in :func:`session_file`.
+    A command joins it when it lives; ``up`` (``create``) otherwise makes it; the others
+    otherwise enter a fresh, empty namespace (where no world is up, as is the truth).
+    """
+    pid = _live_keeper()
+    if pid is not None:
+        _join(pid)
+        return
+    enter()
+    if not create:
+        return
+    child = os.fork()
+    if child == 0:  # pragma: no cover (the keeper never returns)
+        try:
+            _keeper()
+        finally:
+            os._exit(0)
+    path = session_file()
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path.write_text(json.dumps({"pid": child, "start": _start_ticks(child)}))
+
+
+def end_session() -> None:
+    """No world is up any more: let the keeper go, and the kernel frees the namespaces."""
+    pid = _live_keeper()
+    if pid is not None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    session_file().unlink(missing_ok=True)

@@ -121,3 +121,27 @@ def test_a_killed_run_leaves_nothing(tmp_path: Path) -> None:
             with contextlib.suppress(OSError):
                 assert os.readlink(entry / "ns" / "user") != userns, \
                     (entry / "cmdline").read_bytes()
+
+
+def test_up_exec_status_down_as_an_ordinary_user() -> None:
+    name = f"r{os.getpid() % 100000}"
+    up = natsim("up", "--speed", "100", "--name", name)
+    try:
+        assert up.returncode == 0, up.stderr
+        session = json.loads((Path.home() / ".cache" / "natsim" /
+                              "rootless-session.json").read_text())
+        assert alive(session["pid"])  # the keeper holds the namespaces between commands
+        # a later command finds the world: it joins the same namespaces
+        hosts = natsim("exec", "--name", name, "client", "--", "getent", "hosts", "server")
+        assert hosts.returncode == 0 and "198.19.1.10" in hosts.stdout, hosts.stderr
+        status = natsim("status", "--name", name)
+        assert f"world {name}:" in status.stdout, status.stderr
+    finally:
+        down = natsim("down", "--name", name)
+    assert down.returncode == 0 and f"world {name} removed" in down.stdout, down.stderr
+    # the last world is down: the keeper is gone and the kernel frees the namespaces
+    deadline = time.monotonic() + 5
+    while alive(session["pid"]) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not alive(session["pid"])
+    assert not (Path.home() / ".cache" / "natsim" / "rootless-session.json").exists()
