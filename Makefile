@@ -4,7 +4,7 @@ BIN     := $(VENV)/bin
 NATSIM  := $(BIN)/natsim
 STAMP   := $(VENV)/.installed
 
-.PHONY: help setup scenario list demo test test-fast test-rootless lint cleanup clean capacity bench
+.PHONY: help setup scenario list demo test test-fast test-rootless lint cleanup clean capacity bench image
 
 help:
 	@echo "make setup                 install (Debian packages if missing, .venv with natsim)"
@@ -12,6 +12,7 @@ help:
 	@echo "make list                  list scenarios, their expected outcomes and safe speeds"
 	@echo "make demo                  narrated teaching run: nat-gw and nat-gw-keepalive side by side"
 	@echo "make capacity              the four capacity scenarios at the real numbers (about 6 min)"
+	@echo "make image                 the natsim Docker image (offline: a debootstrap base, host-built wheels)"
 	@echo "make bench                 the userspace middlebox against kernel forwarding, side by side"
 	@echo "make test                  the whole suite: unit and integration (needs root)"
 	@echo "make test-rootless         natsim as an ordinary user (run it as one)"
@@ -36,6 +37,23 @@ CAPACITY := nat-gw-port-exhaustion nat-gw-secondary-ips hyperplane-eni-limit hyp
 
 capacity: setup
 	@for name in $(CAPACITY); do $(NATSIM) run $$name || exit 1; done
+
+IMAGE ?= natsim:local
+SUITE := $(shell . /etc/os-release 2>/dev/null && echo $$VERSION_CODENAME)
+
+image: setup
+	@command -v docker >/dev/null && docker info >/dev/null 2>&1 || { \
+	  echo "make image: a running Docker engine is needed (apt-get install docker.io; dockerd)"; exit 3; }
+	@rm -rf build/wheels && $(BIN)/pip wheel -q --wheel-dir build/wheels . > .venv/wheels.log 2>&1 || { \
+	  tail -20 .venv/wheels.log; exit 1; }
+	@if [ -n "$(BASE)" ]; then base="$(BASE)"; \
+	elif docker image inspect python:3.11-slim-bookworm >/dev/null 2>&1 || \
+	     timeout 30 docker pull -q python:3.11-slim-bookworm >/dev/null 2>&1; then \
+	  base=python:3.11-slim-bookworm; \
+	else echo "make image: python:3.11-slim-bookworm cannot be pulled: building a local base"; \
+	  scripts/base-image.sh && base=natsim-base:$(SUITE); fi; \
+	echo "make image: $(IMAGE) from $$base"; \
+	docker build -q --build-arg BASE=$$base -t $(IMAGE) . >/dev/null
 
 bench: setup
 	@command -v iperf3 >/dev/null && command -v nft >/dev/null || { \

@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from simulator import dataplane, rootless, topology
+from simulator import dataplane, docker_host, rootless, topology
 from simulator.core.advice import check
 from simulator.core.appliances import CATALOGUE, Appliance, ApplianceError, get_appliance
 from simulator.core.metrics import cloud_metrics, namespace_of, prometheus_text
@@ -353,6 +353,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["middlebox"]:  # its options belong to the dataplane's own parser
         return dataplane.main(argv[1:])
+    if argv[:1] in (["docker-middlebox"], ["docker-host"]):  # in containers (docker_host.py)
+        return docker_host.main(argv[0], argv[1:])
     args = build_parser().parse_args(argv)
     try:
         if rootless.needed() and args.func in ROOTLESS_COMMANDS:

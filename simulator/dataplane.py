@@ -46,12 +46,14 @@ from typing import IO, Any
 
 from simulator.core.appliances import get_appliance
 from simulator.core.chain import Chain
+from simulator.core.edge import EdgeMap
 from simulator.core.engine import Middlebox, Transmit
 from simulator.core.events import Side
 from simulator.core.packets import (
     IPPROTO_UDP,
     checksum_replace,
     internet_checksum,
+    ip_from_str,
     ip_to_str,
 )
 
@@ -210,6 +212,9 @@ class Dataplane:
         self._by_fd = {sock.fileno(): (side, sock) for side, socks in ports.items()
                        for sock, _ in socks}
         self._buf = bytearray(MAX_FRAME)
+        self.edge: EdgeMap | None = None
+        """Address aliases per side, when each side's network may only see its own subnet
+        (Docker's internal networks: ``core/edge.py``)."""
         self.expiry_lateness: list[float] = []
         """Wall seconds from each idle deadline to the moment its RST was handed to the
         kernel (appliances that reset at expiry); reported when the dataplane stops."""
@@ -258,25 +263,39 @@ class Dataplane:
                 self.pcap.write(now, view[VNET_LEN:n], vnet)
             start = VNET_LEN + ETH_HLEN
             if n < start + 20 or buf[VNET_LEN + 12:start] != ETH_P_IP:
+                if self.edge is not None:  # ARP for the addresses we answer for (Docker)
+                    self._answer_arp(side, bytes(view[VNET_LEN:n]))
                 continue  # not IPv4 (the world has no ARP and no IPv6): nothing to model
             packet = bytearray(view[start:n])
+            partial = None
             if buf[0] & F_NEEDS_CSUM:
                 at = _partial_checksum_at(vnet)
-                original = bytes(view[start:start + at + 2])
-                actions = self.engine.on_packet(packet, side, now)
-                for action in actions:
-                    if action.packet is packet:  # the frame itself, forwarded
-                        _fix_partial_checksum(packet, original, at)
-                self._send(actions, packet, vnet)
-            else:
-                self._send(self.engine.on_packet(packet, side, now), packet, vnet)
+                partial = (bytes(view[start:start + at + 2]), at)
+            if self.edge is not None:
+                self.edge.to_model(side, packet)
+            self._send(self.engine.on_packet(packet, side, now), packet, vnet, partial)
+
+    def _answer_arp(self, side: Side, frame: bytes) -> None:
+        assert self.edge is not None
+        sock, header = self.ports[side][0]
+        reply = self.edge.arp_reply(side, frame, header[6:12])
+        if reply is not None:
+            sock.send(NO_OFFLOAD + reply)
 
     def _send(self, actions: list[Transmit], forwarded: bytearray | None = None,
-              vnet: bytes = NO_OFFLOAD) -> None:
+              vnet: bytes = NO_OFFLOAD, partial: tuple[bytes, int] | None = None) -> None:
+        """Send what the engine returned. ``forwarded`` is the frame that came in (it keeps
+        its offload header); ``partial`` its first bytes and checksum offset as they arrived,
+        when its checksum is partial (to redo it after every address change)."""
         for action in actions:
             sock, header = self.ports[action.side][action.port]
-            # a forwarded frame keeps its offload header (GSO size, partial checksum)
-            offload = vnet if action.packet is forwarded else NO_OFFLOAD
+            if self.edge is not None:
+                self.edge.to_wire(action.side, action.packet)
+            offload = NO_OFFLOAD
+            if action.packet is forwarded:
+                offload = vnet
+                if partial is not None:
+                    _fix_partial_checksum(action.packet, *partial)
             frame = header + action.packet
             if self.pcap is not None:
                 self.pcap.write(self.clock.now(), frame, offload)
@@ -408,6 +427,10 @@ def main(argv: list[str] | None = None) -> int:
     plane = Dataplane(engine, clock, ports, sys.stdout, pcap)
     if cfg.get("status"):
         plane.status_path = Path(cfg["status"])
+    if cfg.get("edge"):
+        plane.edge = EdgeMap(*({ip_from_str(seen): ip_from_str(model)
+                                for seen, model in cfg["edge"][side].items()}
+                               for side in ("inside", "outside")))
     if cfg.get("metrics"):
         plane.metrics_file = Path(cfg["metrics"]).open("w")  # noqa: SIM115 (closed below)
         plane.sample_every = float(cfg.get("sample_every", 1.0))

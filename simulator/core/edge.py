@@ -1,0 +1,68 @@
+"""Addresses as each side's own network sees them (Docker), and ARP answers for them.
+
+Why: on a Docker ``internal: true`` network the host drops every bridged packet whose
+source or destination lies outside the network's subnet (Docker's isolation rules, applied
+to bridged traffic by ``br_netfilter``). The client's packet to the server's real address
+on the other network, or the server's answer to the NAT's public address, would never
+reach the middlebox. So in containers each side talks only to addresses of its own
+subnet, and the dataplane translates at its edge, before and after the engine:
+
+* on the client's network, the server is a *virtual* address (the client connects to it);
+* on the server's network, the NAT's public addresses, and the client itself when the
+  appliance does not translate, get aliases there.
+
+The engine keeps seeing the model's addresses (203.0.113.1, 198.18.1.10, 198.19.1.10), so
+events, rules and verdicts are those of the namespaces. The dataplane answers ARP for the
+aliases itself, as the appliance's addresses are answered for in a real VPC.
+
+Ports never change here; checksums are updated incrementally like any NAT rewrite.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+from simulator.core.events import Side
+from simulator.core.packets import parse, rewrite_destination, rewrite_source
+
+ETH_P_ARP = b"\x08\x06"
+_ARP = struct.Struct("!HHBBH6s4s6s4s")
+ARP_REQUEST, ARP_REPLY = 1, 2
+
+
+@dataclass(frozen=True)
+class EdgeMap:
+    """Per side: ``{address seen on that network: address in the model}``."""
+
+    inside: dict[bytes, bytes]
+    outside: dict[bytes, bytes]
+
+    def _seen(self, side: Side) -> dict[bytes, bytes]:
+        return self.inside if side is Side.INSIDE else self.outside
+
+    def to_model(self, side: Side, packet: bytearray) -> None:
+        """A packet that arrived on ``side``: its destination alias becomes the model's."""
+        model = self._seen(side).get(bytes(packet[16:20]))
+        if model is not None and (pkt := parse(packet)) is not None:
+            rewrite_destination(packet, pkt, model, pkt.dport)
+
+    def to_wire(self, side: Side, packet: bytearray) -> None:
+        """A packet about to leave by ``side``: its model source becomes that side's alias."""
+        for seen, model in self._seen(side).items():
+            if bytes(packet[12:16]) == model:
+                if (pkt := parse(packet)) is not None:
+                    rewrite_source(packet, pkt, seen, pkt.sport)
+                return
+
+    def arp_reply(self, side: Side, frame: bytes, my_mac: bytes) -> bytes | None:
+        """The Ethernet frame answering an ARP request for one of this side's aliases."""
+        if len(frame) < 14 + _ARP.size or frame[12:14] != ETH_P_ARP:
+            return None
+        htype, ptype, hlen, plen, op, sha, spa, _tha, tpa = _ARP.unpack_from(frame, 14)
+        if (htype, ptype, hlen, plen, op) != (1, 0x0800, 6, 4, ARP_REQUEST) \
+                or tpa not in self._seen(side):
+            return None
+        reply: bytes = sha + my_mac + ETH_P_ARP + _ARP.pack(1, 0x0800, 6, 4, ARP_REPLY, my_mac,
+                                                            tpa, sha, spa)
+        return reply

@@ -1,0 +1,263 @@
+"""natsim in containers: the entry points the shipped ``docker-compose.yml`` runs.
+
+In a container, Docker owns the network: it makes the interfaces, names them in no
+particular order, hands out the addresses and the MACs. So the middlebox container finds
+its two sides by address (the client side is 198.18.0.0/16, the server side 198.19.0.0/16),
+learns the client's and the server's MACs through its kernel's ARP, and then runs the same
+dataplane, engine and catalogue as in namespaces. Its own addresses answer ARP (that is how
+client and server reach it) and its kernel does not forward (``ip_forward=0`` in compose),
+so every packet of a flow goes through the userspace dataplane alone.
+
+Docker's internal networks let each side see only its own subnet (``core/edge.py``): the
+client reaches the server at a virtual address on its own network, and the server sees the
+NAT's address as an alias on its own, both answered by the dataplane. So client and server
+containers need no route and no capability, and any image can take their place.
+``natsim docker-host`` runs the natsim workloads (``--role``) or any command, and can add
+routes (``--via``/``--route``, with NET_ADMIN) where a network needs them.
+
+Settings come from the environment (names in ``ENV``), in *model* seconds, with
+``NATSIM_SPEED`` converting to wall time, as in a scenario file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ipaddress
+import json
+import os
+import socket
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from pyroute2 import IPRoute
+
+from simulator import dataplane
+from simulator.core.appliances import ApplianceError, get_appliance
+from simulator.world import appliance_overrides
+
+ENV = {
+    "NATSIM_APPLIANCE": ("nat-gw", "appliance from the catalogue (natsim list)"),
+    "NATSIM_TIMEOUT": ("", "idle timeout override, model seconds (empty: the appliance's)"),
+    "NATSIM_SPEED": ("35", "time compression: 1 wall second = SPEED model seconds"),
+    "NATSIM_CLIENT": ("198.18.1.10", "the client container's address"),
+    "NATSIM_SERVER": ("198.19.1.10", "the server container's address"),
+    "NATSIM_SERVER_VIP": ("198.18.1.3", "the server's address as the client's network sees "
+                                        "it (give the client `server` -> this)"),
+    "NATSIM_SERVER_DELAY": ("400", "model seconds the server waits before answering"),
+    "NATSIM_CLIENT_TIMEOUT": ("900", "model seconds the client waits for the answer"),
+    "NATSIM_KEEPALIVE": ("os", "client keepalive: off, os (SO_KEEPALIVE, timing from the "
+                               "container's sysctls), socket (TCP_KEEPIDLE/INTVL/CNT below)"),
+    "NATSIM_KEEPALIVE_IDLE": ("", "socket mode: TCP_KEEPIDLE, model seconds"),
+    "NATSIM_KEEPALIVE_INTERVAL": ("", "socket mode: TCP_KEEPINTVL, model seconds"),
+    "NATSIM_EXPECT": ("", "client only: the outcome expected (answer, timeout, reset); the "
+                          "container then exits 0 when it is met and 1 when not"),
+}
+CLIENT_SIDE = ipaddress.ip_network("198.18.0.0/16")
+SERVER_SIDE = ipaddress.ip_network("198.19.0.0/16")
+PORT = 8080
+CLIENT_START = 3.0
+"""Wall seconds the client workload waits before connecting: probing the server's port
+would itself be a connection, and the server workload answers the first one it accepts."""
+
+
+class DockerSetupError(RuntimeError):
+    """The container's network is not what natsim expects; the message says what."""
+
+
+def env(name: str) -> str:
+    return os.environ.get(name, ENV[name][0])
+
+
+def speed() -> float:
+    value = float(env("NATSIM_SPEED"))
+    if value <= 0:
+        raise DockerSetupError(f"NATSIM_SPEED must be above 0, got {value:g}")
+    return value
+
+
+def wall(model_seconds: str) -> float:
+    return float(model_seconds) / speed()
+
+
+# -- the middlebox container ----------------------------------------------------------------
+
+
+def interfaces() -> dict[str, tuple[str, str]]:
+    """``{"inside"|"outside": (ifname, mac)}``, found by the addresses Docker gave them."""
+    found: dict[str, tuple[str, str]] = {}
+    with IPRoute() as ipr:
+        names = {link["index"]: (link.get_attr("IFLA_IFNAME"), link.get_attr("IFLA_ADDRESS"))
+                 for link in ipr.get_links()}
+        for addr in ipr.get_addr(family=socket.AF_INET):
+            ip = ipaddress.ip_address(addr.get_attr("IFA_ADDRESS"))
+            for side, net in (("inside", CLIENT_SIDE), ("outside", SERVER_SIDE)):
+                if ip in net:
+                    found[side] = names[addr["index"]]
+    missing = {"inside", "outside"} - set(found)
+    if missing:
+        raise DockerSetupError(
+            f"the middlebox container needs an address in {CLIENT_SIDE} (client side) and one "
+            f"in {SERVER_SIDE} (server side); none for: {', '.join(sorted(missing))}. Attach "
+            "it to both networks of docker-compose.yml")
+    return found
+
+
+def resolve_mac(ip: str, timeout: float = 60.0) -> str:
+    """The MAC of a neighbour, through the kernel's ARP (a datagram to the discard port
+    makes the kernel ask); waits for the container to come up."""
+    deadline = time.monotonic() + timeout
+    with IPRoute() as ipr, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError):  # not resolved yet (EHOSTUNREACH)
+                probe.sendto(b"", (ip, 9))
+            for neigh in ipr.get_neighbours(dst=ip):
+                mac = neigh.get_attr("NDA_LLADDR")
+                if mac and neigh["state"] & 0x02:  # NUD_REACHABLE
+                    return str(mac)
+            time.sleep(0.3)
+    raise DockerSetupError(f"no answer to ARP for {ip} within {timeout:g} s: is that "
+                           "container up, with that address?")
+
+
+def middlebox_main() -> int:
+    """``natsim docker-middlebox``: the dataplane, configured from Docker and the env."""
+    try:
+        appliance = get_appliance(env("NATSIM_APPLIANCE"))
+        if env("NATSIM_TIMEOUT"):
+            appliance = appliance.with_overrides(
+                {"tcp_idle_timeout": float(env("NATSIM_TIMEOUT"))})
+    except (ApplianceError, KeyError, ValueError) as exc:
+        raise DockerSetupError(f"NATSIM_APPLIANCE / NATSIM_TIMEOUT: {exc}") from None
+    sides = interfaces()
+    client_mac = resolve_mac(env("NATSIM_CLIENT"))
+    server_mac = resolve_mac(env("NATSIM_SERVER"))
+    # each network sees only its own subnet (core/edge.py): the server behind a virtual
+    # address on the client's side, the NAT's addresses and the client on the server's
+    server_side = ipaddress.ip_network(f"{env('NATSIM_SERVER')}/24", strict=False)
+    aliases = [str(server_side.network_address + 3 + i)
+               for i in range(len(appliance.public_ips) + 1)]
+    outside = dict(zip(aliases, [*appliance.public_ips, env("NATSIM_CLIENT")], strict=True))
+    cfg = {
+        "edge": {"inside": {env("NATSIM_SERVER_VIP"): env("NATSIM_SERVER")},
+                 "outside": outside},
+        "chain": [{"appliance": appliance.name, "overrides": appliance_overrides(appliance)}],
+        "speed": speed(),
+        "inside": {"if": sides["inside"][0], "mac": sides["inside"][1],
+                   "peer_mac": client_mac},
+        "outside": [{"if": sides["outside"][0], "mac": sides["outside"][1],
+                     "peer_mac": server_mac}],
+        "pcap": os.environ.get("NATSIM_PCAP") or None,
+    }
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+        json.dump(cfg, f)
+    print(json.dumps({"source": "middlebox", "kind": "docker", "text":
+                      f"{appliance.title}, idle timeout {appliance.tcp_idle_timeout:g} model "
+                      f"s, speed {speed():g}; inside {sides['inside'][0]} (server seen as "
+                      f"{env('NATSIM_SERVER_VIP')}), outside {sides['outside'][0]} (aliases "
+                      + ", ".join(f"{k} for {v}" for k, v in outside.items()) + ")"}),
+          flush=True)
+    return dataplane.main(["--config", f.name])
+
+
+# -- client and server containers -----------------------------------------------------------
+
+
+def add_route(net: str, via: str) -> None:
+    with IPRoute() as ipr:
+        try:
+            ipr.route("replace", dst=net, gateway=via)
+        except Exception as exc:  # pyroute2's NetlinkError: name what failed and why
+            raise DockerSetupError(f"adding the route {net} via {via} failed ({exc}): the "
+                                   "container needs cap_add: [NET_ADMIN]") from None
+
+
+def wait_for(target: str, timeout: float = 60.0) -> None:
+    host, _, port = target.rpartition(":")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection((host, int(port)), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.5)
+    raise DockerSetupError(f"{target} did not accept a connection within {timeout:g} s")
+
+
+def run_role(role: str) -> int:
+    from simulator.workloads import client, report, server  # noqa: PLC0415 (containers only)
+
+    if role == "server":
+        delay = wall(env("NATSIM_SERVER_DELAY"))
+        outcome = server.run(PORT, delay, "the slow answer", delay + wall(
+            env("NATSIM_CLIENT_TIMEOUT")) + 30, f"{env('NATSIM_SERVER_DELAY')} model s")
+        report("server", "outcome", outcome, outcome=outcome)
+        while True:  # stay up: compose's --abort-on-container-exit waits for the client
+            time.sleep(3600)
+    time.sleep(CLIENT_START)  # the server container's listener (compose starts it first)
+    mode = env("NATSIM_KEEPALIVE")
+    idle = env("NATSIM_KEEPALIVE_IDLE")
+    interval = env("NATSIM_KEEPALIVE_INTERVAL")
+    outcome = client.run("server", PORT, "GET /slow-answer", wall(env("NATSIM_CLIENT_TIMEOUT")),
+                         mode, max(1, round(wall(idle))) if idle else None,
+                         max(1, round(wall(interval))) if interval else None, None)
+    report("client", "outcome", outcome, outcome=outcome)
+    expected = env("NATSIM_EXPECT")
+    if not expected:
+        return 0
+    verdict = "PASS" if outcome == expected else "FAIL"
+    report("client", "verdict", f"{verdict}: {outcome} (expected {expected})",
+                  verdict=verdict)
+    return 0 if verdict == "PASS" else 1
+
+
+def host_main(argv: list[str]) -> int:
+    """``natsim docker-host``: route through the middlebox, then run a role or a command."""
+    command: list[str] = []
+    if "--" in argv:
+        at = argv.index("--")
+        argv, command = argv[:at], argv[at + 1:]
+    parser = argparse.ArgumentParser(
+        prog="natsim docker-host", description="Route this container through the natsim "
+        "middlebox, then run the client or server workload, a command after --, or nothing "
+        "(hold the network namespace for a container that joins it).",
+        epilog="environment: " + "; ".join(f"{k} ({v[1]}, default {v[0]!r})"
+                                            for k, v in ENV.items()))
+    parser.add_argument("--via", default=None,
+                        help="the middlebox's address on this side (with --route)")
+    parser.add_argument("--route", default=[], action="append",
+                        help="a network to reach through --via (repeatable; not needed with "
+                             "the shipped compose file, where each side sees its own subnet)")
+    parser.add_argument("--role", choices=("client", "server"), default=None)
+    parser.add_argument("--wait-for", default=None, metavar="HOST:PORT",
+                        help="before starting the command, wait until this accepts a "
+                             "connection (the probe is a connection of its own)")
+    args = parser.parse_args(argv)
+    if args.route and not args.via:
+        parser.error("--route needs --via")
+    for net in args.route:
+        add_route(net, args.via)
+    if args.wait_for:
+        wait_for(args.wait_for)
+    if args.role:
+        return run_role(args.role)
+    if command:
+        os.execvp(command[0], command)
+    print(json.dumps({"kind": "holding", "text": "route set; holding the network namespace"}),
+          flush=True)
+    while True:
+        time.sleep(3600)
+
+
+def main(which: str, argv: list[str]) -> int:
+    try:
+        return middlebox_main() if which == "docker-middlebox" else host_main(argv)
+    except DockerSetupError as exc:
+        print(f"natsim {which}: error: {exc}", file=sys.stderr)
+        return 3
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(Path(sys.argv[0]).name, sys.argv[1:]))
