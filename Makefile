@@ -4,7 +4,7 @@ BIN     := $(VENV)/bin
 NATSIM  := $(BIN)/natsim
 STAMP   := $(VENV)/.installed
 
-.PHONY: help setup scenario list demo test test-fast test-rootless lint cleanup clean capacity bench image
+.PHONY: help setup scenario list demo test test-fast test-rootless test-docker lint cleanup clean capacity bench image
 
 help:
 	@echo "make setup                 install (Debian packages if missing, .venv with natsim)"
@@ -15,6 +15,7 @@ help:
 	@echo "make image                 the natsim Docker image (offline: a debootstrap base, host-built wheels)"
 	@echo "make bench                 the userspace middlebox against kernel forwarding, side by side"
 	@echo "make test                  the whole suite: unit and integration (needs root)"
+	@echo "make test-docker           docker-compose.yml on a real engine (installs docker.io; root)"
 	@echo "make test-rootless         natsim as an ordinary user (run it as one)"
 	@echo "make test-fast             unit tests only (no root, a second or two)"
 	@echo "make lint                  ruff and mypy"
@@ -66,6 +67,9 @@ demo: setup
 
 test: setup
 	$(BIN)/pytest
+
+test-docker: setup
+	$(BIN)/pytest -m docker tests/integration/test_docker.py
 
 test-rootless: setup
 	@if [ "$$(id -u)" -eq 0 ]; then echo "make test-rootless: run it as an ordinary user"; exit 2; fi

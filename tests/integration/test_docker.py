@@ -1,0 +1,129 @@
+"""docker-compose.yml on a real Docker engine: the NAT Gateway's expiry, the keepalive fix,
+and a user's own image in the client's place.
+
+Marked ``docker`` and run by ``make test-docker`` (``.ci/run`` does). They install
+docker.io and start dockerd when missing (as root), build natsim's image offline (``make
+image``), and remove every container, network and image they made. Where no engine can be
+had, they are skipped with the reason.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+SUITE = next((line.split("=", 1)[1].strip() for line in Path("/etc/os-release").read_text()
+              .splitlines() if line.startswith("VERSION_CODENAME=")), "bookworm")
+BASE = f"natsim-base:{SUITE}"
+
+pytestmark = pytest.mark.docker
+
+
+def sh(*argv: str, timeout: float = 600, env: dict[str, str] | None = None,
+       check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=timeout,
+                          check=check, env={**os.environ, **(env or {})})
+
+
+def engine_running() -> bool:
+    return shutil.which("docker") is not None and \
+        sh("docker", "info", check=False, timeout=30).returncode == 0
+
+
+def compose_command() -> list[str]:
+    if sh("docker", "compose", "version", check=False, timeout=30).returncode == 0:
+        return ["docker", "compose"]
+    if shutil.which("docker-compose"):
+        return ["docker-compose"]
+    return []
+
+
+@pytest.fixture(scope="module")
+def engine() -> list[str]:
+    """A running Docker engine and a compose command, installed and started if need be."""
+    if os.geteuid() != 0:
+        pytest.skip("the docker tests install and start Docker: run them as root")
+    if not engine_running() or not compose_command():
+        missing = [p for p, tool in (("docker.io", "dockerd"), ("docker-compose", None))
+                   if shutil.which(tool or "docker-compose") is None]
+        if missing:
+            sh("apt-get", "install", "-y", "-qq", *missing, check=False, timeout=600,
+               env={"DEBIAN_FRONTEND": "noninteractive"})
+        if shutil.which("dockerd") and not engine_running():
+            subprocess.Popen(["dockerd"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             start_new_session=True)
+            deadline = time.monotonic() + 60
+            while not engine_running() and time.monotonic() < deadline:
+                time.sleep(1)
+    if not engine_running():
+        pytest.skip("no Docker engine: apt-get install docker.io, then start dockerd")
+    command = compose_command()
+    if not command:
+        pytest.skip("no compose: apt-get install docker-compose (or the compose plugin)")
+    return command
+
+
+@pytest.fixture(scope="module")
+def image(engine: list[str]) -> Iterator[str]:
+    tag = f"natsim:test-{secrets.token_hex(3)}"
+    had_base = sh("docker", "image", "inspect", BASE, check=False).returncode == 0
+    built = sh("make", "image", f"IMAGE={tag}", check=False, timeout=1200)
+    assert built.returncode == 0, built.stdout[-2000:] + built.stderr[-2000:]
+    try:
+        yield tag
+    finally:
+        sh("docker", "image", "rm", "-f", tag, check=False)
+        if not had_base:
+            sh("docker", "image", "rm", "-f", BASE, check=False)
+
+
+def compose_up(engine: list[str], image: str, files: list[str],
+               env: dict[str, str]) -> tuple[int, str]:
+    """``compose up --exit-code-from client``; its exit status and every container's log."""
+    project = f"natsimtest{secrets.token_hex(3)}"
+    base = [*engine, "-p", project, *(a for f in files for a in ("-f", f))]
+    env = {"NATSIM_IMAGE": image, **env}
+    try:
+        up = sh(*base, "up", "--exit-code-from", "client", check=False, timeout=300, env=env)
+        return up.returncode, up.stdout + up.stderr
+    finally:
+        sh(*base, "down", "--volumes", "--remove-orphans", check=False, env=env)
+        left = sh("docker", "ps", "-a", "--filter", f"label=com.docker.compose.project={project}",
+                  "-q", check=False).stdout.split()
+        networks = sh("docker", "network", "ls", "--filter", f"name={project}", "-q",
+                      check=False).stdout.split()
+        assert not left and not networks, (left, networks)
+
+
+def test_nat_gw_forgets_the_idle_flow(engine: list[str], image: str) -> None:
+    code, logs = compose_up(engine, image, ["docker-compose.yml"], {"NATSIM_EXPECT": "timeout"})
+    assert code == 0, logs[-4000:]
+    assert "PASS: timeout (expected timeout)" in logs
+    assert '"kind": "flow_expired"' in logs and "expired after 350 s idle" in logs
+    assert "RST sent back to the server" in logs  # its late answer met the NAT's RST
+
+
+def test_keepalive_sysctls_keep_the_flow(engine: list[str], image: str) -> None:
+    code, logs = compose_up(engine, image, ["docker-compose.yml"],
+                            {"NATSIM_EXPECT": "answer", "KEEPALIVE_TIME": "9"})
+    assert code == 0, logs[-4000:]
+    assert "PASS: answer (expected answer)" in logs
+    assert '"kind": "keepalive"' in logs  # the kernel's probe crossed the middlebox
+    assert '"kind": "flow_expired"' not in logs
+
+
+def test_a_users_own_image_takes_the_clients_place(engine: list[str], image: str) -> None:
+    files = ["docker-compose.yml", "examples/docker-compose.own-client.yml"]
+    survived, logs = compose_up(engine, image, files, {"KEEPALIVE_TIME": "9"})
+    assert survived == 0, logs[-4000:]
+    assert "answer: b'the slow answer" in logs
+    lost, logs = compose_up(engine, image, files, {})  # Linux's 7200 s default: too late
+    assert lost != 0 and "no answer" in logs, logs[-4000:]
