@@ -11,9 +11,11 @@ import argparse
 import os
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from simulator import dataplane, docker_host, rootless, topology
+from simulator.backends import BackendError
 from simulator.core.advice import check
 from simulator.core.appliances import CATALOGUE, Appliance, ApplianceError, get_appliance
 from simulator.core.metrics import cloud_metrics, namespace_of, prometheus_text
@@ -39,6 +41,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     scenario = load_scenario(args.scenario)
     if args.scale is not None:
         scenario = scaled(scenario, args.scale)
+    if args.backend is not None:
+        scenario = replace(scenario, backend=args.backend)
     result = run_scenario(scenario, args.speed, args.results, jsonl=args.jsonl)
     return 0 if result.passed else EXIT_MISMATCH
 
@@ -259,6 +263,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--results", type=Path, default=None, metavar="DIR",
                      help="where to write result.json, capture.pcap and logs "
                           "(default: results/NAME-TIME-RUN/)")
+    run.add_argument("--backend", choices=("namespaces", "docker"), default=None,
+                     help="where the hosts live (default: the scenario's, else namespaces); "
+                          "docker needs a running engine and `make image`")
     run.add_argument("--scale", type=float, default=None, metavar="F",
                      help="capacity scenarios only: run at F (0-1] of the real numbers, "
                           "limits, connections and expected counts alike (0.1: seconds "
@@ -374,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
     except (WorldError, ApplianceError) as exc:
         print(f"natsim: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except (topology.TopologyError, RunError) as exc:
+    except (topology.TopologyError, RunError, BackendError) as exc:
         print(f"natsim: error: {exc}", file=sys.stderr)
         return EXIT_ENVIRONMENT
     except KeyboardInterrupt:

@@ -31,6 +31,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from pyroute2 import IPRoute
 
@@ -122,8 +123,41 @@ def resolve_mac(ip: str, timeout: float = 60.0) -> str:
                            "container up, with that address?")
 
 
-def middlebox_main() -> int:
-    """``natsim docker-middlebox``: the dataplane, configured from Docker and the env."""
+def middlebox_main(argv: list[str]) -> int:
+    """``natsim docker-middlebox [--config FILE]``: the dataplane, configured from Docker.
+
+    Without ``--config`` everything comes from the environment (the compose file). With it,
+    the file is the runner's dataplane configuration (``backend: docker``): the appliance
+    chain, speed, capture, metrics and address aliases are kept, and only what Docker
+    decides (interface names, our MACs, the neighbours' MACs) is filled in here.
+    """
+    parser = argparse.ArgumentParser(prog="natsim docker-middlebox",
+                                     description=middlebox_main.__doc__)
+    parser.add_argument("--config", type=Path, default=None)
+    args = parser.parse_args(argv)
+    sides = interfaces()
+    if args.config is not None:
+        cfg = json.loads(args.config.read_text())
+        title = f"{'+'.join(stage['appliance'] for stage in cfg['chain'])} (from the runner)"
+    else:
+        cfg, title = _config_from_env()
+    client_mac = resolve_mac(env("NATSIM_CLIENT"))
+    server_mac = resolve_mac(env("NATSIM_SERVER"))
+    cfg["inside"] = {"if": sides["inside"][0], "mac": sides["inside"][1],
+                     "peer_mac": client_mac}
+    cfg["outside"] = [{"if": sides["outside"][0], "mac": sides["outside"][1],
+                       "peer_mac": server_mac}]
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+        json.dump(cfg, f)
+    aliases = ", ".join(f"{k} for {v}" for k, v in cfg["edge"]["outside"].items())
+    print(json.dumps({"source": "middlebox", "kind": "docker", "text":
+                      f"{title}, speed {cfg['speed']:g}; inside {sides['inside'][0]} (server "
+                      f"seen as {next(iter(cfg['edge']['inside']))}), outside "
+                      f"{sides['outside'][0]} (aliases {aliases})"}), flush=True)
+    return dataplane.main(["--config", f.name])
+
+
+def _config_from_env() -> tuple[dict[str, Any], str]:
     try:
         appliance = get_appliance(env("NATSIM_APPLIANCE"))
         if env("NATSIM_TIMEOUT"):
@@ -131,9 +165,6 @@ def middlebox_main() -> int:
                 {"tcp_idle_timeout": float(env("NATSIM_TIMEOUT"))})
     except (ApplianceError, KeyError, ValueError) as exc:
         raise DockerSetupError(f"NATSIM_APPLIANCE / NATSIM_TIMEOUT: {exc}") from None
-    sides = interfaces()
-    client_mac = resolve_mac(env("NATSIM_CLIENT"))
-    server_mac = resolve_mac(env("NATSIM_SERVER"))
     # each network sees only its own subnet (core/edge.py): the server behind a virtual
     # address on the client's side, the NAT's addresses and the client on the server's
     server_side = ipaddress.ip_network(f"{env('NATSIM_SERVER')}/24", strict=False)
@@ -145,21 +176,10 @@ def middlebox_main() -> int:
                  "outside": outside},
         "chain": [{"appliance": appliance.name, "overrides": appliance_overrides(appliance)}],
         "speed": speed(),
-        "inside": {"if": sides["inside"][0], "mac": sides["inside"][1],
-                   "peer_mac": client_mac},
-        "outside": [{"if": sides["outside"][0], "mac": sides["outside"][1],
-                     "peer_mac": server_mac}],
         "pcap": os.environ.get("NATSIM_PCAP") or None,
     }
-    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
-        json.dump(cfg, f)
-    print(json.dumps({"source": "middlebox", "kind": "docker", "text":
-                      f"{appliance.title}, idle timeout {appliance.tcp_idle_timeout:g} model "
-                      f"s, speed {speed():g}; inside {sides['inside'][0]} (server seen as "
-                      f"{env('NATSIM_SERVER_VIP')}), outside {sides['outside'][0]} (aliases "
-                      + ", ".join(f"{k} for {v}" for k, v in outside.items()) + ")"}),
-          flush=True)
-    return dataplane.main(["--config", f.name])
+    title = f"{appliance.title}, idle timeout {appliance.tcp_idle_timeout:g} model s"
+    return cfg, title
 
 
 # -- client and server containers -----------------------------------------------------------
@@ -253,7 +273,7 @@ def host_main(argv: list[str]) -> int:
 
 def main(which: str, argv: list[str]) -> int:
     try:
-        return middlebox_main() if which == "docker-middlebox" else host_main(argv)
+        return middlebox_main(argv) if which == "docker-middlebox" else host_main(argv)
     except DockerSetupError as exc:
         print(f"natsim {which}: error: {exc}", file=sys.stderr)
         return 3

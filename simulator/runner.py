@@ -17,12 +17,11 @@ import ctypes
 import json
 import os
 import select
-import shutil
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,6 +31,7 @@ from typing import IO, Any, TextIO
 from rich.console import Console
 
 from simulator import topology
+from simulator.backends import Backend, get_backend
 from simulator.core.metrics import cloud_metrics, namespace_of
 from simulator.report import (
     TIMELINE_HEADER,
@@ -71,6 +71,9 @@ class Proc:
     buffer: bytes = b""
     lines: list[dict[str, Any]] = field(default_factory=list)
     eof: bool = False
+    stop: Callable[[], None] | None = None
+    """How to ask the program to stop, when SIGTERM to ``popen`` would not reach it (a
+    container's main process, whose log ``popen`` follows)."""
 
     def read_lines(self) -> list[dict[str, Any]]:
         """Whatever complete JSON lines are available now (never blocks)."""
@@ -156,6 +159,7 @@ class Runner:
         self.scenario = scenario
         self.plan = make_plan(scenario, speed)
         self.run_id = topology.new_run_id()
+        self.backend: Backend = get_backend(scenario.backend, scenario.images)
         self.results_dir = results_dir or default_results_dir(scenario.name, self.run_id)
         self.out = out if out is not None else sys.stdout
         self.tty = self.out.isatty()
@@ -171,23 +175,23 @@ class Runner:
 
     # -- processes ------------------------------------------------------------------------
 
-    def _spawn(self, role: str, ns: str, args: list[str]) -> Proc:
-        if shutil.which("ip") is None:
-            raise RunError("the `ip` command (Debian package iproute2) is needed to run "
-                           "programs inside namespaces: apt-get install iproute2")
+    def _spawn(self, role: str, ns: str, args: list[str], argv: list[str] | None = None,
+               stop: Callable[[], None] | None = None) -> Proc:
+        """Start ``python -m ARGS`` inside host ``ns`` (or exactly ``argv``), reading its
+        JSON lines from a pipe."""
+        command = argv if argv is not None else self.backend.command(ns, args)
         logs = self.results_dir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         with (logs / f"{role}.stderr").open("wb") as stderr:
             popen = subprocess.Popen(
-                ["ip", "netns", "exec", ns, sys.executable, "-m", *args],
-                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=stderr,
+                command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=stderr,
                 # the runner is single-threaded, so preexec_fn is safe here; it is the only
                 # way to set PR_SET_PDEATHSIG in the child before it execs
                 preexec_fn=_die_with_parent,  # noqa: PLW1509
                 cwd=Path(__file__).resolve().parent.parent)
         assert popen.stdout is not None
         os.set_blocking(popen.stdout.fileno(), False)
-        proc = Proc(role, popen, popen.stdout)
+        proc = Proc(role, popen, popen.stdout, stop=stop)
         self.procs.append(proc)
         return proc
 
@@ -208,7 +212,11 @@ class Runner:
     def _stop_all(self) -> None:
         for proc in self.procs:
             if proc.popen.poll() is None:
-                proc.popen.send_signal(signal.SIGTERM)
+                if proc.stop is not None:
+                    with contextlib.suppress(Exception):  # already gone: nothing to stop
+                        proc.stop()
+                else:
+                    proc.popen.send_signal(signal.SIGTERM)
         # Keep reading while they finish: a process blocked on a full pipe never exits.
         deadline = time.monotonic() + 5.0
         while time.monotonic() < deadline and any(p.popen.poll() is None for p in self.procs):
@@ -308,8 +316,8 @@ class Runner:
                                (self.scenario.appliance,))
                 vip = next((a.vip for a in self.scenario.chain if a.backends > 1), None)
                 addresses = self.scenario.load.addresses if self.scenario.load else 1
-                world = topology.build_world(self.run_id, self._wall_sysctls(), backends, vip,
-                                             addresses)
+                world = self.backend.build(self.run_id, self._wall_sysctls(), backends, vip,
+                                           addresses, self.results_dir)
                 self._start(world)
                 self._watch()
             finally:
@@ -319,7 +327,7 @@ class Runner:
                         self._take(proc)
                         proc.stdout.close()
                 finally:
-                    topology.destroy_world(self.run_id)
+                    self.backend.destroy(self.run_id)
         self._release(everything=True)
         return self._finish(time.monotonic() - started)
 
@@ -338,10 +346,8 @@ class Runner:
         mbox_cfg = middlebox_config(world, chain, p.speed, pcap, None,
                                     self.results_dir / "metrics.jsonl",
                                     sample_every=max(0.5, p.client_timeout.model / 200))
-        cfg_path = self.results_dir / "middlebox.json"
-        cfg_path.write_text(json.dumps(mbox_cfg, indent=2))
-        mbox = self._spawn("middlebox", world.mbox_ns,
-                           ["simulator", "middlebox", "--config", str(cfg_path.resolve())])
+        argv, stop = self.backend.middlebox(world, mbox_cfg, self.results_dir / "middlebox.json")
+        mbox = self._spawn("middlebox", world.mbox_ns, [], argv, stop)
         ready = self._wait_ready(mbox, "ready")
         self.timebase.mbox_origin = float(ready["origin"])
 

@@ -95,12 +95,16 @@ class Scenario:
     story: str = ""
     request: str = "GET /slow-answer"
     chain: tuple[Appliance, ...] = ()
+    """The appliances from the client's side to the server's (``appliance`` is the one
+    with the shortest idle timeout, which the analytic model follows)."""
     protocol: str = "tcp"
     load: LoadSpec | None = None
     heartbeat: float | None = None
     """UDP only: the client sends a heartbeat datagram this often while it waits."""
-    """The appliances from the client's side to the server's (``appliance`` is the one
-    with the shortest idle timeout, which the analytic model follows)."""
+    backend: str = "namespaces"
+    """Where the hosts live: ``namespaces`` or ``docker`` (containers, ``backends.py``)."""
+    images: dict[str, str] = field(default_factory=dict)
+    """Docker only: image per role (client, server, middlebox); natsim:local otherwise."""
 
     @property
     def path_title(self) -> str:
@@ -241,9 +245,16 @@ def _parse_appliance(source: str, path: str, spec: Any) -> Appliance:
 def parse_scenario(data: Any, source: str, name: str) -> Scenario:
     """Validate a scenario document (already parsed from YAML)."""
     top = _mapping(source, "", data, ("description", "story", "appliance", "speed", "client",
-                                      "server", "expect", "protocol", "load"))
+                                      "server", "expect", "protocol", "load", "backend",
+                                      "images"))
+    backend = _choice(source, "backend", top.get("backend", "namespaces"),
+                      ("namespaces", "docker"))
+    images = {str(k): str(v) for k, v in _mapping(source, "images", top.get("images", {}),
+                                                  ("client", "server", "middlebox")).items()}
+    if images and backend != "docker":
+        raise ScenarioError(source, "images", "images apply to `backend: docker` only")
     if "load" in top:
-        return _parse_load_scenario(top, source, name)
+        return replace(_parse_load_scenario(top, source, name), backend=backend, images=images)
     protocol = _choice(source, "protocol", top.get("protocol", "tcp"), ("tcp", "udp"))
     for required in ("appliance", "client", "server", "expect"):
         if required not in top:
@@ -321,6 +332,8 @@ def parse_scenario(data: Any, source: str, name: str) -> Scenario:
         protocol=protocol,
         heartbeat=heartbeat,
         request=str(client.get("request", "GET /slow-answer")),
+        backend=backend,
+        images=images,
     )
 
 

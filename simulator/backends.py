@@ -1,0 +1,226 @@
+"""Where a run's hosts live: network namespaces (the default) or Docker containers.
+
+The runner needs four things of a backend, whatever it is made of: build the world (three
+hosts on two networks with the middlebox between), start a program in a host and read its
+JSON lines from a pipe, start the middlebox with the runner's dataplane configuration, and
+tear it all down. :class:`Namespaces` does it with pyroute2 and ``ip netns exec``;
+:class:`Docker` with the Docker SDK (networks, containers, labels, removal) and ``docker
+exec -i`` for the programs, so that their output arrives on a pipe exactly as it does from
+``ip netns exec``. The engine, the workloads, the events and the verdict are the same.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import json
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+from simulator import topology
+
+
+class BackendError(RuntimeError):
+    """The backend cannot be used here; the message says what is missing and how to get it."""
+
+
+class Started(Protocol):
+    """What the runner holds of a started program."""
+
+    popen: subprocess.Popen[bytes]
+    stop: Callable[[], None] | None
+
+
+class Backend(Protocol):
+    name: str
+
+    def build(self, run_id: str, client_sysctls: dict[str, int], backends: int,
+              vip: str | None, client_addresses: int, results_dir: Path) -> topology.World: ...
+
+    def command(self, host: str, module_args: list[str]) -> list[str]:
+        """The argv that runs ``python -m MODULE_ARGS`` inside ``host``."""
+        ...
+
+    def middlebox(self, world: topology.World, cfg: dict[str, Any], cfg_path: Path
+                  ) -> tuple[list[str], Callable[[], None] | None]:
+        """The argv whose stdout is the middlebox's JSON lines, and how to stop it (None:
+        SIGTERM to that argv's process)."""
+        ...
+
+    def destroy(self, run_id: str) -> None: ...
+
+
+class Namespaces:
+    name = "namespaces"
+
+    def build(self, run_id: str, client_sysctls: dict[str, int], backends: int,
+              vip: str | None, client_addresses: int, results_dir: Path) -> topology.World:
+        return topology.build_world(run_id, client_sysctls, backends, vip, client_addresses)
+
+    def command(self, host: str, module_args: list[str]) -> list[str]:
+        if shutil.which("ip") is None:
+            raise BackendError("the `ip` command (Debian package iproute2) is needed to run "
+                               "programs inside namespaces: apt-get install iproute2")
+        return ["ip", "netns", "exec", host, sys.executable, "-m", *module_args]
+
+    def middlebox(self, world: topology.World, cfg: dict[str, Any], cfg_path: Path
+                  ) -> tuple[list[str], Callable[[], None] | None]:
+        cfg_path.write_text(json.dumps(cfg, indent=2))
+        return self.command(world.mbox_ns, ["simulator", "middlebox", "--config",
+                                            str(cfg_path.resolve())]), None
+
+    def destroy(self, run_id: str) -> None:
+        topology.destroy_world(run_id)
+
+
+LABEL = "natsim.run"
+DEFAULT_IMAGE = "natsim:local"
+CLIENT_NET, SERVER_NET = "198.18.1.0/24", "198.19.1.0/24"
+MBOX_INSIDE, MBOX_OUTSIDE = "198.18.1.2", "198.19.1.2"
+SERVER_VIP = "198.18.1.3"
+"""The server as the client's network sees it (Docker's internal networks carry only their
+own subnet: ``core/edge.py``)."""
+
+
+class Docker:
+    """Hosts as containers on two ``internal`` Docker networks (``make image`` first)."""
+
+    name = "docker"
+
+    def __init__(self, images: dict[str, str] | None = None) -> None:
+        try:
+            import docker  # noqa: PLC0415 (only this backend needs the SDK)
+        except ImportError:  # pragma: no cover (a dependency of natsim)
+            raise BackendError("the Docker SDK is missing: pip install docker") from None
+        try:
+            self.client = docker.from_env()
+            self.client.ping()
+        except docker.errors.DockerException as exc:
+            raise BackendError(f"no Docker engine ({exc}): apt-get install docker.io and "
+                               "start dockerd, or use the namespaces backend") from None
+        if shutil.which("docker") is None:
+            raise BackendError("the `docker` command is needed to run programs in "
+                               "containers: apt-get install docker.io")
+        self.images = {role: (images or {}).get(role, DEFAULT_IMAGE)
+                       for role in ("client", "server", "middlebox")}
+        for role, image in self.images.items():
+            try:
+                self.client.images.get(image)
+            except docker.errors.ImageNotFound:
+                raise BackendError(f"image {image!r} ({role}) is not here: `make image` "
+                                   "builds natsim:local") from None
+        self.results_dir: Path | None = None
+        self.edge: dict[str, dict[str, str]] = {}
+
+    def _name(self, run_id: str, role: str) -> str:
+        return f"{topology.PREFIX}{run_id}-{role}"
+
+    def build(self, run_id: str, client_sysctls: dict[str, int], backends: int,
+              vip: str | None, client_addresses: int, results_dir: Path) -> topology.World:
+        if backends > 1 or client_addresses > 1:
+            raise BackendError("the docker backend runs one client address and one server "
+                               "(no target groups, no multi-address load): use namespaces")
+        from docker.types import IPAMConfig, IPAMPool  # noqa: PLC0415
+
+        api = self.client.api
+        labels = {LABEL: run_id}
+        topology.register(run_id)
+        self.results_dir = results_dir.resolve()
+        try:
+            nets = {}
+            for side, subnet in (("clientside", CLIENT_NET), ("serverside", SERVER_NET)):
+                nets[side] = self.client.networks.create(
+                    self._name(run_id, side), driver="bridge", internal=True, labels=labels,
+                    ipam=IPAMConfig(pool_configs=[IPAMPool(subnet=subnet)])).name
+            hosts = {
+                "client": (nets["clientside"], topology.CLIENT_IP, {
+                    "sysctls": {f"net.ipv4.{k}": str(v) for k, v in client_sysctls.items()}
+                    | {"net.ipv4.ip_local_port_range": "1024 65535"},
+                    "extra_hosts": {"server": SERVER_VIP}}),
+                "server": (nets["serverside"], topology.SERVER_IP, {
+                    "sysctls": {"net.core.somaxconn": "65535"},
+                    "extra_hosts": {"client": topology.CLIENT_IP}}),
+            }
+            for role, (net, ip, host_cfg) in hosts.items():
+                container = api.create_container(
+                    self.images[role], command=["docker-host"], name=self._name(run_id, role),
+                    labels=labels, host_config=api.create_host_config(**host_cfg),
+                    networking_config=api.create_networking_config(
+                        {net: api.create_endpoint_config(ipv4_address=ip)}))
+                api.start(container)
+            macs = {role: self._mac(self._name(run_id, role), hosts[role][0])
+                    for role in hosts}
+        except BaseException:
+            self.destroy(run_id)
+            raise
+        client_ns, mbox_ns, server_ns = (self._name(run_id, r)
+                                         for r in ("client", "middlebox", "server"))
+        backend = topology.Backend(server_ns, topology.SERVER_IP, macs["server"], "", "")
+        return topology.World(run_id, client_ns, mbox_ns, server_ns, macs["client"],
+                              macs["server"], "", "", backends=(backend,))
+
+    def _mac(self, container: str, network: str) -> str:
+        attrs = self.client.api.inspect_container(container)
+        return str(attrs["NetworkSettings"]["Networks"][network]["MacAddress"])
+
+    def command(self, host: str, module_args: list[str]) -> list[str]:
+        return ["docker", "exec", "-i", host, "python3", "-m", *module_args]
+
+    def middlebox(self, world: topology.World, cfg: dict[str, Any], cfg_path: Path
+                  ) -> tuple[list[str], Callable[[], None] | None]:
+        """The middlebox is its container's main process (``natsim docker-middlebox``,
+        which finds its interfaces and the MACs in Docker's world); SIGTERM reaches it
+        through ``docker kill``, and its output is the container's log."""
+        api = self.client.api
+        run_id = world.run_id
+        public = [ipaddress.ip_address(a) for a in cfg["chain"][0]["overrides"]["public_ips"]]
+        aliases = [str(ipaddress.ip_address(MBOX_OUTSIDE) + 1 + i)
+                   for i in range(len(public) + 1)]
+        cfg = {**cfg, "edge": {
+            "inside": {SERVER_VIP: topology.SERVER_IP},
+            "outside": dict(zip(aliases, [*map(str, public), topology.CLIENT_IP],
+                                strict=True))}}
+        cfg_path.write_text(json.dumps(cfg, indent=2))
+        assert self.results_dir is not None
+        name = self._name(run_id, "middlebox")
+        container = api.create_container(
+            self.images["middlebox"], command=["docker-middlebox", "--config",
+                                               str(cfg_path.resolve())],
+            name=name, labels={LABEL: run_id},
+            environment={"NATSIM_CLIENT": topology.CLIENT_IP,
+                         "NATSIM_SERVER": topology.SERVER_IP},
+            host_config=api.create_host_config(
+                cap_drop=["ALL"], cap_add=["NET_ADMIN", "NET_RAW"],
+                sysctls={"net.ipv4.ip_forward": "0"},
+                binds={str(self.results_dir): {"bind": str(self.results_dir), "mode": "rw"}}),
+            networking_config=api.create_networking_config(
+                {self._name(run_id, "clientside"):
+                 api.create_endpoint_config(ipv4_address=MBOX_INSIDE)}))
+        api.connect_container_to_network(container, self._name(run_id, "serverside"),
+                                         ipv4_address=MBOX_OUTSIDE)
+        api.start(container)
+        return (["docker", "logs", "--follow", name],
+                lambda: api.kill(name, signal="SIGTERM"))
+
+    def destroy(self, run_id: str) -> None:
+        """Every container and network labelled with the run, whatever state it is in."""
+        import docker  # noqa: PLC0415
+
+        flt = {"label": f"{LABEL}={run_id}"}
+        for container in self.client.containers.list(all=True, filters=flt):
+            with contextlib.suppress(docker.errors.NotFound):
+                container.remove(force=True)
+        for network in self.client.networks.list(filters=flt):
+            with contextlib.suppress(docker.errors.NotFound):
+                network.remove()
+        (topology.REGISTRY / f"{run_id}.json").unlink(missing_ok=True)
+
+
+def get_backend(name: str, images: dict[str, str] | None = None) -> Backend:
+    if name == "docker":
+        return Docker(images)
+    return Namespaces()
