@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -79,6 +80,7 @@ class Namespaces:
 
 LABEL = "natsim.run"
 DEFAULT_IMAGE = "natsim:local"
+"""What ``make image`` builds; ``NATSIM_IMAGE`` (as in docker-compose.yml) names another."""
 CLIENT_NET, SERVER_NET = "198.18.1.0/24", "198.19.1.0/24"
 MBOX_INSIDE, MBOX_OUTSIDE = "198.18.1.2", "198.19.1.2"
 SERVER_VIP = "198.18.1.3"
@@ -105,7 +107,8 @@ class Docker:
         if shutil.which("docker") is None:
             raise BackendError("the `docker` command is needed to run programs in "
                                "containers: apt-get install docker.io")
-        self.images = {role: (images or {}).get(role, DEFAULT_IMAGE)
+        default = os.environ.get("NATSIM_IMAGE", DEFAULT_IMAGE)
+        self.images = {role: (images or {}).get(role, default)
                        for role in ("client", "server", "middlebox")}
         for role, image in self.images.items():
             try:
@@ -208,15 +211,7 @@ class Docker:
 
     def destroy(self, run_id: str) -> None:
         """Every container and network labelled with the run, whatever state it is in."""
-        import docker  # noqa: PLC0415
-
-        flt = {"label": f"{LABEL}={run_id}"}
-        for container in self.client.containers.list(all=True, filters=flt):
-            with contextlib.suppress(docker.errors.NotFound):
-                container.remove(force=True)
-        for network in self.client.networks.list(filters=flt):
-            with contextlib.suppress(docker.errors.NotFound):
-                network.remove()
+        _remove_run(self.client, run_id)
         (topology.REGISTRY / f"{run_id}.json").unlink(missing_ok=True)
 
 
@@ -224,3 +219,38 @@ def get_backend(name: str, images: dict[str, str] | None = None) -> Backend:
     if name == "docker":
         return Docker(images)
     return Namespaces()
+
+
+def docker_leftovers(keep: set[str]) -> list[str]:
+    """Remove the containers and networks of Docker runs that are no longer alive (all but
+    the run ids in ``keep``); quietly nothing where no engine answers."""
+    try:
+        import docker  # noqa: PLC0415
+
+        client = docker.from_env()
+        client.ping()
+    except Exception:  # no SDK, no engine: there can be no leftovers of ours
+        return []
+    flt = {"label": LABEL}
+    runs = {c.labels[LABEL] for c in client.containers.list(all=True, filters=flt)}
+    runs |= {n.attrs.get("Labels", {}).get(LABEL) for n in client.networks.list(filters=flt)}
+    removed = []
+    for run_id in sorted(r for r in runs if r and r not in keep):
+        removed += _remove_run(client, run_id)
+    return removed
+
+
+def _remove_run(client: Any, run_id: str) -> list[str]:
+    import docker  # noqa: PLC0415
+
+    removed = []
+    flt = {"label": f"{LABEL}={run_id}"}
+    for container in client.containers.list(all=True, filters=flt):
+        with contextlib.suppress(docker.errors.NotFound):
+            container.remove(force=True)
+            removed.append(f"container {container.name}")
+    for network in client.networks.list(filters=flt):
+        with contextlib.suppress(docker.errors.NotFound):
+            network.remove()
+            removed.append(f"network {network.name}")
+    return removed

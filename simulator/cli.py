@@ -15,7 +15,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from simulator import dataplane, docker_host, rootless, topology
-from simulator.backends import BackendError
+from simulator.backends import BackendError, docker_leftovers
 from simulator.core.advice import check
 from simulator.core.appliances import CATALOGUE, Appliance, ApplianceError, get_appliance
 from simulator.core.metrics import cloud_metrics, namespace_of, prometheus_text
@@ -82,6 +82,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
 def _cmd_cleanup(args: argparse.Namespace) -> int:
     topology.check_privileges()
     removed, skipped = topology.cleanup(force=args.force)
+    removed += docker_leftovers(keep=set(skipped))
     for name in LiveWorld.names():  # worlds whose middlebox died with nothing left to run
         live = LiveWorld.load(name)
         if live.run_id not in skipped:
@@ -164,12 +165,13 @@ def _appliance_from_args(args: argparse.Namespace) -> tuple[Appliance, float, di
 
 def _cmd_up(args: argparse.Namespace) -> int:
     appliance, speed, sysctls = _appliance_from_args(args)
-    live = LiveWorld.up(args.name, appliance, speed, sysctls)
+    live = LiveWorld.up(args.name, appliance, speed, sysctls, backend=args.backend)
     timeout = appliance.tcp_idle_timeout
     print(f"world {live.name} is up (run {live.run_id}): {appliance.title}, idle timeout "
           f"{timeout:g} model s = {live.wall(timeout):.3g} wall s at speed {speed:g}")
-    print(f"  client  {live.addresses['client']:<14} namespace {live.namespaces['client']}")
-    print(f"  server  {live.addresses['server']:<14} namespace {live.namespaces['server']}"
+    kind = "container" if live.backend == "docker" else "namespace"
+    print(f"  client  {live.addresses['client']:<14} {kind} {live.namespaces['client']}")
+    print(f"  server  {live.addresses['server']:<14} {kind} {live.namespaces['server']}"
           f"   (the client reaches it as `server`)")
     print(f"  NAT     {live.addresses['nat']:<14} (the server sees the client as this address)")
     name_opt = "" if args.name == "default" else f" --name {args.name}"
@@ -321,6 +323,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="what a late packet from the server gets (default: the appliance's)")
     up.add_argument("--speed", type=float, metavar="K", help="time compression (default 35)")
     up.add_argument("--name", default="default", help="world name, to have several up at once")
+    up.add_argument("--backend", choices=("namespaces", "docker"), default="namespaces",
+                    help="hosts as network namespaces (default) or Docker containers "
+                         "(`make image` first)")
     up.set_defaults(func=_cmd_up)
 
     ex = sub.add_parser("exec", help="run a command inside a host of a live world",

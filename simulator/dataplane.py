@@ -73,6 +73,7 @@ VNET_LEN = VNET_HDR.size
 NO_OFFLOAD = bytes(VNET_LEN)
 F_NEEDS_CSUM = 1
 MAX_FRAME = VNET_LEN + ETH_HLEN + 65535
+UNKNOWN_MAC = bytes(6)
 BATCH = 64
 _U16 = struct.Struct("!H")
 STATUS_EVERY = 0.25
@@ -211,6 +212,9 @@ class Dataplane:
         self.running = True
         self._by_fd = {sock.fileno(): (side, sock) for side, socks in ports.items()
                        for sock, _ in socks}
+        self._unlearnt = {sock.fileno() for socks in ports.values() for sock, header in socks
+                          if header[:6] == UNKNOWN_MAC}
+        """Ports whose peer MAC is not known yet (see ``_learn``)."""
         self._buf = bytearray(MAX_FRAME)
         self.edge: EdgeMap | None = None
         """Address aliases per side, when each side's network may only see its own subnet
@@ -262,6 +266,8 @@ class Dataplane:
             if self.pcap is not None:
                 self.pcap.write(now, view[VNET_LEN:n], vnet)
             start = VNET_LEN + ETH_HLEN
+            if self._unlearnt and sock.fileno() in self._unlearnt:
+                self._learn(side, sock, bytes(view[VNET_LEN + 6:VNET_LEN + 12]))
             if n < start + 20 or buf[VNET_LEN + 12:start] != ETH_P_IP:
                 if self.edge is not None:  # ARP for the addresses we answer for (Docker)
                     self._answer_arp(side, bytes(view[VNET_LEN:n]))
@@ -274,6 +280,12 @@ class Dataplane:
             if self.edge is not None:
                 self.edge.to_model(side, packet)
             self._send(self.engine.on_packet(packet, side, now), packet, vnet, partial)
+
+    def _learn(self, side: Side, sock: socket.socket, mac: bytes) -> None:
+        """Take the peer's MAC from the first frame it sends (its ARP request, usually)."""
+        self._unlearnt.discard(sock.fileno())
+        self.ports[side] = [(s, mac + header[6:] if s is sock else header)
+                            for s, header in self.ports[side]]
 
     def _answer_arp(self, side: Side, frame: bytes) -> None:
         assert self.edge is not None
@@ -417,9 +429,13 @@ def main(argv: list[str] | None = None) -> int:
     engine: Middlebox | Chain = Middlebox(appliances[0]) if len(appliances) == 1 \
         else Chain(appliances)
     clock = CompressedClock(float(cfg["speed"]))
-    def port(spec: dict[str, str]) -> tuple[socket.socket, bytes]:
-        header = _mac_bytes(spec["peer_mac"]) + _mac_bytes(spec["mac"]) + ETH_P_IP
-        return open_port(spec["if"]), header
+    def port(spec: dict[str, str | None]) -> tuple[socket.socket, bytes]:
+        # no peer MAC: learnt from the first frame that arrives (Docker, where the client
+        # may start after the middlebox)
+        peer_mac = spec.get("peer_mac")
+        peer = _mac_bytes(peer_mac) if peer_mac else UNKNOWN_MAC
+        header = peer + _mac_bytes(str(spec["mac"])) + ETH_P_IP
+        return open_port(str(spec["if"])), header
 
     ports = {Side.INSIDE: [port(cfg["inside"])],
              Side.OUTSIDE: [port(spec) for spec in cfg["outside"]]}

@@ -59,6 +59,7 @@ ENV = {
 CLIENT_SIDE = ipaddress.ip_network("198.18.0.0/16")
 SERVER_SIDE = ipaddress.ip_network("198.19.0.0/16")
 PORT = 8080
+READY_FILE = Path("/tmp/natsim-middlebox-ready")
 CLIENT_START = 3.0
 """Wall seconds the client workload waits before connecting: probing the server's port
 would itself be a connection, and the server workload answers the first one it accepts."""
@@ -141,14 +142,15 @@ def middlebox_main(argv: list[str]) -> int:
         title = f"{'+'.join(stage['appliance'] for stage in cfg['chain'])} (from the runner)"
     else:
         cfg, title = _config_from_env()
-    client_mac = resolve_mac(env("NATSIM_CLIENT"))
+    # the server is up first; the client may start after us (compose waits for our health
+    # check), so its MAC is learnt from its first frame (dataplane.py)
     server_mac = resolve_mac(env("NATSIM_SERVER"))
-    cfg["inside"] = {"if": sides["inside"][0], "mac": sides["inside"][1],
-                     "peer_mac": client_mac}
+    cfg["inside"] = {"if": sides["inside"][0], "mac": sides["inside"][1], "peer_mac": None}
     cfg["outside"] = [{"if": sides["outside"][0], "mac": sides["outside"][1],
                        "peer_mac": server_mac}]
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
         json.dump(cfg, f)
+    READY_FILE.touch()  # compose's health check: the client may start
     aliases = ", ".join(f"{k} for {v}" for k, v in cfg["edge"]["outside"].items())
     print(json.dumps({"source": "middlebox", "kind": "docker", "text":
                       f"{title}, speed {cfg['speed']:g}; inside {sides['inside'][0]} (server "

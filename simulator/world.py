@@ -27,7 +27,6 @@ import re
 import select
 import signal
 import subprocess
-import sys
 import time
 import traceback
 from collections.abc import Sequence
@@ -40,6 +39,7 @@ from typing import Any
 from pyroute2 import netns
 
 from simulator import topology
+from simulator.backends import get_backend
 from simulator.core.appliances import Appliance
 from simulator.scenario import LINUX_KEEPALIVE_DEFAULTS
 
@@ -109,7 +109,10 @@ class LiveWorld:
     addresses: dict[str, str]
     results_dir: str
     middlebox_pid: int
+    """The dataplane's process; with Docker, the process that follows its container's log
+    into events.jsonl."""
     started: str
+    backend: str = "namespaces"
 
     # -- finding ------------------------------------------------------------------------
 
@@ -142,7 +145,8 @@ class LiveWorld:
 
     @classmethod
     def up(cls, name: str, appliance: Appliance, speed: float,
-           sysctls: dict[str, int] | None = None, results_dir: Path | None = None) -> LiveWorld:
+           sysctls: dict[str, int] | None = None, results_dir: Path | None = None,
+           backend: str = "namespaces") -> LiveWorld:
         if not NAME_RE.match(name):
             raise WorldError(f"world name {name!r}: use 1-20 characters a-z, 0-9 and '-'")
         if cls.state_file(name).exists():
@@ -150,24 +154,22 @@ class LiveWorld:
                              f"{name}` first, or choose another --name")
         if speed <= 0:
             raise WorldError(f"speed must be positive, got {speed}")
+        hosts = get_backend(backend)
         run_id = topology.new_run_id()
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
         results = (results_dir or Path("results") / f"world-{name}-{stamp}-{run_id}").resolve()
         results.mkdir(parents=True, exist_ok=True)
-        world = topology.build_world(
-            run_id, scaled_sysctls(sysctls or dict(LINUX_KEEPALIVE_DEFAULTS), speed))
+        world = hosts.build(run_id, scaled_sysctls(sysctls or dict(LINUX_KEEPALIVE_DEFAULTS),
+                                                   speed), 1, None, 1, results)
         try:
             cfg = middlebox_config(world, [appliance], speed, results / "capture.pcap",
                                    results / "status.json", results / "metrics.jsonl",
                                    sample_every=speed)
-            (results / "middlebox.json").write_text(json.dumps(cfg, indent=2))
+            argv, _ = hosts.middlebox(world, cfg, results / "middlebox.json")
             with (results / "events.jsonl").open("wb") as events, \
                     (results / "middlebox.stderr").open("wb") as errors:
-                mbox = subprocess.Popen(
-                    ["ip", "netns", "exec", world.mbox_ns, sys.executable, "-m", "simulator",
-                     "middlebox", "--config", str(results / "middlebox.json")],
-                    stdin=subprocess.DEVNULL, stdout=events, stderr=errors,
-                    start_new_session=True, cwd=REPO_ROOT)
+                mbox = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=events,
+                                        stderr=errors, start_new_session=True, cwd=REPO_ROOT)
             _CHILDREN[mbox.pid] = mbox
             _wait_for_ready(mbox, results)
             topology.register(run_id, owner=mbox.pid)
@@ -181,22 +183,29 @@ class LiveWorld:
                        addresses={"client": world.client_ip, "server": world.server_ip,
                                   "nat": appliance.public_ips[0]},
                        results_dir=str(results), middlebox_pid=mbox.pid,
-                       started=datetime.now(UTC).isoformat(timespec="seconds"))
+                       started=datetime.now(UTC).isoformat(timespec="seconds"),
+                       backend=hosts.name)
             WORLDS.mkdir(parents=True, exist_ok=True)
             cls.state_file(name).write_text(json.dumps(asdict(live), indent=2))
             return live
         except BaseException:
-            topology.destroy_world(run_id)
+            hosts.destroy(run_id)
             raise
 
     def down(self) -> None:
-        """Stop the middlebox, remove the namespaces and the state file."""
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(self.middlebox_pid, signal.SIGTERM)
+        """Stop the middlebox, remove the hosts and the state file."""
+        if self.backend == "docker":
+            with contextlib.suppress(Exception):  # the container may be gone already
+                subprocess.run(["docker", "kill", "--signal", "TERM",
+                                self.namespaces["middlebox"]], capture_output=True,
+                               timeout=10, check=False)
+        else:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.middlebox_pid, signal.SIGTERM)
         deadline = time.monotonic() + 2.0
-        while time.monotonic() < deadline and topology.pids_in(self.namespaces["middlebox"]):
+        while time.monotonic() < deadline and self.alive():
             time.sleep(0.02)
-        topology.destroy_world(self.run_id)
+        get_backend(self.backend).destroy(self.run_id)
         self.state_file(self.name).unlink(missing_ok=True)
         child = _CHILDREN.pop(self.middlebox_pid, None)
         if child is not None:
@@ -214,6 +223,8 @@ class LiveWorld:
         """The command line that runs ``argv`` inside host ``role``."""
         if not argv:
             raise WorldError("no command given")
+        if self.backend == "docker":
+            return ["docker", "exec", "-i", self.namespace(role), *argv]
         return ["ip", "netns", "exec", self.namespace(role), *argv]
 
     def run(self, role: str, argv: Sequence[str],
@@ -247,6 +258,13 @@ class LiveWorld:
                 if line.strip() and json.loads(line).get("kind") not in ("ready", "stopped")]
 
     def alive(self) -> bool:
+        if self.backend == "docker":  # its log follower lives as long as the container
+            try:
+                os.kill(self.middlebox_pid, 0)
+            except ProcessLookupError:
+                return False
+            return _CHILDREN.get(self.middlebox_pid) is None or \
+                _CHILDREN[self.middlebox_pid].poll() is None
         return bool(topology.pids_in(self.namespaces["middlebox"]))
 
 

@@ -9,15 +9,21 @@ had, they are skipped with the reason.
 
 from __future__ import annotations
 
+import io
 import os
 import secrets
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
+
+from simulator.runner import run_scenario
+from simulator.scenario import load_scenario
 
 REPO = Path(__file__).resolve().parents[2]
 SUITE = next((line.split("=", 1)[1].strip() for line in Path("/etc/os-release").read_text()
@@ -127,3 +133,68 @@ def test_a_users_own_image_takes_the_clients_place(engine: list[str], image: str
     assert "answer: b'the slow answer" in logs
     lost, logs = compose_up(engine, image, files, {})  # Linux's 7200 s default: too late
     assert lost != 0 and "no answer" in logs, logs[-4000:]
+
+
+# -- the docker backend: natsim run / up / exec / down with containers ------------------------
+
+
+def test_docker_backend_sees_what_namespaces_see(image: str, tmp_path: Path) -> None:
+    """The same scenario through both backends: the same verdict, the same middlebox story."""
+    scenario = load_scenario("nat-gw")
+    runs = {}
+    for backend in ("namespaces", "docker"):
+        chosen = replace(scenario, backend=backend,
+                         images={"client": image, "server": image, "middlebox": image}
+                         if backend == "docker" else {})
+        out = io.StringIO()
+        runs[backend] = run_scenario(chosen, 100, tmp_path / backend, out)
+        assert runs[backend].passed, out.getvalue()
+    ns, dk = runs["namespaces"], runs["docker"]
+    assert (dk.client, dk.server) == (ns.client, ns.server) == ("timeout", "reset")
+    assert dk.kinds("middlebox") == ns.kinds("middlebox")
+    assert dk.counters["IdleTimeoutCount"] == ns.counters["IdleTimeoutCount"] == 1
+    assert (tmp_path / "docker" / "capture.pcap").stat().st_size > 24
+    assert (tmp_path / "docker" / "metrics.png").exists()
+
+
+def test_up_exec_status_down_with_docker(image: str) -> None:
+    name = f"d{secrets.token_hex(2)}"
+    env = {"NATSIM_IMAGE": image}
+    up = sh(sys.executable, "-m", "simulator", "up", "--backend", "docker", "--speed", "100",
+            "--name", name, env=env, check=False)
+    assert up.returncode == 0, up.stderr
+    try:
+        assert "container natsim-" in up.stdout
+        sh(sys.executable, "-m", "simulator", "exec", "--name", name, "server", "--", "sh", "-c",
+           "python3 -m http.server 8080 >/dev/null 2>&1 &")
+        time.sleep(1.0)
+        curl = sh(sys.executable, "-m", "simulator", "exec", "--name", name, "client", "--",
+                  "curl", "-s", "-m", "5", "-o", "/dev/null", "-w", "%{http_code}",
+                  "http://server:8080/", check=False)
+        assert curl.stdout == "200", curl.stderr
+        status = sh(sys.executable, "-m", "simulator", "status", "--name", name)
+        assert "203.0.113.1" in status.stdout  # the flow, NATed, in the live table
+    finally:
+        down = sh(sys.executable, "-m", "simulator", "down", "--name", name, check=False)
+    assert down.returncode == 0, down.stderr
+    assert not sh("docker", "ps", "-a", "-q", "--filter", "label=natsim.run").stdout.strip()
+
+
+def test_cleanup_removes_a_killed_docker_run(image: str, tmp_path: Path) -> None:
+    proc = subprocess.Popen([sys.executable, "-m", "simulator", "run", "nat-gw", "--backend",
+                             "docker", "--speed", "35", "--results", str(tmp_path)], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "NATSIM_IMAGE": image})
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if "new TCP flow" in line:
+            break
+    proc.kill()
+    proc.wait()
+    proc.stdout.close()
+    left = sh("docker", "ps", "-a", "-q", "--filter", "label=natsim.run").stdout.split()
+    assert len(left) == 3  # killed outright: nothing of natsim ran to remove them
+    cleaned = sh(sys.executable, "-m", "simulator", "cleanup")
+    assert "removed container natsim-" in cleaned.stdout
+    assert not sh("docker", "ps", "-a", "-q", "--filter", "label=natsim.run").stdout.strip()
+    assert not sh("docker", "network", "ls", "-q", "--filter", "label=natsim.run").stdout.strip()
