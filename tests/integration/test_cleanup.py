@@ -19,11 +19,19 @@ from tests.integration.conftest import natsim_namespaces
 REPO = Path(__file__).resolve().parents[2]
 
 
+def _as_from_a_terminal() -> None:
+    # A test run started in the background (`cmd &` in a script) inherits SIGINT ignored,
+    # and Python keeps an ignored SIGINT ignored: give the run the disposition it has when a
+    # person starts it at a terminal, where Ctrl-C is what these tests imitate.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start_run(runs: list[subprocess.Popen[str]], tmp_path: Path) -> subprocess.Popen[str]:
     proc = subprocess.Popen(
         [sys.executable, "-m", "simulator", "run", "nat-gw", "--speed", "35",
          "--results", str(tmp_path / f"r{len(runs)}")],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        preexec_fn=_as_from_a_terminal)  # noqa: PLW1509 (pytest's main thread)
     runs.append(proc)
     return proc
 
