@@ -186,7 +186,8 @@ class Docker:
         cfg = {**cfg, "edge": {
             "inside": {SERVER_VIP: topology.SERVER_IP},
             "outside": dict(zip(aliases, [*map(str, public), topology.CLIENT_IP],
-                                strict=True))}}
+                                strict=True)),
+            "peers": {"inside": [topology.CLIENT_IP], "outside": [topology.SERVER_IP]}}}
         cfg_path.write_text(json.dumps(cfg, indent=2))
         assert self.results_dir is not None
         name = self._name(run_id, "middlebox")

@@ -272,7 +272,12 @@ class Dataplane:
                 if self.edge is not None:  # ARP for the addresses we answer for (Docker)
                     self._answer_arp(side, bytes(view[VNET_LEN:n]))
                 continue  # not IPv4 (the world has no ARP and no IPv6): nothing to model
+            if self.edge is not None and \
+                    buf[VNET_LEN:VNET_LEN + 6] != self.ports[side][0][1][6:12]:
+                continue  # on a shared bridge (Docker): a frame for another host, flooded
             packet = bytearray(view[start:n])
+            if self.edge is not None and not self.edge.from_peer(side, packet):
+                continue  # the Docker bridge's own packets: not on the simulated path
             partial = None
             if buf[0] & F_NEEDS_CSUM:
                 at = _partial_checksum_at(vnet)
@@ -444,9 +449,13 @@ def main(argv: list[str] | None = None) -> int:
     if cfg.get("status"):
         plane.status_path = Path(cfg["status"])
     if cfg.get("edge"):
-        plane.edge = EdgeMap(*({ip_from_str(seen): ip_from_str(model)
-                                for seen, model in cfg["edge"][side].items()}
-                               for side in ("inside", "outside")))
+        edge = cfg["edge"]
+        inside, outside = ({ip_from_str(seen): ip_from_str(model)
+                            for seen, model in edge[side].items()}
+                           for side in ("inside", "outside"))
+        plane.edge = EdgeMap(inside, outside,
+                             peers={Side(side): frozenset(map(ip_from_str, ips))
+                                    for side, ips in edge.get("peers", {}).items()})
     if cfg.get("metrics"):
         plane.metrics_file = Path(cfg["metrics"]).open("w")  # noqa: SIM115 (closed below)
         plane.sample_every = float(cfg.get("sample_every", 1.0))

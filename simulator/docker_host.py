@@ -175,7 +175,8 @@ def _config_from_env() -> tuple[dict[str, Any], str]:
     outside = dict(zip(aliases, [*appliance.public_ips, env("NATSIM_CLIENT")], strict=True))
     cfg = {
         "edge": {"inside": {env("NATSIM_SERVER_VIP"): env("NATSIM_SERVER")},
-                 "outside": outside},
+                 "outside": outside,
+                 "peers": {"inside": [env("NATSIM_CLIENT")], "outside": [env("NATSIM_SERVER")]}},
         "chain": [{"appliance": appliance.name, "overrides": appliance_overrides(appliance)}],
         "speed": speed(),
         "pcap": os.environ.get("NATSIM_PCAP") or None,

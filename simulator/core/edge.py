@@ -21,7 +21,7 @@ Ports never change here; checksums are updated incrementally like any NAT rewrit
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from simulator.core.events import Side
 from simulator.core.packets import parse, rewrite_destination, rewrite_source
@@ -37,6 +37,14 @@ class EdgeMap:
 
     inside: dict[bytes, bytes]
     outside: dict[bytes, bytes]
+    peers: dict[Side, frozenset[bytes]] = field(default_factory=dict)
+    """The hosts whose packets the appliance handles on each side (the client, the server).
+    A Docker network also holds the host's bridge, which sends its own packets (ICMP
+    redirects about our frames): those are not the simulated path's, and are left out."""
+
+    def from_peer(self, side: Side, packet: bytes | bytearray) -> bool:
+        allowed = self.peers.get(side)
+        return not allowed or bytes(packet[12:16]) in allowed
 
     def _seen(self, side: Side) -> dict[bytes, bytes]:
         return self.inside if side is Side.INSIDE else self.outside

@@ -52,3 +52,12 @@ def test_arp_is_answered_for_the_aliases_of_that_side_only() -> None:
     assert EDGE.arp_reply(Side.OUTSIDE, request, MY_MAC) is None  # VIP is not on that side
     not_ours = bytes(Ether(src=asker) / ARP(op=1, hwsrc=asker, psrc=CLIENT, pdst="198.18.1.77"))
     assert EDGE.arp_reply(Side.INSIDE, not_ours, MY_MAC) is None
+
+
+def test_only_the_simulated_hosts_packets_are_the_appliances() -> None:
+    edge = EdgeMap(EDGE.inside, EDGE.outside,
+                   peers={Side.INSIDE: frozenset({ip_from_str(CLIENT)})})
+    assert edge.from_peer(Side.INSIDE, tcp(CLIENT, 1, VIP, 2, "S"))
+    # Docker's host bridge, 198.18.1.1, sends ICMP redirects about our frames
+    assert not edge.from_peer(Side.INSIDE, tcp("198.18.1.1", 1, VIP, 2, "S"))
+    assert edge.from_peer(Side.OUTSIDE, tcp("198.19.1.99", 1, NAT_ALIAS, 2, "S"))  # no filter
