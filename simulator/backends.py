@@ -12,7 +12,6 @@ exec -i`` for the programs, so that their output arrives on a pipe exactly as it
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import json
 import os
 import shutil
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from simulator import topology
+from simulator.core.edge import docker_edge
 
 
 class BackendError(RuntimeError):
@@ -180,14 +180,8 @@ class Docker:
         through ``docker kill``, and its output is the container's log."""
         api = self.client.api
         run_id = world.run_id
-        public = [ipaddress.ip_address(a) for a in cfg["chain"][0]["overrides"]["public_ips"]]
-        aliases = [str(ipaddress.ip_address(MBOX_OUTSIDE) + 1 + i)
-                   for i in range(len(public) + 1)]
-        cfg = {**cfg, "edge": {
-            "inside": {SERVER_VIP: topology.SERVER_IP},
-            "outside": dict(zip(aliases, [*map(str, public), topology.CLIENT_IP],
-                                strict=True)),
-            "peers": {"inside": [topology.CLIENT_IP], "outside": [topology.SERVER_IP]}}}
+        cfg = {**cfg, "edge": docker_edge(cfg["chain"][0]["overrides"]["public_ips"],
+                                          topology.CLIENT_IP, topology.SERVER_IP, SERVER_VIP)}
         cfg_path.write_text(json.dumps(cfg, indent=2))
         assert self.results_dir is not None
         name = self._name(run_id, "middlebox")

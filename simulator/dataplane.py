@@ -272,17 +272,17 @@ class Dataplane:
                 if self.edge is not None:  # ARP for the addresses we answer for (Docker)
                     self._answer_arp(side, bytes(view[VNET_LEN:n]))
                 continue  # not IPv4 (the world has no ARP and no IPv6): nothing to model
-            if self.edge is not None and \
-                    buf[VNET_LEN:VNET_LEN + 6] != self.ports[side][0][1][6:12]:
-                continue  # on a shared bridge (Docker): a frame for another host, flooded
             packet = bytearray(view[start:n])
-            if self.edge is not None and not self.edge.from_peer(side, packet):
-                continue  # the Docker bridge's own packets: not on the simulated path
             partial = None
             if buf[0] & F_NEEDS_CSUM:
                 at = _partial_checksum_at(vnet)
                 partial = (bytes(view[start:start + at + 2]), at)
             if self.edge is not None:
+                # On a shared Docker bridge, frames flooded to us for another host and the
+                # bridge's own packets are not on the simulated path.
+                if buf[VNET_LEN:VNET_LEN + 6] != self.ports[side][0][1][6:12] \
+                        or not self.edge.from_peer(side, packet):
+                    continue
                 self.edge.to_model(side, packet)
             self._send(self.engine.on_packet(packet, side, now), packet, vnet, partial)
 

@@ -37,6 +37,7 @@ from pyroute2 import IPRoute
 
 from simulator import dataplane
 from simulator.core.appliances import ApplianceError, get_appliance
+from simulator.core.edge import docker_edge
 from simulator.world import appliance_overrides
 
 ENV = {
@@ -167,16 +168,10 @@ def _config_from_env() -> tuple[dict[str, Any], str]:
                 {"tcp_idle_timeout": float(env("NATSIM_TIMEOUT"))})
     except (ApplianceError, KeyError, ValueError) as exc:
         raise DockerSetupError(f"NATSIM_APPLIANCE / NATSIM_TIMEOUT: {exc}") from None
-    # each network sees only its own subnet (core/edge.py): the server behind a virtual
-    # address on the client's side, the NAT's addresses and the client on the server's
-    server_side = ipaddress.ip_network(f"{env('NATSIM_SERVER')}/24", strict=False)
-    aliases = [str(server_side.network_address + 3 + i)
-               for i in range(len(appliance.public_ips) + 1)]
-    outside = dict(zip(aliases, [*appliance.public_ips, env("NATSIM_CLIENT")], strict=True))
+    # each network sees only its own subnet (core/edge.py)
     cfg = {
-        "edge": {"inside": {env("NATSIM_SERVER_VIP"): env("NATSIM_SERVER")},
-                 "outside": outside,
-                 "peers": {"inside": [env("NATSIM_CLIENT")], "outside": [env("NATSIM_SERVER")]}},
+        "edge": docker_edge(appliance.public_ips, env("NATSIM_CLIENT"), env("NATSIM_SERVER"),
+                            env("NATSIM_SERVER_VIP")),
         "chain": [{"appliance": appliance.name, "overrides": appliance_overrides(appliance)}],
         "speed": speed(),
         "pcap": os.environ.get("NATSIM_PCAP") or None,

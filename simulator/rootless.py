@@ -31,6 +31,8 @@ import os
 import signal
 from pathlib import Path
 
+from simulator.topology import start_ticks
+
 CLONE_NEWNS = 0x00020000
 CLONE_NEWUSER = 0x10000000
 CLONE_NEWNET = 0x40000000
@@ -158,13 +160,6 @@ def session_file() -> Path:
     return Path(base) / "natsim" / "rootless-session.json"
 
 
-def _start_ticks(pid: int) -> int | None:
-    try:
-        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
-    except (OSError, IndexError, ValueError):
-        return None
-
-
 def _live_keeper() -> int | None:
     """The pid of the process that holds the user's namespaces, if it still lives."""
     try:
@@ -172,7 +167,7 @@ def _live_keeper() -> int | None:
     except (OSError, ValueError):
         return None
     pid = int(info.get("pid", 0))
-    if pid and _start_ticks(pid) == info.get("start"):
+    if pid and start_ticks(pid) == info.get("start"):
         return pid
     return None
 
@@ -227,7 +222,7 @@ def enter_session(create: bool) -> None:
             os._exit(0)
     path = session_file()
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    path.write_text(json.dumps({"pid": child, "start": _start_ticks(child)}))
+    path.write_text(json.dumps({"pid": child, "start": start_ticks(child)}))
 
 
 def end_session() -> None:

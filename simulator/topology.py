@@ -149,11 +149,11 @@ def register(run_id: str, owner: int | None = None) -> None:
     pid = os.getpid() if owner is None else owner
     REGISTRY.mkdir(parents=True, exist_ok=True)
     (REGISTRY / f"{run_id}.json").write_text(json.dumps(
-        {"run_id": run_id, "pid": pid, "pid_start": _start_ticks(pid),
+        {"run_id": run_id, "pid": pid, "pid_start": start_ticks(pid),
          "started": time.time(), "namespaces": list(ns_names(run_id))}))
 
 
-def _start_ticks(pid: int) -> int | None:
+def start_ticks(pid: int) -> int | None:
     """The process's start time in clock ticks: tells a live owner from a reused pid."""
     try:
         return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
@@ -371,7 +371,7 @@ def leftover_runs() -> dict[str, int | None]:
                 runs.setdefault(entry.stem, None)
                 continue
             # The owner counts as alive only if it is the very process that registered.
-            live = _alive(pid) and _start_ticks(pid) == record.get("pid_start")
+            live = _alive(pid) and start_ticks(pid) == record.get("pid_start")
             runs[entry.stem] = pid if live else None
     return runs
 

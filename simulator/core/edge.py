@@ -20,8 +20,11 @@ Ports never change here; checksums are updated incrementally like any NAT rewrit
 
 from __future__ import annotations
 
+import ipaddress
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from simulator.core.events import Side
 from simulator.core.packets import parse, rewrite_destination, rewrite_source
@@ -74,3 +77,14 @@ class EdgeMap:
         reply: bytes = sha + my_mac + ETH_P_ARP + _ARP.pack(1, 0x0800, 6, 4, ARP_REPLY, my_mac,
                                                             tpa, sha, spa)
         return reply
+
+
+def docker_edge(public_ips: Sequence[str], client: str, server: str, server_vip: str
+                ) -> dict[str, Any]:
+    """The dataplane's ``edge`` configuration for two Docker networks: the server behind
+    ``server_vip`` on the client's network; on the server's, aliases from .3 of its /24 up,
+    for the NAT's public addresses and then the client; only client and server as peers."""
+    first = ipaddress.ip_network(f"{server}/24", strict=False).network_address + 3
+    aliases = {str(first + i): model for i, model in enumerate([*public_ips, client])}
+    return {"inside": {server_vip: server}, "outside": aliases,
+            "peers": {"inside": [client], "outside": [server]}}

@@ -289,24 +289,16 @@ class Middlebox:
         self.counters["ConnectionAttemptCount"] += 1
         proto, client_ip, client_port, server_ip, server_port = key
         if self._connection_limit is not None and len(self.flows) >= self._connection_limit:
-            self.counters["RejectedConnectionCount"] += 1
-            self.counters["PacketsDropCount"] += 1
-            if self._worth_logging("RejectedConnectionCount"):
-                self._emit(now, EventKind.PORT_ALLOCATION_ERROR, None, Side.INSIDE,
-                           f"connection limit ({self._connection_limit}) reached: new "
-                           f"connection from {_endpoint(client_ip, client_port)} dropped "
-                           f"({self.counters['RejectedConnectionCount']} so far)")
+            self._refuse("RejectedConnectionCount", now,
+                         f"connection limit ({self._connection_limit}) reached: new "
+                         f"connection from {_endpoint(client_ip, client_port)} dropped")
             return None
         public = (self.ports.allocate(proto, server_ip, server_port) if self.appliance.nat
                   else (client_ip, client_port))
         if public is None:
-            self.counters["ErrorPortAllocation"] += 1
-            self.counters["PacketsDropCount"] += 1
-            if self._worth_logging("ErrorPortAllocation"):
-                self._emit(now, EventKind.PORT_ALLOCATION_ERROR, None, Side.INSIDE,
-                           f"no free port towards {_endpoint(server_ip, server_port)}: "
-                           f"packet from {_endpoint(client_ip, client_port)} dropped "
-                           f"({self.counters['ErrorPortAllocation']} so far)")
+            self._refuse("ErrorPortAllocation", now,
+                         f"no free port towards {_endpoint(server_ip, server_port)}: "
+                         f"packet from {_endpoint(client_ip, client_port)} dropped")
             return None
         public_ip, public_port = public
         tcp = proto == IPPROTO_TCP
@@ -359,6 +351,15 @@ class Middlebox:
                    backend=backend,
                    timeout=flow.timeout)
         return flow
+
+    def _refuse(self, counter: str, now: float, text: str) -> None:
+        """A new connection the appliance has no room for: its SYN is dropped and counted
+        under the cloud's own metric name."""
+        self.counters[counter] += 1
+        self.counters["PacketsDropCount"] += 1
+        if self._worth_logging(counter):
+            self._emit(now, EventKind.PORT_ALLOCATION_ERROR, None, Side.INSIDE,
+                       f"{text} ({self.counters[counter]} so far)")
 
     def _worth_logging(self, counter: str) -> bool:
         """The first twenty of a kind, then every thousandth: a load of 55,000 connections

@@ -5,7 +5,7 @@ from __future__ import annotations
 from scapy.layers.inet import IP, TCP
 from scapy.layers.l2 import ARP, Ether
 
-from simulator.core.edge import EdgeMap
+from simulator.core.edge import EdgeMap, docker_edge
 from simulator.core.events import Side
 from simulator.core.packets import ip_from_str
 from tests.unit.helpers import CLIENT, PUBLIC, SERVER, checksums_valid, tcp
@@ -61,3 +61,11 @@ def test_only_the_simulated_hosts_packets_are_the_appliances() -> None:
     # Docker's host bridge, 198.18.1.1, sends ICMP redirects about our frames
     assert not edge.from_peer(Side.INSIDE, tcp("198.18.1.1", 1, VIP, 2, "S"))
     assert edge.from_peer(Side.OUTSIDE, tcp("198.19.1.99", 1, NAT_ALIAS, 2, "S"))  # no filter
+
+
+def test_docker_edge_aliases_follow_the_servers_subnet() -> None:
+    cfg = docker_edge(["203.0.113.1", "203.0.113.2"], CLIENT, SERVER, VIP)
+    assert cfg["inside"] == {VIP: SERVER}
+    assert cfg["outside"] == {"198.19.1.3": "203.0.113.1", "198.19.1.4": "203.0.113.2",
+                              "198.19.1.5": CLIENT}
+    assert cfg["peers"] == {"inside": [CLIENT], "outside": [SERVER]}
