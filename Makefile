@@ -14,12 +14,12 @@ help:
 	@echo "make capacity              the four capacity scenarios at the real numbers (about 6 min)"
 	@echo "make image                 the natsim Docker image (offline: a debootstrap base, host-built wheels)"
 	@echo "make bench                 the userspace middlebox against kernel forwarding, side by side"
-	@echo "make test                  the whole suite: unit and integration (needs root)"
+	@echo "make test                  unit and integration tests (needs root; Docker and rootless apart)"
 	@echo "make test-docker           docker-compose.yml on a real engine (installs docker.io; root)"
 	@echo "make test-rootless         natsim as an ordinary user (run it as one)"
 	@echo "make test-fast             unit tests only (no root, a second or two)"
 	@echo "make lint                  ruff and mypy"
-	@echo "make cleanup               remove namespaces left by crashed runs"
+	@echo "make cleanup               remove namespaces and containers left by crashed runs"
 	@echo "make clean                 cleanup, then remove .venv and results/"
 
 setup: $(STAMP)
