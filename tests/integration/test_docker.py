@@ -53,10 +53,15 @@ def compose_command() -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def engine() -> list[str]:
-    """A running Docker engine and a compose command, installed and started if need be."""
+def engine() -> Iterator[list[str]]:
+    """A running Docker engine and a compose command, installed and started if need be.
+
+    An engine these tests started is stopped again at the end (and its handle kept until
+    then: a dropped ``Popen`` of a live process is a ResourceWarning, an error here).
+    """
     if os.geteuid() != 0:
         pytest.skip("the docker tests install and start Docker: run them as root")
+    started: subprocess.Popen[bytes] | None = None
     if not engine_running() or not compose_command():
         missing = [p for p, tool in (("docker.io", "dockerd"), ("docker-compose", None))
                    if shutil.which(tool or "docker-compose") is None]
@@ -64,17 +69,29 @@ def engine() -> list[str]:
             sh("apt-get", "install", "-y", "-qq", *missing, check=False, timeout=600,
                env={"DEBIAN_FRONTEND": "noninteractive"})
         if shutil.which("dockerd") and not engine_running():
-            subprocess.Popen(["dockerd"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                             start_new_session=True)
+            started = subprocess.Popen(["dockerd"], stdout=subprocess.DEVNULL,
+                                       stderr=subprocess.DEVNULL, start_new_session=True)
             deadline = time.monotonic() + 60
-            while not engine_running() and time.monotonic() < deadline:
+            while not engine_running() and time.monotonic() < deadline \
+                    and started.poll() is None:
                 time.sleep(1)
-    if not engine_running():
-        pytest.skip("no Docker engine: apt-get install docker.io, then start dockerd")
-    command = compose_command()
-    if not command:
-        pytest.skip("no compose: apt-get install docker-compose (or the compose plugin)")
-    return command
+    try:
+        if not engine_running():
+            why = "" if started is None or started.poll() is None else \
+                f" (dockerd exited with status {started.returncode})"
+            pytest.skip(f"no Docker engine{why}: apt-get install docker.io, then start dockerd")
+        command = compose_command()
+        if not command:
+            pytest.skip("no compose: apt-get install docker-compose (or the compose plugin)")
+        yield command
+    finally:
+        if started is not None:
+            started.terminate()
+            try:
+                started.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                started.kill()
+                started.wait()
 
 
 @pytest.fixture(scope="module")
