@@ -45,7 +45,7 @@ SUITE := $(shell . /etc/os-release 2>/dev/null && echo $$VERSION_CODENAME)
 image: setup
 	@command -v docker >/dev/null && docker info >/dev/null 2>&1 || { \
 	  echo "make image: a running Docker engine is needed (apt-get install docker.io; dockerd)"; exit 3; }
-	@rm -rf build/wheels && $(BIN)/pip wheel -q --wheel-dir build/wheels . > .venv/wheels.log 2>&1 || { \
+	@rm -rf build && $(BIN)/pip wheel -q --wheel-dir build/wheels . > .venv/wheels.log 2>&1 || { \
 	  tail -20 .venv/wheels.log; exit 1; }
 	@if [ -n "$(BASE)" ]; then base="$(BASE)"; \
 	elif docker image inspect python:3.11-slim-bookworm >/dev/null 2>&1 || \

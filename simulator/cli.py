@@ -14,7 +14,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from simulator import dataplane, docker_host, rootless, topology
+from simulator import dataplane, docker_host, interrupts, rootless, topology
 from simulator.backends import BackendError, docker_leftovers
 from simulator.core.advice import check
 from simulator.core.appliances import CATALOGUE, Appliance, ApplianceError, get_appliance
@@ -359,6 +359,15 @@ commands whose world lives and dies with the command."""
 SESSION_COMMANDS = {_cmd_up, _cmd_exec, _cmd_status, _cmd_down, _cmd_cleanup}
 """As an ordinary user, these share one long-lived namespace per user (a session), so
 that ``exec`` finds the world ``up`` left."""
+
+
+def console() -> int:
+    """The ``natsim`` command: Ctrl-C is recorded from the start (:mod:`simulator.interrupts`).
+
+    Not in :func:`main`, which tests call in-process: pytest keeps its own handlers.
+    """
+    interrupts.install()
+    return main()
 
 
 def main(argv: list[str] | None = None) -> int:

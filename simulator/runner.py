@@ -21,16 +21,15 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from types import FrameType
 from typing import IO, Any, TextIO
 
 from rich.console import Console
 
-from simulator import topology
+from simulator import interrupts, topology
 from simulator.backends import Backend, get_backend
 from simulator.core.metrics import cloud_metrics, namespace_of
 from simulator.report import (
@@ -125,31 +124,6 @@ def default_results_dir(name: str, run_id: str) -> Path:
     return Path("results") / f"{name}-{stamp}-{run_id}"
 
 
-@contextlib.contextmanager
-def _terminate_on_sigterm() -> Iterator[None]:
-    """Make SIGTERM unwind like Ctrl-C, so that ``finally`` clauses clean up.
-
-    Only in this process: pyroute2 forks helpers (``os.fork``) that inherit the handler and
-    are stopped with SIGTERM. Were they to raise, they would unwind *our* stack in the child
-    and run our cleanup, removing the namespaces from under the parent.
-    """
-    owner = os.getpid()
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        if os.getpid() != owner:
-            os._exit(128 + signum)
-        raise KeyboardInterrupt(f"signal {signum}")
-    try:
-        previous = signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread: leave signals alone
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 class Runner:
     def __init__(self, scenario: Scenario, speed: float | None = None,
                  results_dir: Path | None = None, out: TextIO | None = None,
@@ -198,6 +172,7 @@ class Runner:
     def _wait_ready(self, proc: Proc, kind: str) -> dict[str, Any]:
         deadline = time.monotonic() + READY_TIMEOUT
         while time.monotonic() < deadline:
+            interrupts.check()
             for line in proc.read_lines():
                 if line.get("kind") == kind:
                     return line
@@ -310,7 +285,7 @@ class Runner:
         self.results_dir.mkdir(parents=True, exist_ok=True)
         started = time.monotonic()
         self._header()
-        with _terminate_on_sigterm():
+        with interrupts.handled():
             try:
                 backends = max(a.backends for a in self.scenario.chain or
                                (self.scenario.appliance,))
@@ -318,7 +293,9 @@ class Runner:
                 addresses = self.scenario.load.addresses if self.scenario.load else 1
                 world = self.backend.build(self.run_id, self._wall_sysctls(), backends, vip,
                                            addresses, self.results_dir)
+                interrupts.check()
                 self._start(world)
+                interrupts.check()
                 self._watch()
             finally:
                 try:
@@ -403,6 +380,7 @@ class Runner:
         limit = time.monotonic() + 15.0 + (self._load_wall() if self.scenario.load is not None
                                            else self.plan.client_timeout.wall)
         while time.monotonic() < limit:
+            interrupts.check()
             for proc in self.procs:
                 self._take(proc)
             self._release()

@@ -42,6 +42,8 @@ from pathlib import Path
 
 from pyroute2 import IPRoute, netns
 
+from simulator import interrupts
+
 PREFIX = "natsim-"
 REGISTRY = Path("/run/natsim")
 NETNS_DIR = Path("/run/netns")
@@ -117,12 +119,18 @@ def check_privileges() -> None:
 
 @contextlib.contextmanager
 def inside(ns: str) -> Iterator[None]:
-    """Run the block with this process in namespace ``ns`` (for /proc/sys and ethtool)."""
-    netns.pushns(ns)
+    """Run the block with this process in namespace ``ns`` (for /proc/sys and ethtool).
+
+    Entering and leaving are each done whole: a Ctrl-C between ``setns`` and the
+    bookkeeping would leave the process in the run's namespace while it cleans up.
+    """
+    with interrupts.deferred():
+        netns.pushns(ns)
     try:
         yield
     finally:
-        netns.popns()
+        with interrupts.deferred():
+            netns.popns()
 
 
 def write_sysctls(ns: str, values: Mapping[str, int | str]) -> None:
@@ -217,7 +225,7 @@ def build_world(run_id: str, client_sysctls: dict[str, int], backends: int = 1,
     servers = server_names(run_id, backends)
     register(run_id)
     try:
-        with _netns_lock():
+        with _netns_lock(), interrupts.deferred():
             for ns in (client_ns, mbox_ns, *servers):
                 netns.create(ns)
         quiet = {"net.ipv6.conf.all.disable_ipv6": 1, "net.ipv6.conf.default.disable_ipv6": 1}

@@ -1,0 +1,91 @@
+"""Ctrl-C and SIGTERM that a run cannot lose.
+
+Python turns SIGINT into a KeyboardInterrupt raised wherever the main thread happens to be.
+If that is a ``__del__`` method, a weakref callback or a library's bare ``except:``, the
+exception is printed or swallowed and the run goes on as if nothing had been asked (seen
+once in a Ctrl-C-at-start-up test: the run went on to PASS). So the signal is also written
+down, and the runner calls :func:`check` between its steps and while it waits: a swallowed
+interrupt is raised again there, and the ``finally`` clauses remove what was built.
+
+SIGTERM gets the same treatment, so that ``kill`` unwinds like Ctrl-C. Only in the process
+that installed the handler: pyroute2 forks helpers (``os.fork``) that inherit it and are
+stopped with SIGTERM; were they to raise, they would unwind *our* stack in the child and run
+our cleanup, removing the namespaces from under the parent. They exit instead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+from collections.abc import Callable, Iterator
+from types import FrameType
+
+_received: list[int] = []
+"""Signals received by this process since :func:`install` and not yet consumed."""
+
+_Handler = Callable[[int, FrameType | None], object] | int | None
+
+
+def _make_handler(owner: int) -> Callable[[int, FrameType | None], None]:
+    def handler(signum: int, frame: FrameType | None) -> None:
+        if os.getpid() != owner:
+            os._exit(128 + signum)
+        _received.append(signum)
+        raise KeyboardInterrupt(f"signal {signum}")
+    return handler
+
+
+def install() -> dict[int, _Handler]:
+    """Route SIGINT and SIGTERM through the recording handler; return what was there.
+
+    An ignored SIGINT stays ignored (a run started with ``&`` from a script, as a shell
+    would leave it). Outside the main thread signals cannot be set: nothing changes.
+    """
+    handler = _make_handler(os.getpid())
+    previous: dict[int, _Handler] = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            if signal.getsignal(sig) == signal.SIG_IGN and sig == signal.SIGINT:
+                continue
+            previous[sig] = signal.signal(sig, handler)
+        except ValueError:  # not the main thread
+            break
+    return previous
+
+
+def check() -> None:
+    """Raise the KeyboardInterrupt of a signal whose first one was swallowed."""
+    if _received:
+        signum = _received[0]
+        _received.clear()
+        raise KeyboardInterrupt(f"signal {signum}")
+
+
+@contextlib.contextmanager
+def handled() -> Iterator[None]:
+    """:func:`install` for the duration of a block, then put the old handlers back."""
+    previous = install()
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+@contextlib.contextmanager
+def deferred() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM back for a block; a signal that came meanwhile lands after it.
+
+    For steps that make lasting state in a forked helper: pyroute2's ``netns.create`` forks
+    a child that binds the namespace file while the parent waits. Interrupted in that wait,
+    the parent's cleanup ran while the child went on and bound a namespace nobody removed.
+    The helper inherits the blocked mask, so a Ctrl-C sent to the whole process group does
+    not stop it half-way either.
+    """
+    held = {signal.SIGINT, signal.SIGTERM}
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
