@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
-from simulator import topology
+from simulator import interrupts, topology
 from simulator.core.edge import docker_edge
 
 
@@ -135,10 +135,14 @@ class Docker:
         self.results_dir = results_dir.resolve()
         try:
             nets = {}
+            # each create is held back from Ctrl-C: interrupted after the request went
+            # out, the engine would make it after destroy() had looked (interrupts.deferred)
             for side, subnet in (("clientside", CLIENT_NET), ("serverside", SERVER_NET)):
-                nets[side] = self.client.networks.create(
-                    self._name(run_id, side), driver="bridge", internal=True, labels=labels,
-                    ipam=IPAMConfig(pool_configs=[IPAMPool(subnet=subnet)])).name
+                with interrupts.deferred():
+                    nets[side] = self.client.networks.create(
+                        self._name(run_id, side), driver="bridge", internal=True,
+                        labels=labels,
+                        ipam=IPAMConfig(pool_configs=[IPAMPool(subnet=subnet)])).name
             hosts = {
                 "client": (nets["clientside"], topology.CLIENT_IP, {
                     "sysctls": {f"net.ipv4.{k}": str(v) for k, v in client_sysctls.items()}
@@ -149,11 +153,13 @@ class Docker:
                     "extra_hosts": {"client": topology.CLIENT_IP}}),
             }
             for role, (net, ip, host_cfg) in hosts.items():
-                container = api.create_container(
-                    self.images[role], command=["docker-host"], name=self._name(run_id, role),
-                    labels=labels, host_config=api.create_host_config(**host_cfg),
-                    networking_config=api.create_networking_config(
-                        {net: api.create_endpoint_config(ipv4_address=ip)}))
+                with interrupts.deferred():
+                    container = api.create_container(
+                        self.images[role], command=["docker-host"],
+                        name=self._name(run_id, role), labels=labels,
+                        host_config=api.create_host_config(**host_cfg),
+                        networking_config=api.create_networking_config(
+                            {net: api.create_endpoint_config(ipv4_address=ip)}))
                 api.start(container)
             macs = {role: self._mac(self._name(run_id, role), hosts[role][0])
                     for role in hosts}
@@ -185,21 +191,22 @@ class Docker:
         cfg_path.write_text(json.dumps(cfg, indent=2))
         assert self.results_dir is not None
         name = self._name(run_id, "middlebox")
-        container = api.create_container(
-            self.images["middlebox"], command=["docker-middlebox", "--config",
-                                               str(cfg_path.resolve())],
-            name=name, labels={LABEL: run_id},
-            environment={"NATSIM_CLIENT": topology.CLIENT_IP,
-                         "NATSIM_SERVER": topology.SERVER_IP},
-            host_config=api.create_host_config(
-                cap_drop=["ALL"], cap_add=["NET_ADMIN", "NET_RAW"],
-                sysctls={"net.ipv4.ip_forward": "0"},
-                binds={str(self.results_dir): {"bind": str(self.results_dir), "mode": "rw"}}),
-            networking_config=api.create_networking_config(
-                {self._name(run_id, "clientside"):
-                 api.create_endpoint_config(ipv4_address=MBOX_INSIDE)}))
-        api.connect_container_to_network(container, self._name(run_id, "serverside"),
-                                         ipv4_address=MBOX_OUTSIDE)
+        with interrupts.deferred():  # as in build()
+            container = api.create_container(
+                self.images["middlebox"], command=["docker-middlebox", "--config",
+                                                   str(cfg_path.resolve())],
+                name=name, labels={LABEL: run_id},
+                environment={"NATSIM_CLIENT": topology.CLIENT_IP,
+                             "NATSIM_SERVER": topology.SERVER_IP},
+                host_config=api.create_host_config(
+                    cap_drop=["ALL"], cap_add=["NET_ADMIN", "NET_RAW"],
+                    sysctls={"net.ipv4.ip_forward": "0"},
+                    binds={str(self.results_dir): {"bind": str(self.results_dir), "mode": "rw"}}),
+                networking_config=api.create_networking_config(
+                    {self._name(run_id, "clientside"):
+                     api.create_endpoint_config(ipv4_address=MBOX_INSIDE)}))
+            api.connect_container_to_network(container, self._name(run_id, "serverside"),
+                                             ipv4_address=MBOX_OUTSIDE)
         api.start(container)
         return (["docker", "logs", "--follow", name],
                 lambda: api.kill(name, signal="SIGTERM"))
