@@ -6,10 +6,22 @@ import contextlib
 import os
 import signal
 import time
+from collections.abc import Iterator
 
 import pytest
 
 from simulator import interrupts
+
+
+@pytest.fixture(autouse=True)
+def _ctrl_c_as_at_a_terminal() -> Iterator[None]:
+    """Python's own SIGINT handler for each test: a suite started in the background (as CI
+    may start it) inherits SIGINT ignored, which :func:`interrupts.install` rightly keeps."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _deliver(sig: int) -> None:
