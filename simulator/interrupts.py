@@ -64,13 +64,18 @@ def check() -> None:
 
 @contextlib.contextmanager
 def handled() -> Iterator[None]:
-    """:func:`install` for the duration of a block, then put the old handlers back."""
+    """:func:`install` for the duration of a block, then put the old handlers back.
+
+    What was recorded belongs to the block and is forgotten with it: a runner used twice in
+    one process (the pytest plugin) must not see the first run's interrupt in the second.
+    """
     previous = install()
     try:
         yield
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
+        _received.clear()
 
 
 @contextlib.contextmanager

@@ -287,6 +287,7 @@ class Runner:
         self._header()
         with interrupts.handled():
             try:
+                interrupts.check()  # one swallowed while natsim was starting up
                 backends = max(a.backends for a in self.scenario.chain or
                                (self.scenario.appliance,))
                 vip = next((a.vip for a in self.scenario.chain if a.backends > 1), None)
