@@ -15,9 +15,8 @@ import contextlib
 import json
 import os
 import shutil
-import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -29,11 +28,15 @@ class BackendError(RuntimeError):
     """The backend cannot be used here; the message says what is missing and how to get it."""
 
 
-class Started(Protocol):
-    """What the runner holds of a started program."""
-
-    popen: subprocess.Popen[bytes]
-    stop: Callable[[], None] | None
+def host_command(backend: str, host: str, argv: Sequence[str]) -> list[str]:
+    """The argv that runs ``argv`` inside ``host`` (a namespace, or a container with
+    ``backend == "docker"``), its output on our pipes: for the runner and ``natsim exec``."""
+    if backend == "docker":
+        return ["docker", "exec", "-i", host, *argv]
+    if shutil.which("ip") is None:
+        raise BackendError("the `ip` command (Debian package iproute2) is needed to run "
+                           "programs inside namespaces: apt-get install iproute2")
+    return ["ip", "netns", "exec", host, *argv]
 
 
 class Backend(Protocol):
@@ -63,10 +66,7 @@ class Namespaces:
         return topology.build_world(run_id, client_sysctls, backends, vip, client_addresses)
 
     def command(self, host: str, module_args: list[str]) -> list[str]:
-        if shutil.which("ip") is None:
-            raise BackendError("the `ip` command (Debian package iproute2) is needed to run "
-                               "programs inside namespaces: apt-get install iproute2")
-        return ["ip", "netns", "exec", host, sys.executable, "-m", *module_args]
+        return host_command(self.name, host, [sys.executable, "-m", *module_args])
 
     def middlebox(self, world: topology.World, cfg: dict[str, Any], cfg_path: Path
                   ) -> tuple[list[str], Callable[[], None] | None]:
@@ -117,7 +117,6 @@ class Docker:
                 raise BackendError(f"image {image!r} ({role}) is not here: `make image` "
                                    "builds natsim:local") from None
         self.results_dir: Path | None = None
-        self.edge: dict[str, dict[str, str]] = {}
 
     def _name(self, run_id: str, role: str) -> str:
         return f"{topology.PREFIX}{run_id}-{role}"
@@ -177,7 +176,7 @@ class Docker:
         return str(attrs["NetworkSettings"]["Networks"][network]["MacAddress"])
 
     def command(self, host: str, module_args: list[str]) -> list[str]:
-        return ["docker", "exec", "-i", host, "python3", "-m", *module_args]
+        return host_command(self.name, host, ["python3", "-m", *module_args])
 
     def middlebox(self, world: topology.World, cfg: dict[str, Any], cfg_path: Path
                   ) -> tuple[list[str], Callable[[], None] | None]:

@@ -53,7 +53,6 @@ from simulator.core.packets import (
     IPPROTO_UDP,
     checksum_replace,
     internet_checksum,
-    ip_from_str,
     ip_to_str,
 )
 
@@ -449,13 +448,7 @@ def main(argv: list[str] | None = None) -> int:
     if cfg.get("status"):
         plane.status_path = Path(cfg["status"])
     if cfg.get("edge"):
-        edge = cfg["edge"]
-        inside, outside = ({ip_from_str(seen): ip_from_str(model)
-                            for seen, model in edge[side].items()}
-                           for side in ("inside", "outside"))
-        plane.edge = EdgeMap(inside, outside,
-                             peers={Side(side): frozenset(map(ip_from_str, ips))
-                                    for side, ips in edge.get("peers", {}).items()})
+        plane.edge = EdgeMap.from_config(cfg["edge"])
     if cfg.get("metrics"):
         plane.metrics_file = Path(cfg["metrics"]).open("w")  # noqa: SIM115 (closed below)
         plane.sample_every = float(cfg.get("sample_every", 1.0))

@@ -12,8 +12,8 @@ Docker's internal networks let each side see only its own subnet (``core/edge.py
 client reaches the server at a virtual address on its own network, and the server sees the
 NAT's address as an alias on its own, both answered by the dataplane. So client and server
 containers need no route and no capability, and any image can take their place.
-``natsim docker-host`` runs the natsim workloads (``--role``) or any command, and can add
-routes (``--via``/``--route``, with NET_ADMIN) where a network needs them.
+``natsim docker-host`` runs the natsim workloads (``--role``), or holds the container up
+for the docker backend, which runs its programs with ``docker exec``.
 
 Settings come from the environment (names in ``ENV``), in *model* seconds, with
 ``NATSIM_SPEED`` converting to wall time, as in a scenario file.
@@ -183,27 +183,6 @@ def _config_from_env() -> tuple[dict[str, Any], str]:
 # -- client and server containers -----------------------------------------------------------
 
 
-def add_route(net: str, via: str) -> None:
-    with IPRoute() as ipr:
-        try:
-            ipr.route("replace", dst=net, gateway=via)
-        except Exception as exc:  # pyroute2's NetlinkError: name what failed and why
-            raise DockerSetupError(f"adding the route {net} via {via} failed ({exc}): the "
-                                   "container needs cap_add: [NET_ADMIN]") from None
-
-
-def wait_for(target: str, timeout: float = 60.0) -> None:
-    host, _, port = target.rpartition(":")
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection((host, int(port)), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.5)
-    raise DockerSetupError(f"{target} did not accept a connection within {timeout:g} s")
-
-
 def run_role(role: str) -> int:
     from simulator.workloads import client, report, server  # noqa: PLC0415 (containers only)
 
@@ -226,45 +205,23 @@ def run_role(role: str) -> int:
     if not expected:
         return 0
     verdict = "PASS" if outcome == expected else "FAIL"
-    report("client", "verdict", f"{verdict}: {outcome} (expected {expected})",
-                  verdict=verdict)
+    report("client", "verdict", f"{verdict}: {outcome} (expected {expected})", verdict=verdict)
     return 0 if verdict == "PASS" else 1
 
 
 def host_main(argv: list[str]) -> int:
-    """``natsim docker-host``: route through the middlebox, then run a role or a command."""
-    command: list[str] = []
-    if "--" in argv:
-        at = argv.index("--")
-        argv, command = argv[:at], argv[at + 1:]
+    """``natsim docker-host``: run a workload's role, or hold the container up."""
     parser = argparse.ArgumentParser(
-        prog="natsim docker-host", description="Route this container through the natsim "
-        "middlebox, then run the client or server workload, a command after --, or nothing "
-        "(hold the network namespace for a container that joins it).",
+        prog="natsim docker-host", description="In a client or server container behind the "
+        "natsim middlebox: run the client or server workload, or, without --role, hold the "
+        "container up for programs started with `docker exec` (the docker backend).",
         epilog="environment: " + "; ".join(f"{k} ({v[1]}, default {v[0]!r})"
                                             for k, v in ENV.items()))
-    parser.add_argument("--via", default=None,
-                        help="the middlebox's address on this side (with --route)")
-    parser.add_argument("--route", default=[], action="append",
-                        help="a network to reach through --via (repeatable; not needed with "
-                             "the shipped compose file, where each side sees its own subnet)")
     parser.add_argument("--role", choices=("client", "server"), default=None)
-    parser.add_argument("--wait-for", default=None, metavar="HOST:PORT",
-                        help="before starting the command, wait until this accepts a "
-                             "connection (the probe is a connection of its own)")
     args = parser.parse_args(argv)
-    if args.route and not args.via:
-        parser.error("--route needs --via")
-    for net in args.route:
-        add_route(net, args.via)
-    if args.wait_for:
-        wait_for(args.wait_for)
     if args.role:
         return run_role(args.role)
-    if command:
-        os.execvp(command[0], command)
-    print(json.dumps({"kind": "holding", "text": "route set; holding the network namespace"}),
-          flush=True)
+    print(json.dumps({"kind": "holding", "text": "holding the container up"}), flush=True)
     while True:
         time.sleep(3600)
 
@@ -275,7 +232,3 @@ def main(which: str, argv: list[str]) -> int:
     except DockerSetupError as exc:
         print(f"natsim {which}: error: {exc}", file=sys.stderr)
         return 3
-
-
-if __name__ == "__main__":
-    raise SystemExit(main(Path(sys.argv[0]).name, sys.argv[1:]))

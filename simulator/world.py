@@ -39,7 +39,7 @@ from typing import Any
 from pyroute2 import netns
 
 from simulator import topology
-from simulator.backends import get_backend
+from simulator.backends import get_backend, host_command
 from simulator.core.appliances import Appliance
 from simulator.scenario import LINUX_KEEPALIVE_DEFAULTS
 
@@ -223,9 +223,7 @@ class LiveWorld:
         """The command line that runs ``argv`` inside host ``role``."""
         if not argv:
             raise WorldError("no command given")
-        if self.backend == "docker":
-            return ["docker", "exec", "-i", self.namespace(role), *argv]
-        return ["ip", "netns", "exec", self.namespace(role), *argv]
+        return host_command(self.backend, self.namespace(role), argv)
 
     def run(self, role: str, argv: Sequence[str],
             **kwargs: Any) -> subprocess.CompletedProcess[str]:

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from simulator.core.events import Side
-from simulator.core.packets import parse, rewrite_destination, rewrite_source
+from simulator.core.packets import ip_from_str, parse, rewrite_destination, rewrite_source
 
 ETH_P_ARP = b"\x08\x06"
 _ARP = struct.Struct("!HHBBH6s4s6s4s")
@@ -44,6 +44,22 @@ class EdgeMap:
     """The hosts whose packets the appliance handles on each side (the client, the server).
     A Docker network also holds the host's bridge, which sends its own packets (ICMP
     redirects about our frames): those are not the simulated path's, and are left out."""
+    _wire: dict[Side, dict[bytes, bytes]] = field(init=False, repr=False)
+    """Per side, the reverse map (model -> seen), for the packets that leave."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_wire", {
+            side: {model: seen for seen, model in self._seen(side).items()}
+            for side in (Side.INSIDE, Side.OUTSIDE)})
+
+    @classmethod
+    def from_config(cls, cfg: dict[str, Any]) -> EdgeMap:
+        """From the dataplane configuration's ``edge`` (dotted addresses: :func:`docker_edge`)."""
+        inside, outside = ({ip_from_str(seen): ip_from_str(model)
+                            for seen, model in cfg[side].items()}
+                           for side in ("inside", "outside"))
+        return cls(inside, outside, peers={Side(side): frozenset(map(ip_from_str, ips))
+                                           for side, ips in cfg.get("peers", {}).items()})
 
     def from_peer(self, side: Side, packet: bytes | bytearray) -> bool:
         allowed = self.peers.get(side)
@@ -60,11 +76,9 @@ class EdgeMap:
 
     def to_wire(self, side: Side, packet: bytearray) -> None:
         """A packet about to leave by ``side``: its model source becomes that side's alias."""
-        for seen, model in self._seen(side).items():
-            if bytes(packet[12:16]) == model:
-                if (pkt := parse(packet)) is not None:
-                    rewrite_source(packet, pkt, seen, pkt.sport)
-                return
+        seen = self._wire[side].get(bytes(packet[12:16]))
+        if seen is not None and (pkt := parse(packet)) is not None:
+            rewrite_source(packet, pkt, seen, pkt.sport)
 
     def arp_reply(self, side: Side, frame: bytes, my_mac: bytes) -> bytes | None:
         """The Ethernet frame answering an ARP request for one of this side's aliases."""

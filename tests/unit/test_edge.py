@@ -69,3 +69,13 @@ def test_docker_edge_aliases_follow_the_servers_subnet() -> None:
     assert cfg["outside"] == {"198.19.1.3": "203.0.113.1", "198.19.1.4": "203.0.113.2",
                               "198.19.1.5": CLIENT}
     assert cfg["peers"] == {"inside": [CLIENT], "outside": [SERVER]}
+
+
+def test_the_dataplane_reads_the_edge_docker_edge_writes() -> None:
+    edge = EdgeMap.from_config(docker_edge(["203.0.113.1", "203.0.113.2"], CLIENT, SERVER, VIP))
+    assert edge.inside == {ip_from_str(VIP): ip_from_str(SERVER)}
+    assert edge.peers == {Side.INSIDE: frozenset({ip_from_str(CLIENT)}),
+                          Side.OUTSIDE: frozenset({ip_from_str(SERVER)})}
+    packet = tcp("203.0.113.2", 1024, SERVER, 8080, "S")  # from the second public address
+    edge.to_wire(Side.OUTSIDE, packet)
+    assert bytes(packet[12:16]) == ip_from_str("198.19.1.4")
