@@ -48,6 +48,7 @@ from typing import Any
 from pyroute2 import IPRoute
 
 from simulator import topology
+from simulator.backends import Namespaces, host_command
 from simulator.core.appliances import get_appliance
 from simulator.world import middlebox_config
 
@@ -73,12 +74,12 @@ class Side:
     events: Path | None = None
 
     def popen(self, ns: str, argv: list[str], **kw: Any) -> subprocess.Popen[bytes]:
-        proc = subprocess.Popen(["ip", "netns", "exec", ns, *argv], cwd=ROOT, **kw)
+        proc = subprocess.Popen(host_command("namespaces", ns, argv), cwd=ROOT, **kw)
         self.procs.append(proc)
         return proc
 
     def run(self, ns: str, argv: list[str], timeout: float) -> str:
-        out = subprocess.run(["ip", "netns", "exec", ns, *argv], cwd=ROOT, timeout=timeout,
+        out = subprocess.run(host_command("namespaces", ns, argv), cwd=ROOT, timeout=timeout,
                              capture_output=True, text=True, check=False)
         if out.returncode != 0:
             raise BenchError(f"{self.label}: {' '.join(argv[:3])} failed: {out.stderr[-500:]}")
@@ -119,13 +120,11 @@ def start_dataplane(side: Side, tmp: Path, speed: float = 1.0,
     stamp = time.monotonic_ns()
     status = tmp / f"status-{stamp}.json"
     cfg = middlebox_config(side.world, [appliance], speed, None, status)
-    path = tmp / "middlebox.json"
-    path.write_text(json.dumps(cfg))
+    argv, _ = Namespaces().middlebox(side.world, cfg, tmp / "middlebox.json")
     events = tmp / f"events-{stamp}.jsonl"
     with events.open("wb") as out:
-        proc = side.popen(side.world.mbox_ns, [sys.executable, "-m", "simulator", "middlebox",
-                                               "--config", str(path)],
-                          stdout=out, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(argv, cwd=ROOT, stdout=out, stderr=subprocess.DEVNULL)
+    side.procs.append(proc)
     side.dataplane = proc
     side.events = events
     deadline = time.monotonic() + 15

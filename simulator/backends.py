@@ -110,13 +110,18 @@ class Docker:
         default = os.environ.get("NATSIM_IMAGE", DEFAULT_IMAGE)
         self.images = {role: (images or {}).get(role, default)
                        for role in ("client", "server", "middlebox")}
+        self.results_dir: Path | None = None
+
+    def _check_images(self) -> None:
+        """Before building (not in ``__init__``: ``natsim down`` needs no image)."""
+        import docker  # noqa: PLC0415
+
         for role, image in self.images.items():
             try:
                 self.client.images.get(image)
             except docker.errors.ImageNotFound:
                 raise BackendError(f"image {image!r} ({role}) is not here: `make image` "
                                    "builds natsim:local") from None
-        self.results_dir: Path | None = None
 
     def _name(self, run_id: str, role: str) -> str:
         return f"{topology.PREFIX}{run_id}-{role}"
@@ -128,6 +133,7 @@ class Docker:
                                "(no target groups, no multi-address load): use namespaces")
         from docker.types import IPAMConfig, IPAMPool  # noqa: PLC0415
 
+        self._check_images()
         api = self.client.api
         labels = {LABEL: run_id}
         topology.register(run_id)
