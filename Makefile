@@ -27,9 +27,13 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml scripts/setup.sh
 	@scripts/setup.sh
 
+# NAME and SPEED reach natsim through the environment, each as one argument: a value is
+# never read by the shell (`make scenario NAME='x; touch F'` names a scenario "x; touch F")
+export NAME SPEED
+
 scenario: setup
-	@if [ -z "$(NAME)" ]; then echo "usage: make scenario NAME=<scenario>   (make list shows them)"; exit 2; fi
-	@$(NATSIM) run $(NAME) $(if $(SPEED),--speed $(SPEED),)
+	@if [ -z "$$NAME" ]; then echo "usage: make scenario NAME=<scenario>   (make list shows them)"; exit 2; fi
+	@$(NATSIM) run "$$NAME" $${SPEED:+--speed "$$SPEED"}
 
 list: setup
 	@$(NATSIM) list
@@ -52,9 +56,10 @@ image: setup
 	     timeout 30 docker pull -q python:3.11-slim-bookworm >/dev/null 2>&1; then \
 	  base=python:3.11-slim-bookworm; \
 	else echo "make image: python:3.11-slim-bookworm cannot be pulled: building a local base"; \
-	  scripts/base-image.sh && base=natsim-base:$(SUITE); fi; \
+	  scripts/base-image.sh || { echo "make image: no base image (see above)"; exit 1; }; \
+	  base=natsim-base:$(SUITE); fi; \
 	echo "make image: $(IMAGE) from $$base"; \
-	docker build -q --build-arg BASE=$$base -t $(IMAGE) . >/dev/null
+	docker build -q --build-arg BASE="$$base" -t $(IMAGE) . >/dev/null
 
 bench: setup
 	@command -v iperf3 >/dev/null && command -v nft >/dev/null || { \
@@ -63,7 +68,7 @@ bench: setup
 	@$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 demo: setup
-	@$(NATSIM) demo $(if $(SPEED),--speed $(SPEED),)
+	@$(NATSIM) demo $${SPEED:+--speed "$$SPEED"}
 
 test: setup
 	$(BIN)/pytest

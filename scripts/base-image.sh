@@ -12,8 +12,15 @@ if docker image inspect "$tag" >/dev/null 2>&1; then
   exit 0
 fi
 mirror=$(python3 scripts/apt_mirror.py "$suite")
-command -v debootstrap >/dev/null || {
-  echo "natsim image: debootstrap is needed: apt-get install debootstrap" >&2; exit 3; }
+if ! command -v debootstrap >/dev/null; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "natsim image: debootstrap is needed: sudo apt-get install debootstrap" >&2; exit 3
+  fi
+  echo "natsim image: installing debootstrap"
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap; } \
+    > /tmp/natsim-apt.log 2>&1 || { tail -n 20 /tmp/natsim-apt.log >&2
+    echo "natsim image: apt-get install debootstrap failed" >&2; exit 3; }
+fi
 rootfs=$(mktemp -d /tmp/natsim-rootfs.XXXXXX)
 trap 'rm -rf "$rootfs"' EXIT
 echo "natsim image: debootstrap $suite from $mirror (a few minutes, once)"

@@ -2,7 +2,8 @@
 
 Exit status: 0 when a run's outcome is the one its scenario expects, 1 when it differs,
 2 for a bad scenario file or option (the message names the file and field), 3 when the
-machine lacks something a run needs (root, the ``ip`` command), 130 on Ctrl-C.
+machine lacks something a run needs (root, the ``ip`` command), 4 when a run has no verdict
+because its middlebox died or hung (ERROR), 130 on Ctrl-C.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from simulator.core.appliances import CATALOGUE, Appliance, ApplianceError, get_
 from simulator.core.metrics import cloud_metrics, namespace_of, prometheus_text
 from simulator.core.profiles import PROFILES, get_profile
 from simulator.demo import run_demo
+from simulator.results import ResultsError
 from simulator.runner import RunError, run_scenario
 from simulator.scenario import (
     LINUX_KEEPALIVE_DEFAULTS,
@@ -34,7 +36,7 @@ from simulator.scenario import (
 )
 from simulator.world import ROLES, LiveWorld, WorldError
 
-EXIT_MISMATCH, EXIT_USAGE, EXIT_ENVIRONMENT, EXIT_INTERRUPTED = 1, 2, 3, 130
+EXIT_MISMATCH, EXIT_USAGE, EXIT_ENVIRONMENT, EXIT_ERROR, EXIT_INTERRUPTED = 1, 2, 3, 4, 130
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -44,6 +46,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.backend is not None:
         scenario = replace(scenario, backend=args.backend)
     result = run_scenario(scenario, args.speed, args.results, jsonl=args.jsonl)
+    if result.error is not None:
+        return EXIT_ERROR
     return 0 if result.passed else EXIT_MISMATCH
 
 
@@ -392,7 +396,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ScenarioError, SpeedError) as exc:
         print(f"natsim: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except (WorldError, ApplianceError) as exc:
+    except (WorldError, ApplianceError, ResultsError) as exc:
         print(f"natsim: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except (topology.TopologyError, RunError, BackendError) as exc:

@@ -41,6 +41,8 @@ import socket
 import struct
 import sys
 import time
+import traceback
+from collections import Counter
 from pathlib import Path
 from typing import IO, Any
 
@@ -55,6 +57,7 @@ from simulator.core.packets import (
     internet_checksum,
     ip_to_str,
 )
+from simulator.results import replace_private
 
 ETH_P_ALL = 0x0003
 ETH_P_IP = b"\x08\x00"
@@ -79,6 +82,8 @@ STATUS_EVERY = 0.25
 STATUS_FLOWS = 200
 YOUNG_GC_EVERY = 1.0
 NICE = -10
+MALFORMED_LOGGED = 5
+HEARTBEAT_EVERY = 0.5
 
 
 class CompressedClock:
@@ -120,6 +125,17 @@ def _partial_checksum_at(vnet: bytes) -> int:
     (``csum_start`` in the virtio-net header counts from the Ethernet header)."""
     _, _, _, _, csum_start, csum_offset = VNET_HDR.unpack(vnet)
     return int(csum_start) - ETH_HLEN + int(csum_offset)
+
+
+class MalformedFrameError(ValueError):
+    """A frame the dataplane refuses (counted under ``MalformedPackets``)."""
+
+
+def _partial_checksum_fits(packet: bytearray, at: int) -> bool:
+    """A NEEDS_CSUM frame's checksum field must lie in the transport header, past the IPv4
+    header (the kernel accepts any csum_start/csum_offset from a packet socket)."""
+    ihl = (packet[0] & 0x0F) * 4
+    return ihl >= 20 and ihl <= at and at % 2 == 0 and at + 2 <= len(packet)
 
 
 def _fix_partial_checksum(packet: bytearray, original: bytes, at: int) -> None:
@@ -218,12 +234,26 @@ class Dataplane:
         self.edge: EdgeMap | None = None
         """Address aliases per side, when each side's network may only see its own subnet
         (Docker's internal networks: ``core/edge.py``)."""
+        self.heartbeat = False
+        """Print a heartbeat line every HEARTBEAT_EVERY wall seconds (scenario runs)."""
+        self._heartbeat_due = 0.0
+        self.malformed: Counter[str] = Counter()
+        """Frames dropped because they could not be handled, by reason."""
         self.expiry_lateness: list[float] = []
         """Wall seconds from each idle deadline to the moment its RST was handed to the
         kernel (appliances that reset at expiry); reported when the dataplane stops."""
 
     def stop(self, *_: Any) -> None:
         self.running = False
+
+    def _beat(self) -> None:
+        """A sign of life for the runner, from the loop itself: a dataplane that hangs (in
+        the engine, say) stops beating, and the run ends as an ERROR instead of a verdict."""
+        self.out.write(json.dumps({"source": "middlebox", "kind": "heartbeat",
+                                   "t": round(self.clock.now(), 3),
+                                   "malformed": sum(self.malformed.values())}) + "\n")
+        self.out.flush()
+        self._heartbeat_due = time.monotonic() + HEARTBEAT_EVERY
 
     def run(self) -> None:
         poller = select.epoll()
@@ -248,6 +278,8 @@ class Dataplane:
                 if time.monotonic() >= self._young_gc_due:
                     gc.collect(1)
                     self._young_gc_due = time.monotonic() + YOUNG_GC_EVERY
+                if self.heartbeat and time.monotonic() >= self._heartbeat_due:
+                    self._beat()
         finally:
             poller.close()
             self._flush_events()
@@ -260,30 +292,55 @@ class Dataplane:
                 n = sock.recv_into(buf)
             except BlockingIOError:
                 return
-            now = self.clock.now()
-            vnet = bytes(view[:VNET_LEN])
-            if self.pcap is not None:
-                self.pcap.write(now, view[VNET_LEN:n], vnet)
-            start = VNET_LEN + ETH_HLEN
-            if self._unlearnt and sock.fileno() in self._unlearnt:
-                self._learn(side, sock, bytes(view[VNET_LEN + 6:VNET_LEN + 12]))
-            if n < start + 20 or buf[VNET_LEN + 12:start] != ETH_P_IP:
-                if self.edge is not None:  # ARP for the addresses we answer for (Docker)
-                    self._answer_arp(side, bytes(view[VNET_LEN:n]))
-                continue  # not IPv4 (the world has no ARP and no IPv6): nothing to model
-            packet = bytearray(view[start:n])
-            partial = None
-            if buf[0] & F_NEEDS_CSUM:
-                at = _partial_checksum_at(vnet)
-                partial = (bytes(view[start:start + at + 2]), at)
-            if self.edge is not None:
-                # On a shared Docker bridge, frames flooded to us for another host and the
-                # bridge's own packets are not on the simulated path.
-                if buf[VNET_LEN:VNET_LEN + 6] != self.ports[side][0][1][6:12] \
-                        or not self.edge.from_peer(side, packet):
-                    continue
-                self.edge.to_model(side, packet)
-            self._send(self.engine.on_packet(packet, side, now), packet, vnet, partial)
+            self.handle_frame(side, sock, view, n)
+
+    def handle_frame(self, side: Side, sock: socket.socket, view: memoryview, n: int) -> None:
+        """One frame (virtio-net header first) received on ``sock``: never raises.
+
+        A frame that the dataplane or the engine cannot handle is dropped and counted under
+        ``MalformedPackets`` and its reason; the first few are logged with their traceback.
+        One crafted frame must never end the middlebox (and with it every verdict).
+        """
+        try:
+            self._frame(side, sock, view, n)
+        except Exception as exc:  # the per-frame boundary: nothing escapes it
+            reason = type(exc).__name__
+            self.malformed[reason] += 1
+            if sum(self.malformed.values()) <= MALFORMED_LOGGED:
+                print(f"natsim middlebox: dropped a frame it could not handle ({reason}): "
+                      f"{bytes(view[:min(n, 80)]).hex()}", file=sys.stderr)
+                traceback.print_exc(file=sys.stderr)
+
+    def _frame(self, side: Side, sock: socket.socket, view: memoryview, n: int) -> None:
+        buf = self._buf if view.obj is self._buf else view
+        now = self.clock.now()
+        if n < VNET_LEN:
+            raise MalformedFrameError("shorter than its virtio-net header")
+        vnet = bytes(view[:VNET_LEN])
+        if self.pcap is not None:
+            self.pcap.write(now, view[VNET_LEN:n], vnet)
+        start = VNET_LEN + ETH_HLEN
+        if self._unlearnt and sock.fileno() in self._unlearnt:
+            self._learn(side, sock, bytes(view[VNET_LEN + 6:VNET_LEN + 12]))
+        if n < start + 20 or bytes(buf[VNET_LEN + 12:start]) != ETH_P_IP:
+            if self.edge is not None:  # ARP for the addresses we answer for (Docker)
+                self._answer_arp(side, bytes(view[VNET_LEN:n]))
+            return  # not IPv4 (the world has no ARP and no IPv6): nothing to model
+        packet = bytearray(view[start:n])
+        partial = None
+        if view[0] & F_NEEDS_CSUM:
+            at = _partial_checksum_at(vnet)
+            if not _partial_checksum_fits(packet, at):
+                raise MalformedFrameError(f"partial checksum at {at} outside the transport header")
+            partial = (bytes(packet[:at + 2]), at)
+        if self.edge is not None:
+            # On a shared Docker bridge, frames flooded to us for another host and the
+            # bridge's own packets are not on the simulated path.
+            if bytes(view[VNET_LEN:VNET_LEN + 6]) != self.ports[side][0][1][6:12] \
+                    or not self.edge.from_peer(side, packet):
+                return
+            self.edge.to_model(side, packet)
+        self._send(self.engine.on_packet(packet, side, now), packet, vnet, partial)
 
     def _learn(self, side: Side, sock: socket.socket, mac: bytes) -> None:
         """Take the peer's MAC from the first frame it sends (its ARP request, usually)."""
@@ -363,6 +420,7 @@ class Dataplane:
                 "idle": round(now - f.last_seen, 3), "timeout": f.timeout,
                 "packets": list(f.packets)})
         return {"t": round(now, 3), "speed": self.clock.speed, "written": time.time(),
+                "pid": os.getpid(),
                 "appliance": self.engine.appliance.name, "flows": flows,
                 "flow_count": self.engine.counters.get("ActiveConnectionCount", 0),
                 "counters": self.counters()}
@@ -373,20 +431,22 @@ class Dataplane:
         counters = dict(self.engine.counters)
         if self.tx_queue_full:
             counters["TxQueueFullDrops"] = self.tx_queue_full
+        if self.malformed:
+            counters["MalformedPackets"] = sum(self.malformed.values())
+            counters.update({f"MalformedPackets:{k}": v for k, v in self.malformed.items()})
         for _, sock in self._by_fd.values():
             # struct tpacket_stats {tp_packets, tp_drops}; reading it resets it
-            _, drops = TPACKET_STATS.unpack(sock.getsockopt(SOL_PACKET, PACKET_STATISTICS,
-                                                            TPACKET_STATS.size))
-            self.rx_dropped += drops
+            with contextlib.suppress(OSError):  # not a packet socket (the fuzzer's)
+                _, drops = TPACKET_STATS.unpack(sock.getsockopt(
+                    SOL_PACKET, PACKET_STATISTICS, TPACKET_STATS.size))
+                self.rx_dropped += drops
         if self.rx_dropped:
             counters["RxQueueFullDrops"] = self.rx_dropped
         return counters
 
     def _write_status(self) -> None:
         assert self.status_path is not None
-        tmp = self.status_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.snapshot()))
-        tmp.replace(self.status_path)  # atomic: a reader never sees half a file
+        replace_private(self.status_path, json.dumps(self.snapshot()))  # atomic
         self._status_due = time.monotonic() + STATUS_EVERY
 
     def _flush_events(self) -> None:
@@ -447,6 +507,7 @@ def main(argv: list[str] | None = None) -> int:
     plane = Dataplane(engine, clock, ports, sys.stdout, pcap)
     if cfg.get("status"):
         plane.status_path = Path(cfg["status"])
+    plane.heartbeat = bool(cfg.get("heartbeat"))
     if cfg.get("edge"):
         plane.edge = EdgeMap.from_config(cfg["edge"])
     if cfg.get("metrics"):

@@ -170,8 +170,11 @@ def run_demo(speed: float = 35.0, width: int | None = None, out: TextIO | None =
     left, right = verdicts[LEFT], verdicts[RIGHT]  # the two runs' verdict lines
     cols.row("outcome", f"client {left['client']}, server {left['server']}",
              f"client {right['client']}, server {right['server']}")
-    cols.row("", f"{left['verdict']}: as the model predicts", f"{right['verdict']}: as the "
-             "model predicts")
+    def said(v: dict[str, Any]) -> str:
+        return {"PASS": "PASS: as the model predicts", "FAIL": "FAIL: not as predicted"}.get(
+            str(v["verdict"]), f"ERROR: {v.get('error')}")
+
+    cols.row("", said(left), said(right))
     out.write("\nThe fix is one socket option (TCP_KEEPIDLE below 350 s) or, with SO_KEEPALIVE "
               "alone, the sysctl net.ipv4.tcp_keepalive_time (Linux's default 7200 s is far "
               "too late).\n")

@@ -15,6 +15,8 @@ from typing import Any, TextIO
 
 from rich.text import Text
 
+from simulator.results import write_private
+
 
 @dataclass
 class Timebase:
@@ -77,7 +79,7 @@ TIMELINE_HEADER = f"{'model s':>9} {'wall s':>8}  {'who':<9}  what"
 
 
 def write_result(path: Path, data: dict[str, Any]) -> None:
-    path.write_text(json.dumps(data, indent=2) + "\n")
+    write_private(path, json.dumps(data, indent=2) + "\n")
 
 
 def print_settings(out: TextIO, settings: list[dict[str, Any]]) -> None:

@@ -23,13 +23,12 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any, TextIO
 
 from rich.console import Console
 
-from simulator import interrupts, topology
+from simulator import interrupts, results, topology
 from simulator.backends import Backend, get_backend
 from simulator.core.metrics import cloud_metrics, namespace_of
 from simulator.report import (
@@ -46,6 +45,9 @@ from simulator.scenario import plan as make_plan
 from simulator.world import appliance_overrides, middlebox_config
 
 READY_TIMEOUT = 15.0
+STALL_AFTER = 5.0
+"""Wall seconds without a heartbeat after which a middlebox counts as hung (it beats every
+0.5 s from its own loop)."""
 HOLD = 0.25
 """Wall seconds an event waits before printing, so that lines from three processes print in
 model-time order."""
@@ -109,19 +111,25 @@ class RunResult:
     events: list[TimelineEvent]
     counters: dict[str, int]
     wall_seconds: float
+    error: str | None = None
+    """Why the run has no verdict (the middlebox died or hung): then it is an ERROR, never
+    a PASS or FAIL, whatever the client and server said."""
 
     @property
     def passed(self) -> bool:
-        return (self.client, self.server) == (self.scenario.expect_client,
-                                              self.scenario.expect_server)
+        return self.error is None and (self.client, self.server) == (
+            self.scenario.expect_client, self.scenario.expect_server)
+
+    @property
+    def verdict(self) -> str:
+        return "ERROR" if self.error is not None else "PASS" if self.passed else "FAIL"
 
     def kinds(self, source: str) -> list[str]:
         return [e.kind for e in self.events if e.source == source]
 
 
 def default_results_dir(name: str, run_id: str) -> Path:
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    return Path("results") / f"{name}-{stamp}-{run_id}"
+    return results.default_dir(name, run_id)
 
 
 class Runner:
@@ -146,6 +154,8 @@ class Runner:
         self._status_shown = False
         self._last_print = time.monotonic()
         self._last_status = 0.0
+        self._last_beat = time.monotonic()
+        self.middlebox_error: str | None = None
 
     # -- processes ------------------------------------------------------------------------
 
@@ -207,6 +217,9 @@ class Runner:
 
     def _take(self, proc: Proc) -> None:
         for line in proc.read_lines():
+            if line.get("kind") == "heartbeat":
+                self._last_beat = time.monotonic()
+                continue
             if line.get("kind") in ("ready", "stopped"):
                 continue
             if proc.role.startswith("server") and proc.role != "server":
@@ -282,7 +295,7 @@ class Runner:
     # -- the run --------------------------------------------------------------------------
 
     def run(self) -> RunResult:
-        self.results_dir.mkdir(parents=True, exist_ok=True)
+        self.results_dir = results.prepare(self.results_dir)
         started = time.monotonic()
         self._header()
         with interrupts.handled():
@@ -324,10 +337,12 @@ class Runner:
         mbox_cfg = middlebox_config(world, chain, p.speed, pcap, None,
                                     self.results_dir / "metrics.jsonl",
                                     sample_every=max(0.5, p.client_timeout.model / 200))
+        mbox_cfg["heartbeat"] = True
         argv, stop = self.backend.middlebox(world, mbox_cfg, self.results_dir / "middlebox.json")
         mbox = self._spawn("middlebox", world.mbox_ns, [], argv, stop)
         ready = self._wait_ready(mbox, "ready")
         self.timebase.mbox_origin = float(ready["origin"])
+        self._last_beat = time.monotonic()
 
         answer_after = p.server_delay.wall
         if s.load is not None:
@@ -385,14 +400,42 @@ class Runner:
             for proc in self.procs:
                 self._take(proc)
             self._release()
+            self.middlebox_error = self._middlebox_trouble()
+            if self.middlebox_error is not None:
+                return
             if all(proc.popen.poll() is not None for proc in workloads):
                 for proc in workloads:
                     self._take(proc)
+                self.middlebox_error = self._middlebox_trouble()
                 return
             self._status()
             # a pipe at end-of-file is always "readable": leave those out, or this spins
             select.select([p.stdout for p in self.procs if not p.eof], [], [], 0.1)
         raise RunError("the client and server did not finish within their own time limits")
+
+    def _middlebox_trouble(self) -> str | None:
+        """Why the middlebox can no longer be trusted (exited, or its loop stopped beating),
+        or None while it is alive and well."""
+        mbox = next((p for p in self.procs if p.role == "middlebox"), None)
+        if mbox is None:
+            return None
+        self._take(mbox)
+        code = mbox.popen.poll()
+        if code is not None:
+            how = f"was killed by signal {-code}" if code < 0 else f"exited with status {code}"
+            return f"the middlebox {how} during the run"
+        silent = time.monotonic() - self._last_beat
+        if silent > STALL_AFTER:
+            return f"the middlebox stopped responding (no heartbeat for {silent:.1f} s wall)"
+        return None
+
+    def _middlebox_stderr(self, lines: int = 12) -> list[str]:
+        path = self.results_dir / "logs" / "middlebox.stderr"
+        try:
+            text = path.read_text(errors="replace")
+        except OSError:
+            return []
+        return text.strip().splitlines()[-lines:]
 
     def _header(self) -> None:
         s, p = self.scenario, self.plan
@@ -451,7 +494,9 @@ class Runner:
                 if line.get("kind") == "stopped":
                     counters = dict(line.get("counters", {}))
         result = RunResult(self.scenario, self.plan, self.results_dir, self._outcome("client"),
-                           self._outcome("server"), events, counters, wall)
+                           self._outcome("server"), events, counters, wall,
+                           self.middlebox_error)
+        last_error = self._middlebox_stderr() if result.error is not None else []
         s, pred = self.scenario, self.plan.prediction
         from simulator.timeline import draw, draw_metrics  # noqa: PLC0415 (matplotlib: 0.5 s)
 
@@ -474,7 +519,9 @@ class Runner:
             "outcome": {"client": result.client, "server": result.server},
             "predicted": {"client": pred.client, "server": pred.server,
                           "expires_at": pred.expires_at, "story": pred.story},
-            "verdict": "PASS" if result.passed else "FAIL",
+            "verdict": result.verdict,
+            "middlebox": {"healthy": result.error is None, "error": result.error,
+                          "stderr_tail": last_error},
             "wall_seconds": round(wall, 3),
             "counters": counters,
             "metrics": {"namespace": namespace, "samples": samples},
@@ -482,7 +529,7 @@ class Runner:
         })
         w = self.out.write
         if self.jsonl:
-            w(json.dumps({"kind": "verdict", "verdict": "PASS" if result.passed else "FAIL",
+            w(json.dumps({"kind": "verdict", "verdict": result.verdict, "error": result.error,
                           "client": result.client, "server": result.server,
                           "story": pred.story, "results": str(self.results_dir),
                           "wall_seconds": round(wall, 3)}) + "\n")
@@ -498,9 +545,16 @@ class Runner:
         w("  why (the analytic model): " + "; ".join(pred.story) + "\n")
         w(f"  results: {self.results_dir}/ (result.json, capture.pcap, "
           f"{', '.join(p.name for p in pictures)}, logs/)\n")
-        verdict = "PASS" if result.passed else "FAIL"
-        closing = (f"{verdict}: {'outcome as expected' if result.passed else 'outcome differs'} "
-                   f"({wall:.1f} s wall)")
+        if result.error is not None:
+            w(f"  {result.error}; its stderr ends with:\n")
+            for text in last_error or ["(nothing)"]:
+                w(f"    {text}\n")
+            closing = (f"ERROR: no verdict: {result.error} (logs/middlebox.stderr; "
+                       f"{wall:.1f} s wall)")
+        else:
+            closing = (f"{result.verdict}: "
+                       f"{'outcome as expected' if result.passed else 'outcome differs'} "
+                       f"({wall:.1f} s wall)")
         if self.console is not None:
             self.console.print(closing, style="bold green" if result.passed else "bold red")
         else:

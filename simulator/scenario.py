@@ -19,7 +19,13 @@ from typing import Any
 
 import yaml
 
-from simulator.core.appliances import Appliance, ApplianceError, ExpiryAction, get_appliance
+from simulator.core.appliances import (
+    MAX_MODEL_SECONDS,
+    Appliance,
+    ApplianceError,
+    ExpiryAction,
+    get_appliance,
+)
 from simulator.core.model import (
     MIN_WALL_MARGIN,
     DatagramExchange,
@@ -44,6 +50,9 @@ UDP_SERVER_OUTCOMES = ("answered",)
 KEEPALIVE_MODES = ("off", "os", "socket")
 LINUX_KEEPALIVE_DEFAULTS = {"tcp_keepalive_time": 7200, "tcp_keepalive_intvl": 75,
                             "tcp_keepalive_probes": 9}
+MIN_SPEED, MAX_SPEED = 1.0, 10_000.0
+"""Time compression natsim accepts: below 1 the kernel's keepalive sysctls overflow (at most
+32767 s), above 10,000 a model second is under 0.1 ms of wall time."""
 
 
 class ScenarioError(ValueError):
@@ -144,12 +153,26 @@ class Plan:
 # -- loading --------------------------------------------------------------------------------
 
 
-def _number(src: str, path: str, value: Any, *, positive: bool = True) -> float:
+def _number(src: str, path: str, value: Any, *, positive: bool = True,
+            high: float = MAX_MODEL_SECONDS) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise ScenarioError(src, path, f"must be a number of model seconds, got {value!r}")
     if positive and value <= 0:
         raise ScenarioError(src, path, f"must be greater than 0, got {value!r}")
+    if value < 0:
+        raise ScenarioError(src, path, f"must be 0 or more, got {value!r}")
+    if value > high:
+        raise ScenarioError(src, path, f"must be at most {high:g}, got {value!r}")
     return float(value)
+
+
+def _text(src: str, path: str, value: Any) -> str:
+    if not isinstance(value, str | int | float) or isinstance(value, bool):
+        raise ScenarioError(src, path, f"must be text, got {value!r}")
+    text = str(value).strip()
+    if len(text) > MAX_TEXT:
+        raise ScenarioError(src, path, f"{len(text)} characters: at most {MAX_TEXT}")
+    return text
 
 
 def _integer(src: str, path: str, value: Any, low: int, high: int) -> int:
@@ -171,16 +194,23 @@ def _mapping(src: str, path: str, value: Any, allowed: tuple[str, ...]) -> dict[
 
 
 def _choice(src: str, path: str, value: Any, allowed: tuple[str, ...]) -> str:
-    if value not in allowed:
+    if isinstance(value, bool):
+        raise ScenarioError(src, path, f"YAML read this as {str(value).lower()}; write one of "
+                            f"{', '.join(allowed)} (in quotes if it is a YAML word)")
+    if not isinstance(value, str) or value not in allowed:
         raise ScenarioError(src, path, f"must be one of {', '.join(allowed)}; got {value!r}")
     return str(value)
 
 
 def _keepalive(src: str, value: Any) -> Keepalive:
     path = "client.keepalive"
-    if value is False or value is None or value == "off":
+    if value is True:  # YAML 1.1 reads an unquoted on/yes/true as a boolean: which mode?
+        raise ScenarioError(src, path, "YAML read this as true (an unquoted on/yes/true): "
+                            "write 'os' (SO_KEEPALIVE with the namespace's sysctls) or a "
+                            "mapping {idle, interval, count}")
+    if value is False or value is None or value == "off":  # off, unquoted, means off
         return Keepalive("off")
-    if value == "os" or value is True:
+    if value == "os":
         return Keepalive("os")
     if isinstance(value, dict):
         spec = _mapping(src, path, value, ("idle", "interval", "count"))
@@ -206,33 +236,10 @@ def _parse_appliance(source: str, path: str, spec: Any) -> Appliance:
     except KeyError as exc:
         raise ScenarioError(source, f"{path}.name", str(exc.args[0])) from None
     overrides = {k: v for k, v in spec.items() if k != "name"}
-    for key in ("tcp_idle_timeout", "udp_idle_timeout", "transitory_timeout",
-                "target_idle_timeout", "capacity_scale"):
-        if key in overrides:
-            overrides[key] = _number(source, f"{path}.{key}", overrides[key])
-    for key in ("late_from_inside", "late_from_outside"):
-        if key in overrides:
-            _choice(source, f"{path}.{key}", overrides[key], ("rst", "drop", "pass", "rehash"))
-    if "on_expiry" in overrides:
-        _choice(source, f"{path}.on_expiry", overrides["on_expiry"], ("silent", "rst_both"))
-    for key in ("stickiness", "targets"):
-        if key in overrides:
-            _integer(source, f"{path}.{key}", overrides[key], 0, 64)
-    for key in ("connections_per_eni", "enis", "ports_per_destination"):
-        if key in overrides:
-            _integer(source, f"{path}.{key}", overrides[key], 0 if key != "enis" else 1,
-                     1_000_000)
-    if "hash_seed" in overrides:
-        _integer(source, f"{path}.hash_seed", overrides["hash_seed"], 0, 2**32 - 1)
-    if "backends" in overrides:
-        _integer(source, f"{path}.backends", overrides["backends"], 1, 8)
     if "backend_ips" in overrides:
         raise ScenarioError(source, f"{path}.backend_ips", "set by natsim from the world it "
                             "builds; give `backends: N` instead")
-    for key in ("nat", "send_tcp_reset_on_idle_timeout"):
-        if key in overrides and not isinstance(overrides[key], bool):
-            raise ScenarioError(source, f"{path}.{key}", f"must be true or false, got "
-                                f"{overrides[key]!r}")
+    # every field's type and range is the catalogue's own rule (appliances.check_field)
     try:
         return appliance.with_overrides(overrides)
     except ApplianceError as exc:
@@ -276,7 +283,9 @@ def parse_scenario(data: Any, source: str, name: str) -> Scenario:
     # The model follows the appliance with the shortest idle timeout: it forgets first.
     appliance = min(chain, key=lambda a: a.tcp_idle_timeout)
 
-    speed = _number(source, "speed", top.get("speed", 35))
+    speed = _number(source, "speed", top.get("speed", 35), high=MAX_SPEED)
+    if speed < MIN_SPEED:
+        raise ScenarioError(source, "speed", f"must be at least {MIN_SPEED:g}, got {speed:g}")
 
     client_fields = (("timeout", "keepalive", "sysctls", "request", "profile")
                      if protocol == "tcp" else ("timeout", "heartbeat"))
@@ -317,8 +326,8 @@ def parse_scenario(data: Any, source: str, name: str) -> Scenario:
     return Scenario(
         name=name,
         source=source,
-        description=str(top.get("description", "")).strip(),
-        story=str(top.get("story", "")).strip(),
+        description=_text(source, "description", top.get("description", "")),
+        story=_text(source, "story", top.get("story", "")),
         appliance=appliance,
         chain=chain,
         speed=speed,
@@ -331,7 +340,7 @@ def parse_scenario(data: Any, source: str, name: str) -> Scenario:
         expect_server=_choice(source, "expect.server", expect["server"], server_outcomes),
         protocol=protocol,
         heartbeat=heartbeat,
-        request=str(client.get("request", "GET /slow-answer")),
+        request=_text(source, "client.request", client.get("request", "GET /slow-answer")),
         backend=backend,
         images=images,
     )
@@ -370,10 +379,11 @@ def _parse_load_scenario(top: dict[str, Any], source: str, name: str) -> Scenari
     if "established" not in expect:
         raise ScenarioError(source, "expect.established", "missing")
     return Scenario(
-        name=name, source=source, description=str(top.get("description", "")).strip(),
-        story=str(top.get("story", "")).strip(),
+        name=name, source=source, description=_text(source, "description",
+                                                    top.get("description", "")),
+        story=_text(source, "story", top.get("story", "")),
         appliance=min(chain, key=lambda a: a.tcp_idle_timeout), chain=chain,
-        speed=_number(source, "speed", top.get("speed", 1)),
+        speed=_number(source, "speed", top.get("speed", 1), high=MAX_SPEED),
         client_timeout=spec_load.connections / spec_load.rate + spec_load.connect_timeout
         + spec_load.hold,
         keepalive=Keepalive("off"), sysctls=dict(LINUX_KEEPALIVE_DEFAULTS), server_delay=0.0,
@@ -433,11 +443,53 @@ def load_scenario(name_or_path: str) -> Scenario:
     if not path.exists():
         known = ", ".join(scenario_names()) or "(none)"
         raise ScenarioError(str(name_or_path), "", f"no such scenario; known: {known}")
+    return parse_scenario(read_yaml(path), _display(path), path.stem)
+
+
+MAX_FILE_BYTES = 256 * 1024
+MAX_TEXT = 4000
+"""Characters in a free-text field (description, story, request)."""
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """YAML as scenario files need it: a key given twice is an error (not last-wins), and
+    anchors/aliases are refused (a few lines of aliases can expand to gigabytes)."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            raise yaml.constructor.ConstructorError(
+                None, None, "anchors and aliases (*name) are not allowed in natsim files",
+                self.peek_event().start_mark)  # type: ignore[no-untyped-call]
+        return super().compose_node(parent, index)
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} is given twice", key_node.start_mark)
+            if isinstance(key, list | dict):
+                raise yaml.constructor.ConstructorError(
+                    None, None, "a key must be a word", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def read_yaml(path: Path) -> Any:
+    """A natsim YAML file, size-limited and strictly parsed; errors name the file."""
     try:
-        data = yaml.safe_load(path.read_text())
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            raise ScenarioError(str(path), "", f"{size} bytes: natsim files are at most "
+                                f"{MAX_FILE_BYTES // 1024} KB")
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ScenarioError(str(path), "", f"cannot be read: {exc}") from None
+    try:
+        return yaml.load(text, Loader=_StrictLoader)
     except yaml.YAMLError as exc:
         raise ScenarioError(str(path), "", f"not valid YAML: {exc}") from None
-    return parse_scenario(data, _display(path), path.stem)
 
 
 def _display(path: Path) -> str:
@@ -560,8 +612,9 @@ def _scaled_sysctls(s: Scenario, k: float) -> dict[str, Scaled | int]:
 def plan(s: Scenario, speed: float | None = None) -> Plan:
     """Compress the scenario to ``speed``; raise :class:`SpeedError` where that is unsafe."""
     k = float(speed if speed is not None else s.speed)
-    if not math.isfinite(k) or k <= 0:
-        raise SpeedError(f"speed must be a positive number, got {speed!r}")
+    if not math.isfinite(k) or not MIN_SPEED <= k <= MAX_SPEED:
+        raise SpeedError(f"speed must be a number from {MIN_SPEED:g} to {MAX_SPEED:g}, "
+                         f"got {speed!r}")
     timeout = scale("appliance.tcp_idle_timeout", s.appliance.tcp_idle_timeout, k)
     delay = scale("server.delay", s.server_delay, k)
     limit = scale("client.timeout", s.client_timeout, k)

@@ -35,6 +35,7 @@ import re
 import secrets
 import shutil
 import signal
+import stat
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
@@ -43,6 +44,7 @@ from pathlib import Path
 from pyroute2 import IPRoute, netns
 
 from simulator import interrupts
+from simulator.results import replace_private
 
 PREFIX = "natsim-"
 REGISTRY = Path("/run/natsim")
@@ -99,8 +101,18 @@ class World:
         return asdict(self)
 
 
+RUN_ID_RE = re.compile(r"[a-z0-9]{6,14}")
+RUN_PREFIX_VAR = "NATSIM_RUN_PREFIX"
+RUN_PREFIX_RE = re.compile(r"[a-z0-9]{0,8}")
+
+
 def new_run_id() -> str:
-    return secrets.token_hex(3)
+    """A fresh run id; ``$NATSIM_RUN_PREFIX`` (a-z, 0-9, at most 8) goes first, so that a
+    test session or a CI job can find its own runs among other natsim runs on the host."""
+    prefix = os.environ.get(RUN_PREFIX_VAR, "")
+    if not RUN_PREFIX_RE.fullmatch(prefix):
+        raise TopologyError(f"{RUN_PREFIX_VAR}={prefix!r}: use at most 8 characters a-z, 0-9")
+    return prefix + secrets.token_hex(3)
 
 
 def ns_names(run_id: str) -> tuple[str, str, str]:
@@ -155,10 +167,23 @@ def register(run_id: str, owner: int | None = None) -> None:
     middlebox process, which outlives the command that started it.
     """
     pid = os.getpid() if owner is None else owner
-    REGISTRY.mkdir(parents=True, exist_ok=True)
-    (REGISTRY / f"{run_id}.json").write_text(json.dumps(
+    private_dir(REGISTRY)
+    replace_private(REGISTRY / f"{run_id}.json", json.dumps(
         {"run_id": run_id, "pid": pid, "pid_start": start_ticks(pid),
          "started": time.time(), "namespaces": list(ns_names(run_id))}))
+
+
+def private_dir(path: Path) -> None:
+    """A state folder of natsim's: created 0755 whatever the umask, and refused when it is a
+    symlink or someone else's (state under /run/natsim is read by root)."""
+    with contextlib.suppress(FileExistsError):
+        path.mkdir(parents=True, mode=0o755)
+        os.chmod(path, 0o755)
+    info = path.lstat()
+    if stat.S_ISLNK(info.st_mode) or not stat.S_ISDIR(info.st_mode) \
+            or info.st_uid != os.geteuid() or info.st_mode & 0o022:
+        raise TopologyError(f"{path} is not natsim's own state folder (a symlink, not a "
+                            "directory, someone else's or writable by others): remove it")
 
 
 def start_ticks(pid: int) -> int | None:
@@ -177,7 +202,7 @@ def _netns_lock() -> Iterator[None]:
     (as ``ip netns add`` does); two runs doing that at the same moment stack two mounts and
     one loses the namespace files it just bound.
     """
-    REGISTRY.mkdir(parents=True, exist_ok=True)
+    private_dir(REGISTRY)
     with (REGISTRY / ".lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import fcntl
 import json
 import os
 import pickle
@@ -29,7 +30,7 @@ import signal
 import subprocess
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from enum import Enum
@@ -41,6 +42,8 @@ from pyroute2 import netns
 from simulator import topology
 from simulator.backends import get_backend, host_command
 from simulator.core.appliances import Appliance
+from simulator.results import default_dir, replace_private
+from simulator.results import prepare as prepare_results
 from simulator.scenario import LINUX_KEEPALIVE_DEFAULTS
 
 WORLDS = topology.REGISTRY / "worlds"
@@ -56,6 +59,27 @@ outlives its ``Popen`` object is not reaped, and Python warns about it)."""
 
 class WorldError(RuntimeError):
     """A live world that cannot be found, built or reached; the message says which."""
+
+
+def check_name(name: str) -> str:
+    """The one rule for world names, applied wherever a name comes in (a name is a file
+    name under /run/natsim: never a path)."""
+    if not isinstance(name, str) or not NAME_RE.match(name):
+        raise WorldError(f"world name {name!r}: use 1-20 characters a-z, 0-9 and '-', "
+                         "starting with a letter or digit")
+    return name
+
+
+@contextlib.contextmanager
+def _name_lock(name: str) -> Iterator[None]:
+    topology.private_dir(WORLDS)
+    fd = os.open(WORLDS / f".{check_name(name)}.lock",
+                 os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def middlebox_config(world: topology.World, appliances: Sequence[Appliance], speed: float,
@@ -118,11 +142,15 @@ class LiveWorld:
 
     @staticmethod
     def state_file(name: str) -> Path:
-        return WORLDS / f"{name}.json"
+        return WORLDS / f"{check_name(name)}.json"
 
     @classmethod
     def names(cls) -> list[str]:
-        return sorted(p.stem for p in WORLDS.glob("*.json")) if WORLDS.is_dir() else []
+        """Worlds that are up: state files with a valid name (anything else is not ours)."""
+        if not WORLDS.is_dir():
+            return []
+        return sorted(p.stem for p in WORLDS.glob("*.json")
+                      if NAME_RE.match(p.stem) and not p.is_symlink())
 
     @classmethod
     def load(cls, name: str | None = None) -> LiveWorld:
@@ -136,10 +164,21 @@ class LiveWorld:
                                  "say which with --name")
             name = names[0]
         path = cls.state_file(name)
-        if not path.exists():
+        if path.is_symlink() or not path.exists():
             raise WorldError(f"no world named {name!r} is up (up: "
                              f"{', '.join(cls.names()) or 'none'})")
-        return cls(**json.loads(path.read_text()))
+        info = path.stat()
+        if info.st_uid != os.geteuid() or info.st_mode & 0o022:
+            raise WorldError(f"world {name!r}: its state file {path} is not natsim's own "
+                             f"(owner uid {info.st_uid}, mode {info.st_mode & 0o777:o}); "
+                             "remove it")
+        try:
+            live = cls(**json.loads(path.read_text()))
+        except (ValueError, TypeError) as exc:
+            raise WorldError(f"world {name!r}: unreadable state file {path} ({exc})") from None
+        if live.name != name or not topology.RUN_ID_RE.fullmatch(live.run_id):
+            raise WorldError(f"world {name!r}: state file {path} names another world")
+        return live
 
     # -- building and removing ----------------------------------------------------------
 
@@ -147,18 +186,21 @@ class LiveWorld:
     def up(cls, name: str, appliance: Appliance, speed: float,
            sysctls: dict[str, int] | None = None, results_dir: Path | None = None,
            backend: str = "namespaces") -> LiveWorld:
-        if not NAME_RE.match(name):
-            raise WorldError(f"world name {name!r}: use 1-20 characters a-z, 0-9 and '-'")
-        if cls.state_file(name).exists():
-            raise WorldError(f"a world named {name!r} is already up: `natsim down --name "
-                             f"{name}` first, or choose another --name")
         if speed <= 0:
             raise WorldError(f"speed must be positive, got {speed}")
+        with _name_lock(name):  # two `up --name X` at once: the second waits, then refuses
+            if cls.state_file(name).exists():
+                raise WorldError(f"a world named {name!r} is already up: `natsim down --name "
+                                 f"{name}` first, or choose another --name")
+            return cls._up(name, appliance, speed, sysctls, results_dir, backend)
+
+    @classmethod
+    def _up(cls, name: str, appliance: Appliance, speed: float,
+            sysctls: dict[str, int] | None, results_dir: Path | None,
+            backend: str) -> LiveWorld:
         hosts = get_backend(backend)
         run_id = topology.new_run_id()
-        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-        results = (results_dir or Path("results") / f"world-{name}-{stamp}-{run_id}").resolve()
-        results.mkdir(parents=True, exist_ok=True)
+        results = prepare_results(results_dir or default_dir(f"world-{name}", run_id))
         world = hosts.build(run_id, scaled_sysctls(sysctls or dict(LINUX_KEEPALIVE_DEFAULTS),
                                                    speed), 1, None, 1, results)
         try:
@@ -185,8 +227,8 @@ class LiveWorld:
                        results_dir=str(results), middlebox_pid=mbox.pid,
                        started=datetime.now(UTC).isoformat(timespec="seconds"),
                        backend=hosts.name)
-            WORLDS.mkdir(parents=True, exist_ok=True)
-            cls.state_file(name).write_text(json.dumps(asdict(live), indent=2))
+            topology.private_dir(WORLDS)
+            replace_private(cls.state_file(name), json.dumps(asdict(live), indent=2))
             return live
         except BaseException:
             hosts.destroy(run_id)

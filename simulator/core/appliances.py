@@ -182,14 +182,20 @@ class Appliance:
     keepalive_echo: float | None = None
     """Once it sees a TCP keepalive on a flow, the appliance sends its own keepalive probes
     to both ends this often (NLB TLS listener: 20 s)."""
+    max_flows: int = 1_000_000
+    """Live flows the model holds at most; a new flow past it is refused and counted as
+    ``RejectedFlowCount`` (bounded memory whatever a client sends)."""
     sources: tuple[str, ...] = ()
 
     def with_overrides(self, overrides: dict[str, Any]) -> Appliance:
-        """A copy with ``overrides`` applied; unknown fields raise ``KeyError`` naming them."""
+        """A copy with ``overrides`` applied; unknown fields raise ``KeyError`` naming them,
+        a value of the wrong type or out of range ``ApplianceError`` naming the field."""
         known = set(self.overridable_fields())
         unknown = sorted(set(overrides) - known)
         if unknown:
             raise KeyError(", ".join(unknown))
+        for key, value in overrides.items():
+            check_field(key, value)
         values = dict(overrides)
         for key in ("late_from_inside", "late_from_outside"):
             if key in values:
@@ -209,6 +215,9 @@ class Appliance:
         return result
 
     def _validate(self, timeout_set: bool) -> None:
+        if self.port_min > self.port_max:
+            raise ApplianceError(f"port_min: {self.port_min} is above port_max "
+                                 f"{self.port_max}")
         low_high = self.tcp_timeout_range
         if low_high is not None and not low_high[0] <= self.tcp_idle_timeout <= low_high[1]:
             raise ApplianceError(
@@ -239,8 +248,85 @@ class Appliance:
 
     @staticmethod
     def overridable_fields() -> list[str]:
+        """Fields a scenario may set. The provider's own range (``tcp_timeout_range``) is a
+        fact of the catalogue, not a setting: overriding it would let a 5 s NLB pass."""
         return [f.name for f in dataclasses.fields(Appliance)
-                if f.name not in ("name", "title", "sources")]
+                if f.name not in ("name", "title", "sources", "tcp_timeout_range")]
+
+
+MAX_MODEL_SECONDS = 1_000_000.0
+"""The longest duration any field accepts (11.6 days; Linux conntrack's 5 days fits)."""
+_SECONDS = ("seconds", 0.001, MAX_MODEL_SECONDS)
+_FIELD_RULES: dict[str, tuple[str, float, float]] = {
+    "tcp_idle_timeout": _SECONDS, "udp_idle_timeout": _SECONDS,
+    "transitory_timeout": _SECONDS, "target_idle_timeout": _SECONDS,
+    "keepalive_echo": ("seconds", 1.0, 3600.0),
+    "capacity_scale": ("number", 1e-6, 1.0),
+    "ports_per_destination": ("integer", 1, 1_000_000),
+    "port_min": ("integer", 1, 65535), "port_max": ("integer", 1, 65535),
+    "targets": ("integer", 0, 64), "stickiness": ("integer", 2, 5),
+    "hash_seed": ("integer", 0, 2**32 - 1), "backends": ("integer", 1, 8),
+    "connections_per_eni": ("integer", 0, 10_000_000), "enis": ("integer", 1, 1000),
+    "max_flows": ("integer", 1, 10_000_000),
+    "public_ips": ("addresses", 1, 8), "backend_ips": ("addresses", 0, 8),
+    "vip": ("address", 0, 0),
+}
+"""Type and range of every numeric or address field (min, max inclusive)."""
+_NULLABLE = ("transitory_timeout", "keepalive_echo")
+_PUBLIC_NETS = ("203.0.113.", "198.51.100.")
+"""NAT public addresses: the documentation ranges (never the host's own networks)."""
+
+
+def _ipv4(value: object) -> bool:
+    parts = value.split(".") if isinstance(value, str) else []
+    return len(parts) == 4 and all(p.isdigit() and len(p) <= 3 and int(p) <= 255
+                                   for p in parts)
+
+
+def check_field(key: str, value: Any) -> None:
+    """Refuse a value of the wrong type or out of range for appliance field ``key``, with a
+    message that starts with the field's name (callers prefix the file and path)."""
+    if key in _NULLABLE and value is None:
+        return
+    if key in ("late_from_inside", "late_from_outside", "on_expiry"):
+        allowed = [str(v) for v in (LateAction if key != "on_expiry" else ExpiryAction)]
+        if not isinstance(value, str) or value not in allowed:
+            raise ApplianceError(f"{key}: must be one of {', '.join(allowed)}; got {value!r}")
+        return
+    if key in ("nat", "send_tcp_reset_on_idle_timeout"):
+        if not isinstance(value, bool):
+            raise ApplianceError(f"{key}: must be true or false, got {value!r}")
+        return
+    rule = _FIELD_RULES.get(key)
+    if rule is None:
+        return
+    kind, low, high = rule
+    if kind in ("seconds", "number"):
+        if isinstance(value, bool) or not isinstance(value, int | float) \
+                or not low <= value <= high:  # NaN fails both comparisons
+            unit = " model seconds" if kind == "seconds" else ""
+            raise ApplianceError(f"{key}: must be a number from {low:g} to {high:g}{unit}, "
+                                 f"got {value!r}")
+    elif kind == "integer":
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise ApplianceError(f"{key}: must be a whole number from {low:g} to {high:g}, "
+                                 f"got {value!r}")
+        if key == "stickiness" and value not in (2, 3, 5):
+            raise ApplianceError(f"stickiness: must be 5, 3 or 2 (tuple), got {value!r}")
+    elif kind == "address":
+        if not _ipv4(value) or not str(value).startswith("198.19."):
+            raise ApplianceError(f"{key}: must be an IPv4 address in 198.19.0.0/16 (the "
+                                 f"server side), got {value!r}")
+    elif kind == "addresses":
+        if not isinstance(value, list | tuple) or not low <= len(value) <= high \
+                or not all(_ipv4(v) for v in value):
+            raise ApplianceError(f"{key}: must be a list of {low:g} to {high:g} IPv4 "
+                                 f"addresses, got {value!r}")
+        if key == "public_ips" and not all(str(v).startswith(_PUBLIC_NETS) for v in value):
+            raise ApplianceError("public_ips: use addresses from the documentation ranges "
+                                 f"203.0.113.0/24 and 198.51.100.0/24, got {value!r}")
+        if key == "public_ips" and len(set(value)) != len(value):
+            raise ApplianceError(f"public_ips: listed twice: {value!r}")
 
 
 _AWS_BLOG = ("https://aws.amazon.com/blogs/networking-and-content-delivery/"

@@ -38,7 +38,6 @@ Beyond the NAT Gateway, the same record describes the rest of the catalogue:
 
 from __future__ import annotations
 
-import heapq
 import zlib
 from collections import Counter, OrderedDict
 from dataclasses import dataclass
@@ -53,6 +52,7 @@ from simulator.core.flows import (
     PortAllocator,
     TcpSignal,
     TcpState,
+    Timer,
 )
 from simulator.core.packets import (
     ACK,
@@ -114,11 +114,10 @@ class Middlebox:
         of a plain dict with ``next(iter(d))`` walks past every deleted slot, and at 100,000
         expiries that walk made RSTs hundreds of milliseconds late)."""
         # Gateway Load Balancer: what each inspection host remembers (inside key -> last
-        # seen), and how many times each connection has been hashed.
+        # seen; pruned by a TARGET_STATE timer), and how many times each connection has been
+        # hashed (the most recent keys only: a bounded memory of re-hashes).
         self._target_state: list[dict[Key, float]] = [{} for _ in range(appliance.targets)]
-        self._generation: Counter[Key] = Counter()
-        # Flows on which the appliance sends its own keepalives: (due, flow id, flow).
-        self._echo: list[tuple[float, int, Flow]] = []
+        self._generation: OrderedDict[Key, int] = OrderedDict()
         # Several backends behind a virtual address: DNAT each new flow to one of them.
         self._vip = ip_from_str(appliance.vip)
         self._backends = [ip_from_str(ip) for ip in appliance.backend_ips]
@@ -135,12 +134,8 @@ class Middlebox:
         return events
 
     def next_deadline(self) -> float | None:
-        """When ``expire`` may next have work to do (model time), or None if no flows."""
-        idle = self.flows.next_deadline()
-        if not self._echo:
-            return idle
-        echo = self._echo[0][0]
-        return echo if idle is None else min(idle, echo)
+        """When ``expire`` may next have work to do (model time), or None if no timers."""
+        return self.flows.next_deadline()
 
     # -- time ----------------------------------------------------------------------------
 
@@ -150,7 +145,8 @@ class Middlebox:
         Silent on the wire, unless the appliance resets both ends at expiry.
         """
         out: list[Transmit] = []
-        for flow in self.flows.pop_expired(now):
+        expired, timers = self.flows.pop_due(now)
+        for flow in expired:
             self._forget(flow)
             self.counters["IdleTimeoutCount"] += 1
             quiet = not self._worth_logging("IdleTimeoutCount")
@@ -167,12 +163,51 @@ class Middlebox:
                        f"flow #{flow.id} expired after {flow.timeout:g} s idle "
                        + ("(RST sent to both ends)" if loud else "(nothing sent to either side)"),
                        last_seen=round(flow.last_seen, 6))
-        while self._echo and self._echo[0][0] <= now:
-            due, _, flow = heapq.heappop(self._echo)
-            if self.flows.is_live(flow):
-                out += self._keepalives_both(flow, due)
-                heapq.heappush(self._echo, (due + self._echo_interval(), flow.id, flow))
+        for due, timer, item in timers:
+            if timer is Timer.ECHO:
+                assert isinstance(item, Flow)
+                if self.flows.is_live(item):
+                    out += self._keepalives_both(item, due)
+                    self.flows.schedule(due + self._echo_interval(), Timer.ECHO, item)
+            elif timer is Timer.TARGET_STATE:
+                assert isinstance(item, tuple)
+                target, key = item
+                self._prune_target_state(target, key, now)
         return out
+
+    def _prune_target_state(self, target: int, key: Key, now: float) -> None:
+        """An inspection host forgets a connection idle past its own timeout (re-armed when
+        the connection was seen since the timer was set)."""
+        last = self._target_state[target].get(key)
+        if last is None:
+            return
+        if now - last >= self.appliance.target_idle_timeout:
+            del self._target_state[target][key]
+        else:
+            self.flows.schedule(last + self.appliance.target_idle_timeout,
+                                Timer.TARGET_STATE, (target, key))
+
+    def _remember(self, target: int, key: Key, now: float) -> None:
+        state = self._target_state[target]
+        if key not in state:
+            self.flows.schedule(now + self.appliance.target_idle_timeout, Timer.TARGET_STATE,
+                                (target, key))
+        state[key] = now
+
+    def _next_generation(self, key: Key) -> int:
+        """How many times ``key`` has been hashed, this time included (bounded memory)."""
+        generation = self._generation.pop(key, 0) + 1
+        self._generation[key] = generation
+        while len(self._generation) > _TOMBSTONE_LIMIT:
+            self._generation.popitem(last=False)
+        return generation
+
+    def state_sizes(self) -> dict[str, int]:
+        """How much per-flow and per-destination state the engine holds (memory tests)."""
+        return {"flows": len(self.flows), "timers": self.flows.timers(),
+                "port_slots": self.ports.slots(), "generations": len(self._generation),
+                "target_state": sum(len(t) for t in self._target_state),
+                "tombstones": len(self._tombstones)}
 
     def _echo_interval(self) -> float:
         assert self.appliance.keepalive_echo is not None
@@ -193,7 +228,7 @@ class Middlebox:
                                             from_server - 1, from_client, ACK, 64240)),
             Transmit(Side.OUTSIDE, build_tcp(flow.public_ip, flow.public_port, real_ip,
                                              real_port, from_client - 1, from_server, ACK,
-                                             64240), flow.backend or 0),
+                                             64240), flow.port),
         ]
 
     def _reset_both(self, flow: Flow, log: bool = True) -> list[Transmit]:
@@ -210,7 +245,7 @@ class Middlebox:
         if to_server_seq is not None:
             out.append(Transmit(Side.OUTSIDE, build_tcp(flow.public_ip, flow.public_port,
                                                         real_ip, real_port, to_server_seq,
-                                                        0, RST), flow.backend or 0,
+                                                        0, RST), flow.port,
                                 flow.deadline))
         for action in out:
             self.counters["RstSent"] += 1
@@ -222,20 +257,26 @@ class Middlebox:
     # -- packets -------------------------------------------------------------------------
 
     def on_packet(self, packet: bytearray, side: Side, now: float) -> list[Transmit]:
-        """Decide what happens to ``packet`` (modified in place when forwarded)."""
-        self.expire(now)
+        """Decide what happens to ``packet`` (modified in place when forwarded).
+
+        What the timers due by ``now`` decided comes first (an RST at expiry, an appliance's
+        keepalive): a call never keeps back anything it decided.
+        """
+        out = self.expire(now)
         pkt = parse(packet)
         if pkt is None:
             self.counters["PacketsDropCount"] += 1
             self.counters["UnsupportedPackets"] += 1
-            return []
+            return out
         if side is Side.INSIDE:
             self.counters["PacketsInFromSource"] += 1
             self.counters["BytesInFromSource"] += pkt.total_len
-            return self._from_inside(packet, pkt, now)
-        self.counters["PacketsInFromDestination"] += 1
-        self.counters["BytesInFromDestination"] += pkt.total_len
-        return self._from_outside(packet, pkt, now)
+            decided = self._from_inside(packet, pkt, now)
+        else:
+            self.counters["PacketsInFromDestination"] += 1
+            self.counters["BytesInFromDestination"] += pkt.total_len
+            decided = self._from_outside(packet, pkt, now)
+        return out + decided if out else decided
 
     def _from_inside(self, packet: bytearray, pkt: Packet, now: float) -> list[Transmit]:
         key: Key = (pkt.proto, pkt.src, pkt.sport, pkt.dst, pkt.dport)
@@ -261,7 +302,7 @@ class Middlebox:
             rewrite_source(packet, pkt, flow.public_ip, flow.public_port)
         self.counters["PacketsOutToDestination"] += 1
         self.counters["BytesOutToDestination"] += pkt.total_len
-        return [Transmit(Side.OUTSIDE, packet, flow.backend or 0)]
+        return [Transmit(Side.OUTSIDE, packet, flow.port)]
 
     def _from_outside(self, packet: bytearray, pkt: Packet, now: float) -> list[Transmit]:
         key: Key = (pkt.proto, pkt.src, pkt.sport, pkt.dst, pkt.dport)
@@ -293,7 +334,19 @@ class Middlebox:
                          f"connection limit ({self._connection_limit}) reached: new "
                          f"connection from {_endpoint(client_ip, client_port)} dropped")
             return None
-        public = (self.ports.allocate(proto, server_ip, server_port) if self.appliance.nat
+        if len(self.flows) >= self.appliance.max_flows:
+            self._refuse("RejectedFlowCount", now,
+                         f"flow table full ({self.appliance.max_flows} flows): new "
+                         f"connection from {_endpoint(client_ip, client_port)} dropped")
+            return None
+        backend: int | None = None
+        real_server = server_ip
+        if self._backends and server_ip == self._vip:
+            backend = self._pick_backend(key, self._next_generation(key))
+            real_server = self._backends[backend]
+        # ports are counted per destination as the server sees it (a backend's own address,
+        # whether the client named it or the virtual address)
+        public = (self.ports.allocate(proto, real_server, server_port) if self.appliance.nat
                   else (client_ip, client_port))
         if public is None:
             self._refuse("ErrorPortAllocation", now,
@@ -301,20 +354,24 @@ class Middlebox:
                          f"packet from {_endpoint(client_ip, client_port)} dropped")
             return None
         public_ip, public_port = public
+        outside: Key = (proto, real_server, server_port, public_ip, public_port)
+        if outside in self.flows.by_outside:
+            # Without address translation, the same client socket through the virtual
+            # address and straight to a backend looks like one socket to that backend: the
+            # documented "observed socket reuse" limit of NLB client IP preservation.
+            self._refuse("SocketReuseDrops", now,
+                         f"{_endpoint(client_ip, client_port)} -> "
+                         f"{_endpoint(server_ip, server_port)} would reach "
+                         f"{ip_to_str(real_server)} as the same socket as a live flow: dropped")
+            return None
         tcp = proto == IPPROTO_TCP
         syn = tcp and pkt.flags & (SYN | ACK) == SYN
         state = (TcpState.SYN_SENT if syn else TcpState.ESTABLISHED) if tcp else TcpState.NONE
-        backend: int | None = None
-        real_server = server_ip
-        if self._backends and server_ip == self._vip:
-            self._generation[key] += 1
-            backend = self._pick_backend(key, self._generation[key])
-            real_server = self._backends[backend]
         flow = Flow(
             id=self._next_id,
             proto=proto,
             inside=key,
-            outside=(proto, real_server, server_port, public_ip, public_port),
+            outside=outside,
             public_ip=public_ip,
             public_port=public_port,
             timeout=self._timeout_for(proto, state),
@@ -322,12 +379,12 @@ class Middlebox:
             last_seen=now,
             state=state,
             backend=backend,
+            port=self._backend_index.get(real_server, 0),
         )
         if self.appliance.targets:
-            self._generation[key] += 1
-            flow.target = self._pick_target(key, self._generation[key])
+            flow.target = self._pick_target(key, self._next_generation(key))
             if syn:  # a stateful inspection host learns a connection from its SYN
-                self._target_state[flow.target][key] = now
+                self._remember(flow.target, key, now)
         self._next_id += 1
         self.flows.add(flow)
         self._tombstones.pop((Side.INSIDE, flow.inside), None)
@@ -414,7 +471,7 @@ class Middlebox:
             self.counters["KeepaliveProbes"] += 1
             if self.appliance.keepalive_echo is not None and not flow.echoing:
                 flow.echoing = True
-                heapq.heappush(self._echo, (now + self.appliance.keepalive_echo, flow.id, flow))
+                self.flows.schedule(now + self.appliance.keepalive_echo, Timer.ECHO, flow)
                 self._emit(now, EventKind.KEEPALIVE, flow.id, None,
                            f"{self.appliance.title} saw a keepalive: from now on it sends its "
                            f"own to both ends every {self.appliance.keepalive_echo:g} s")
@@ -492,16 +549,21 @@ class Middlebox:
                 return self._forward_inside(packet, pkt, flow, now)
             return self._forward_outside(packet, pkt, flow, now)
         self.counters["PacketsDropCount"] += 1
-        self._emit(now, EventKind.DROPPED, expired, side,
-                   f"dropped {flags + ' ' if flags else ''}packet from {who} {what}",
-                   flags=flags, payload=pkt.payload_len)
+        self.counters["LatePackets"] += 1
+        # a flood of junk must not become a flood of events: the first twenty, then sampled
+        loud = self._worth_logging("LatePackets")
+        if loud:
+            self._emit(now, EventKind.DROPPED, expired, side,
+                       f"dropped {flags + ' ' if flags else ''}packet from {who} {what}",
+                       flags=flags, payload=pkt.payload_len)
         if rule is not LateAction.RST or pkt.proto != IPPROTO_TCP or pkt.flags & RST:
             return []
         rst = build_rst_reply(pkt)
         self.counters["RstSent"] += 1
         seq = pkt.ack if pkt.flags & ACK else 0
-        self._emit(now, EventKind.RST_SENT, expired, side,
-                   f"RST sent back to the {who} (seq={seq})", seq=seq)
+        if loud:
+            self._emit(now, EventKind.RST_SENT, expired, side,
+                       f"RST sent back to the {who} (seq={seq})", seq=seq)
         port = self._backend_index.get(pkt.src, 0) if side is Side.OUTSIDE else 0
         return [Transmit(side, rst, port)]
 
@@ -514,7 +576,7 @@ class Middlebox:
         if flow.target is None:
             return True
         if self._target_knows(flow.target, flow.inside, now):
-            self._target_state[flow.target][flow.inside] = now
+            self._remember(flow.target, flow.inside, now)
             return True
         self.counters["PacketsDropCount"] += 1
         flags = flags_to_str(pkt.flags) if pkt.proto == IPPROTO_TCP else ""
@@ -531,7 +593,7 @@ class Middlebox:
     def _forget(self, flow: Flow) -> None:
         if self.appliance.nat:
             self.ports.release(flow.public_ip, flow.public_port, flow.proto,
-                               flow.inside[3], flow.inside[4])
+                               flow.outside[1], flow.outside[2])
         self.counters["ActiveConnectionCount"] = len(self.flows)
 
     def _emit(self, t: float, kind: EventKind, flow: int | None, side: Side | None,

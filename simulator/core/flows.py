@@ -75,6 +75,8 @@ class Flow:
     """The inspection host (Gateway Load Balancer target) the flow was hashed to."""
     backend: int | None = None
     """Which backend (target) a flow behind a virtual address was sent to."""
+    port: int = 0
+    """Which of the outside interfaces the flow leaves by (one per backend host)."""
     echoing: bool = False
     """The appliance sends its own keepalives on this flow (NLB TLS listener)."""
     next_seq: list[int | None] = field(default_factory=lambda: [None, None])
@@ -96,13 +98,35 @@ class Flow:
         return self.inside[3], self.inside[4]
 
 
+class Timer(StrEnum):
+    """What a deadline is for. Every timer of an appliance lives in one heap (below), so
+    that nothing can expire anywhere else and everything a flow owns is pruned with it."""
+
+    FLOW = "flow"
+    """A flow's idle deadline (lazily re-armed: a packet only moves ``last_seen``)."""
+    ECHO = "echo"
+    """The appliance's own keepalive on a flow (NLB TLS listener)."""
+    TARGET_STATE = "target_state"
+    """What an inspection host remembers of a connection (Gateway Load Balancer)."""
+
+
+Due = tuple[float, Timer, object]
+
+
 class FlowTable:
-    """Flows by key, plus the idle-deadline heap."""
+    """Flows by key, plus the one deadline heap for every timer of the appliance.
+
+    Entries are ``(deadline, sequence, timer, item)``; a stale entry (a flow removed, a
+    state refreshed) is discarded or re-armed when it comes to the top, as in trio's
+    ``Deadlines``. The heap holds at most a few entries per live flow whatever the packet
+    rate.
+    """
 
     def __init__(self) -> None:
         self.by_inside: dict[Key, Flow] = {}
         self.by_outside: dict[Key, Flow] = {}
-        self._heap: list[tuple[float, int, Flow]] = []
+        self._heap: list[tuple[float, int, Timer, object]] = []
+        self._seq = 0
 
     def __len__(self) -> int:
         return len(self.by_inside)
@@ -111,12 +135,19 @@ class FlowTable:
         return iter(self.by_inside.values())
 
     def add(self, flow: Flow) -> None:
+        if flow.inside in self.by_inside or flow.outside in self.by_outside:
+            raise ValueError(f"flow #{flow.id}: a live flow already holds its key")
         self.by_inside[flow.inside] = flow
         self.by_outside[flow.outside] = flow
-        heapq.heappush(self._heap, (flow.deadline, flow.id, flow))
+        self.schedule(flow.deadline, Timer.FLOW, flow)
+
+    def schedule(self, deadline: float, timer: Timer, item: object) -> None:
+        """Arm a timer; it comes back from :meth:`pop_due` once ``deadline`` has passed."""
+        self._seq += 1
+        heapq.heappush(self._heap, (deadline, self._seq, timer, item))
 
     def remove(self, flow: Flow) -> None:
-        """Forget a flow; its heap entry becomes stale and is discarded when popped."""
+        """Forget a flow; its heap entries become stale and are discarded when popped."""
         if self.by_inside.get(flow.inside) is flow:
             del self.by_inside[flow.inside]
             del self.by_outside[flow.outside]
@@ -124,24 +155,34 @@ class FlowTable:
     def is_live(self, flow: Flow) -> bool:
         return self.by_inside.get(flow.inside) is flow
 
+    def timers(self) -> int:
+        """Entries in the heap (live and stale): bounded by the live state, see the tests."""
+        return len(self._heap)
+
     def next_deadline(self) -> float | None:
-        """The earliest time at which a flow may expire (possibly early: never late)."""
+        """The earliest time at which a timer may fire (possibly early: never late)."""
         return self._heap[0][0] if self._heap else None
 
-    def pop_expired(self, now: float) -> list[Flow]:
-        """Remove and return the flows idle for at least their timeout at ``now``."""
+    def pop_due(self, now: float) -> tuple[list[Flow], list[Due]]:
+        """The flows idle for at least their timeout at ``now`` (removed from the table), and
+        every other timer due by then, oldest first (the caller acts on each)."""
         expired: list[Flow] = []
+        other: list[Due] = []
         heap = self._heap
         while heap and heap[0][0] <= now:
-            _, _, flow = heapq.heappop(heap)
-            if not self.is_live(flow):
+            deadline, _, timer, item = heapq.heappop(heap)
+            if timer is not Timer.FLOW:
+                other.append((deadline, timer, item))
                 continue
-            if flow.deadline > now:
-                heapq.heappush(heap, (flow.deadline, flow.id, flow))
+            assert isinstance(item, Flow)
+            if not self.is_live(item):
                 continue
-            self.remove(flow)
-            expired.append(flow)
-        return expired
+            if item.deadline > now:
+                self.schedule(item.deadline, Timer.FLOW, item)
+                continue
+            self.remove(item)
+            expired.append(item)
+        return expired, other
 
 
 class PortAllocator:
@@ -172,8 +213,10 @@ class PortAllocator:
         """A free (public address, port) towards this destination, or None if all are taken."""
         for ip in self.public_ips:
             slot = (ip, proto, dst, dport)
-            used = self._used.setdefault(slot, set())
-            if len(used) >= self.limit:
+            used = self._used.get(slot)
+            if used is None:
+                used = self._used[slot] = set()
+            elif len(used) >= self.limit:
                 continue
             port = self._cursor.get(slot, self.port_min)
             while port in used:
@@ -184,9 +227,19 @@ class PortAllocator:
         return None
 
     def release(self, ip: bytes, port: int, proto: int, dst: bytes, dport: int) -> None:
-        used = self._used.get((ip, proto, dst, dport))
+        """Free a port; a destination with no connection left is forgotten entirely (its
+        cursor too), so that 200,000 one-off destinations leave nothing behind."""
+        slot = (ip, proto, dst, dport)
+        used = self._used.get(slot)
         if used is not None:
             used.discard(port)
+            if not used:
+                del self._used[slot]
+                self._cursor.pop(slot, None)
+
+    def slots(self) -> int:
+        """Destinations with state (for the memory tests)."""
+        return len(self._used) + len(self._cursor)
 
     def in_use(self, proto: int, dst: bytes, dport: int) -> int:
         return sum(len(self._used.get((ip, proto, dst, dport), ())) for ip in self.public_ips)

@@ -16,9 +16,9 @@ def test_refreshed_flow_is_rearmed_not_expired() -> None:
     flow = _flow(1, 0.0)
     table.add(flow)
     flow.last_seen = 8.0  # a packet: no heap push
-    assert table.pop_expired(10.0) == []
+    assert table.pop_due(10.0)[0] == []
     assert table.next_deadline() == 18.0
-    assert table.pop_expired(18.0) == [flow]
+    assert table.pop_due(18.0)[0] == [flow]
     assert len(table) == 0
 
 
@@ -36,7 +36,7 @@ def test_removed_flow_entry_is_discarded() -> None:
     flow = _flow(1, 0.0)
     table.add(flow)
     table.remove(flow)
-    assert table.pop_expired(100.0) == []
+    assert table.pop_due(100.0)[0] == []
 
 
 def test_allocator_counts_per_destination_and_spills_to_the_next_address() -> None:
