@@ -4,7 +4,7 @@ BIN     := $(VENV)/bin
 NATSIM  := $(BIN)/natsim
 STAMP   := $(VENV)/.installed
 
-.PHONY: help setup scenario list demo test test-fast test-rootless test-docker lint cleanup clean capacity bench image
+.PHONY: help setup scenario list demo test test-fast test-rootless test-docker lint cleanup clean capacity bench image fuzz kill-test
 
 help:
 	@echo "make setup                 install (Debian packages if missing, .venv with natsim)"
@@ -14,6 +14,8 @@ help:
 	@echo "make capacity              the four capacity scenarios at the real numbers (about 6 min)"
 	@echo "make image                 the natsim Docker image (offline: a debootstrap base, host-built wheels)"
 	@echo "make bench                 the userspace middlebox against kernel forwarding, side by side"
+	@echo "make fuzz                  1,000,000 mutated frames through the dataplane (FRAMES=N, SEED=N)"
+	@echo "make kill-test             100 runs killed at random moments, then cleanup: nothing left (root)"
 	@echo "make test                  unit and integration tests (needs root; Docker and rootless apart)"
 	@echo "make test-docker           docker-compose.yml on a real engine (installs docker.io; root)"
 	@echo "make test-rootless         natsim as an ordinary user (run it as one)"
@@ -29,7 +31,7 @@ $(STAMP): pyproject.toml scripts/setup.sh
 
 # NAME and SPEED reach natsim through the environment, each as one argument: a value is
 # never read by the shell (`make scenario NAME='x; touch F'` names a scenario "x; touch F")
-export NAME SPEED
+export NAME SPEED RUNS
 
 scenario: setup
 	@if [ -z "$$NAME" ]; then echo "usage: make scenario NAME=<scenario>   (make list shows them)"; exit 2; fi
@@ -66,6 +68,15 @@ bench: setup
 	  echo "make bench: installing iperf3 and nftables"; apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iperf3 nftables >/dev/null; }
 	@$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+FRAMES ?= 1000000
+SEED ?= 1
+
+fuzz: setup
+	@$(BIN)/python -m bench.fuzz --frames "$(FRAMES)" --seed "$(SEED)"
+
+kill-test: setup
+	NATSIM_KILL_RUNS=$${RUNS:-100} $(BIN)/pytest -q tests/integration/test_trust.py -k killed_at_random
 
 demo: setup
 	@$(NATSIM) demo $${SPEED:+--speed "$$SPEED"}

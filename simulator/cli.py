@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -194,7 +193,12 @@ def _cmd_exec(args: argparse.Namespace) -> int:
         argv = argv[1:]
     if not argv:
         raise WorldError("nothing to run: natsim exec HOST -- COMMAND [ARGS...]")
-    command = LiveWorld.load(args.name).command(args.host, argv)
+    live = LiveWorld.load(args.name)
+    health = live.health()
+    if health is not None:
+        print(f"natsim: warning: world {live.name}: {health}; nothing crosses it now "
+              f"(`natsim down --name {live.name}`, then `natsim up` again)", file=sys.stderr)
+    command = live.command(args.host, argv)
     os.execvp(command[0], command)  # exit status and output pass through unchanged
 
 
@@ -210,6 +214,11 @@ def _cmd_status(args: argparse.Namespace) -> int:
         return 0
     for name in names:
         live = LiveWorld.load(name)
+        health = live.health()
+        if health is not None and health.startswith("DEAD"):
+            print(f"world {name}: {live.appliance.get('title', '?')}: {health}")
+            print(f"  remove it: natsim down --name {name}   (logs: {live.results_dir}/)")
+            continue
         snap = live.status()
         if args.prometheus:
             appliance = str(live.appliance["name"])
@@ -217,8 +226,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
                 cloud_metrics(appliance, snap["counters"]),
                 {"world": name, "appliance": appliance, "namespace": namespace_of(appliance)}))
             continue
-        age = time.time() - float(snap["written"])
-        stale = f"  (STALE: last update {age:.0f} s ago: middlebox gone?)" if age > 2 else ""
+        stale = f"  ({health})" if health is not None else ""
         app = live.appliance
         print(f"world {name}: {app['title']}, idle timeout {app['tcp_idle_timeout']:g} s, "
               f"speed {live.speed:g}; model time {snap['t']:.1f} s{stale}")

@@ -44,11 +44,11 @@ import time
 import traceback
 from collections import Counter
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 from simulator.core.appliances import get_appliance
 from simulator.core.chain import Chain
-from simulator.core.edge import EdgeMap
+from simulator.core.edge import EdgeMap, sender_address
 from simulator.core.engine import Middlebox, Transmit
 from simulator.core.events import Side
 from simulator.core.packets import (
@@ -84,6 +84,17 @@ YOUNG_GC_EVERY = 1.0
 NICE = -10
 MALFORMED_LOGGED = 5
 HEARTBEAT_EVERY = 0.5
+
+
+class ModelClock(Protocol):
+    """What the dataplane asks of a clock: model time now, and how long to wait for a
+    model time in wall seconds (the real one is compressed; the fuzzer's steps)."""
+
+    speed: float
+
+    def now(self) -> float: ...
+
+    def wall_until(self, model_t: float) -> float: ...
 
 
 class CompressedClock:
@@ -203,7 +214,7 @@ class PcapWriter:
 
 
 class Dataplane:
-    def __init__(self, engine: Middlebox | Chain, clock: CompressedClock,
+    def __init__(self, engine: Middlebox | Chain, clock: ModelClock,
                  ports: dict[Side, list[tuple[socket.socket, bytes]]], out: IO[str],
                  pcap: PcapWriter | None = None) -> None:
         self.engine = engine
@@ -320,7 +331,9 @@ class Dataplane:
         if self.pcap is not None:
             self.pcap.write(now, view[VNET_LEN:n], vnet)
         start = VNET_LEN + ETH_HLEN
-        if self._unlearnt and sock.fileno() in self._unlearnt:
+        if self._unlearnt and sock.fileno() in self._unlearnt and (
+                self.edge is None or self.edge.is_peer(side, sender_address(
+                    bytes(view[VNET_LEN:min(n, VNET_LEN + 42)])))):
             self._learn(side, sock, bytes(view[VNET_LEN + 6:VNET_LEN + 12]))
         if n < start + 20 or bytes(buf[VNET_LEN + 12:start]) != ETH_P_IP:
             if self.edge is not None:  # ARP for the addresses we answer for (Docker)

@@ -47,8 +47,11 @@ from simulator.results import prepare as prepare_results
 from simulator.scenario import LINUX_KEEPALIVE_DEFAULTS
 
 WORLDS = topology.REGISTRY / "worlds"
-NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,19}$")
+NAME_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,19}")
 ROLES = ("client", "server", "middlebox")
+STALE_AFTER = 3.0
+"""Wall seconds without a status update after which a live middlebox counts as stalled (it
+rewrites status.json four times a second)."""
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -64,7 +67,7 @@ class WorldError(RuntimeError):
 def check_name(name: str) -> str:
     """The one rule for world names, applied wherever a name comes in (a name is a file
     name under /run/natsim: never a path)."""
-    if not isinstance(name, str) or not NAME_RE.match(name):
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
         raise WorldError(f"world name {name!r}: use 1-20 characters a-z, 0-9 and '-', "
                          "starting with a letter or digit")
     return name
@@ -150,7 +153,7 @@ class LiveWorld:
         if not WORLDS.is_dir():
             return []
         return sorted(p.stem for p in WORLDS.glob("*.json")
-                      if NAME_RE.match(p.stem) and not p.is_symlink())
+                      if NAME_RE.fullmatch(p.stem) and not p.is_symlink())
 
     @classmethod
     def load(cls, name: str | None = None) -> LiveWorld:
@@ -296,6 +299,25 @@ class LiveWorld:
         lines = path.read_text().splitlines() if path.exists() else []
         return [json.loads(line) for line in lines
                 if line.strip() and json.loads(line).get("kind") not in ("ready", "stopped")]
+
+    def health(self) -> str | None:
+        """None while the middlebox is alive and updating its status; otherwise what is
+        wrong, starting with DEAD (gone) or STALLED (alive, but its loop stopped)."""
+        if not self.alive():
+            last = ""
+            with contextlib.suppress(OSError):
+                lines = (Path(self.results_dir) / "middlebox.stderr").read_text(
+                    errors="replace").strip().splitlines()
+                last = lines[-1] if lines else ""
+            why = f"its last error: {last}" if last else "it was killed (no error written)"
+            return f"DEAD: the middlebox is gone; {why}"
+        try:
+            age = time.time() - float(self.status()["written"])
+        except (WorldError, KeyError, TypeError, ValueError):
+            return "STALLED: the middlebox has written no status"
+        if age > STALE_AFTER:
+            return f"STALLED: the middlebox's last update was {age:.0f} s ago"
+        return None
 
     def alive(self) -> bool:
         if self.backend == "docker":  # its log follower lives as long as the container

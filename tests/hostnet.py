@@ -59,15 +59,24 @@ def _sysctls() -> dict[str, str]:
     return values
 
 
-def snapshot() -> dict[str, object]:
+_DOCKER_NETWORK = re.compile(r"\bbr-[0-9a-f]{12}\b|\bveth[0-9a-f]{7}\b")
+
+
+def snapshot(docker_networks: bool = True) -> dict[str, object]:
+    """The state that matters. ``docker_networks=False`` leaves out the bridges (and their
+    addresses and routes) of user-defined Docker networks: a Docker-backed run in another
+    terminal makes those while ``make test``, which uses no Docker, is running."""
+    def keep(lines: list[str]) -> list[str]:
+        return lines if docker_networks else [x for x in lines if not _DOCKER_NETWORK.search(x)]
+
     links = [re.sub(r"\s+", " ", line.split("link/")[0]) for line in
              _run("ip", "-o", "link", "show").splitlines()]
     return {
-        "links": sorted(re.sub(r"^\d+: ", "", line) for line in links),
-        "addresses": sorted(re.sub(r"^\d+: ", "", line) for line in
-                            _run("ip", "-o", "addr", "show").splitlines()),
-        "routes": sorted(_run("ip", "route", "show", "table", "all").splitlines()
-                         + _run("ip", "-6", "route", "show", "table", "all").splitlines()),
+        "links": sorted(keep([re.sub(r"^\d+: ", "", line) for line in links])),
+        "addresses": sorted(keep([re.sub(r"^\d+: ", "", line) for line in
+                                  _run("ip", "-o", "addr", "show").splitlines()])),
+        "routes": sorted(keep(_run("ip", "route", "show", "table", "all").splitlines()
+                              + _run("ip", "-6", "route", "show", "table", "all").splitlines())),
         "rules": sorted(_run("ip", "rule").splitlines() + _run("ip", "-6", "rule").splitlines()),
         "sysctls": _sysctls(),
         "firewall": _firewall(),

@@ -65,6 +65,11 @@ class EdgeMap:
         allowed = self.peers.get(side)
         return not allowed or bytes(packet[12:16]) in allowed
 
+    def is_peer(self, side: Side, address: bytes | None) -> bool:
+        """Whether ``address`` is the simulated host on ``side`` (not the host's bridge)."""
+        allowed = self.peers.get(side)
+        return not allowed or address in allowed
+
     def _seen(self, side: Side) -> dict[bytes, bytes]:
         return self.inside if side is Side.INSIDE else self.outside
 
@@ -102,3 +107,18 @@ def docker_edge(public_ips: Sequence[str], client: str, server: str, server_vip:
     aliases = {str(first + i): model for i, model in enumerate([*public_ips, client])}
     return {"inside": {server_vip: server}, "outside": aliases,
             "peers": {"inside": [client], "outside": [server]}}
+
+
+def sender_address(frame: bytes) -> bytes | None:
+    """The IPv4 address that sent an Ethernet frame (IPv4 source, or ARP sender), if any.
+
+    The dataplane learns a peer's MAC from the first frame *that peer* sends: on a Docker
+    network the host's bridge speaks first now and then, and a MAC learnt from it sends every
+    frame for the peer through the host's routing instead (which works only with the host's
+    ip_forward on, decrements TTLs and draws ICMP redirects).
+    """
+    if len(frame) >= 14 + 20 and frame[12:14] == b"\x08\x00":
+        return frame[26:30]
+    if len(frame) >= 14 + _ARP.size and frame[12:14] == ETH_P_ARP:
+        return frame[28:32]
+    return None

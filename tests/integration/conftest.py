@@ -7,6 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from simulator import topology
+from tests.conftest import SESSION_PREFIX
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -19,15 +20,18 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
                            "run `sudo make test`"))
 
 
-def natsim_namespaces() -> set[str]:
+OURS = topology.PREFIX + SESSION_PREFIX
+
+
+def natsim_namespaces(prefix: str = OURS) -> set[str]:
+    """This session's natsim namespaces (another run on the host is none of our business)."""
     out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True)
-    return {line.split()[0] for line in out.stdout.splitlines()
-            if line.startswith(topology.PREFIX)}
+    return {line.split()[0] for line in out.stdout.splitlines() if line.startswith(prefix)}
 
 
 @pytest.fixture(autouse=True)
 def no_leftovers() -> Iterator[None]:
-    """Every integration test must leave no natsim namespace behind."""
+    """Every integration test must leave none of this session's namespaces behind."""
     before = natsim_namespaces()
     yield
     leaked = natsim_namespaces() - before

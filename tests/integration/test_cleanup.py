@@ -137,7 +137,7 @@ def test_after_a_crash_children_die_and_cleanup_removes_only_our_leftovers(
                                 capture_output=True, text=True, check=True)
         assert f"run {run_id}" in result.stdout
         assert not [ns for ns in natsim_namespaces() if run_id in ns]
-        assert bystander in natsim_namespaces()
+        assert bystander in natsim_namespaces(topology.PREFIX)
     finally:
         netns.remove(bystander)
 

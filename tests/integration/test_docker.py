@@ -24,6 +24,7 @@ import pytest
 
 from simulator.runner import run_scenario
 from simulator.scenario import load_scenario
+from tests import hostnet
 
 REPO = Path(__file__).resolve().parents[2]
 SUITE = next((line.split("=", 1)[1].strip() for line in Path("/etc/os-release").read_text()
@@ -52,15 +53,25 @@ def compose_command() -> list[str]:
     return []
 
 
+DOCKERD = ["dockerd", "--bridge=none", "--iptables=false", "--ip6tables=false",
+           "--ip-forward=false", "--ip-masq=false"]
+"""An engine that changes nothing in the root network namespace: no docker0, no iptables
+chains or FORWARD policy, ip_forward left alone (natsim's networks are internal and need
+none of it; README, "Docker", says what a default engine changes)."""
+
+
 @pytest.fixture(scope="module")
 def engine() -> Iterator[list[str]]:
     """A running Docker engine and a compose command, installed and started if need be.
 
     An engine these tests started is stopped again at the end (and its handle kept until
-    then: a dropped ``Popen`` of a live process is a ResourceWarning, an error here).
+    then: a dropped ``Popen`` of a live process is a ResourceWarning, an error here), and
+    the root network namespace must then be as it was before (links, addresses, routes,
+    rules, forwarding sysctls, firewall).
     """
     if os.geteuid() != 0:
         pytest.skip("the docker tests install and start Docker: run them as root")
+    host_before = hostnet.snapshot()
     started: subprocess.Popen[bytes] | None = None
     if not engine_running() or not compose_command():
         missing = [p for p, tool in (("docker.io", "dockerd"), ("docker-compose", None))
@@ -69,7 +80,7 @@ def engine() -> Iterator[list[str]]:
             sh("apt-get", "install", "-y", "-qq", *missing, check=False, timeout=600,
                env={"DEBIAN_FRONTEND": "noninteractive"})
         if shutil.which("dockerd") and not engine_running():
-            started = subprocess.Popen(["dockerd"], stdout=subprocess.DEVNULL,
+            started = subprocess.Popen(DOCKERD, stdout=subprocess.DEVNULL,
                                        stderr=subprocess.DEVNULL, start_new_session=True)
             deadline = time.monotonic() + 60
             while not engine_running() and time.monotonic() < deadline \
@@ -92,6 +103,8 @@ def engine() -> Iterator[list[str]]:
             except subprocess.TimeoutExpired:
                 started.kill()
                 started.wait()
+    changed = hostnet.differences(host_before, hostnet.snapshot())
+    assert not changed, "the Docker tests changed the host's network:\n" + "\n".join(changed)
 
 
 @pytest.fixture(scope="module")

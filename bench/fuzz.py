@@ -1,0 +1,203 @@
+"""Fuzz the dataplane's frame path across the catalogue: ``make fuzz`` (1,000,000 frames).
+
+Each frame goes through :meth:`Dataplane.handle_frame` exactly as a frame read from a veth
+does (virtio-net header, Ethernet, IPv4 and whatever follows), with sockets replaced by
+datagram socket pairs and a clock that steps forward, so that flows are created, refreshed,
+expire and meet late packets. Frames are valid TCP/UDP/ICMP templates (handshakes, data,
+probes, FIN, RST, the replies from the server's side) put through random mutations: byte
+flips, truncation, lying lengths and header sizes, and random virtio-net headers (the
+``NEEDS_CSUM`` offsets that once killed the middlebox among them).
+
+The per-frame boundary catches everything, so nothing can escape it and stop the dataplane;
+what matters is *why* a frame was dropped. A frame refused on purpose counts under
+``MalformedFrameError``; any other exception class (an ``IndexError`` in the engine, say) is an
+**escape**: a bug the boundary hid. The run reports frames per second and the escapes by
+class, and exits 1 when there is any.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import random
+import socket
+import struct
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+from simulator import dataplane
+from simulator.core.appliances import CATALOGUE, Appliance
+from simulator.core.engine import Middlebox
+from simulator.core.events import Side
+from simulator.core.packets import build_tcp, ip_from_str
+from simulator.dataplane import ETH_P_IP, Dataplane
+
+CLIENT, SERVER, PUBLIC = (ip_from_str(a) for a in ("198.18.1.10", "198.19.1.10",
+                                                    "203.0.113.1"))
+MAC_A, MAC_B = bytes.fromhex("020000000001"), bytes.fromhex("020000000002")
+VNET = struct.Struct("=BBHHHH")
+EXPECTED = "MalformedFrameError"
+
+
+class SteppedClock:
+    """Model time that moves on by ``step`` every time it is read."""
+
+    def __init__(self, step: float, speed: float = 100.0) -> None:
+        self.t = 0.0
+        self.step = step
+        self.speed = speed
+
+    def now(self) -> float:
+        self.t += self.step
+        return self.t
+
+    def wall_until(self, model_t: float) -> float:
+        return 0.0
+
+
+def _udp(src: bytes, sport: int, dst: bytes, dport: int, payload: bytes) -> bytearray:
+    total = 28 + len(payload)
+    header = struct.pack("!BBHHHBBH4s4s", 0x45, 0, total, 1, 0, 64, 17, 0, src, dst)
+    return bytearray(header + struct.pack("!HHHH", sport, dport, 8 + len(payload), 0)
+                     + payload)
+
+
+def templates(rng: random.Random) -> list[tuple[Side, bytearray]]:
+    """A few valid packets of both sides, for one client port."""
+    cport = rng.randrange(1024, 65536)
+    pport = rng.randrange(1024, 1034)  # the NAT's first public ports, so replies can match
+    seq, ack = rng.randrange(2**32), rng.randrange(2**32)
+    inside = [build_tcp(CLIENT, cport, SERVER, 8080, seq, 0, flags, 64240)
+              for flags in (0x02, 0x10, 0x18, 0x11, 0x04)]
+    inside.append(build_tcp(CLIENT, cport, SERVER, 8080, seq - 1, ack, 0x10, 64240))  # probe
+    inside.append(_udp(CLIENT, cport, SERVER, 53, b"q" * rng.randrange(0, 64)))
+    outside = [build_tcp(SERVER, 8080, PUBLIC, pport, ack, seq + 1, flags, 64240)
+               for flags in (0x12, 0x10, 0x18, 0x11, 0x04)]
+    outside.append(_udp(SERVER, 53, PUBLIC, pport, b"a"))
+    icmp = bytearray(struct.pack("!BBHHHBBH4s4s", 0x45, 0, 28, 1, 0, 64, 1, 0, CLIENT, SERVER)
+                     + bytes(8))
+    return [(Side.INSIDE, p) for p in [*inside, icmp]] + [(Side.OUTSIDE, p) for p in outside]
+
+
+def mutate(rng: random.Random, packet: bytearray) -> tuple[bytes, bytes]:
+    """(virtio-net header, IPv4 packet) with zero or more mutations."""
+    vnet = bytes(10)
+    choice = rng.random()
+    if choice < 0.25:  # a random offload header: NEEDS_CSUM with any start and offset
+        vnet = VNET.pack(rng.choice((0, 1, 2, 3, 255)), rng.choice((0, 1, 3, 4, 0x80)),
+                         rng.randrange(0, 200), rng.randrange(0, 2000),
+                         rng.randrange(0, 120), rng.randrange(0, 40))
+    data = bytearray(packet)
+    for _ in range(rng.choice((0, 0, 1, 2, 5))):
+        if data:
+            data[rng.randrange(len(data))] = rng.randrange(256)
+    if rng.random() < 0.15:  # header length and total length that lie
+        data[0] = 0x40 | rng.randrange(16)
+        struct.pack_into("!H", data, 2, rng.randrange(65536))
+    if rng.random() < 0.15:
+        del data[rng.randrange(len(data) + 1):]
+    if rng.random() < 0.05:
+        data += bytes(rng.randrange(256) for _ in range(rng.randrange(1, 64)))
+    return vnet, bytes(data)
+
+
+@dataclass
+class Report:
+    frames: int = 0
+    seconds: float = 0.0
+    escapes: Counter[str] = field(default_factory=Counter)
+    refused: int = 0
+    by_appliance: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def rate(self) -> float:
+        return self.frames / self.seconds if self.seconds else 0.0
+
+    def to_dict(self) -> dict[str, object]:
+        return {"frames": self.frames, "seconds": round(self.seconds, 3),
+                "frames_per_second": round(self.rate), "escapes": dict(self.escapes),
+                "refused_on_purpose": self.refused, "by_appliance": self.by_appliance}
+
+
+def _plane(appliance: Appliance, step: float) -> tuple[Dataplane, list[socket.socket]]:
+    pairs = [socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM) for _ in range(2)]
+    for a, b in pairs:
+        for s in (a, b):
+            s.setblocking(False)
+    header = MAC_B + MAC_A + ETH_P_IP
+    ports = {Side.INSIDE: [(pairs[0][0], header)], Side.OUTSIDE: [(pairs[1][0], header)]}
+    plane = Dataplane(Middlebox(appliance), SteppedClock(step), ports, io.StringIO())
+    return plane, [s for pair in pairs for s in pair]
+
+
+def fuzz(frames: int, seed: int = 1, appliances: list[Appliance] | None = None) -> Report:
+    rng = random.Random(seed)
+    dataplane.MALFORMED_LOGGED = 0  # a million refusals need no million tracebacks
+    chosen = appliances or [a for a in CATALOGUE.values() if a.backends == 1]
+    report = Report()
+    per = max(1, frames // len(chosen))
+    started = time.perf_counter()
+    for appliance in chosen:
+        # steps that make flows expire now and then: a timeout every ~2,000 frames
+        plane, socks = _plane(appliance, appliance.tcp_idle_timeout / 2_000)
+        inside, outside = plane.ports[Side.INSIDE][0][0], plane.ports[Side.OUTSIDE][0][0]
+        pool = templates(rng)
+        for i in range(per):
+            if i % 64 == 0:
+                pool = templates(rng) if rng.random() < 0.5 else pool
+            side, packet = rng.choice(pool)
+            vnet, ip = mutate(rng, packet)
+            eth = (MAC_A + MAC_B + ETH_P_IP) if rng.random() > 0.02 else \
+                bytes(rng.randrange(256) for _ in range(14))
+            frame = vnet + eth + ip
+            if rng.random() < 0.01:
+                frame = frame[:rng.randrange(len(frame))]
+            plane.handle_frame(side, inside if side is Side.INSIDE else outside,
+                               memoryview(frame), len(frame))
+            if i % 256 == 0:
+                plane._send(plane.engine.expire(plane.clock.now()))
+                plane.engine.take_events()
+                for s in socks[1::2]:  # drain what the dataplane sent
+                    while True:
+                        try:
+                            s.recv(70_000)
+                        except BlockingIOError:
+                            break
+        report.frames += per
+        report.by_appliance[appliance.name] = per
+        for reason, n in plane.malformed.items():
+            if reason == EXPECTED:
+                report.refused += n
+            else:
+                report.escapes[reason] += n
+        for s in socks:
+            s.close()
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.fuzz", description=__doc__.split(
+        "\n\n")[0])
+    parser.add_argument("--frames", type=int, default=1_000_000)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    args = parser.parse_args(argv)
+    print(f"fuzz: {args.frames:,} frames across the catalogue (seed {args.seed}) ...",
+          file=sys.stderr, flush=True)
+    report = fuzz(args.frames, args.seed)
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        print(f"frames {report.frames:,} in {report.seconds:.1f} s: {report.rate:,.0f} "
+              f"frames/s; refused on purpose {report.refused:,}; escapes "
+              f"{sum(report.escapes.values())}"
+              + (f" ({dict(report.escapes)})" if report.escapes else ""))
+    return 1 if report.escapes else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

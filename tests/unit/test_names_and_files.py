@@ -1,0 +1,133 @@
+"""Names and files that an ordinary user could plant or pass must not steer root: world names
+by one rule, state files with explicit modes, results never written through a symlink, and
+``make scenario NAME=...`` passed to natsim as one argument."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from simulator import results, topology, world
+from simulator.results import ResultsError
+from simulator.world import LiveWorld, WorldError, check_name
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize("name", ["../../tmp/x", "a/b", "..", "", "-x", "A", "x" * 21,
+                                  "dup\n", "wörld"])
+def test_world_names_that_are_paths_or_odd_are_refused_everywhere(name: str) -> None:
+    with pytest.raises(WorldError, match="world name"):
+        check_name(name)
+    with pytest.raises(WorldError, match="world name"):
+        LiveWorld.load(name)
+    with pytest.raises(WorldError, match="world name"):
+        LiveWorld.state_file(name)
+
+
+@pytest.fixture
+def worlds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    folder = tmp_path / "worlds"
+    folder.mkdir(mode=0o755)
+    monkeypatch.setattr(world, "WORLDS", folder)
+    return folder
+
+
+def _state(name: str, run_id: str = "abc123") -> str:
+    return json.dumps({"name": name, "run_id": run_id, "speed": 35.0, "appliance": {},
+                       "namespaces": {}, "addresses": {}, "results_dir": "/nonexistent",
+                       "middlebox_pid": 1, "started": "now"})
+
+
+def test_a_planted_state_file_is_not_trusted(worlds: Path) -> None:
+    (worlds / "mine.json").write_text(_state("mine"))
+    os.chmod(worlds / "mine.json", 0o666)  # anyone could have written it
+    with pytest.raises(WorldError, match="not natsim's own"):
+        LiveWorld.load("mine")
+    os.chmod(worlds / "mine.json", 0o644)
+    assert LiveWorld.load("mine").name == "mine"
+    (worlds / "other.json").symlink_to(worlds / "mine.json")
+    assert "other" not in LiveWorld.names()
+    with pytest.raises(WorldError, match="no world named"):
+        LiveWorld.load("other")
+
+
+def test_a_state_file_naming_another_world_or_a_path_is_refused(worlds: Path) -> None:
+    (worlds / "mine.json").write_text(_state("theirs"))
+    with pytest.raises(WorldError, match="names another world"):
+        LiveWorld.load("mine")
+    (worlds / "mine.json").write_text(_state("mine", run_id="../../etc"))
+    with pytest.raises(WorldError, match="names another world"):
+        LiveWorld.load("mine")
+
+
+def test_state_files_get_explicit_modes_whatever_the_umask(tmp_path: Path) -> None:
+    old = os.umask(0)
+    try:
+        target = tmp_path / "state.json"
+        results.replace_private(target, "{}")
+        folder = tmp_path / "registry"
+        topology.private_dir(folder)
+    finally:
+        os.umask(old)
+    assert target.stat().st_mode & 0o777 == 0o644
+    assert folder.stat().st_mode & 0o777 == 0o755
+
+
+def test_results_are_never_written_through_a_planted_symlink(tmp_path: Path) -> None:
+    victim = tmp_path / "victim"
+    victim.write_text("precious")
+    planted = tmp_path / "shared"
+    planted.mkdir()
+    (planted / "result.json").symlink_to(victim)
+    with pytest.raises(ResultsError, match="not empty"):
+        results.prepare(planted)
+    with pytest.raises(OSError):
+        results.write_private(planted / "result.json", "{}")
+    assert victim.read_text() == "precious"
+
+
+def test_results_folder_rules(tmp_path: Path) -> None:
+    fresh = results.prepare(tmp_path / "a" / "b")
+    assert fresh.is_dir() and fresh.stat().st_mode & 0o777 == 0o755
+    assert results.prepare(tmp_path / "a" / "b") == fresh  # still empty: fine
+    link = tmp_path / "link"
+    link.symlink_to(fresh)
+    with pytest.raises(ResultsError, match="symbolic link"):
+        results.prepare(link)
+    open_dir = tmp_path / "open"
+    open_dir.mkdir()
+    os.chmod(open_dir, 0o777)
+    with pytest.raises(ResultsError, match="other users"):
+        results.prepare(open_dir)
+
+
+def test_default_results_follow_the_environment(monkeypatch: pytest.MonkeyPatch,
+                                                tmp_path: Path) -> None:
+    monkeypatch.setenv(results.RESULTS_VAR, str(tmp_path))
+    assert results.default_dir("nat-gw", "abc123").parent == tmp_path
+
+
+def test_run_prefix_is_validated(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(topology.RUN_PREFIX_VAR, "ok12")
+    assert topology.new_run_id().startswith("ok12")
+    assert topology.RUN_ID_RE.fullmatch(topology.new_run_id())
+    monkeypatch.setenv(topology.RUN_PREFIX_VAR, "../x")
+    with pytest.raises(topology.TopologyError):
+        topology.new_run_id()
+
+
+@pytest.mark.skipif(not (REPO / ".venv" / "bin" / "natsim").exists() or not shutil.which("make"),
+                    reason="needs `make setup` (the Makefile's natsim)")
+def test_make_passes_name_as_one_argument(tmp_path: Path) -> None:
+    marker = tmp_path / "F"
+    done = subprocess.run(["make", "-s", "scenario", f"NAME=x; touch {marker}"], cwd=REPO,
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert not marker.exists(), done.stdout + done.stderr
+    assert done.returncode != 0  # natsim refused the name, and make says so
+    assert "no such scenario" in done.stderr
