@@ -169,7 +169,13 @@ def test_bulk_transfer_crosses_whole_as_gso_frames(natsim_world: NatsimWorld) ->
     natsim_world.wait_for_port("server", 9100)
     received, sent = natsim_world.call("client", _send_bulk, 16)
     assert received == sent  # every byte arrived, in order
-    counters = natsim_world.live.status()["counters"]
+    # status.json is rewritten 4 times a second: wait until it holds the transfer
+    deadline = time.monotonic() + 5
+    while True:
+        counters = natsim_world.live.status()["counters"]
+        if counters.get("BytesInFromSource", 0) >= 16 << 20 or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
     frames, octets = counters["PacketsInFromSource"], counters["BytesInFromSource"]
     # with offloads off (or the frames split) the average would be at most 1,500 bytes
     assert octets / frames > 8000, (frames, octets)
