@@ -49,6 +49,7 @@ from pyroute2 import IPRoute
 
 from simulator import topology
 from simulator.backends import Namespaces, host_command
+from simulator.core import plan
 from simulator.core.appliances import get_appliance
 from simulator.world import middlebox_config
 
@@ -156,10 +157,10 @@ def make_kernel_router(side: Side) -> None:
     """Forwarding, conntrack and source NAT in the middle namespace (pyroute2 + nftables)."""
     world = side.world
     with IPRoute(netns=world.mbox_ns) as ipr:
-        for ifname, address in ((world.mbox_inside_if, topology.CLIENT_GW),
-                                (world.mbox_outside_if, topology.SERVER_GW)):
+        for ifname, address in ((world.mbox_inside_if, plan.CLIENT_GW),
+                                (world.mbox_outside_if, plan.SERVER_GW)):
             index = ipr.link_lookup(ifname=ifname)[0]
-            ipr.addr("add", index=index, address=address, prefixlen=topology.PREFIXLEN)
+            ipr.addr("add", index=index, address=address, prefixlen=plan.PREFIXLEN)
     topology.write_sysctls(world.mbox_ns, {"net.ipv4.ip_forward": 1})
     rules = (f"table ip natsim_bench {{\n  chain post {{\n"
              f"    type nat hook postrouting priority 100;\n"
@@ -182,7 +183,7 @@ def iperf(side: Side, args: list[str], seconds: float) -> dict[str, Any]:
     time.sleep(0.3)
     try:
         out = side.run(side.world.client_ns, ["iperf3", "-c", side.world.server_ip, "-J",
-                                              "-B", topology.client_address(2),
+                                              "-B", plan.client_address(2),
                                               "-t", f"{seconds:g}", *args], seconds + 30)
     finally:
         server.wait(10)
@@ -228,7 +229,7 @@ def load(side: Side, connections: int, rate: float, hold: float, addresses: list
             sys.executable, "-m", "simulator.workloads.load", "client", "--config", json.dumps(
                 {"host": side.world.server_ip, "port": 9000 + n, "connections": mine,
                  "rate": rate / len(addresses), "hold": hold, "connect_timeout": 3,
-                 "addresses": [topology.client_address(address)]})],
+                 "addresses": [plan.client_address(address)]})],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL))
     opened = 0.0
     counts: dict[str, int] = {"established": 0, "timed_out": 0, "failed": 0}
@@ -288,7 +289,7 @@ def two_worlds() -> Iterator[tuple[Side, Side]]:
             # client addresses: 0 and 1 for the held flows, 2 for iperf3, 3 for the
             # connection-rate run (ports stay in TIME_WAIT after a run, and the load
             # generator binds its source ports itself)
-            world = topology.build_world(run_id, {}, client_addresses=4)
+            world = topology.build_world(plan.world_plan(run_id, {}, client_addresses=4))
             sides.append(Side(label, world))
         make_kernel_router(sides[1])
         yield sides[0], sides[1]

@@ -16,12 +16,13 @@ import json
 import os
 import shutil
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
 from simulator import interrupts, topology
 from simulator.core.edge import docker_edge
+from simulator.core.plan import CLIENT_IP, SERVER_IP, WorldPlan
 
 
 class BackendError(RuntimeError):
@@ -42,8 +43,9 @@ def host_command(backend: str, host: str, argv: Sequence[str]) -> list[str]:
 class Backend(Protocol):
     name: str
 
-    def build(self, run_id: str, client_sysctls: dict[str, int], backends: int,
-              vip: str | None, client_addresses: int, results_dir: Path) -> topology.World: ...
+    def build(self, plan: WorldPlan, results_dir: Path) -> topology.World:
+        """Apply ``plan``: make its hosts and networks."""
+        ...
 
     def command(self, host: str, module_args: list[str]) -> list[str]:
         """The argv that runs ``python -m MODULE_ARGS`` inside ``host``."""
@@ -61,9 +63,8 @@ class Backend(Protocol):
 class Namespaces:
     name = "namespaces"
 
-    def build(self, run_id: str, client_sysctls: dict[str, int], backends: int,
-              vip: str | None, client_addresses: int, results_dir: Path) -> topology.World:
-        return topology.build_world(run_id, client_sysctls, backends, vip, client_addresses)
+    def build(self, plan: WorldPlan, results_dir: Path) -> topology.World:
+        return topology.build_world(plan)
 
     def command(self, host: str, module_args: list[str]) -> list[str]:
         return host_command(self.name, host, [sys.executable, "-m", *module_args])
@@ -126,9 +127,12 @@ class Docker:
     def _name(self, run_id: str, role: str) -> str:
         return f"{topology.PREFIX}{run_id}-{role}"
 
-    def build(self, run_id: str, client_sysctls: dict[str, int], backends: int,
-              vip: str | None, client_addresses: int, results_dir: Path) -> topology.World:
-        if backends > 1 or client_addresses > 1:
+    def build(self, plan: WorldPlan, results_dir: Path) -> topology.World:
+        """Two internal networks and the client and server containers. Docker decides the
+        links and addresses (its own subnets, see ``core/edge.py``); the plan's sysctls and
+        names are applied as they are."""
+        run_id = plan.run_id
+        if len(plan.servers) > 1 or len(plan.client.addresses) > 1:
             raise BackendError("the docker backend runs one client address and one server "
                                "(no target groups, no multi-address load): use namespaces")
         from docker.types import IPAMConfig, IPAMPool  # noqa: PLC0415
@@ -149,13 +153,12 @@ class Docker:
                         labels=labels,
                         ipam=IPAMConfig(pool_configs=[IPAMPool(subnet=subnet)])).name
             hosts = {
-                "client": (nets["clientside"], topology.CLIENT_IP, {
-                    "sysctls": {f"net.ipv4.{k}": str(v) for k, v in client_sysctls.items()}
-                    | {"net.ipv4.ip_local_port_range": "1024 65535"},
+                "client": (nets["clientside"], CLIENT_IP, {
+                    "sysctls": _container_sysctls(plan.client.sysctls),
                     "extra_hosts": {"server": SERVER_VIP}}),
-                "server": (nets["serverside"], topology.SERVER_IP, {
-                    "sysctls": {"net.core.somaxconn": "65535"},
-                    "extra_hosts": {"client": topology.CLIENT_IP}}),
+                "server": (nets["serverside"], SERVER_IP, {
+                    "sysctls": _container_sysctls(plan.servers[0].sysctls),
+                    "extra_hosts": {"client": CLIENT_IP}}),
             }
             for role, (net, ip, host_cfg) in hosts.items():
                 with interrupts.deferred():
@@ -173,7 +176,7 @@ class Docker:
             raise
         client_ns, mbox_ns, server_ns = (self._name(run_id, r)
                                          for r in ("client", "middlebox", "server"))
-        backend = topology.Backend(server_ns, topology.SERVER_IP, macs["server"], "", "")
+        backend = topology.Backend(server_ns, SERVER_IP, macs["server"], "", "")
         return topology.World(run_id, client_ns, mbox_ns, server_ns, macs["client"],
                               macs["server"], "", "", backends=(backend,))
 
@@ -191,8 +194,8 @@ class Docker:
         through ``docker kill``, and its output is the container's log."""
         api = self.client.api
         run_id = world.run_id
-        cfg = {**cfg, "edge": docker_edge(cfg["chain"][0]["overrides"]["public_ips"],
-                                          topology.CLIENT_IP, topology.SERVER_IP, SERVER_VIP)}
+        cfg = {**cfg, "edge": docker_edge(cfg["chain"][0]["appliance"]["public_ips"],
+                                          CLIENT_IP, SERVER_IP, SERVER_VIP)}
         cfg_path.write_text(json.dumps(cfg, indent=2))
         assert self.results_dir is not None
         name = self._name(run_id, "middlebox")
@@ -201,8 +204,8 @@ class Docker:
                 self.images["middlebox"], command=["docker-middlebox", "--config",
                                                    str(cfg_path.resolve())],
                 name=name, labels={LABEL: run_id},
-                environment={"NATSIM_CLIENT": topology.CLIENT_IP,
-                             "NATSIM_SERVER": topology.SERVER_IP},
+                environment={"NATSIM_CLIENT": CLIENT_IP,
+                             "NATSIM_SERVER": SERVER_IP},
                 host_config=api.create_host_config(
                     cap_drop=["ALL"], cap_add=["NET_ADMIN", "NET_RAW"],
                     sysctls={"net.ipv4.ip_forward": "0"},
@@ -220,6 +223,13 @@ class Docker:
         """Every container and network labelled with the run, whatever state it is in."""
         _remove_run(self.client, run_id)
         (topology.REGISTRY / f"{run_id}.json").unlink(missing_ok=True)
+
+
+def _container_sysctls(values: Mapping[str, int | str]) -> dict[str, str]:
+    """The namespaced sysctls a container may set (Docker refuses the others, such as the
+    IPv6 switches, which its networks handle themselves)."""
+    allowed = ("net.ipv4.tcp_", "net.ipv4.ip_local_port_range", "net.core.somaxconn")
+    return {k: str(v) for k, v in values.items() if k.startswith(allowed)}
 
 
 def get_backend(name: str, images: dict[str, str] | None = None) -> Backend:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from simulator import dataplane, docker_host, interrupts, rootless, topology
 from simulator.backends import BackendError, docker_leftovers
+from simulator.compression import SpeedError, max_safe_speed, nominal_prediction
 from simulator.core.advice import check
 from simulator.core.appliances import CATALOGUE, Appliance, ApplianceError, get_appliance
 from simulator.core.metrics import cloud_metrics, namespace_of, prometheus_text
@@ -26,10 +27,7 @@ from simulator.runner import RunError, run_scenario
 from simulator.scenario import (
     LINUX_KEEPALIVE_DEFAULTS,
     ScenarioError,
-    SpeedError,
     load_scenario,
-    max_safe_speed,
-    nominal_prediction,
     scaled,
     scenario_names,
 )
@@ -177,6 +175,9 @@ def _cmd_up(args: argparse.Namespace) -> int:
     print(f"  server  {live.addresses['server']:<14} {kind} {live.namespaces['server']}"
           f"   (the client reaches it as `server`)")
     print(f"  NAT     {live.addresses['nat']:<14} (the server sees the client as this address)")
+    for role, values in live.sysctls.items():
+        shown = ", ".join(f"{k.rsplit('.', 1)[1]}={v}" for k, v in values.items())
+        print(f"  {role} sysctls (wall s, compressed {speed:g}x): {shown}")
     name_opt = "" if args.name == "default" else f" --name {args.name}"
     print(f"run programs:  natsim exec{name_opt} server -- python3 -m http.server 8080")
     print(f"               natsim exec{name_opt} client -- curl http://server:8080/")

@@ -46,11 +46,12 @@ from collections import Counter
 from pathlib import Path
 from typing import IO, Any, Protocol
 
-from simulator.core.appliances import get_appliance
+from simulator.core.appliances import Appliance
 from simulator.core.chain import Chain
 from simulator.core.edge import EdgeMap, sender_address
 from simulator.core.engine import Middlebox, Transmit
 from simulator.core.events import Side
+from simulator.core.messages import Kind, Message, Role
 from simulator.core.packets import (
     IPPROTO_UDP,
     checksum_replace,
@@ -260,9 +261,9 @@ class Dataplane:
     def _beat(self) -> None:
         """A sign of life for the runner, from the loop itself: a dataplane that hangs (in
         the engine, say) stops beating, and the run ends as an ERROR instead of a verdict."""
-        self.out.write(json.dumps({"source": "middlebox", "kind": "heartbeat",
-                                   "t": round(self.clock.now(), 3),
-                                   "malformed": sum(self.malformed.values())}) + "\n")
+        self.out.write(Message(Role.MIDDLEBOX, Kind.HEARTBEAT, t=round(self.clock.now(), 3),
+                               data={"malformed": sum(self.malformed.values())}).to_line()
+                       + "\n")
         self.out.flush()
         self._heartbeat_due = time.monotonic() + HEARTBEAT_EVERY
 
@@ -501,7 +502,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="JSON: appliance, overrides, speed, interfaces and MACs")
     args = parser.parse_args(argv)
     cfg = json.loads(args.config.read_text())
-    appliances = [get_appliance(stage["appliance"]).with_overrides(stage.get("overrides", {}))
+    appliances = [Appliance.from_record(stage["appliance"])
                   for stage in cfg["chain"]]
     engine: Middlebox | Chain = Middlebox(appliances[0]) if len(appliances) == 1 \
         else Chain(appliances)
@@ -529,7 +530,7 @@ def main(argv: list[str] | None = None) -> int:
     steady_under_load()
     signal.signal(signal.SIGTERM, plane.stop)
     signal.signal(signal.SIGINT, plane.stop)
-    print(json.dumps({"source": "middlebox", "kind": "ready", "origin": clock.origin}),
+    print(Message(Role.MIDDLEBOX, Kind.READY, data={"origin": clock.origin}).to_line(),
           flush=True)
     try:
         plane.run()
@@ -541,7 +542,7 @@ def main(argv: list[str] | None = None) -> int:
             plane.metrics_file.close()
         flows = [{"flow": f.id, "state": str(f.state), "idle": round(clock.now() - f.last_seen, 3)}
                  for f in engine.flows]
-        print(json.dumps({"source": "middlebox", "kind": "stopped", "t": clock.now(),
-                          "counters": plane.counters(), "flows": flows,
-                          "expiry_lateness": plane.lateness_summary()}), flush=True)
+        print(Message(Role.MIDDLEBOX, Kind.STOPPED, t=clock.now(), data={
+            "counters": plane.counters(), "flows": flows,
+            "expiry_lateness": plane.lateness_summary()}).to_line(), flush=True)
     return 0

@@ -38,7 +38,7 @@ from pyroute2 import IPRoute
 from simulator import dataplane
 from simulator.core.appliances import ApplianceError, get_appliance
 from simulator.core.edge import docker_edge
-from simulator.world import appliance_overrides
+from simulator.core.messages import Kind, Message, Role
 
 ENV = {
     "NATSIM_APPLIANCE": ("nat-gw", "appliance from the catalogue (natsim list)"),
@@ -153,10 +153,10 @@ def middlebox_main(argv: list[str]) -> int:
         json.dump(cfg, f)
     READY_FILE.touch()  # compose's health check: the client may start
     aliases = ", ".join(f"{k} for {v}" for k, v in cfg["edge"]["outside"].items())
-    print(json.dumps({"source": "middlebox", "kind": "docker", "text":
-                      f"{title}, speed {cfg['speed']:g}; inside {sides['inside'][0]} (server "
-                      f"seen as {next(iter(cfg['edge']['inside']))}), outside "
-                      f"{sides['outside'][0]} (aliases {aliases})"}), flush=True)
+    print(Message(Role.MIDDLEBOX, Kind.DOCKER,
+                  f"{title}, speed {cfg['speed']:g}; inside {sides['inside'][0]} (server "
+                  f"seen as {next(iter(cfg['edge']['inside']))}), outside "
+                  f"{sides['outside'][0]} (aliases {aliases})").to_line(), flush=True)
     return dataplane.main(["--config", f.name])
 
 
@@ -172,7 +172,7 @@ def _config_from_env() -> tuple[dict[str, Any], str]:
     cfg = {
         "edge": docker_edge(appliance.public_ips, env("NATSIM_CLIENT"), env("NATSIM_SERVER"),
                             env("NATSIM_SERVER_VIP")),
-        "chain": [{"appliance": appliance.name, "overrides": appliance_overrides(appliance)}],
+        "chain": [{"appliance": appliance.to_record()}],
         "speed": speed(),
         "pcap": os.environ.get("NATSIM_PCAP") or None,
     }
@@ -190,7 +190,7 @@ def run_role(role: str) -> int:
         delay = wall(env("NATSIM_SERVER_DELAY"))
         outcome = server.run(PORT, delay, "the slow answer", delay + wall(
             env("NATSIM_CLIENT_TIMEOUT")) + 30, f"{env('NATSIM_SERVER_DELAY')} model s")
-        report("server", "outcome", outcome, outcome=outcome)
+        report("server", Kind.OUTCOME, outcome, outcome=outcome)
         while True:  # stay up: compose's --abort-on-container-exit waits for the client
             time.sleep(3600)
     time.sleep(CLIENT_START)  # the server container's listener (compose starts it first)
@@ -200,12 +200,13 @@ def run_role(role: str) -> int:
     outcome = client.run("server", PORT, "GET /slow-answer", wall(env("NATSIM_CLIENT_TIMEOUT")),
                          mode, max(1, round(wall(idle))) if idle else None,
                          max(1, round(wall(interval))) if interval else None, None)
-    report("client", "outcome", outcome, outcome=outcome)
+    report("client", Kind.OUTCOME, outcome, outcome=outcome)
     expected = env("NATSIM_EXPECT")
     if not expected:
         return 0
     verdict = "PASS" if outcome == expected else "FAIL"
-    report("client", "verdict", f"{verdict}: {outcome} (expected {expected})", verdict=verdict)
+    report("client", Kind.VERDICT, f"{verdict}: {outcome} (expected {expected})",
+           verdict=verdict)
     return 0 if verdict == "PASS" else 1
 
 

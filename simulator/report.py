@@ -1,57 +1,23 @@
-"""Turning raw event lines into a model-time timeline, a verdict and ``result.json``.
+"""Showing a run: timeline lines for a terminal (plain and coloured), settings, result.json.
 
-Every process stamps its lines with its own notion of time: the workloads with
-``time.monotonic()`` (one clock for every namespace), the middlebox with its model time since
-its own origin. :class:`Timebase` maps both onto one axis in model seconds whose zero is the
-moment the client sent its request, so "the answer after 400 s" reads as 400 in the report.
+The timeline itself (model time, order, verdict) is the session's
+(:mod:`simulator.core.session`); this module only formats it.
 """
 
 from __future__ import annotations
 
+import io
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
 from rich.text import Text
 
+from simulator.compression import Plan
+from simulator.core.session import Judgement, RunSession, TimelineEvent
 from simulator.results import write_private
-
-
-@dataclass
-class Timebase:
-    speed: float
-    t0: float | None = None
-    """``time.monotonic()`` at model time zero (the request), once known."""
-    mbox_origin: float | None = None
-
-    def model(self, line: dict[str, Any]) -> float:
-        assert self.t0 is not None
-        if line.get("source") == "middlebox":
-            assert self.mbox_origin is not None
-            mono = self.mbox_origin + float(line["t"]) / self.speed
-        else:
-            mono = float(line["mono"])
-        return (mono - self.t0) * self.speed
-
-    def wall(self, model_t: float) -> float:
-        return model_t / self.speed
-
-
-@dataclass(frozen=True)
-class TimelineEvent:
-    t: float
-    wall: float
-    source: str
-    kind: str
-    text: str
-    raw: dict[str, Any] = field(compare=False)
-
-    def to_dict(self) -> dict[str, Any]:
-        out = {k: v for k, v in self.raw.items() if k not in ("mono", "t")}
-        out.update({"t": round(self.t, 3), "wall": round(self.wall, 4), "source": self.source,
-                    "kind": self.kind, "text": self.text})
-        return out
+from simulator.scenario import Scenario
 
 
 def format_event(ev: TimelineEvent) -> str:
@@ -93,3 +59,118 @@ def print_settings(out: TextIO, settings: list[dict[str, Any]]) -> None:
             note = f"  -> really {row['effective_model_s']:g} model s (whole wall seconds)"
         out.write(f"    {row['setting']:<44} {row['model_s']:>7g} model s = "
                   f"{row['wall_s']:.3g} wall s{note}\n")
+
+
+# -- a run's result, whichever driver carried it out (runner.py, backends/fake.py) ----------
+
+
+@dataclass
+class RunResult:
+    scenario: Scenario
+    plan: Plan
+    results_dir: Path
+    judgement: Judgement
+    events: list[TimelineEvent]
+    counters: dict[str, int]
+    wall_seconds: float
+
+    @property
+    def client(self) -> str:
+        return self.judgement.client
+
+    @property
+    def server(self) -> str:
+        return self.judgement.server
+
+    @property
+    def error(self) -> str | None:
+        """Why the run has no verdict (the middlebox died or hung): then it is an ERROR,
+        never a PASS or FAIL, whatever the client and server said."""
+        return self.judgement.error
+
+    @property
+    def passed(self) -> bool:
+        return self.judgement.passed
+
+    @property
+    def verdict(self) -> str:
+        return str(self.judgement.verdict)
+
+    def kinds(self, source: str) -> list[str]:
+        return [e.kind for e in self.events if e.source == source]
+
+
+def header_text(s: Scenario, p: Plan, run_id: str) -> str:
+    out = io.StringIO()
+    w = out.write
+    w(f"natsim: scenario {s.name} ({s.source}) - run {run_id}\n")
+    if s.description:
+        w(f"  {s.description}\n")
+    for a in s.chain or (s.appliance,):
+        w(f"  appliance: {a.title} (idle timeout {a.tcp_idle_timeout:g} s, "
+          f"late packet from client: {a.late_from_inside}, "
+          f"from server: {a.late_from_outside}"
+          f"{', RST to both ends at expiry' if a.on_expiry == 'rst_both' else ''})\n")
+    w(f"  speed {p.speed:g}: 1 wall second = {p.speed:g} model seconds\n")
+    print_settings(out, p.settings())
+    for note in p.notes:
+        w(f"  note: {note}\n")
+    w(f"  expected: client {s.expect_client}, server {s.expect_server}\n\n")
+    w(TIMELINE_HEADER + "\n")
+    return out.getvalue()
+
+
+def header_record(s: Scenario, p: Plan, run_id: str) -> dict[str, Any]:
+    return {"kind": "header", "scenario": s.name, "run_id": run_id, "speed": p.speed,
+            "description": s.description, "settings": p.settings(),
+            "expected": {"client": s.expect_client, "server": s.expect_server}}
+
+
+def result_document(session: RunSession, s: Scenario, p: Plan, run_id: str, wall: float,
+                    metrics: dict[str, Any]) -> dict[str, Any]:
+    """``result.json``: the session's judgement and timeline, with the scenario around it."""
+    pred = p.prediction
+    return session.document(
+        scenario=s.name, source=s.source, run_id=run_id, speed=p.speed,
+        appliance={"name": s.appliance.name, "title": s.appliance.title,
+                   **s.appliance.to_record()},
+        path=[a.name for a in s.chain or (s.appliance,)], settings=p.settings(),
+        predicted={"client": pred.client, "server": pred.server,
+                   "expires_at": pred.expires_at, "story": pred.story},
+        wall_seconds=round(wall, 3), metrics=metrics)
+
+
+SHOWN_COUNTERS = ("IdleTimeoutCount", "RstSent", "PacketsDropCount", "KeepaliveProbes")
+SHOWN_IF_ANY = ("ApplianceKeepalives", "ErrorPortAllocation", "RejectedConnectionCount",
+                "RejectedFlowCount", "MalformedPackets")
+
+
+def summary_text(result: RunResult, pictures: list[str], stderr_tail: list[str]) -> str:
+    """What a person reads after the timeline: outcomes, counters, why, where, verdict."""
+    s, j, counters = result.scenario, result.judgement, result.counters
+    out = io.StringIO()
+    w = out.write
+    w("\n")
+    w(f"  client: {j.client:<16} (expected {s.expect_client})\n")
+    w(f"  server: {j.server:<16} (expected {s.expect_server})\n")
+    shown = [*SHOWN_COUNTERS, *(k for k in SHOWN_IF_ANY if k in counters)]
+    w("  middlebox: " + ", ".join(f"{k} {counters.get(k, 0)}" for k in shown) + "\n")
+    w("  why (the analytic model): " + "; ".join(result.plan.prediction.story) + "\n")
+    if j.error is None and not j.model_agrees:
+        w(f"  THE MODEL DISAGREES: it predicted client {j.predicted[0]}, server "
+          f"{j.predicted[1]} (the model or the emulation is wrong: please report it)\n")
+    w(f"  results: {result.results_dir}/ (result.json, capture.pcap, "
+      f"{', '.join(pictures)}, logs/)\n")
+    if j.error is not None:
+        w(f"  {j.error}; its stderr ends with:\n")
+        for text in stderr_tail or ["(nothing)"]:
+            w(f"    {text}\n")
+    return out.getvalue()
+
+
+def closing_line(result: RunResult) -> str:
+    wall = result.wall_seconds
+    if result.error is not None:
+        return f"ERROR: no verdict: {result.error} (logs/middlebox.stderr; {wall:.1f} s wall)"
+    return (f"{result.verdict}: {'outcome as expected' if result.passed else 'outcome differs'}"
+            f" ({wall:.1f} s wall)")

@@ -23,7 +23,7 @@ import matplotlib.pyplot as plt
 from matplotlib.axes import Axes
 from matplotlib.ticker import MaxNLocator
 
-from simulator.report import TimelineEvent
+from simulator.core.session import TimelineEvent
 
 LANES = {"client": 2.5, "middlebox": 1.35, "server": 0.0}
 COLOURS = {"ok": "#2e7d32", "bad": "#c62828", "info": "#1565c0", "idle": "#f9a825",

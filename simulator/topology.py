@@ -44,6 +44,7 @@ from pathlib import Path
 from pyroute2 import IPRoute, netns
 
 from simulator import interrupts
+from simulator.core.plan import CLIENT_IP, PREFIXLEN, SERVER_IP, HostPlan, WorldPlan
 from simulator.results import replace_private
 
 PREFIX = "natsim-"
@@ -51,13 +52,6 @@ REGISTRY = Path("/run/natsim")
 NETNS_DIR = Path("/run/netns")
 ETC_NETNS = Path("/etc/netns")
 
-CLIENT_IP = "198.18.1.10"
-CLIENT_GW = "198.18.1.1"
-SERVER_IP = "198.19.1.10"
-SERVER_GW = "198.19.1.1"
-CLIENT_SIDE_NET = "198.18.0.0/16"
-PUBLIC_NET = "203.0.113.0/24"
-PREFIXLEN = 24
 
 
 
@@ -223,91 +217,67 @@ def _mac(ipr: IPRoute, ifname: str) -> str:
     return str(ipr.get_links(ipr.link_lookup(ifname=ifname)[0])[0].get("address"))
 
 
-def backend_address(index: int) -> tuple[str, str]:
-    """(address, gateway) of backend ``index``: 198.19.1.10, 198.19.2.10, ..."""
-    return f"198.19.{1 + index}.10", f"198.19.{1 + index}.1"
-
-
 def server_names(run_id: str, backends: int) -> list[str]:
     first = ns_names(run_id)[2]
     return [first] + [f"{first}{i}" for i in range(1, backends)]
 
 
-def client_address(index: int) -> str:
-    """The client's addresses: 198.18.1.10, 198.18.1.11, ... (load scenarios use several)."""
-    return f"198.18.1.{10 + index}"
+def build_world(plan: WorldPlan) -> World:
+    """Apply a world plan with namespaces and veths; on any failure, remove what was made.
 
-
-def build_world(run_id: str, client_sysctls: dict[str, int], backends: int = 1,
-                vip: str | None = None, client_addresses: int = 1) -> World:
-    """Create the namespaces and wire them; on any failure, remove what was made.
-
-    With ``backends`` > 1 there is one server namespace per backend, each on its own
-    interface of the middlebox, and the name ``server`` resolves to ``vip``.
+    One namespace per host of the plan and one for the middlebox; each end host hangs off
+    its own interface of the middlebox (``inside`` for the client, ``outside``,
+    ``outside1``... for the servers), with a permanent neighbour entry for the middlebox's
+    MAC (nothing owns the gateway address: the dataplane forwards, the kernel never).
     """
     check_privileges()
+    run_id = plan.run_id
     client_ns, mbox_ns, _ = ns_names(run_id)
-    servers = server_names(run_id, backends)
+    servers = server_names(run_id, len(plan.servers))
     register(run_id)
     try:
         with _netns_lock(), interrupts.deferred():
             for ns in (client_ns, mbox_ns, *servers):
                 netns.create(ns)
-        quiet = {"net.ipv6.conf.all.disable_ipv6": 1, "net.ipv6.conf.default.disable_ipv6": 1}
-        for ns in (client_ns, mbox_ns, *servers):
-            write_sysctls(ns, quiet)
-        mbox_ifs = ["outside"] + [f"outside{i}" for i in range(1, backends)]
-        with IPRoute(netns=client_ns) as ipr:
-            ipr.link("add", ifname="eth0", kind="veth",
-                     peer={"ifname": "inside", "net_ns_fd": mbox_ns})
-        for ns, ifname in zip(servers, mbox_ifs, strict=True):
+        mbox_ifs = ["outside"] + [f"outside{i}" for i in range(1, len(servers))]
+        ends = [(client_ns, "inside", plan.client),
+                *((ns, ifname, host) for ns, ifname, host
+                  in zip(servers, mbox_ifs, plan.servers, strict=True))]
+        for ns, ifname, _host in ends:
             with IPRoute(netns=ns) as ipr:
                 ipr.link("add", ifname="eth0", kind="veth",
                          peer={"ifname": ifname, "net_ns_fd": mbox_ns})
         with IPRoute(netns=mbox_ns) as ipr:
             for ifname in ("lo", "inside", *mbox_ifs):
                 ipr.link("set", index=ipr.link_lookup(ifname=ifname)[0], state="up")
-            inside_mac = _mac(ipr, "inside")
-            outside_macs = [_mac(ipr, ifname) for ifname in mbox_ifs]
-        write_sysctls(mbox_ns, {"net.ipv4.ip_forward": 0})
-        server_name = vip if backends > 1 and vip else SERVER_IP
-        hosts = [(server_name, "server"), (CLIENT_IP, "client")]
-        hosts += [(backend_address(i)[0], f"backend{i}") for i in range(backends)]
-        macs = {}
-        ends = [(client_ns, CLIENT_IP, CLIENT_GW, inside_mac, "198.19.0.0/16")]
-        ends += [(ns, *backend_address(i), outside_macs[i], PUBLIC_NET)
-                 for i, ns in enumerate(servers)]
-        for ns, ip, gw, gw_mac, far in ends:
-            with IPRoute(netns=ns) as ipr:
-                lo = ipr.link_lookup(ifname="lo")[0]
-                ipr.link("set", index=lo, state="up")
-                eth0 = ipr.link_lookup(ifname="eth0")[0]
-                ipr.link("set", index=eth0, state="up")
-                ipr.addr("add", index=eth0, address=ip, prefixlen=PREFIXLEN)
-                ipr.neigh("add", dst=gw, lladdr=gw_mac, ifindex=eth0, state="permanent")
-                ipr.route("add", dst=far, gateway=gw)
-                if ns != client_ns:  # transparent appliances keep the client's own address
-                    ipr.route("add", dst=CLIENT_SIDE_NET, gateway=gw)
-                else:
-                    for i in range(1, client_addresses):
-                        ipr.addr("add", index=eth0, address=client_address(i),
-                                 prefixlen=PREFIXLEN)
-                macs[ns] = _mac(ipr, "eth0")
-            _hosts_file(ns, hosts)
-        write_sysctls(client_ns, {f"net.ipv4.{k}": v for k, v in client_sysctls.items()})
-        # room for many connections: every source port, and deep accept queues
-        write_sysctls(client_ns, {"net.ipv4.ip_local_port_range": "1024 65535"})
-        for ns in servers:
-            write_sysctls(ns, {"net.core.somaxconn": 65535,
-                               "net.ipv4.tcp_max_syn_backlog": 65535})
+            mbox_macs = {ifname: _mac(ipr, ifname) for ifname in ("inside", *mbox_ifs)}
+        write_sysctls(mbox_ns, plan.middlebox_sysctls)
+        macs = {ns: _configure_host(ns, host, mbox_macs[ifname]) for ns, ifname, host in ends}
         backend_list = tuple(
-            Backend(ns, backend_address(i)[0], macs[ns], mbox_ifs[i], outside_macs[i])
-            for i, ns in enumerate(servers))
+            Backend(ns, host.address, macs[ns], ifname, mbox_macs[ifname])
+            for ns, ifname, host in ends[1:])
         return World(run_id, client_ns, mbox_ns, servers[0], macs[client_ns], macs[servers[0]],
-                     inside_mac, outside_macs[0], backends=backend_list)
+                     mbox_macs["inside"], mbox_macs["outside"], backends=backend_list)
     except BaseException:
         destroy_world(run_id)
         raise
+
+
+def _configure_host(ns: str, host: HostPlan, gateway_mac: str) -> str:
+    """Addresses, neighbour, routes, sysctls and hosts file of one end host; its MAC."""
+    write_sysctls(ns, host.sysctls)
+    with IPRoute(netns=ns) as ipr:
+        ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
+        eth0 = ipr.link_lookup(ifname="eth0")[0]
+        ipr.link("set", index=eth0, state="up")
+        for address in host.addresses:
+            ipr.addr("add", index=eth0, address=address, prefixlen=PREFIXLEN)
+        ipr.neigh("add", dst=host.gateway, lladdr=gateway_mac, ifindex=eth0, state="permanent")
+        for far in host.routes:
+            ipr.route("add", dst=far, gateway=host.gateway)
+        mac = _mac(ipr, "eth0")
+    _hosts_file(ns, list(host.hosts))
+    return mac
 
 
 # -- tearing down ---------------------------------------------------------------------------

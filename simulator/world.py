@@ -31,9 +31,8 @@ import subprocess
 import time
 import traceback
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +41,7 @@ from pyroute2 import netns
 from simulator import topology
 from simulator.backends import get_backend, host_command
 from simulator.core.appliances import Appliance
+from simulator.core.plan import keepalive_sysctls, world_plan
 from simulator.results import default_dir, replace_private
 from simulator.results import prepare as prepare_results
 from simulator.scenario import LINUX_KEEPALIVE_DEFAULTS
@@ -94,8 +94,7 @@ def middlebox_config(world: topology.World, appliances: Sequence[Appliance], spe
     chain of them in one dataplane.
     """
     return {
-        "chain": [{"appliance": a.name, "overrides": appliance_overrides(a)}
-                  for a in appliances],
+        "chain": [{"appliance": a.to_record()} for a in appliances],
         "speed": speed,
         "inside": {"if": world.mbox_inside_if, "mac": world.mbox_inside_mac,
                    "peer_mac": world.client_mac},
@@ -108,22 +107,6 @@ def middlebox_config(world: topology.World, appliances: Sequence[Appliance], spe
     }
 
 
-def appliance_overrides(appliance: Appliance) -> dict[str, Any]:
-    """Every overridable field of ``appliance``, as JSON, so the dataplane rebuilds it exactly."""
-    out: dict[str, Any] = {}
-    for name in Appliance.overridable_fields():
-        value = getattr(appliance, name)
-        out[name] = list(value) if isinstance(value, tuple) else (
-            str(value) if isinstance(value, Enum) else value)
-    return out
-
-
-def scaled_sysctls(sysctls: dict[str, int], speed: float) -> dict[str, int]:
-    """Keepalive sysctls in whole wall seconds (counts unchanged)."""
-    out = {}
-    for key, value in sysctls.items():
-        out[key] = value if key == "tcp_keepalive_probes" else max(1, round(value / speed))
-    return out
 
 
 @dataclass
@@ -140,6 +123,8 @@ class LiveWorld:
     into events.jsonl."""
     started: str
     backend: str = "namespaces"
+    sysctls: dict[str, dict[str, int]] = field(default_factory=dict)
+    """What ``up`` set in each host, in wall seconds (``natsim up`` prints it)."""
 
     # -- finding ------------------------------------------------------------------------
 
@@ -204,8 +189,12 @@ class LiveWorld:
         hosts = get_backend(backend)
         run_id = topology.new_run_id()
         results = prepare_results(results_dir or default_dir(f"world-{name}", run_id))
-        world = hosts.build(run_id, scaled_sysctls(sysctls or dict(LINUX_KEEPALIVE_DEFAULTS),
-                                                   speed), 1, None, 1, results)
+        # the whole world is compressed: the client's keepalive sysctls (the scenario's or
+        # Linux's defaults) and the server's (Linux's defaults), in whole wall seconds
+        client = keepalive_sysctls(sysctls or LINUX_KEEPALIVE_DEFAULTS, speed)
+        server = keepalive_sysctls(LINUX_KEEPALIVE_DEFAULTS, speed)
+        plan = world_plan(run_id, client, server_sysctls=server)
+        world = hosts.build(plan, results)
         try:
             cfg = middlebox_config(world, [appliance], speed, results / "capture.pcap",
                                    results / "status.json", results / "metrics.jsonl",
@@ -229,7 +218,9 @@ class LiveWorld:
                                   "nat": appliance.public_ips[0]},
                        results_dir=str(results), middlebox_pid=mbox.pid,
                        started=datetime.now(UTC).isoformat(timespec="seconds"),
-                       backend=hosts.name)
+                       backend=hosts.name,
+                       sysctls={"client": {f"net.ipv4.{k}": v for k, v in client.items()},
+                                "server": {f"net.ipv4.{k}": v for k, v in server.items()}})
             topology.private_dir(WORLDS)
             replace_private(cls.state_file(name), json.dumps(asdict(live), indent=2))
             return live

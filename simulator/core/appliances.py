@@ -246,12 +246,50 @@ class Appliance:
             return None
         return self.scaled(self.connections_per_eni) * self.enis
 
+    def to_record(self) -> dict[str, Any]:
+        """The whole appliance as JSON-able data: how it crosses a process boundary (the
+        dataplane rebuilds exactly this, not the catalogue entry with overrides re-applied)."""
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            out[f.name] = list(value) if isinstance(value, tuple) else (
+                str(value) if isinstance(value, StrEnum) else value)
+        return out
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> Appliance:
+        """The appliance :meth:`to_record` wrote; every field checked as an override is."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(record) - names)
+        missing = sorted(f.name for f in dataclasses.fields(cls)
+                         if f.name not in record and f.default is dataclasses.MISSING)
+        if unknown or missing:
+            raise ApplianceError(f"appliance record: unknown fields {unknown}, missing "
+                                 f"{missing}")
+        base = cls(name=str(record["name"]), title=str(record["title"]),
+                   tcp_idle_timeout=1.0, udp_idle_timeout=1.0,
+                   late_from_inside=LateAction.DROP, late_from_outside=LateAction.DROP,
+                   tcp_timeout_range=_pair(record.get("tcp_timeout_range")),
+                   sources=tuple(str(x) for x in record.get("sources", ())))
+        return base.with_overrides({k: v for k, v in record.items()
+                                    if k not in ("name", "title", "tcp_timeout_range",
+                                                 "sources")})
+
     @staticmethod
     def overridable_fields() -> list[str]:
         """Fields a scenario may set. The provider's own range (``tcp_timeout_range``) is a
         fact of the catalogue, not a setting: overriding it would let a 5 s NLB pass."""
         return [f.name for f in dataclasses.fields(Appliance)
                 if f.name not in ("name", "title", "sources", "tcp_timeout_range")]
+
+
+def _pair(value: Any) -> tuple[float, float] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list | tuple) or len(value) != 2 or not all(
+            isinstance(v, int | float) and not isinstance(v, bool) for v in value):
+        raise ApplianceError(f"tcp_timeout_range: must be [low, high], got {value!r}")
+    return float(value[0]), float(value[1])
 
 
 MAX_MODEL_SECONDS = 1_000_000.0

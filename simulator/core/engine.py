@@ -38,11 +38,11 @@ Beyond the NAT Gateway, the same record describes the rest of the catalogue:
 
 from __future__ import annotations
 
-import zlib
 from collections import Counter, OrderedDict
 from dataclasses import dataclass
 
 from simulator.core.appliances import Appliance, ExpiryAction, LateAction
+from simulator.core.balancing import Balancer
 from simulator.core.events import Event, EventKind, Side
 from simulator.core.flows import (
     TCP_TRANSITIONS,
@@ -113,11 +113,6 @@ class Middlebox:
         """Recently expired flows by key, oldest first (an OrderedDict: dropping the oldest
         of a plain dict with ``next(iter(d))`` walks past every deleted slot, and at 100,000
         expiries that walk made RSTs hundreds of milliseconds late)."""
-        # Gateway Load Balancer: what each inspection host remembers (inside key -> last
-        # seen; pruned by a TARGET_STATE timer), and how many times each connection has been
-        # hashed (the most recent keys only: a bounded memory of re-hashes).
-        self._target_state: list[dict[Key, float]] = [{} for _ in range(appliance.targets)]
-        self._generation: OrderedDict[Key, int] = OrderedDict()
         # Several backends behind a virtual address: DNAT each new flow to one of them.
         self._vip = ip_from_str(appliance.vip)
         self._backends = [ip_from_str(ip) for ip in appliance.backend_ips]
@@ -125,6 +120,8 @@ class Middlebox:
             raise ValueError(f"{appliance.name}: {appliance.backends} backends but "
                              f"{len(self._backends)} backend addresses")
         self._backend_index = {ip: i for i, ip in enumerate(self._backends)}
+        # Gateway Load Balancer inspection hosts and NLB targets: hashing and host memory
+        self.balancer = Balancer(appliance, max(1, len(self._backends)), self.flows)
 
     # -- results -------------------------------------------------------------------------
 
@@ -172,41 +169,15 @@ class Middlebox:
             elif timer is Timer.TARGET_STATE:
                 assert isinstance(item, tuple)
                 target, key = item
-                self._prune_target_state(target, key, now)
+                self.balancer.prune(target, key, now)
         return out
-
-    def _prune_target_state(self, target: int, key: Key, now: float) -> None:
-        """An inspection host forgets a connection idle past its own timeout (re-armed when
-        the connection was seen since the timer was set)."""
-        last = self._target_state[target].get(key)
-        if last is None:
-            return
-        if now - last >= self.appliance.target_idle_timeout:
-            del self._target_state[target][key]
-        else:
-            self.flows.schedule(last + self.appliance.target_idle_timeout,
-                                Timer.TARGET_STATE, (target, key))
-
-    def _remember(self, target: int, key: Key, now: float) -> None:
-        state = self._target_state[target]
-        if key not in state:
-            self.flows.schedule(now + self.appliance.target_idle_timeout, Timer.TARGET_STATE,
-                                (target, key))
-        state[key] = now
-
-    def _next_generation(self, key: Key) -> int:
-        """How many times ``key`` has been hashed, this time included (bounded memory)."""
-        generation = self._generation.pop(key, 0) + 1
-        self._generation[key] = generation
-        while len(self._generation) > _TOMBSTONE_LIMIT:
-            self._generation.popitem(last=False)
-        return generation
 
     def state_sizes(self) -> dict[str, int]:
         """How much per-flow and per-destination state the engine holds (memory tests)."""
         return {"flows": len(self.flows), "timers": self.flows.timers(),
-                "port_slots": self.ports.slots(), "generations": len(self._generation),
-                "target_state": sum(len(t) for t in self._target_state),
+                "port_slots": self.ports.slots(),
+                "generations": len(self.balancer.generations),
+                "target_state": self.balancer.remembered(),
                 "tombstones": len(self._tombstones)}
 
     def _echo_interval(self) -> float:
@@ -342,7 +313,7 @@ class Middlebox:
         backend: int | None = None
         real_server = server_ip
         if self._backends and server_ip == self._vip:
-            backend = self._pick_backend(key, self._next_generation(key))
+            backend = self.balancer.pick_backend(key)
             real_server = self._backends[backend]
         # ports are counted per destination as the server sees it (a backend's own address,
         # whether the client named it or the virtual address)
@@ -382,9 +353,9 @@ class Middlebox:
             port=self._backend_index.get(real_server, 0),
         )
         if self.appliance.targets:
-            flow.target = self._pick_target(key, self._next_generation(key))
+            flow.target = self.balancer.pick_target(key)
             if syn:  # a stateful inspection host learns a connection from its SYN
-                self._remember(flow.target, key, now)
+                self.balancer.remember(flow.target, key, now)
         self._next_id += 1
         self.flows.add(flow)
         self._tombstones.pop((Side.INSIDE, flow.inside), None)
@@ -431,26 +402,6 @@ class Middlebox:
         if transitory is not None and state is not TcpState.ESTABLISHED:
             return transitory
         return self.appliance.tcp_idle_timeout
-
-    def _pick_backend(self, key: Key, generation: int) -> int:
-        """A flow hash over the 5-tuple; a flow created again (UDP after expiry) moves on."""
-        proto, client_ip, client_port, server_ip, server_port = key
-        basis = client_ip + server_ip + bytes([proto]) + client_port.to_bytes(2, "big") \
-            + server_port.to_bytes(2, "big")
-        return (zlib.crc32(basis, self.appliance.hash_seed) + generation - 1) \
-            % len(self._backends)
-
-    def _pick_target(self, key: Key, generation: int) -> int:
-        """Which inspection host a flow goes to (deterministic, see the catalogue entry)."""
-        proto, client_ip, client_port, server_ip, server_port = key
-        n = self.appliance.targets
-        if self.appliance.stickiness == 5:
-            basis = client_ip + server_ip + bytes([proto]) + client_port.to_bytes(2, "big") \
-                + server_port.to_bytes(2, "big")
-            return (zlib.crc32(basis, self.appliance.hash_seed) + generation - 1) % n
-        basis = client_ip + server_ip + (bytes([proto]) if self.appliance.stickiness == 3
-                                         else b"")
-        return zlib.crc32(basis, self.appliance.hash_seed) % n
 
     def _track(self, flow: Flow, pkt: Packet, direction: int, now: float) -> None:
         """Account for a packet of a live flow: idle timer, sequence space, TCP state."""
@@ -575,8 +526,8 @@ class Middlebox:
         """
         if flow.target is None:
             return True
-        if self._target_knows(flow.target, flow.inside, now):
-            self._remember(flow.target, flow.inside, now)
+        if self.balancer.knows(flow.target, flow.inside, now):
+            self.balancer.remember(flow.target, flow.inside, now)
             return True
         self.counters["PacketsDropCount"] += 1
         flags = flags_to_str(pkt.flags) if pkt.proto == IPPROTO_TCP else ""
@@ -585,10 +536,6 @@ class Middlebox:
                    f"flow #{flow.id}: inspection target {flow.target} has no state for it",
                    flags=flags, payload=pkt.payload_len)
         return False
-
-    def _target_knows(self, target: int, key: Key, now: float) -> bool:
-        last = self._target_state[target].get(key)
-        return last is not None and now - last < self.appliance.target_idle_timeout
 
     def _forget(self, flow: Flow) -> None:
         if self.appliance.nat:

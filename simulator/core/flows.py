@@ -23,9 +23,13 @@ the state unchanged (a middlebox tolerates what it does not understand).
 from __future__ import annotations
 
 import heapq
+from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
+
+CURSORS_KEPT = 65_536
+"""Destinations whose NAT port cursor is remembered after their last connection ended."""
 
 Key = tuple[int, bytes, int, bytes, int]
 """(protocol, source address, source port, destination address, destination port)."""
@@ -207,7 +211,7 @@ class PortAllocator:
         self.port_min = port_min
         self.port_max = port_max
         self._used: dict[tuple[bytes, int, bytes, int], set[int]] = {}
-        self._cursor: dict[tuple[bytes, int, bytes, int], int] = {}
+        self._cursor: OrderedDict[tuple[bytes, int, bytes, int], int] = OrderedDict()
 
     def allocate(self, proto: int, dst: bytes, dport: int) -> tuple[bytes, int] | None:
         """A free (public address, port) towards this destination, or None if all are taken."""
@@ -223,23 +227,27 @@ class PortAllocator:
                 port = port + 1 if port < self.port_max else self.port_min
             used.add(port)
             self._cursor[slot] = port + 1 if port < self.port_max else self.port_min
+            self._cursor.move_to_end(slot)
             return ip, port
         return None
 
     def release(self, ip: bytes, port: int, proto: int, dst: bytes, dport: int) -> None:
-        """Free a port; a destination with no connection left is forgotten entirely (its
-        cursor too), so that 200,000 one-off destinations leave nothing behind."""
+        """Free a port. A destination with no connection left loses its port set; its
+        cursor is kept for the most recent :data:`CURSORS_KEPT` destinations only (a new
+        connection to it still does not reuse the port just freed), so that 200,000 one-off
+        destinations leave bounded state behind."""
         slot = (ip, proto, dst, dport)
         used = self._used.get(slot)
         if used is not None:
             used.discard(port)
             if not used:
                 del self._used[slot]
-                self._cursor.pop(slot, None)
+                while len(self._cursor) > CURSORS_KEPT:
+                    self._cursor.popitem(last=False)
 
     def slots(self) -> int:
-        """Destinations with state (for the memory tests)."""
-        return len(self._used) + len(self._cursor)
+        """Destinations with ports in use (for the memory tests)."""
+        return len(self._used)
 
     def in_use(self, proto: int, dst: bytes, dport: int) -> int:
         return sum(len(self._used.get((ip, proto, dst, dport), ())) for ip in self.public_ips)

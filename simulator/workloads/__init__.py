@@ -14,6 +14,8 @@ import sys
 import time
 from typing import Any
 
+from simulator.core.messages import Kind, Message
+
 
 def config_from_argv(prog: str, description: str | None,
                      argv: list[str] | None) -> dict[str, Any]:
@@ -34,8 +36,9 @@ def role_and_config(prog: str, description: str | None, argv: list[str] | None,
     return getattr(args, "role", ""), config
 
 
-def report(source: str, kind: str, text: str, **data: Any) -> None:
-    """One event line on stdout, flushed at once so that the runner can show it live."""
-    line = {"mono": time.monotonic(), "source": source, "kind": kind, "text": text, **data}
-    sys.stdout.write(json.dumps(line) + "\n")
+def report(source: str, kind: Kind, text: str, **data: Any) -> None:
+    """One message on stdout (:mod:`simulator.core.messages`), flushed at once so that the
+    runner can show it live."""
+    msg = Message(source, kind, text, mono=time.monotonic(), data=data)
+    sys.stdout.write(msg.to_line() + "\n")
     sys.stdout.flush()

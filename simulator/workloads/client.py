@@ -13,6 +13,7 @@ import errno
 import socket
 import time
 
+from simulator.core.messages import Kind
 from simulator.workloads import config_from_argv, report
 
 SOURCE = "client"
@@ -40,13 +41,13 @@ def run(host: str, port: int, request: str, timeout: float, keepalive: str,
     try:
         sock.connect((host, port))
     except OSError as exc:
-        report(SOURCE, "connect_failed", f"connect to {host}:{port} failed: {exc}")
+        report(SOURCE, Kind.CONNECT_FAILED, f"connect to {host}:{port} failed: {exc}")
         return "connect_failed"
     local = sock.getsockname()
-    report(SOURCE, "connected", f"connected from {local[0]}:{local[1]} to {host}:{port}; {how}")
+    report(SOURCE, Kind.CONNECTED, f"connected from {local[0]}:{local[1]} to {host}:{port}; {how}")
     sock.sendall(request.encode() + b"\n")
     started = time.monotonic()
-    report(SOURCE, "request_sent", f"request sent: {request!r}; waiting for the answer")
+    report(SOURCE, Kind.REQUEST_SENT, f"request sent: {request!r}; waiting for the answer")
     deadline = started + timeout
     received = b""
     outcome = "timeout"
@@ -59,28 +60,28 @@ def run(host: str, port: int, request: str, timeout: float, keepalive: str,
             chunk = sock.recv(65536)
             if not chunk:
                 outcome = "closed"
-                report(SOURCE, "closed", "the server closed the connection without an answer")
+                report(SOURCE, Kind.CLOSED, "the server closed the connection without an answer")
                 break
             received += chunk
         else:
             outcome = "answer"
-            report(SOURCE, "answer", f"answer received: {received.decode(errors='replace')!r}",
+            report(SOURCE, Kind.ANSWER, f"answer received: {received.decode(errors='replace')!r}",
                    waited=time.monotonic() - started)
     except TimeoutError:
-        report(SOURCE, "timeout", "gave up waiting: client timeout reached, no answer",
+        report(SOURCE, Kind.TIMEOUT, "gave up waiting: client timeout reached, no answer",
                waited=time.monotonic() - started)
     except OSError as exc:
         if exc.errno == errno.ECONNRESET:
             outcome = "reset"
-            report(SOURCE, "reset", "connection reset (ECONNRESET) while waiting for the answer",
+            report(SOURCE, Kind.RESET, "connection reset (ECONNRESET) while waiting for the answer",
                    waited=time.monotonic() - started)
         elif exc.errno == errno.ETIMEDOUT:
             outcome = "keepalive_failed"
-            report(SOURCE, "keepalive_failed", "the kernel gave up the connection (ETIMEDOUT): "
+            report(SOURCE, Kind.KEEPALIVE_FAILED, "the kernel gave up the connection (ETIMEDOUT): "
                    "keepalive probes went unanswered", waited=time.monotonic() - started)
         else:
             outcome = "error"
-            report(SOURCE, "error", f"error while waiting: {exc}")
+            report(SOURCE, Kind.ERROR, f"error while waiting: {exc}")
     finally:
         sock.close()
     return outcome
@@ -90,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = config_from_argv("natsim-client", __doc__, argv)
     outcome = run(cfg["host"], int(cfg["port"]), cfg["request"], float(cfg["timeout"]),
                   cfg["keepalive"], cfg.get("idle"), cfg.get("interval"), cfg.get("count"))
-    report(SOURCE, "outcome", outcome, outcome=outcome)
+    report(SOURCE, Kind.OUTCOME, outcome, outcome=outcome)
     return 0
 
 

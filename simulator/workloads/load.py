@@ -32,6 +32,7 @@ import socket
 import time
 from collections.abc import Callable
 
+from simulator.core.messages import Kind
 from simulator.workloads import report, role_and_config
 
 FIRST_PORT = 1024
@@ -73,7 +74,7 @@ def _in_workers(count: int, job: Callable[[int], dict[str, int]]) -> list[dict[s
 def client(host: str, port: int, connections: int, rate: float, hold: float,
            connect_timeout: float, addresses: list[str]) -> dict[str, int]:
     workers = _workers(connections)
-    report("client", "load_start", f"opening {connections} connections to {host}:{port} at "
+    report("client", Kind.LOAD_START, f"opening {connections} connections to {host}:{port} at "
            f"{rate:g}/wall s from {len(addresses)} address(es) in {workers} process(es)")
     shares = [len(range(w, connections, workers)) for w in range(workers)]
 
@@ -128,12 +129,12 @@ async def _client_share(host: str, port: int, sources: list[tuple[str, int]], ra
         tasks.append(asyncio.ensure_future(one(i)))
         if talk and time.monotonic() - last_report >= 2.0:
             last_report = time.monotonic()
-            report("client", "load_progress", f"worker 0: {i + 1} connection attempts "
+            report("client", Kind.LOAD_PROGRESS, f"worker 0: {i + 1} connection attempts "
                    f"started; {counts['established']} established, {counts['timed_out']} "
                    "timed out")
     await asyncio.gather(*tasks)
     if talk:
-        report("client", "load_opened", f"worker 0: {counts['established']} established, "
+        report("client", Kind.LOAD_OPENED, f"worker 0: {counts['established']} established, "
                f"{counts['timed_out']} timed out, {counts['failed']} failed; holding them "
                f"for {hold:g} wall s")
     await asyncio.sleep(hold)
@@ -153,7 +154,7 @@ def server(port: int, duration: float, expected: int) -> int:
         listener.listen(65535)
         listener.setblocking(False)
         listeners.append(listener)
-    report("server", "ready", f"holding every connection on port {port} "
+    report("server", Kind.READY, f"holding every connection on port {port} "
            f"({workers} listening process(es))")
 
     def job(w: int) -> dict[str, int]:
@@ -191,10 +192,10 @@ def main(argv: list[str] | None = None) -> int:
                         float(cfg["rate"]), float(cfg["hold"]), float(cfg["connect_timeout"]),
                         list(cfg["addresses"]))
         outcome = " ".join(f"{k}={v}" for k, v in counts.items())
-        report("client", "outcome", outcome, outcome=outcome, **counts)
+        report("client", Kind.OUTCOME, outcome, outcome=outcome, **counts)
     else:
         accepted = server(int(cfg["port"]), float(cfg["duration"]), int(cfg["expected"]))
-        report("server", "outcome", f"accepted={accepted}", outcome=f"accepted={accepted}",
+        report("server", Kind.OUTCOME, f"accepted={accepted}", outcome=f"accepted={accepted}",
                accepted=accepted)
     return 0
 

@@ -15,6 +15,7 @@ import socket
 import struct
 import time
 
+from simulator.core.messages import Kind
 from simulator.workloads import config_from_argv, report
 
 SOURCE = "server"
@@ -47,19 +48,19 @@ def watch_answer(conn: socket.socket, limit: float) -> str:
             if (not delivered and tcp_state(conn) in (TCP_ESTABLISHED, TCP_CLOSE_WAIT)
                     and unacked_bytes(conn) == 0):
                 delivered = True
-                report(SOURCE, "delivered", "answer acknowledged by the client's kernel")
+                report(SOURCE, Kind.DELIVERED, "answer acknowledged by the client's kernel")
             if closed:
-                report(SOURCE, "client_closed", "the client closed the connection")
+                report(SOURCE, Kind.CLIENT_CLOSED, "the client closed the connection")
                 return "delivered" if delivered else "unacknowledged"
         except OSError as exc:
             if exc.errno == errno.ECONNRESET:
-                report(SOURCE, "reset", "connection reset (ECONNRESET) after sending the answer")
+                report(SOURCE, Kind.RESET, "connection reset (ECONNRESET) after sending the answer")
                 return "reset"
-            report(SOURCE, "error", f"socket error after sending the answer: {exc}")
+            report(SOURCE, Kind.ERROR, f"socket error after sending the answer: {exc}")
             return "error"
     if delivered:
         return "delivered"
-    report(SOURCE, "unacknowledged", "the answer was never acknowledged (still retransmitting)")
+    report(SOURCE, Kind.UNACKNOWLEDGED, "the answer was never acknowledged (still retransmitting)")
     return "unacknowledged"
 
 
@@ -68,32 +69,32 @@ def run(port: int, delay: float, answer: str, wait_limit: float, delay_label: st
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     listener.bind(("0.0.0.0", port))
     listener.listen(16)
-    report(SOURCE, "ready", f"listening on port {port}")
+    report(SOURCE, Kind.READY, f"listening on port {port}")
     listener.settimeout(wait_limit)
     try:
         conn, peer = listener.accept()
     except TimeoutError:
-        report(SOURCE, "no_client", "no client connected")
+        report(SOURCE, Kind.NO_CLIENT, "no client connected")
         return "no_client"
-    report(SOURCE, "accepted", f"accepted a connection from {peer[0]}:{peer[1]}")
+    report(SOURCE, Kind.ACCEPTED, f"accepted a connection from {peer[0]}:{peer[1]}")
     conn.settimeout(wait_limit)
     request = b""
     while not request.endswith(b"\n"):
         chunk = conn.recv(65536)
         if not chunk:
-            report(SOURCE, "closed", "the client closed before sending a request")
+            report(SOURCE, Kind.CLOSED, "the client closed before sending a request")
             return "no_request"
         request += chunk
     received = time.monotonic()
-    report(SOURCE, "request_received",
+    report(SOURCE, Kind.REQUEST_RECEIVED,
            f"request received; working for {delay_label} before answering")
     time.sleep(max(0.0, received + delay - time.monotonic()))
     try:
         conn.sendall(answer.encode() + b"\n")
     except OSError as exc:
-        report(SOURCE, "send_failed", f"sending the answer failed at once: {exc}")
+        report(SOURCE, Kind.SEND_FAILED, f"sending the answer failed at once: {exc}")
         return "reset" if exc.errno in (errno.ECONNRESET, errno.EPIPE) else "error"
-    report(SOURCE, "answer_sent", "answer sent")
+    report(SOURCE, Kind.ANSWER_SENT, "answer sent")
     outcome = watch_answer(conn, wait_limit)
     conn.close()
     listener.close()
@@ -104,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = config_from_argv("natsim-server", __doc__, argv)
     outcome = run(int(cfg["port"]), float(cfg["delay"]), cfg["answer"],
                   float(cfg["wait_limit"]), cfg.get("delay_label", f"{cfg['delay']} s"))
-    report(SOURCE, "outcome", outcome, outcome=outcome)
+    report(SOURCE, Kind.OUTCOME, outcome, outcome=outcome)
     return 0
 
 

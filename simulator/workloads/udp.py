@@ -16,6 +16,7 @@ import time
 
 import asyncio_dgram
 
+from simulator.core.messages import Kind
 from simulator.workloads import report, role_and_config
 
 REQUEST, HEARTBEAT, ANSWER = b"REQUEST", b"HEARTBEAT", b"ANSWER (the slow answer)"
@@ -24,11 +25,11 @@ REQUEST, HEARTBEAT, ANSWER = b"REQUEST", b"HEARTBEAT", b"ANSWER (the slow answer
 async def client(host: str, port: int, timeout: float, heartbeat: float | None) -> str:
     stream = await asyncio_dgram.connect((host, port))
     local = stream.sockname
-    report("client", "connected", f"UDP socket {local[0]}:{local[1]} -> {host}:{port}"
+    report("client", Kind.CONNECTED, f"UDP socket {local[0]}:{local[1]} -> {host}:{port}"
            + (f"; heartbeat every {heartbeat:g} wall s" if heartbeat else "; no heartbeat"))
     await stream.send(REQUEST)
     started = time.monotonic()
-    report("client", "request_sent", "request datagram sent; waiting for the answer")
+    report("client", Kind.REQUEST_SENT, "request datagram sent; waiting for the answer")
 
     async def beat() -> None:
         assert heartbeat is not None
@@ -39,11 +40,11 @@ async def client(host: str, port: int, timeout: float, heartbeat: float | None) 
     beats = asyncio.create_task(beat()) if heartbeat else None
     try:
         data, _ = await asyncio.wait_for(stream.recv(), timeout)
-        report("client", "answer", f"answer received: {data.decode(errors='replace')!r}",
+        report("client", Kind.ANSWER, f"answer received: {data.decode(errors='replace')!r}",
                waited=time.monotonic() - started)
         return "answer"
     except TimeoutError:
-        report("client", "timeout", "gave up waiting: client timeout reached, no answer",
+        report("client", Kind.TIMEOUT, "gave up waiting: client timeout reached, no answer",
                waited=time.monotonic() - started)
         return "timeout"
     finally:
@@ -56,21 +57,21 @@ async def client(host: str, port: int, timeout: float, heartbeat: float | None) 
 
 async def server(port: int, delay: float, delay_label: str, wait_limit: float) -> str:
     stream = await asyncio_dgram.bind(("0.0.0.0", port))
-    report("server", "ready", f"listening on UDP port {port}")
+    report("server", Kind.READY, f"listening on UDP port {port}")
     deadline = time.monotonic() + wait_limit
     while True:
         try:
             data, peer = await asyncio.wait_for(stream.recv(),
                                                 max(0.0, deadline - time.monotonic()))
         except TimeoutError:
-            report("server", "no_client", "no request arrived")
+            report("server", Kind.NO_CLIENT, "no request arrived")
             return "no_request"
         if data != HEARTBEAT:
             break
-        report("server", "stray_heartbeat", "a heartbeat for a request this server never "
+        report("server", Kind.STRAY_HEARTBEAT, "a heartbeat for a request this server never "
                "saw: ignored")
     assert isinstance(peer, tuple)  # an IPv4 (address, port)
-    report("server", "request_received", f"request from {peer[0]}:{peer[1]}; working for "
+    report("server", Kind.REQUEST_RECEIVED, f"request from {peer[0]}:{peer[1]}; working for "
            f"{delay_label} before answering")
     deadline = time.monotonic() + delay
     heartbeats = 0
@@ -81,7 +82,7 @@ async def server(port: int, delay: float, delay_label: str, wait_limit: float) -
             break
         heartbeats += data == HEARTBEAT
     await stream.send(ANSWER, peer)
-    report("server", "answer_sent", f"answer datagram sent to {peer[0]}:{peer[1]} (UDP: no "
+    report("server", Kind.ANSWER_SENT, f"answer datagram sent to {peer[0]}:{peer[1]} (UDP: no "
            f"acknowledgement will come); {heartbeats} heartbeats received meanwhile",
            heartbeats=heartbeats)
     stream.close()
@@ -97,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         outcome = asyncio.run(server(int(cfg["port"]), float(cfg["delay"]),
                                      cfg.get("delay_label", f"{cfg['delay']} s"),
                                      float(cfg["wait_limit"])))
-    report(role, "outcome", outcome, outcome=outcome)
+    report(role, Kind.OUTCOME, outcome, outcome=outcome)
     return 0
 
 

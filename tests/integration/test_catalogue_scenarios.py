@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from simulator.compression import max_safe_speed
 from simulator.runner import run_scenario
-from simulator.scenario import load_scenario, max_safe_speed, scaled, scenario_names
+from simulator.scenario import load_scenario, scaled, scenario_names
 
 DETAILED = {"nat-gw", "nat-gw-edge", "nat-gw-keepalive", "nat-gw-os-defaults",
             "nat-gw-os-tuned"}

@@ -14,6 +14,7 @@ import pytest
 from pyroute2 import netns
 
 from simulator import topology
+from simulator.core.plan import world_plan
 from tests.integration.conftest import natsim_namespaces
 
 REPO = Path(__file__).resolve().parents[2]
@@ -153,8 +154,9 @@ def test_cleanup_spares_a_live_run(runs: list[subprocess.Popen[str]], tmp_path: 
 
 def test_world_has_no_route_out_and_no_private_addresses() -> None:
     run_id = topology.new_run_id()
-    world = topology.build_world(run_id, {"tcp_keepalive_time": 7200,
-                                          "tcp_keepalive_intvl": 75, "tcp_keepalive_probes": 9})
+    world = topology.build_world(world_plan(run_id, {"tcp_keepalive_time": 7200,
+                                                     "tcp_keepalive_intvl": 75,
+                                                     "tcp_keepalive_probes": 9}))
     try:
         assert topology.read_sysctl(world.mbox_ns, "net.ipv4.ip_forward") == "0"
         assert topology.read_sysctl(world.client_ns, "net.ipv4.tcp_keepalive_time") == "7200"

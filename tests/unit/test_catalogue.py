@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from scapy.layers.inet import TCP
 
-from simulator.core.appliances import CATALOGUE, ApplianceError, get_appliance
+from simulator.core.appliances import CATALOGUE, Appliance, ApplianceError, get_appliance
 from simulator.core.engine import Middlebox, Transmit
 from simulator.core.events import EventKind, Side
 from tests.unit.helpers import CLIENT, SERVER, checksums_valid, parsed, tcp
@@ -141,7 +143,8 @@ def test_gwlb_five_tuple_rehash_lands_on_a_target_without_state() -> None:
     dropped = [e for e in path.box.take_events() if e.kind is EventKind.DROPPED]
     assert dropped and "has no state" in dropped[-1].text
     assert path.box.counters["RstSent"] == 0
-    assert first is not None
+    (rehashed,) = path.box.flows  # the late packet's new flow, hashed anew...
+    assert first is not None and rehashed.target not in (None, first)  # ...elsewhere
 
 
 def test_gwlb_two_tuple_stickiness_returns_to_the_same_target() -> None:
@@ -183,19 +186,24 @@ def test_gwlb_retransmissions_stay_on_the_rehashed_target() -> None:
         path.now = t
         assert path.server("PA", b"answer\n") == []
     assert len(path.box.flows) == 1  # the one new flow, on one target
-    assert path.box._generation[(6, bytes([198, 18, 1, 10]), CPORT,
-                                 bytes([198, 19, 1, 10]), SPORT)] == 2
+    assert path.box.balancer.generations[(6, bytes([198, 18, 1, 10]), CPORT,
+                                          bytes([198, 19, 1, 10]), SPORT)] == 2
 
 
-def test_dataplane_config_carries_every_appliance_field() -> None:
-    from simulator.world import appliance_overrides  # noqa: PLC0415
-
+def test_an_appliance_crosses_a_process_boundary_as_its_own_record() -> None:
     for name, overrides in (("azure-lb", {"on_expiry": "rst_both"}),
                             ("gwlb", {"stickiness": 2, "target_idle_timeout": 500}),
                             ("nlb", {"tcp_idle_timeout": 1000})):
         appliance = get_appliance(name).with_overrides(overrides)
-        rebuilt = get_appliance(name).with_overrides(appliance_overrides(appliance))
-        assert rebuilt == appliance
+        record = json.loads(json.dumps(appliance.to_record()))
+        assert Appliance.from_record(record) == appliance
+    for appliance in CATALOGUE.values():
+        assert Appliance.from_record(appliance.to_record()) == appliance
+    record = get_appliance("nlb").to_record()
+    with pytest.raises(ApplianceError, match="keepalive_echo"):
+        Appliance.from_record({**record, "keepalive_echo": 0})
+    with pytest.raises(ApplianceError, match="unknown"):
+        Appliance.from_record({**record, "colour": "red"})
 
 
 def test_nlb_tls_answers_a_keepalive_with_its_own_on_both_legs() -> None:

@@ -184,7 +184,9 @@ def test_new_syn_after_expiry_creates_a_new_mapping() -> None:
     assert len(path.box.flows) == 1
     flow = next(iter(path.box.flows))
     assert flow.id == 2
-    assert parsed(out[0].packet)[TCP].sport != first_port or flow.created == 400
+    # a new mapping, on the next port: the freed one is not handed out at once (the server
+    # may still hold the old connection)
+    assert parsed(out[0].packet)[TCP].sport != first_port and flow.created == 400
 
 
 def test_non_syn_without_a_flow_does_not_create_one() -> None:

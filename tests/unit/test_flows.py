@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import pytest
+
+from simulator.core import flows
 from simulator.core.flows import Flow, FlowTable, PortAllocator, TcpState
 
 IP = bytes([198, 19, 1, 10])
@@ -22,13 +25,14 @@ def test_refreshed_flow_is_rearmed_not_expired() -> None:
     assert len(table) == 0
 
 
-def test_heap_stays_one_entry_per_flow_whatever_the_packet_rate() -> None:
-    table = FlowTable()
-    flow = _flow(1, 0.0)
-    table.add(flow)
-    for t in range(1, 1000):
-        flow.last_seen = t / 100
-    assert len(table._heap) == 1
+def test_the_cursor_memory_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(flows, "CURSORS_KEPT", 10)
+    alloc = PortAllocator(PUB[:1], per_destination=10, port_min=1024, port_max=65535)
+    for i in range(100):
+        dst = bytes([198, 19, 2, i])
+        ip, port = alloc.allocate(6, dst, 80) or (b"", 0)
+        alloc.release(ip, port, 6, dst, 80)
+    assert alloc.slots() == 0 and len(alloc._cursor) <= 11
 
 
 def test_removed_flow_entry_is_discarded() -> None:

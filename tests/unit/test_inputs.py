@@ -8,8 +8,10 @@ from pathlib import Path
 import pytest
 
 from simulator import cli
+from simulator.compression import plan
 from simulator.core.appliances import CATALOGUE, ApplianceError, check_field, get_appliance
-from simulator.scenario import MAX_FILE_BYTES, ScenarioError, load_scenario, plan
+from simulator.fields import MAX_FILE_BYTES
+from simulator.scenario import ScenarioError, load_scenario
 
 GOOD = """\
 appliance: nat-gw
@@ -104,7 +106,7 @@ def test_cli_exits_2_naming_the_field(tmp_path: Path, capsys: pytest.CaptureFixt
 
 
 def test_speed_from_the_command_line_is_range_checked() -> None:
-    from simulator.scenario import SpeedError  # noqa: PLC0415
+    from simulator.compression import SpeedError  # noqa: PLC0415
 
     with pytest.raises(SpeedError, match="from 1 to 10000"):
         plan(load_scenario("nat-gw"), 0.0001)

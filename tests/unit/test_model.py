@@ -2,9 +2,10 @@ from __future__ import annotations
 
 import pytest
 
+from simulator.compression import nominal_prediction
 from simulator.core.appliances import LateAction
 from simulator.core.model import Exchange, decisive_gap, predict
-from simulator.scenario import load_scenario, nominal_prediction, scenario_names
+from simulator.scenario import load_scenario, scenario_names
 
 RST, DROP = LateAction.RST, LateAction.DROP
 

@@ -5,16 +5,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from simulator.scenario import (
-    ScenarioError,
-    SpeedError,
-    load_scenario,
-    max_safe_speed,
-    parse_scenario,
-    plan,
-    scaled,
-    scenario_names,
-)
+from simulator.compression import SpeedError, max_safe_speed, plan
+from simulator.scenario import ScenarioError, load_scenario, parse_scenario, scaled, scenario_names
 
 GOOD = """
 appliance: nat-gw

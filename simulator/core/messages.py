@@ -1,0 +1,195 @@
+"""The messages that cross process boundaries: workload -> runner, dataplane -> runner.
+
+Every program in a run (the client, the server, the middlebox's dataplane) tells the runner
+what it saw as one JSON line per thing. This module is the one place that says what those
+lines are: a :class:`Message` with a source (``client``, ``server``, ``server1``...,
+``middlebox``), a :class:`Kind`, a text for people, a timestamp, and data. Both ends use it:
+the workloads and the dataplane write with :meth:`Message.to_line`, the runner (and the fake
+backend, which makes them without processes) reads with :meth:`Message.from_line`.
+
+Outcomes are enums too (:class:`ClientOutcome`, :class:`ServerOutcome`), and a capacity run's
+counts are a :class:`LoadCounts` record rather than a string split on ``=``.
+
+Timestamps: workloads stamp ``mono`` (``time.monotonic()``, the same clock in every
+namespace); the dataplane stamps ``t``, model seconds since its own origin. The session
+(:mod:`simulator.core.session`) maps both onto one model-time axis.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from types import MappingProxyType
+from typing import Any
+
+from simulator.core.events import EventKind
+
+
+class Role(StrEnum):
+    CLIENT = "client"
+    SERVER = "server"
+    MIDDLEBOX = "middlebox"
+
+
+class Kind(StrEnum):
+    """What a workload or the dataplane reports (the engine's own events are
+    :class:`~simulator.core.events.EventKind`)."""
+
+    # lifecycle
+    READY = "ready"
+    STOPPED = "stopped"
+    HEARTBEAT = "heartbeat"
+    OUTCOME = "outcome"
+    OUTPUT = "output"
+    """A line that was not a message (a stray print): kept as text."""
+    DOCKER = "docker"
+    VERDICT = "verdict"
+    """A container's own verdict (docker-compose.yml with NATSIM_EXPECT)."""
+    # client
+    CONNECTED = "connected"
+    CONNECT_FAILED = "connect_failed"
+    REQUEST_SENT = "request_sent"
+    ANSWER = "answer"
+    TIMEOUT = "timeout"
+    RESET = "reset"
+    KEEPALIVE_FAILED = "keepalive_failed"
+    CLOSED = "closed"
+    ERROR = "error"
+    # server
+    ACCEPTED = "accepted"
+    NO_CLIENT = "no_client"
+    REQUEST_RECEIVED = "request_received"
+    ANSWER_SENT = "answer_sent"
+    SEND_FAILED = "send_failed"
+    DELIVERED = "delivered"
+    UNACKNOWLEDGED = "unacknowledged"
+    CLIENT_CLOSED = "client_closed"
+    STRAY_HEARTBEAT = "stray_heartbeat"
+    # capacity runs
+    LOAD_START = "load_start"
+    LOAD_PROGRESS = "load_progress"
+    LOAD_OPENED = "load_opened"
+
+
+class ClientOutcome(StrEnum):
+    ANSWER = "answer"
+    TIMEOUT = "timeout"
+    RESET = "reset"
+    KEEPALIVE_FAILED = "keepalive_failed"
+    CONNECT_FAILED = "connect_failed"
+    CLOSED = "closed"
+    ERROR = "error"
+
+
+class ServerOutcome(StrEnum):
+    DELIVERED = "delivered"
+    RESET = "reset"
+    UNACKNOWLEDGED = "unacknowledged"
+    ANSWERED = "answered"
+    """UDP: the answer left; UDP tells the server nothing more."""
+    NO_CLIENT = "no_client"
+    NO_REQUEST = "no_request"
+    ERROR = "error"
+
+
+NOT_SERVED = (ServerOutcome.NO_CLIENT, ServerOutcome.NO_REQUEST)
+"""Server outcomes of a backend that the connection never reached (several backends)."""
+NO_OUTCOME = "no outcome (process did not report one)"
+
+
+class Verdict(StrEnum):
+    PASS = "PASS"
+    FAIL = "FAIL"
+    ERROR = "ERROR"
+    """No verdict: the run cannot be trusted (its middlebox died or hung)."""
+
+
+@dataclass(frozen=True, slots=True)
+class LoadCounts:
+    """A capacity run's outcome: how the client's connection attempts ended."""
+
+    established: int
+    timed_out: int = 0
+    failed: int = 0
+
+    def __str__(self) -> str:
+        return (f"established={self.established} timed_out={self.timed_out} "
+                f"failed={self.failed}")
+
+    @classmethod
+    def from_data(cls, data: Mapping[str, Any]) -> LoadCounts:
+        return cls(int(data.get("established", 0)), int(data.get("timed_out", 0)),
+                   int(data.get("failed", 0)))
+
+    def scaled(self, factor: float) -> LoadCounts:
+        return LoadCounts(*(round(n * factor) for n in (self.established, self.timed_out,
+                                                         self.failed)))
+
+
+def _frozen(data: Mapping[str, Any]) -> Mapping[str, Any]:
+    return MappingProxyType(dict(data))
+
+
+_KINDS = {str(k) for k in Kind} | {str(k) for k in EventKind}
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One thing one program saw."""
+
+    source: str
+    kind: str
+    text: str = ""
+    mono: float | None = None
+    """Workloads: ``time.monotonic()`` when it happened."""
+    t: float | None = None
+    """The dataplane: model seconds since its origin."""
+    data: Mapping[str, Any] = field(default_factory=lambda: _frozen({}))
+
+    @property
+    def outcome(self) -> str | None:
+        value = self.data.get("outcome")
+        return None if value is None else str(value)
+
+    @property
+    def known(self) -> bool:
+        return self.kind in _KINDS
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"source": self.source, "kind": self.kind, "text": self.text}
+        if self.mono is not None:
+            out["mono"] = self.mono
+        if self.t is not None:
+            out["t"] = self.t
+        out.update(self.data)
+        return out
+
+    def to_line(self) -> str:
+        return json.dumps(self.to_dict())
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any], default_source: str = "") -> Message:
+        data = {k: v for k, v in raw.items() if k not in ("source", "kind", "text", "mono", "t")}
+        mono, t = raw.get("mono"), raw.get("t")
+        return cls(source=str(raw.get("source") or default_source),
+                   kind=str(raw.get("kind", Kind.OUTPUT)), text=str(raw.get("text", "")),
+                   mono=float(mono) if isinstance(mono, int | float) else None,
+                   t=float(t) if isinstance(t, int | float) else None,
+                   data=_frozen(data))
+
+    @classmethod
+    def from_line(cls, raw: bytes | str, role: str) -> Message:
+        """A line from ``role``'s pipe; anything that is not a message becomes OUTPUT text."""
+        text = raw.decode(errors="replace") if isinstance(raw, bytes) else raw
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError:
+            value = None
+        if not isinstance(value, dict):
+            return cls(source=role, kind=Kind.OUTPUT, text=text.strip())
+        return cls.from_dict(value, role)
+
+    def with_source(self, source: str) -> Message:
+        return Message(source, self.kind, self.text, self.mono, self.t, self.data)

@@ -1,0 +1,169 @@
+"""The world plan: every host, address, route, sysctl and program of a run, computed purely.
+
+A backend only *applies* a plan (namespaces with pyroute2, Docker with its SDK, or the fake
+backend in memory); what the world is made of is decided here, from the scenario and its
+compressed settings, and can be checked without root.
+
+Addresses (DESIGN.md §1): the client side is 198.18.0.0/16 (the client 198.18.1.10, more
+addresses from .11 for load scenarios), the server side 198.19.0.0/16 (backend i at
+198.19.<i+1>.10), NAT public addresses from the documentation range 203.0.113.0/24. Every
+host routes only towards the other side through the middlebox: there is no default route
+and no private range anywhere.
+
+The keepalive sysctls are compressed in the **whole** world: the client's and the servers'
+(a server-side keepalive must fire in compressed time too). Counts are not scaled.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+CLIENT_IP, CLIENT_GW = "198.18.1.10", "198.18.1.1"
+SERVER_IP, SERVER_GW = "198.19.1.10", "198.19.1.1"
+CLIENT_SIDE_NET, SERVER_SIDE_NET = "198.18.0.0/16", "198.19.0.0/16"
+PUBLIC_NET = "203.0.113.0/24"
+PREFIXLEN = 24
+QUIET = {"net.ipv6.conf.all.disable_ipv6": 1, "net.ipv6.conf.default.disable_ipv6": 1}
+"""Every host: no IPv6 (the world has none; no router solicitations on the wire)."""
+KEEPALIVE_SYSCTLS = ("tcp_keepalive_time", "tcp_keepalive_intvl", "tcp_keepalive_probes")
+
+
+def backend_address(index: int) -> tuple[str, str]:
+    """(address, gateway) of backend ``index``: 198.19.1.10, 198.19.2.10, ..."""
+    return f"198.19.{1 + index}.10", f"198.19.{1 + index}.1"
+
+
+def client_address(index: int) -> str:
+    """The client's addresses: 198.18.1.10, 198.18.1.11, ... (load scenarios use several)."""
+    return f"198.18.1.{10 + index}"
+
+
+@dataclass(frozen=True)
+class HostPlan:
+    """One end host: its role, addresses (the first is its own), its gateway (the
+    middlebox's port on its network), the networks it reaches through that gateway, its
+    sysctls and its ``/etc/hosts``."""
+
+    role: str
+    addresses: tuple[str, ...]
+    gateway: str
+    routes: tuple[str, ...]
+    sysctls: Mapping[str, int | str]
+    hosts: tuple[tuple[str, str], ...]
+
+    @property
+    def address(self) -> str:
+        return self.addresses[0]
+
+
+@dataclass(frozen=True)
+class WorldPlan:
+    """Client, servers (one per backend) and the middlebox between them."""
+
+    run_id: str
+    client: HostPlan
+    servers: tuple[HostPlan, ...]
+    middlebox_sysctls: Mapping[str, int | str] = field(
+        default_factory=lambda: {**QUIET, "net.ipv4.ip_forward": 0})
+    """The middlebox's kernel never forwards: every packet crosses the dataplane."""
+    vip: str | None = None
+
+    @property
+    def hosts(self) -> tuple[HostPlan, ...]:
+        return (self.client, *self.servers)
+
+
+def keepalive_sysctls(values: Mapping[str, int], speed: float) -> dict[str, int]:
+    """The keepalive sysctls in whole wall seconds (at least 1); the count unchanged."""
+    return {key: value if key == "tcp_keepalive_probes" else max(1, round(value / speed))
+            for key, value in values.items()}
+
+
+def world_plan(run_id: str, client_sysctls: Mapping[str, int], backends: int = 1,
+               vip: str | None = None, client_addresses: int = 1,
+               server_sysctls: Mapping[str, int] | None = None) -> WorldPlan:
+    """The world for one run; sysctls are already in wall seconds (see
+    :func:`keepalive_sysctls`). With ``backends`` > 1 the name ``server`` resolves to
+    ``vip``, behind which the middlebox spreads the flows."""
+    server_name = vip if backends > 1 and vip else SERVER_IP
+    hosts = ((server_name, "server"), (CLIENT_IP, "client"),
+             *((backend_address(i)[0], f"backend{i}") for i in range(backends)))
+    client = HostPlan(
+        role="client",
+        addresses=tuple(client_address(i) for i in range(client_addresses)),
+        gateway=CLIENT_GW, routes=(SERVER_SIDE_NET,),
+        sysctls={**QUIET, **{f"net.ipv4.{k}": v for k, v in client_sysctls.items()},
+                 # room for many connections: every source port
+                 "net.ipv4.ip_local_port_range": "1024 65535"},
+        hosts=hosts)
+    servers = tuple(HostPlan(
+        role="server" if i == 0 else f"server{i}",
+        addresses=(backend_address(i)[0],), gateway=backend_address(i)[1],
+        # transparent appliances keep the client's own address: route back to it too
+        routes=(PUBLIC_NET, CLIENT_SIDE_NET),
+        sysctls={**QUIET, **{f"net.ipv4.{k}": v for k, v in (server_sysctls or {}).items()},
+                 "net.core.somaxconn": 65535, "net.ipv4.tcp_max_syn_backlog": 65535},
+        hosts=hosts) for i in range(backends))
+    return WorldPlan(run_id, client, servers, vip=vip)
+
+
+# -- the programs a scenario runs -----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Programs:
+    """``python -m`` arguments of the server (each backend runs the same) and the client."""
+
+    server: list[str]
+    client: list[str]
+    wall_limit: float
+    """Wall seconds after which client and server must both have finished."""
+
+
+def _args(module: str, role: str | None, cfg: Mapping[str, Any]) -> list[str]:
+    return [module, *([role] if role else []), "--config", json.dumps(dict(cfg))]
+
+
+def programs(s: Any, p: Any) -> Programs:
+    """The workloads of scenario ``s`` at plan ``p`` (a :class:`simulator.scenario.Plan`):
+    their configurations in wall seconds."""
+    if s.load is not None:
+        load = s.load
+        wall = load.connections / load.rate + (load.connect_timeout + load.hold) / p.speed
+        return Programs(
+            _args("simulator.workloads.load", "server",
+                  {"port": s.server_port, "expected": load.connections,
+                   "duration": wall + 3.0}),
+            _args("simulator.workloads.load", "client",
+                  {"host": "server", "port": s.server_port, "connections": load.connections,
+                   "rate": load.rate, "hold": load.hold / p.speed,
+                   "connect_timeout": load.connect_timeout / p.speed,
+                   "addresses": [client_address(i) for i in range(load.addresses)]}),
+            wall + 15.0)
+    answer_after = p.server_delay.wall
+    if s.protocol == "udp":
+        return Programs(
+            _args("simulator.workloads.udp", "server",
+                  {"port": s.server_port, "delay": answer_after,
+                   "delay_label": f"{s.server_delay:g} s",
+                   "wait_limit": p.client_timeout.wall + 1.0}),
+            _args("simulator.workloads.udp", "client",
+                  {"host": "server", "port": s.server_port, "timeout": p.client_timeout.wall,
+                   "heartbeat": p.heartbeat.wall if p.heartbeat is not None else None}),
+            p.client_timeout.wall + 15.0)
+    client: dict[str, Any] = {"host": "server", "port": s.server_port, "request": s.request,
+                              "timeout": p.client_timeout.wall, "keepalive": s.keepalive.mode}
+    if p.keepalive_idle is not None and p.keepalive_interval is not None:
+        client.update(idle=int(p.keepalive_idle.wall), interval=int(p.keepalive_interval.wall),
+                      count=p.keepalive_count)
+    return Programs(
+        _args("simulator.workloads.server", None,
+              {"port": s.server_port, "delay": answer_after,
+               "delay_label": f"{s.server_delay:g} s",
+               "answer": "HTTP/1.1 200 OK (the slow answer)",
+               "wait_limit": max(1.0, p.client_timeout.wall - answer_after + 1.0)}),
+        _args("simulator.workloads.client", None, client),
+        p.client_timeout.wall + 15.0)
