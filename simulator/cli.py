@@ -261,6 +261,7 @@ def _cmd_down(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    # long: a declarative list of every command and option, in the order `--help` shows
     parser = argparse.ArgumentParser(
         prog="natsim",
         description="Reproduce what cloud middleboxes (NAT Gateway, ...) do to idle "

@@ -108,7 +108,9 @@ def _print_rows(cols: Columns, due: list[tuple[float, str, dict[str, Any]]]) -> 
         cols.row(f"{round(t) + 0:d}", texts[LEFT], texts[RIGHT])
 
 
-def run_demo(speed: float = 35.0, width: int | None = None, out: TextIO | None = None) -> int:
+def run_demo(speed: float = 35.0, width: int | None = None,  # noqa: C901
+             out: TextIO | None = None) -> int:
+    # long: a narrated script, read top to bottom like the story it tells in a room
     out = out or sys.stdout
     width = width or shutil.get_terminal_size((120, 24)).columns
     cols = Columns(out, width)

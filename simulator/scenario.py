@@ -17,6 +17,7 @@ from simulator.core.appliances import (
     ApplianceError,
     get_appliance,
 )
+from simulator.core.messages import ClientOutcome, LoadCounts, ServerOutcome
 from simulator.core.profiles import get_profile
 from simulator.fields import (
     ScenarioError,
@@ -30,10 +31,12 @@ from simulator.fields import (
 
 SCENARIO_DIR = Path(__file__).resolve().parent.parent / "scenarios"
 
-CLIENT_OUTCOMES = ("answer", "timeout", "reset", "keepalive_failed")
-SERVER_OUTCOMES = ("delivered", "reset", "unacknowledged")
-UDP_CLIENT_OUTCOMES = ("answer", "timeout")
-UDP_SERVER_OUTCOMES = ("answered",)
+CLIENT_OUTCOMES = tuple(map(str, (ClientOutcome.ANSWER, ClientOutcome.TIMEOUT,
+                                   ClientOutcome.RESET, ClientOutcome.KEEPALIVE_FAILED)))
+SERVER_OUTCOMES = tuple(map(str, (ServerOutcome.DELIVERED, ServerOutcome.RESET,
+                                   ServerOutcome.UNACKNOWLEDGED)))
+UDP_CLIENT_OUTCOMES = tuple(map(str, (ClientOutcome.ANSWER, ClientOutcome.TIMEOUT)))
+UDP_SERVER_OUTCOMES = (str(ServerOutcome.ANSWERED),)
 KEEPALIVE_MODES = ("off", "os", "socket")
 LINUX_KEEPALIVE_DEFAULTS = {"tcp_keepalive_time": 7200, "tcp_keepalive_intvl": 75,
                             "tcp_keepalive_probes": 9}
@@ -88,6 +91,8 @@ class Scenario:
     with the shortest idle timeout, which the analytic model follows)."""
     protocol: str = "tcp"
     load: LoadSpec | None = None
+    expect_load: LoadCounts | None = None
+    """A capacity scenario's expected counts (``expect_client`` is their text)."""
     heartbeat: float | None = None
     """UDP only: the client sends a heartbeat datagram this often while it waits."""
     backend: str = "namespaces"
@@ -168,45 +173,19 @@ def parse_scenario(data: Any, source: str, name: str) -> Scenario:
         if required not in top:
             raise ScenarioError(source, required, "missing")
 
-    spec = top["appliance"]
-    if isinstance(spec, list):
-        if not spec:
-            raise ScenarioError(source, "appliance", "an empty chain; name at least one")
-        chain = tuple(parse_appliance(source, f"appliance[{i}]", item)
-                      for i, item in enumerate(spec))
-    else:
-        chain = (parse_appliance(source, "appliance", spec),)
-    for i, stage in enumerate(chain[:-1]):
-        if stage.backends > 1:
-            raise ScenarioError(source, f"appliance[{i}].backends", "only the last appliance "
-                                "on the path (the one next to the servers) can have several "
-                                "backends")
+    chain = _parse_chain(source, top["appliance"])
     # The model follows the appliance with the shortest idle timeout: it forgets first.
     appliance = min(chain, key=lambda a: a.tcp_idle_timeout)
-
-    speed = number(source, "speed", top.get("speed", 35), high=MAX_SPEED)
-    if speed < MIN_SPEED:
-        raise ScenarioError(source, "speed", f"must be at least {MIN_SPEED:g}, got {speed:g}")
-
+    speed = _speed(source, top)
     client_fields = (("timeout", "keepalive", "sysctls", "request", "profile")
                      if protocol == "tcp" else ("timeout", "heartbeat"))
     client = mapping(source, "client", top["client"], client_fields)
     heartbeat = (number(source, "client.heartbeat", client["heartbeat"])
                  if "heartbeat" in client else None)
     client_timeout = number(source, "client.timeout", client.get("timeout", 900))
-    if "profile" in client:
-        if "keepalive" in client:
-            raise ScenarioError(source, "client.keepalive", "give either a profile or "
-                                "keepalive settings, not both")
-        try:
-            profile = get_profile(str(client["profile"]))
-        except KeyError as exc:
-            raise ScenarioError(source, "client.profile", str(exc.args[0])) from None
-        keepalive = Keepalive(profile.keepalive, profile.idle, profile.interval, profile.count)
-    else:
-        keepalive = _keepalive(source, client.get("keepalive", "off"))
+    keepalive = _client_keepalive(source, client)
     sysctl_spec = mapping(source, "client.sysctls", client.get("sysctls", {}),
-                           tuple(LINUX_KEEPALIVE_DEFAULTS))
+                          tuple(LINUX_KEEPALIVE_DEFAULTS))
     sysctls = dict(LINUX_KEEPALIVE_DEFAULTS)
     for key, value in sysctl_spec.items():
         high = 127 if key == "tcp_keepalive_probes" else 32767
@@ -225,26 +204,53 @@ def parse_scenario(data: Any, source: str, name: str) -> Scenario:
     client_outcomes = CLIENT_OUTCOMES if protocol == "tcp" else UDP_CLIENT_OUTCOMES
     server_outcomes = SERVER_OUTCOMES if protocol == "tcp" else UDP_SERVER_OUTCOMES
     return Scenario(
-        name=name,
-        source=source,
+        name=name, source=source, appliance=appliance, chain=chain, speed=speed,
         description=text(source, "description", top.get("description", "")),
         story=text(source, "story", top.get("story", "")),
-        appliance=appliance,
-        chain=chain,
-        speed=speed,
-        client_timeout=client_timeout,
-        keepalive=keepalive,
-        sysctls=sysctls,
-        server_delay=delay,
-        server_port=port,
+        client_timeout=client_timeout, keepalive=keepalive, sysctls=sysctls,
+        server_delay=delay, server_port=port,
         expect_client=choice(source, "expect.client", expect["client"], client_outcomes),
         expect_server=choice(source, "expect.server", expect["server"], server_outcomes),
-        protocol=protocol,
-        heartbeat=heartbeat,
-        request=text(source, "client.request", client.get("request", "GET /slow-answer")),
-        backend=backend,
-        images=images,
-    )
+        protocol=protocol, heartbeat=heartbeat, backend=backend, images=images,
+        request=text(source, "client.request", client.get("request", "GET /slow-answer")))
+
+
+def _parse_chain(source: str, spec: Any) -> tuple[Appliance, ...]:
+    """``appliance:``, one or a list from the client's side to the server's."""
+    if isinstance(spec, list):
+        if not spec:
+            raise ScenarioError(source, "appliance", "an empty chain; name at least one")
+        chain = tuple(parse_appliance(source, f"appliance[{i}]", item)
+                      for i, item in enumerate(spec))
+    else:
+        chain = (parse_appliance(source, "appliance", spec),)
+    for i, stage in enumerate(chain[:-1]):
+        if stage.backends > 1:
+            raise ScenarioError(source, f"appliance[{i}].backends", "only the last appliance "
+                                "on the path (the one next to the servers) can have several "
+                                "backends")
+    return chain
+
+
+def _speed(source: str, top: dict[str, Any], default: float = 35) -> float:
+    speed = number(source, "speed", top.get("speed", default), high=MAX_SPEED)
+    if speed < MIN_SPEED:
+        raise ScenarioError(source, "speed", f"must be at least {MIN_SPEED:g}, got {speed:g}")
+    return speed
+
+
+def _client_keepalive(source: str, client: dict[str, Any]) -> Keepalive:
+    """``client.profile`` (a named client's defaults) or ``client.keepalive``."""
+    if "profile" not in client:
+        return _keepalive(source, client.get("keepalive", "off"))
+    if "keepalive" in client:
+        raise ScenarioError(source, "client.keepalive", "give either a profile or "
+                            "keepalive settings, not both")
+    try:
+        profile = get_profile(str(client["profile"]))
+    except KeyError as exc:
+        raise ScenarioError(source, "client.profile", str(exc.args[0])) from None
+    return Keepalive(profile.keepalive, profile.idle, profile.interval, profile.count)
 
 
 def _parse_load_scenario(top: dict[str, Any], source: str, name: str) -> Scenario:
@@ -284,18 +290,19 @@ def _parse_load_scenario(top: dict[str, Any], source: str, name: str) -> Scenari
                                                     top.get("description", "")),
         story=text(source, "story", top.get("story", "")),
         appliance=min(chain, key=lambda a: a.tcp_idle_timeout), chain=chain,
-        speed=number(source, "speed", top.get("speed", 1), high=MAX_SPEED),
+        speed=_speed(source, top, default=1),
         client_timeout=spec_load.connections / spec_load.rate + spec_load.connect_timeout
         + spec_load.hold,
         keepalive=Keepalive("off"), sysctls=dict(LINUX_KEEPALIVE_DEFAULTS), server_delay=0.0,
         server_port=integer(source, "server.port", server.get("port", 8080), 1, 65535),
+        expect_load=LoadCounts(counts["established"], counts["timed_out"], counts["failed"]),
         expect_client=load_outcome(counts["established"], counts["timed_out"],
                                    counts["failed"]),
         expect_server=f"accepted={counts['established']}", load=spec_load)
 
 
 def load_outcome(established: int, timed_out: int, failed: int) -> str:
-    return f"established={established} timed_out={timed_out} failed={failed}"
+    return str(LoadCounts(established, timed_out, failed))
 
 
 def scaled(scenario: Scenario, factor: float) -> Scenario:
@@ -320,20 +327,21 @@ def scaled(scenario: Scenario, factor: float) -> Scenario:
                                 "number: choose a scale that divides it")
         return round(value)
 
-    counts = dict(item.split("=") for item in scenario.expect_client.split())
+    assert scenario.expect_load is not None
+    want = scenario.expect_load
     load = replace(scenario.load, connections=times("load.connections",
                                                     scenario.load.connections))
     chain = tuple(a.with_overrides({"capacity_scale": a.capacity_scale * factor})
                   for a in scenario.chain or (scenario.appliance,))
-    established = times("expect.established", int(counts["established"]))
+    counts = LoadCounts(times("expect.established", want.established),
+                        times("expect.timed_out", want.timed_out),
+                        times("expect.failed", want.failed))
     return replace(
         scenario, load=load, chain=chain,
         appliance=min(chain, key=lambda a: a.tcp_idle_timeout),
         client_timeout=load.connections / load.rate + load.connect_timeout + load.hold,
-        expect_client=load_outcome(established, times("expect.timed_out",
-                                                      int(counts["timed_out"])),
-                                   times("expect.failed", int(counts["failed"]))),
-        expect_server=f"accepted={established}")
+        expect_load=counts, expect_client=str(counts),
+        expect_server=f"accepted={counts.established}")
 
 
 def load_scenario(name_or_path: str) -> Scenario:

@@ -55,9 +55,11 @@ def _flows(events: Sequence[TimelineEvent]) -> dict[str, list[TimelineEvent]]:
     return flows
 
 
-def draw(events: Sequence[TimelineEvent], timeout: float, speed: float, title: str,
+def draw(events: Sequence[TimelineEvent], timeout: float, speed: float, title: str,  # noqa: C901
          out_base: Path) -> list[Path]:
     """Write ``out_base``.svg and .png; return their paths."""
+    # long: one matplotlib figure drawn top to bottom (lanes, flows, arrows, labels); split
+    # into helpers it would pass the same axes and scales around for no clarity
     # every backend (server, server1, ...) shares the server lane
     events = [TimelineEvent(e.t, e.wall, "server", e.kind, e.text, e.raw)
               if e.source.startswith("server") else e for e in events]

@@ -330,41 +330,50 @@ def check_field(key: str, value: Any) -> None:
         allowed = [str(v) for v in (LateAction if key != "on_expiry" else ExpiryAction)]
         if not isinstance(value, str) or value not in allowed:
             raise ApplianceError(f"{key}: must be one of {', '.join(allowed)}; got {value!r}")
-        return
-    if key in ("nat", "send_tcp_reset_on_idle_timeout"):
+    elif key in ("nat", "send_tcp_reset_on_idle_timeout"):
         if not isinstance(value, bool):
             raise ApplianceError(f"{key}: must be true or false, got {value!r}")
-        return
-    rule = _FIELD_RULES.get(key)
-    if rule is None:
-        return
-    kind, low, high = rule
-    if kind in ("seconds", "number"):
-        if isinstance(value, bool) or not isinstance(value, int | float) \
-                or not low <= value <= high:  # NaN fails both comparisons
-            unit = " model seconds" if kind == "seconds" else ""
-            raise ApplianceError(f"{key}: must be a number from {low:g} to {high:g}{unit}, "
-                                 f"got {value!r}")
-    elif kind == "integer":
-        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-            raise ApplianceError(f"{key}: must be a whole number from {low:g} to {high:g}, "
-                                 f"got {value!r}")
-        if key == "stickiness" and value not in (2, 3, 5):
-            raise ApplianceError(f"stickiness: must be 5, 3 or 2 (tuple), got {value!r}")
-    elif kind == "address":
-        if not _ipv4(value) or not str(value).startswith("198.19."):
-            raise ApplianceError(f"{key}: must be an IPv4 address in 198.19.0.0/16 (the "
-                                 f"server side), got {value!r}")
-    elif kind == "addresses":
-        if not isinstance(value, list | tuple) or not low <= len(value) <= high \
-                or not all(_ipv4(v) for v in value):
-            raise ApplianceError(f"{key}: must be a list of {low:g} to {high:g} IPv4 "
-                                 f"addresses, got {value!r}")
-        if key == "public_ips" and not all(str(v).startswith(_PUBLIC_NETS) for v in value):
-            raise ApplianceError("public_ips: use addresses from the documentation ranges "
-                                 f"203.0.113.0/24 and 198.51.100.0/24, got {value!r}")
-        if key == "public_ips" and len(set(value)) != len(value):
-            raise ApplianceError(f"public_ips: listed twice: {value!r}")
+    elif key in _FIELD_RULES:
+        kind, low, high = _FIELD_RULES[key]
+        _CHECKS[kind](key, value, low, high)
+
+
+def _check_number(key: str, value: Any, low: float, high: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) \
+            or not low <= value <= high:  # NaN fails both comparisons
+        unit = " model seconds" if _FIELD_RULES[key][0] == "seconds" else ""
+        raise ApplianceError(f"{key}: must be a number from {low:g} to {high:g}{unit}, "
+                             f"got {value!r}")
+
+
+def _check_integer(key: str, value: Any, low: float, high: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ApplianceError(f"{key}: must be a whole number from {low:g} to {high:g}, "
+                             f"got {value!r}")
+    if key == "stickiness" and value not in (2, 3, 5):
+        raise ApplianceError(f"stickiness: must be 5, 3 or 2 (tuple), got {value!r}")
+
+
+def _check_address(key: str, value: Any, low: float, high: float) -> None:
+    if not _ipv4(value) or not str(value).startswith("198.19."):
+        raise ApplianceError(f"{key}: must be an IPv4 address in 198.19.0.0/16 (the "
+                             f"server side), got {value!r}")
+
+
+def _check_addresses(key: str, value: Any, low: float, high: float) -> None:
+    if not isinstance(value, list | tuple) or not low <= len(value) <= high \
+            or not all(_ipv4(v) for v in value):
+        raise ApplianceError(f"{key}: must be a list of {low:g} to {high:g} IPv4 "
+                             f"addresses, got {value!r}")
+    if key == "public_ips" and not all(str(v).startswith(_PUBLIC_NETS) for v in value):
+        raise ApplianceError("public_ips: use addresses from the documentation ranges "
+                             f"203.0.113.0/24 and 198.51.100.0/24, got {value!r}")
+    if key == "public_ips" and len(set(value)) != len(value):
+        raise ApplianceError(f"public_ips: listed twice: {value!r}")
+
+
+_CHECKS = {"seconds": _check_number, "number": _check_number, "integer": _check_integer,
+           "address": _check_address, "addresses": _check_addresses}
 
 
 _AWS_BLOG = ("https://aws.amazon.com/blogs/networking-and-content-delivery/"

@@ -297,61 +297,21 @@ class Middlebox:
         return [Transmit(Side.INSIDE, packet)]
 
     def _create(self, key: Key, pkt: Packet, now: float, why: str = "new") -> Flow | None:
-        """A new flow for inside key ``key`` (client address and port first)."""
+        """A new flow for inside key ``key`` (client address and port first), or None when
+        the appliance has no room for it (the packet is then dropped and counted)."""
         self.counters["ConnectionAttemptCount"] += 1
-        proto, client_ip, client_port, server_ip, server_port = key
-        if self._connection_limit is not None and len(self.flows) >= self._connection_limit:
-            self._refuse("RejectedConnectionCount", now,
-                         f"connection limit ({self._connection_limit}) reached: new "
-                         f"connection from {_endpoint(client_ip, client_port)} dropped")
+        route = self._admit(key, now)
+        if route is None:
             return None
-        if len(self.flows) >= self.appliance.max_flows:
-            self._refuse("RejectedFlowCount", now,
-                         f"flow table full ({self.appliance.max_flows} flows): new "
-                         f"connection from {_endpoint(client_ip, client_port)} dropped")
-            return None
-        backend: int | None = None
-        real_server = server_ip
-        if self._backends and server_ip == self._vip:
-            backend = self.balancer.pick_backend(key)
-            real_server = self._backends[backend]
-        # ports are counted per destination as the server sees it (a backend's own address,
-        # whether the client named it or the virtual address)
-        public = (self.ports.allocate(proto, real_server, server_port) if self.appliance.nat
-                  else (client_ip, client_port))
-        if public is None:
-            self._refuse("ErrorPortAllocation", now,
-                         f"no free port towards {_endpoint(server_ip, server_port)}: "
-                         f"packet from {_endpoint(client_ip, client_port)} dropped")
-            return None
-        public_ip, public_port = public
-        outside: Key = (proto, real_server, server_port, public_ip, public_port)
-        if outside in self.flows.by_outside:
-            # Without address translation, the same client socket through the virtual
-            # address and straight to a backend looks like one socket to that backend: the
-            # documented "observed socket reuse" limit of NLB client IP preservation.
-            self._refuse("SocketReuseDrops", now,
-                         f"{_endpoint(client_ip, client_port)} -> "
-                         f"{_endpoint(server_ip, server_port)} would reach "
-                         f"{ip_to_str(real_server)} as the same socket as a live flow: dropped")
-            return None
+        outside, backend = route
+        proto = key[0]
         tcp = proto == IPPROTO_TCP
         syn = tcp and pkt.flags & (SYN | ACK) == SYN
         state = (TcpState.SYN_SENT if syn else TcpState.ESTABLISHED) if tcp else TcpState.NONE
-        flow = Flow(
-            id=self._next_id,
-            proto=proto,
-            inside=key,
-            outside=outside,
-            public_ip=public_ip,
-            public_port=public_port,
-            timeout=self._timeout_for(proto, state),
-            created=now,
-            last_seen=now,
-            state=state,
-            backend=backend,
-            port=self._backend_index.get(real_server, 0),
-        )
+        flow = Flow(id=self._next_id, proto=proto, inside=key, outside=outside,
+                    public_ip=outside[3], public_port=outside[4],
+                    timeout=self._timeout_for(proto, state), created=now, last_seen=now,
+                    state=state, backend=backend, port=self._backend_index.get(outside[1], 0))
         if self.appliance.targets:
             flow.target = self.balancer.pick_target(key)
             if syn:  # a stateful inspection host learns a connection from its SYN
@@ -361,24 +321,68 @@ class Middlebox:
         self._tombstones.pop((Side.INSIDE, flow.inside), None)
         self._tombstones.pop((Side.OUTSIDE, flow.outside), None)
         self.counters["ActiveConnectionCount"] = len(self.flows)
-        name = "TCP" if tcp else "UDP"
-        if not self._worth_logging("ConnectionAttemptCount"):
-            return flow
-        text = (f"{why} {name} flow #{flow.id} {_endpoint(client_ip, client_port)} -> "
-                f"{_endpoint(server_ip, server_port)}")
+        if self._worth_logging("ConnectionAttemptCount"):
+            self._log_created(flow, why, now)
+        return flow
+
+    def _admit(self, key: Key, now: float) -> tuple[Key, int | None] | None:
+        """Room for a new flow: its outside key and backend, or None (refused, counted).
+
+        Limits in the order the cloud applies them: the connection limit (Lambda's ENI),
+        the flow table, a NAT port towards the destination as the server sees it (a
+        backend's own address, whether the client named it or the virtual address), and
+        the outside key itself (without address translation, the same client socket through
+        the virtual address and straight to a backend is one socket to that backend: the
+        documented "observed socket reuse" limit of NLB client IP preservation).
+        """
+        proto, client_ip, client_port, server_ip, server_port = key
+        client = _endpoint(client_ip, client_port)
+        if self._connection_limit is not None and len(self.flows) >= self._connection_limit:
+            self._refuse("RejectedConnectionCount", now,
+                         f"connection limit ({self._connection_limit}) reached: new "
+                         f"connection from {client} dropped")
+            return None
+        if len(self.flows) >= self.appliance.max_flows:
+            self._refuse("RejectedFlowCount", now,
+                         f"flow table full ({self.appliance.max_flows} flows): new "
+                         f"connection from {client} dropped")
+            return None
+        backend: int | None = None
+        real_server = server_ip
+        if self._backends and server_ip == self._vip:
+            backend = self.balancer.pick_backend(key)
+            real_server = self._backends[backend]
+        public = (self.ports.allocate(proto, real_server, server_port) if self.appliance.nat
+                  else (client_ip, client_port))
+        if public is None:
+            self._refuse("ErrorPortAllocation", now,
+                         f"no free port towards {_endpoint(server_ip, server_port)}: "
+                         f"packet from {client} dropped")
+            return None
+        outside: Key = (proto, real_server, server_port, *public)
+        if outside in self.flows.by_outside:
+            self._refuse("SocketReuseDrops", now,
+                         f"{client} -> {_endpoint(server_ip, server_port)} would reach "
+                         f"{ip_to_str(real_server)} as the same socket as a live "
+                         "flow: dropped")
+            return None
+        return outside, backend
+
+    def _log_created(self, flow: Flow, why: str, now: float) -> None:
+        _, client_ip, client_port, server_ip, server_port = flow.inside
+        client, server = _endpoint(client_ip, client_port), _endpoint(server_ip, server_port)
+        public = _endpoint(flow.public_ip, flow.public_port)
+        name = "TCP" if flow.proto == IPPROTO_TCP else "UDP"
+        text = f"{why} {name} flow #{flow.id} {client} -> {server}"
         if self.appliance.nat:
-            text += f" as {_endpoint(public_ip, public_port)}"
+            text += f" as {public}"
         if flow.target is not None:
             text += f" via inspection target {flow.target}"
-        if backend is not None:
-            text += f" to backend {backend} ({ip_to_str(real_server)})"
+        if flow.backend is not None:
+            text += f" to backend {flow.backend} ({ip_to_str(flow.outside[1])})"
         self._emit(now, EventKind.FLOW_CREATED, flow.id, Side.INSIDE, text, proto=name,
-                   client=_endpoint(client_ip, client_port),
-                   server=_endpoint(server_ip, server_port),
-                   public=_endpoint(public_ip, public_port), target=flow.target,
-                   backend=backend,
-                   timeout=flow.timeout)
-        return flow
+                   client=client, server=server, public=public, target=flow.target,
+                   backend=flow.backend, timeout=flow.timeout)
 
     def _refuse(self, counter: str, now: float, text: str) -> None:
         """A new connection the appliance has no room for: its SYN is dropped and counted
@@ -409,32 +413,44 @@ class Middlebox:
         flow.last_seen = now
         flow.packets[direction] += 1
         flow.octets[direction] += pkt.total_len
-        side = Side.INSIDE if direction == 0 else Side.OUTSIDE
-        who = side.peer_role
+        who = (Side.INSIDE if direction == 0 else Side.OUTSIDE).peer_role
         if pkt.proto != IPPROTO_TCP:
             self._maybe_data_event(flow, pkt, direction, now, who)
             return
-
         expected = flow.next_seq[direction]
-        flags = pkt.flags
-        if (expected is not None and pkt.payload_len <= 1 and not flags & (SYN | FIN | RST)
+        if (expected is not None and pkt.payload_len <= 1
+                and not pkt.flags & (SYN | FIN | RST)
                 and pkt.seq == (expected - 1) & 0xFFFFFFFF):
-            self.counters["KeepaliveProbes"] += 1
-            if self.appliance.keepalive_echo is not None and not flow.echoing:
-                flow.echoing = True
-                self.flows.schedule(now + self.appliance.keepalive_echo, Timer.ECHO, flow)
-                self._emit(now, EventKind.KEEPALIVE, flow.id, None,
-                           f"{self.appliance.title} saw a keepalive: from now on it sends its "
-                           f"own to both ends every {self.appliance.keepalive_echo:g} s")
-            self._emit(now, EventKind.KEEPALIVE, flow.id, side,
-                       f"keepalive probe from {who} after {idle:.1f} s idle: flow #{flow.id} "
-                       f"refreshed", idle=round(idle, 6), seq=pkt.seq)
+            self._keepalive_seen(flow, pkt, direction, idle, now)
         else:
             self._maybe_data_event(flow, pkt, direction, now, who)
         end = (pkt.seq + pkt.seg_len) & 0xFFFFFFFF
         if expected is None or (end - expected) & 0xFFFFFFFF < 0x80000000:
             flow.next_seq[direction] = end
+        self._tcp_state(flow, pkt.flags, direction, now)
 
+    def _keepalive_seen(self, flow: Flow, pkt: Packet, direction: int, idle: float,
+                        now: float) -> None:
+        """A keepalive probe (one below the next expected sequence number, at most one
+        byte): it refreshed the flow like any packet; reported, and echoed by an appliance
+        that sends its own (NLB TLS)."""
+        side = Side.INSIDE if direction == 0 else Side.OUTSIDE
+        self.counters["KeepaliveProbes"] += 1
+        echo = self.appliance.keepalive_echo
+        if echo is not None and not flow.echoing:
+            flow.echoing = True
+            self.flows.schedule(now + echo, Timer.ECHO, flow)
+            self._emit(now, EventKind.KEEPALIVE, flow.id, None,
+                       f"{self.appliance.title} saw a keepalive: from now on it sends its "
+                       f"own to both ends every {echo:g} s")
+        self._emit(now, EventKind.KEEPALIVE, flow.id, side,
+                   f"keepalive probe from {side.peer_role} after {idle:.1f} s idle: flow "
+                   f"#{flow.id} refreshed", idle=round(idle, 6), seq=pkt.seq)
+
+    def _tcp_state(self, flow: Flow, flags: int, direction: int, now: float) -> None:
+        """An RST ends the flow; FIN, SYN-ACK and ACK move it along ``TCP_TRANSITIONS``."""
+        side = Side.INSIDE if direction == 0 else Side.OUTSIDE
+        who = side.peer_role
         if flags & RST:
             counter = "RstFromClient" if direction == 0 else "RstFromServer"
             self.counters[counter] += 1
@@ -452,21 +468,21 @@ class Middlebox:
             signal = TcpSignal.SYNACK_FROM_OUTSIDE
         elif flags & ACK and direction == 0:
             signal = TcpSignal.ACK_FROM_INSIDE
-        if signal is not None:
-            new_state = TCP_TRANSITIONS.get((flow.state, signal))
-            if new_state is not None:
-                flow.state = new_state
-                flow.timeout = self._timeout_for(flow.proto, new_state)
-                if new_state is TcpState.ESTABLISHED:
-                    self.counters["ConnectionEstablishedCount"] += 1
-                    if self._worth_logging("ConnectionEstablishedCount"):
-                        self._emit(now, EventKind.FLOW_ESTABLISHED, flow.id, side,
-                                   f"flow #{flow.id} established")
-                elif signal is TcpSignal.FIN:
-                    self.counters["FinSeen"] += 1
-                    if self._worth_logging("FinSeen"):
-                        self._emit(now, EventKind.FLOW_CLOSED, flow.id, side,
-                                   f"FIN from {who} on flow #{flow.id} ({new_state})")
+        new_state = TCP_TRANSITIONS.get((flow.state, signal)) if signal is not None else None
+        if new_state is None:
+            return
+        flow.state = new_state
+        flow.timeout = self._timeout_for(flow.proto, new_state)
+        if new_state is TcpState.ESTABLISHED:
+            self.counters["ConnectionEstablishedCount"] += 1
+            if self._worth_logging("ConnectionEstablishedCount"):
+                self._emit(now, EventKind.FLOW_ESTABLISHED, flow.id, side,
+                           f"flow #{flow.id} established")
+        elif signal is TcpSignal.FIN:
+            self.counters["FinSeen"] += 1
+            if self._worth_logging("FinSeen"):
+                self._emit(now, EventKind.FLOW_CLOSED, flow.id, side,
+                           f"FIN from {who} on flow #{flow.id} ({new_state})")
 
     def _maybe_data_event(self, flow: Flow, pkt: Packet, direction: int, now: float,
                           who: str) -> None:

@@ -84,8 +84,10 @@ def _server_after_client_left(rule: LateAction) -> str:
     return "unacknowledged" if rule is LateAction.DROP else "reset"
 
 
-def predict(ex: Exchange) -> Prediction:
+def predict(ex: Exchange) -> Prediction:  # noqa: C901
     """Walk the exchange's few possible instants in order; see the module docstring."""
+    # long: the model is one walk through time, instant by instant; its branches are the
+    # story's branches, and reading them in one place is the point
     t_out, delay, limit = ex.idle_timeout, ex.answer_delay, ex.client_timeout
     ka = ex.keepalive_idle if ex.keepalive_idle is not None else math.inf
     inside, outside = ex.late_from_inside, ex.late_from_outside

@@ -181,12 +181,13 @@ def rewrite_destination(packet: bytearray, pkt: Packet, new_ip: bytes, new_port:
 
 
 def build_tcp(src: bytes, sport: int, dst: bytes, dport: int, seq: int, ack: int,
-              flags: int, window: int = 0, ttl: int = 64) -> bytearray:
-    """A 40-byte IPv4+TCP segment with no options and no payload, checksums filled in."""
-    ip = bytearray(_IPV4_HDR.pack(0x45, 0, 40, 0, 0x4000, ttl, IPPROTO_TCP, 0, src, dst))
+              flags: int, window: int = 0, ttl: int = 64, payload: bytes = b"") -> bytearray:
+    """An IPv4+TCP segment with no options (40 bytes plus ``payload``), checksums filled in."""
+    ip = bytearray(_IPV4_HDR.pack(0x45, 0, 40 + len(payload), 0, 0x4000, ttl, IPPROTO_TCP, 0,
+                                  src, dst))
     _U16.pack_into(ip, 10, internet_checksum(ip))
     tcp = bytearray(struct.pack("!HHIIBBHHH", sport, dport, seq & 0xFFFFFFFF, ack & 0xFFFFFFFF,
-                                5 << 4, flags, window, 0, 0))
+                                5 << 4, flags, window, 0, 0)) + payload
     pseudo = src + dst + struct.pack("!BBH", 0, IPPROTO_TCP, len(tcp))
     _U16.pack_into(tcp, _TCP_CSUM_OFFSET, internet_checksum(pseudo + tcp))
     return ip + tcp
