@@ -17,7 +17,7 @@ from pathlib import Path
 from simulator import dataplane, docker_host, interrupts, rootless, topology
 from simulator.backends import BackendError, docker_leftovers
 from simulator.compression import SpeedError, max_safe_speed, nominal_prediction
-from simulator.core.advice import check
+from simulator.core.advice import LINUX_DEFAULT_TIME, check
 from simulator.core.appliances import CATALOGUE, Appliance, ApplianceError, get_appliance
 from simulator.core.metrics import cloud_metrics, namespace_of, prometheus_text
 from simulator.core.profiles import PROFILES, get_profile
@@ -70,7 +70,9 @@ def _cmd_list(args: argparse.Namespace) -> int:
         timing = ("no keepalive" if profile.keepalive == "off" else
                   "SO_KEEPALIVE, OS timing" if profile.keepalive == "os" else
                   f"keepalive {profile.idle}/{profile.interval}/{profile.count}")
-        out.write(f"  {profile.name:<30} {profile.title}: {timing}\n")
+        real = (f"; run for real in the suite: {profile.real_client}" if profile.real_client
+                else "; not run for real here (model only)")
+        out.write(f"  {profile.name:<30} {profile.title}: {timing}{real}\n")
     out.write("\nAppliances (scenario field appliance.name):\n")
     for appliance in CATALOGUE.values():
         out.write(f"  {appliance.name:<22} {appliance.title}: TCP idle timeout "
@@ -109,8 +111,12 @@ def _cmd_check(args: argparse.Namespace) -> int:
         out.write(f"  predicted: client {pred.client} at {pred.client_at:g} s, server "
                   f"{pred.server}\n")
         out.write("  why: " + "; ".join(pred.story) + "\n")
-        out.write(f"  keepalive idle times below {pred.latest_keepalive_idle:g} s keep the "
-                  "flow alive\n")
+        if s.appliance.keepalive_refreshes:
+            out.write(f"  keepalive idle times below {pred.latest_keepalive_idle:g} s keep "
+                      "the flow alive\n")
+        else:
+            out.write(f"  no keepalive setting keeps the flow alive: {s.appliance.title} "
+                      "counts only data (an application heartbeat)\n")
         agrees = pred.outcome() == (s.expect_client, s.expect_server)
         out.write(f"  the scenario expects client {s.expect_client}, server {s.expect_server}: "
                   f"{'the model agrees' if agrees else 'THE MODEL DISAGREES'}\n")
@@ -133,7 +139,12 @@ def _cmd_check(args: argparse.Namespace) -> int:
               f"for an answer:\n")
     ka = ("no TCP keepalive" if advice.keepalive_idle is None
           else f"first keepalive probe after {advice.keepalive_idle:g} s idle")
-    out.write(f"  client keepalive: {ka} ({profile.source})\n")
+    source = profile.source
+    if profile.keepalive == "os" and args.keepalive_time != LINUX_DEFAULT_TIME:
+        # one statement: the host's sysctl as given, not the profile's default text
+        source = (f"SO_KEEPALIVE with the host's net.ipv4.tcp_keepalive_time = "
+                  f"{args.keepalive_time:g} s (--keepalive-time)")
+    out.write(f"  client keepalive: {ka} ({source})\n")
     verdict = "SURVIVES" if advice.survives else "FAILS"
     out.write(f"  {verdict}: client {pred.client} at {pred.client_at:g} s, server "
               f"{pred.server}\n")

@@ -69,7 +69,8 @@ def _exchange(s: Scenario, timeout: float, delay: float, limit: float,
                     answer_delay=delay, client_timeout=limit, keepalive_idle=ka_idle,
                     keepalive_interval=ka_intvl if ka_intvl is not None else 75.0,
                     keepalive_count=ka_count if ka_count is not None else 9,
-                    reset_at_expiry=app.on_expiry is ExpiryAction.RST_BOTH)
+                    reset_at_expiry=app.on_expiry is ExpiryAction.RST_BOTH,
+                    probes_refresh=app.keepalive_refreshes)
 
 
 def _keepalive_model(s: Scenario) -> tuple[float | None, float | None, int | None]:
@@ -133,7 +134,7 @@ def _problem(s: Scenario, k: float) -> str | None:
     if decisive_gap(exchange) / k < MIN_WALL_MARGIN:
         return "margin"
     ka = exchange.keepalive_idle
-    if ka is not None and ka < exchange.idle_timeout:
+    if ka is not None and ka < exchange.idle_timeout and exchange.probes_refresh:
         # The probe must beat the expiry even if the kernel's timer fires late.
         slack = MIN_WALL_MARGIN + kernel_timer_lateness(ka / k)
         if (exchange.idle_timeout - ka) / k < slack:

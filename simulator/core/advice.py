@@ -62,7 +62,8 @@ def check(appliance: Appliance, profile: ClientProfile, idle: float,
                                       ka if ka is not None else limit),
         late_from_outside=resolve_late(appliance, appliance.late_from_outside, idle),
         answer_delay=idle, client_timeout=limit, keepalive_idle=ka, keepalive_interval=intvl,
-        keepalive_count=count, reset_at_expiry=appliance.on_expiry is ExpiryAction.RST_BOTH)
+        keepalive_count=count, reset_at_expiry=appliance.on_expiry is ExpiryAction.RST_BOTH,
+        probes_refresh=appliance.keepalive_refreshes)
     prediction = predict(exchange)
     survives = prediction.outcome() == ("answer", "delivered")
     suggest = suggested_keepalive(timeout)
@@ -70,6 +71,11 @@ def check(appliance: Appliance, profile: ClientProfile, idle: float,
     if not survives and idle >= limit:
         fixes.append(f"the client's own timeout ({limit:g} s) ends the wait before the "
                      f"answer: raise it above {idle:g} s")
+    elif not survives and not appliance.keepalive_refreshes:
+        fixes.append(f"{appliance.title} needs data: TCP keepalive probes carry none and do "
+                     f"not count. Send an application heartbeat (at least one byte, e.g. a "
+                     f"protocol ping) more often than every {timeout:g} s, in either "
+                     "direction")
     elif not survives:
         if profile.keepalive == "off":
             fixes.append(f"enable TCP keepalive on the socket: SO_KEEPALIVE=1 and "

@@ -8,6 +8,8 @@ overrides outside a documented range are refused, as the provider's API would.
 Sources (quotes and more links in ``shared/research-aws.md``). A figure marked
 *assumed* is not documented by the provider; the docstring of the entry says what was used.
 
+Every entry records its sources and the date they were last checked (``checked``).
+
 AWS NAT Gateway (``nat-gw``)
     * "If a connection that's using a NAT gateway is idle for 350 seconds or more, the
       connection times out." -- AWS VPC User Guide, *Troubleshoot NAT gateways*
@@ -22,7 +24,9 @@ AWS NAT Gateway (``nat-gw``)
       ``late_from_outside: drop`` models the reading "packets aren't delivered".
     * UDP: no separate figure is documented; 350 s is *assumed*.
     * 55,000 concurrent connections to one destination (IP, port, protocol) per public IP,
-      source ports 1024-65535 (*NAT gateway basics*).
+      source ports 1024-65535; at most 8 public IPv4 addresses (1 primary, 7 secondary), 2 by
+      default ("You can increase this limit by requesting a quota adjustment") (*NAT gateway
+      basics*).
 
 AWS Network Load Balancer, TCP listener (``nlb``)
     * Idle timeout 350 s by default, configurable 60-6000 s ("Enter a value for TCP idle
@@ -30,32 +34,53 @@ AWS Network Load Balancer, TCP listener (``nlb``)
       or target sends data after the idle timeout period elapses, the client receives a TCP
       RST packet" (ELB User Guide, *Network Load Balancers*, connection idle timeout).
       Modelled as an RST to whichever side sends (the older wording "it receives").
-    * UDP flows: 120 s, fixed. Client IP preservation: no address translation here.
+    * UDP flows: 120 s, fixed. Modelled with client IP preservation (``nat: false``), as for
+      instance targets and UDP/QUIC IP targets. For IP-type TCP/TLS target groups client IP
+      preservation is *disabled by default* and the NLB source-NATs to its own address: set
+      ``nat: true`` for that (target group attribute ``preserve_client_ip.enabled``).
 
 AWS Network Load Balancer, TLS listener (``nlb-tls``)
     * 350 s, fixed: "The connection idle timeout for TLS listeners is 350 seconds and can't
       be modified" (ELB User Guide, *Update the TCP idle timeout*, checked). The keepalives
-      every 20 s on both legs once one is seen come from DESIGN.md section 4; the current
-      guide's pages that natsim's search could reach do not state it (*unconfirmed*). A TLS
+      every 20 s on both legs once one is seen are confirmed in the ELB guide's source: "When
+      a TLS listener receives a TCP keepalive packet from either a client or a target, the
+      load balancer generates TCP keepalive packets and sends them to both the front-end and
+      back-end connections every 20 seconds. You can't modify this behavior." A TLS
       listener terminates TCP, so in reality the two legs are separate connections; here
       they are one flow, and the appliance's own probes (sequence number one below what each
       end expects) go to both ends.
 
-AWS interface VPC endpoint (``vpc-endpoint``)
+AWS interface VPC endpoint (``vpc-endpoint``, variant ``vpc-endpoint-silent``)
     * 350 s: only in the AWS networking blog (seed 003), not in the PrivateLink guide; RST to
-      the sender per the same blog (*unconfirmed* elsewhere).
+      the sender per the same blog (*unconfirmed* elsewhere). A 2026 field report
+      (boto/botocore#2916) describes a silent hang (no RST) of the full ``read_timeout``
+      behind an NLB/endpoint path: ``vpc-endpoint-silent`` drops late packets instead.
 
-AWS Gateway Load Balancer (``gwlb``)
+AWS Gateway Load Balancer (``gwlb``, variant ``gwlb-2023-blog``)
     * 350 s default, 60-6000 s, configurable only with 5-tuple stickiness (ELB User Guide,
-      *Gateway Load Balancers*, flow stickiness and idle timeout). After expiry the flow is
-      forgotten without an RST and "subsequent packets for that flow are treated as a new
-      flow and can be sent to a different healthy firewall instance" (seed 003). Modelled with
-      ``targets`` inspection hosts inside the engine, each holding its own flow state for
-      ``target_idle_timeout``: a re-hashed late packet is delivered only if its target still
-      knows the flow. With 5-tuple stickiness a re-hash is taken to land on the next target
-      (the worst case, and reproducible); with 3- or 2-tuple stickiness it lands on the same
-      one. ``send_tcp_reset_on_idle_timeout: true`` makes late packets get an RST instead
-      (listener attribute ``send_tcp_reset.on_idle_timeout.enabled``).
+      *Gateway Load Balancers*, flow stickiness and idle timeout). The current guide: "After
+      the idle timeout period elapses, the load balancer considers the next TCP SYN as a new
+      flow and routes it to a new target. However, data packets sent after the idle timeout
+      period elapses are dropped." So late data is dropped by the GWLB itself, whatever the
+      stickiness, and only a new SYN is a new flow (hashed anew). The flows pass through
+      ``targets`` inspection hosts inside the engine, each holding its own state for
+      ``target_idle_timeout``. ``send_tcp_reset_on_idle_timeout: true`` makes late packets get
+      an RST instead (listener attribute ``send_tcp_reset.on_idle_timeout.enabled``, *Listeners
+      for your Gateway Load Balancers*).
+    * ``gwlb-2023-blog``: the 2023 networking blog (seed 003) described late packets as
+      "treated as a new flow" and re-hashed, delivered if the chosen firewall still holds the
+      connection (with 2-tuple stickiness, "independent of the timeout"). Kept as a named
+      variant with that source; natsim follows the current guide by default.
+
+AWS Global Accelerator (``global-accelerator``)
+    * "The timeout is 340 seconds for TCP connections. The timeout is 30 seconds for UDP
+      connections." Not customizable. "To prevent connection timeout, Global Accelerator
+      requires that you send a packet with a minimum of one byte of data ... You cannot use
+      TCP keep-alive packets to maintain an open connection." (GA guide, *Idle timeout*); "If
+      a client or endpoint sends data after the idle timeout period elapses, it receives a
+      TCP reset packet" (*Troubleshooting*). ``keepalive_refreshes: false``: segments without
+      data do not refresh the idle timer. The one documented AWS middlebox where TCP
+      keepalive does not help; an application heartbeat (data) does.
 
 AWS Network Firewall (``aws-network-firewall``)
     * ``TcpIdleTimeoutSeconds`` 60-6000, default 350: "After the idle timeout passes, data
@@ -72,33 +97,45 @@ EC2 security-group connection tracking, Nitro v6 (``ec2-sg-conntrack``)
 Azure NAT Gateway (``azure-nat-gw``)
     * "TCP idle timeout timer defaults to 4 minutes but can be increased up to 120 minutes";
       UDP 4 minutes, fixed; "sends a TCP Reset (RST) packet for any connection flow that it
-      doesn't recognize" (Microsoft Learn, *Azure NAT Gateway resource*).
+      doesn't recognize" (Microsoft Learn, *Azure NAT Gateway resource*). "TCP half open ...
+      a 30-second timer" (``transitory_timeout``); up to 16 public IPv4 addresses; "ICMP
+      isn't supported"; 50,000 concurrent connections per public IP to one destination.
 
 Azure Load Balancer (``azure-lb``)
     * Idle timeout 4-100 minutes, default 4; "Load Balancer's default behavior is to silently
       drop flows when the idle timeout of a flow is reached. Enabling TCP reset causes Load
       Balancer to send bidirectional TCP Resets ... to both client and server endpoints at the
       time of idle timeout." (Microsoft Learn, *Load Balancer TCP Reset and Idle Timeout*).
-      ``on_expiry: rst_both`` models ``EnableTcpReset``. (Both quotes checked against the
+      ``on_expiry: rst_both`` models ``EnableTcpReset``, and then late packets get an RST too:
+      "If TCP resets are enabled, and it's missed for any reason, resets for any subsequent
+      packets." UDP: "Idle timeout isn't supported for UDP load-balancing rules" (the 240 s
+      here is *assumed*). (Both quotes checked against the
       Microsoft Learn pages; the Azure NAT Gateway and Google Cloud NAT defaults come from
       ``shared/research-aws.md`` and were not re-checked here.)
 
 Google Cloud NAT (``gcp-nat``)
     * ``tcpEstablishedIdleTimeoutSec`` default 1200 s, ``tcpTransitoryIdleTimeoutSec`` 30 s,
       ``udpIdleTimeoutSec`` 30 s (Compute API, ``RouterNat``). Silent drop after expiry is
-      reported by third parties, *unconfirmed* in Google's documentation.
+      reported by third parties, *unconfirmed* in Google's documentation. Ports are
+      reserved per VM (``minPortsPerVm``, 64 by default); a port is needed for each
+      concurrent connection from a VM to one destination: ``ports_per_destination`` 64.
 
 AWS Lambda Hyperplane ENI (``hyperplane-eni``)
     * "Each Hyperplane ENI supports up to 65,000 connections/ports"; one ENI per subnet and
       security-group combination (Lambda Developer Guide, *Giving Lambda functions access to
-      resources in an Amazon VPC*). Beyond it new connections time out (seed 004, Momento):
-      modelled as a dropped SYN. Idle timeout and late rules are taken from the NAT Gateway
-      (*assumed*; Hyperplane is the same technology).
+      resources in an Amazon VPC*). The current guide adds that "Lambda scales the number of
+      ENIs automatically" past that: the hard wall is the *burst before scale-out* (seed 004,
+      Momento), which is what this entry models (a dropped SYN, the connect times out); the
+      scale-out delay itself is not modelled. Idle timeout and late rules are taken from the
+      NAT Gateway (*assumed*; Hyperplane is the same technology).
 
 Linux conntrack firewall (``linux-conntrack``)
     * ``nf_conntrack_tcp_timeout_established`` 432000 s, ``nf_conntrack_udp_timeout`` 30 s
-      (kernel ``Documentation/networking/nf_conntrack-sysctl.rst``); an INVALID packet after
-      the entry is gone is dropped by the usual ``ct state invalid drop`` rule.
+      (kernel ``Documentation/networking/nf_conntrack-sysctl.rst``). With the kernel default
+      ``nf_conntrack_tcp_loose=1`` a mid-stream packet from the inside after the entry is gone
+      is picked up as a new entry (``late_from_inside: pass``), while a new inbound one is
+      refused by policy (``late_from_outside: drop``). ``drop``/``drop`` holds only with
+      ``tcp_loose=0`` plus a ``ct state invalid drop`` rule.
 """
 
 from __future__ import annotations
@@ -182,6 +219,13 @@ class Appliance:
     keepalive_echo: float | None = None
     """Once it sees a TCP keepalive on a flow, the appliance sends its own keepalive probes
     to both ends this often (NLB TLS listener: 20 s)."""
+    keepalive_refreshes: bool = True
+    """Whether a segment without data (a TCP keepalive probe, a bare ACK) refreshes the idle
+    timer. Global Accelerator: no, "at least one byte of data" is needed."""
+    checked: str = ""
+    """When the sources were last compared with the entry (YYYY-MM-DD)."""
+    public_ip_limit: int = 16
+    """Public addresses the provider allows on one gateway (AWS NAT Gateway: 8)."""
     max_flows: int = 1_000_000
     """Live flows the model holds at most; a new flow past it is refused and counted as
     ``RejectedFlowCount`` (bounded memory whatever a client sends)."""
@@ -208,13 +252,20 @@ class Appliance:
         if "tcp_timeout_range" in values and values["tcp_timeout_range"] is not None:
             values["tcp_timeout_range"] = tuple(values["tcp_timeout_range"])
         result = dataclasses.replace(self, **values)
-        if result.send_tcp_reset_on_idle_timeout:
+        if result.send_tcp_reset_on_idle_timeout or (
+                "on_expiry" in values and result.on_expiry is ExpiryAction.RST_BOTH):
+            # GWLB's reset option; Azure LB with TCP reset "resets for any subsequent
+            # packets" too
             result = dataclasses.replace(result, late_from_inside=LateAction.RST,
                                          late_from_outside=LateAction.RST)
         result._validate("tcp_idle_timeout" in overrides)
         return result
 
     def _validate(self, timeout_set: bool) -> None:
+        if len(self.public_ips) > self.public_ip_limit:
+            raise ApplianceError(f"public_ips: {self.title} allows at most "
+                                 f"{self.public_ip_limit} addresses, got "
+                                 f"{len(self.public_ips)}")
         if self.port_min > self.port_max:
             raise ApplianceError(f"port_min: {self.port_min} is above port_max "
                                  f"{self.port_max}")
@@ -270,17 +321,18 @@ class Appliance:
                    tcp_idle_timeout=1.0, udp_idle_timeout=1.0,
                    late_from_inside=LateAction.DROP, late_from_outside=LateAction.DROP,
                    tcp_timeout_range=_pair(record.get("tcp_timeout_range")),
-                   sources=tuple(str(x) for x in record.get("sources", ())))
+                   sources=tuple(str(x) for x in record.get("sources", ())),
+                   checked=str(record.get("checked", "")))
         return base.with_overrides({k: v for k, v in record.items()
                                     if k not in ("name", "title", "tcp_timeout_range",
-                                                 "sources")})
+                                                 "sources", "checked")})
 
     @staticmethod
     def overridable_fields() -> list[str]:
         """Fields a scenario may set. The provider's own range (``tcp_timeout_range``) is a
         fact of the catalogue, not a setting: overriding it would let a 5 s NLB pass."""
         return [f.name for f in dataclasses.fields(Appliance)
-                if f.name not in ("name", "title", "sources", "tcp_timeout_range")]
+                if f.name not in ("name", "title", "sources", "tcp_timeout_range", "checked")]
 
 
 def _pair(value: Any) -> tuple[float, float] | None:
@@ -306,7 +358,8 @@ _FIELD_RULES: dict[str, tuple[str, float, float]] = {
     "hash_seed": ("integer", 0, 2**32 - 1), "backends": ("integer", 1, 8),
     "connections_per_eni": ("integer", 0, 10_000_000), "enis": ("integer", 1, 1000),
     "max_flows": ("integer", 1, 10_000_000),
-    "public_ips": ("addresses", 1, 8), "backend_ips": ("addresses", 0, 8),
+    "public_ips": ("addresses", 1, 16), "backend_ips": ("addresses", 0, 8),
+    "public_ip_limit": ("integer", 1, 16),
     "vip": ("address", 0, 0),
 }
 """Type and range of every numeric or address field (min, max inclusive)."""
@@ -330,7 +383,7 @@ def check_field(key: str, value: Any) -> None:
         allowed = [str(v) for v in (LateAction if key != "on_expiry" else ExpiryAction)]
         if not isinstance(value, str) or value not in allowed:
             raise ApplianceError(f"{key}: must be one of {', '.join(allowed)}; got {value!r}")
-    elif key in ("nat", "send_tcp_reset_on_idle_timeout"):
+    elif key in ("nat", "send_tcp_reset_on_idle_timeout", "keepalive_refreshes"):
         if not isinstance(value, bool):
             raise ApplianceError(f"{key}: must be true or false, got {value!r}")
     elif key in _FIELD_RULES:
@@ -376,6 +429,10 @@ _CHECKS = {"seconds": _check_number, "number": _check_number, "integer": _check_
            "address": _check_address, "addresses": _check_addresses}
 
 
+CHECKED = "2026-12-01"
+"""When the entries marked with it were last compared with their sources
+(``shared/research-aws.md``, "Corrections, checked again")."""
+
 _AWS_BLOG = ("https://aws.amazon.com/blogs/networking-and-content-delivery/"
              "implementing-long-running-tcp-connections-within-vpc-networking/")
 
@@ -386,8 +443,11 @@ NAT_GATEWAY = Appliance(
     udp_idle_timeout=350.0,
     late_from_inside=LateAction.RST,
     late_from_outside=LateAction.RST,
+    public_ip_limit=8,
+    checked=CHECKED,
     sources=(
         "https://docs.aws.amazon.com/vpc/latest/userguide/nat-gateway-troubleshooting.html",
+        "https://docs.aws.amazon.com/vpc/latest/userguide/nat-gateway-basics.html",
         "https://docs.aws.amazon.com/vpc/latest/userguide/vpc-nat-comparison.html",
         _AWS_BLOG,
     ),
@@ -397,16 +457,18 @@ NLB = Appliance(
     name="nlb", title="AWS Network Load Balancer (TCP listener)",
     tcp_idle_timeout=350.0, udp_idle_timeout=120.0,
     late_from_inside=LateAction.RST, late_from_outside=LateAction.RST,
-    nat=False, tcp_timeout_range=(60.0, 6000.0),
+    nat=False, tcp_timeout_range=(60.0, 6000.0), checked=CHECKED,
     sources=("https://docs.aws.amazon.com/elasticloadbalancing/latest/network/"
-             "network-load-balancers.html#connection-idle-timeout",),
+             "network-load-balancers.html#connection-idle-timeout",
+             "https://docs.aws.amazon.com/elasticloadbalancing/latest/network/"
+             "edit-target-group-attributes.html#client-ip-preservation"),
 )
 
 NLB_TLS = Appliance(
     name="nlb-tls", title="AWS Network Load Balancer (TLS listener)",
     tcp_idle_timeout=350.0, udp_idle_timeout=350.0,
     late_from_inside=LateAction.RST, late_from_outside=LateAction.RST,
-    nat=False, tcp_timeout_range=(350.0, 350.0), keepalive_echo=20.0,
+    nat=False, tcp_timeout_range=(350.0, 350.0), keepalive_echo=20.0, checked=CHECKED,
     sources=("https://docs.aws.amazon.com/elasticloadbalancing/latest/network/"
              "update-idle-timeout.html",),
 )
@@ -415,23 +477,48 @@ VPC_ENDPOINT = Appliance(
     name="vpc-endpoint", title="AWS interface VPC endpoint",
     tcp_idle_timeout=350.0, udp_idle_timeout=350.0,
     late_from_inside=LateAction.RST, late_from_outside=LateAction.RST, nat=False,
-    sources=(_AWS_BLOG,),
+    checked=CHECKED, sources=(_AWS_BLOG,),
+)
+
+VPC_ENDPOINT_SILENT = dataclasses.replace(
+    VPC_ENDPOINT, name="vpc-endpoint-silent",
+    title="AWS interface VPC endpoint (silent drop, botocore#2916)",
+    late_from_inside=LateAction.DROP, late_from_outside=LateAction.DROP,
+    sources=("https://github.com/boto/botocore/issues/2916",),
 )
 
 GWLB = Appliance(
     name="gwlb", title="AWS Gateway Load Balancer",
     tcp_idle_timeout=350.0, udp_idle_timeout=120.0,
-    late_from_inside=LateAction.REHASH, late_from_outside=LateAction.REHASH,
-    nat=False, tcp_timeout_range=(60.0, 6000.0), targets=3, stickiness=5,
+    late_from_inside=LateAction.DROP, late_from_outside=LateAction.DROP,
+    nat=False, tcp_timeout_range=(60.0, 6000.0), targets=3, stickiness=5, checked=CHECKED,
     sources=("https://docs.aws.amazon.com/elasticloadbalancing/latest/gateway/"
-             "gateway-load-balancers.html", _AWS_BLOG),
+             "gateway-load-balancers.html",
+             "https://docs.aws.amazon.com/elasticloadbalancing/latest/gateway/"
+             "gateway-listeners.html"),
+)
+
+GWLB_2023_BLOG = dataclasses.replace(
+    GWLB, name="gwlb-2023-blog", title="AWS Gateway Load Balancer (2023 blog: late packets "
+    "re-hashed)", late_from_inside=LateAction.REHASH, late_from_outside=LateAction.REHASH,
+    sources=(_AWS_BLOG,),
+)
+
+GLOBAL_ACCELERATOR = Appliance(
+    name="global-accelerator", title="AWS Global Accelerator",
+    tcp_idle_timeout=340.0, udp_idle_timeout=30.0,
+    late_from_inside=LateAction.RST, late_from_outside=LateAction.RST,
+    nat=False, tcp_timeout_range=(340.0, 340.0), keepalive_refreshes=False, checked=CHECKED,
+    sources=("https://docs.aws.amazon.com/global-accelerator/latest/dg/"
+             "introduction-how-it-works.html#about-idle-timeout",
+             "https://docs.aws.amazon.com/global-accelerator/latest/dg/troubleshooting.html"),
 )
 
 NETWORK_FIREWALL = Appliance(
     name="aws-network-firewall", title="AWS Network Firewall",
     tcp_idle_timeout=350.0, udp_idle_timeout=350.0,
     late_from_inside=LateAction.DROP, late_from_outside=LateAction.DROP,
-    nat=False, tcp_timeout_range=(60.0, 6000.0),
+    nat=False, tcp_timeout_range=(60.0, 6000.0), checked=CHECKED,
     sources=("https://docs.aws.amazon.com/network-firewall/latest/APIReference/"
              "API_FlowTimeouts.html",),
 )
@@ -440,7 +527,7 @@ EC2_SG_CONNTRACK = Appliance(
     name="ec2-sg-conntrack", title="EC2 security-group connection tracking (Nitro v6)",
     tcp_idle_timeout=350.0, udp_idle_timeout=30.0,
     late_from_inside=LateAction.PASS, late_from_outside=LateAction.DROP,
-    nat=False, tcp_timeout_range=(60.0, 432000.0),
+    nat=False, tcp_timeout_range=(60.0, 432000.0), checked=CHECKED,
     sources=("https://docs.aws.amazon.com/AWSEC2/latest/APIReference/"
              "API_ConnectionTrackingConfiguration.html",),
 )
@@ -450,14 +537,16 @@ AZURE_NAT_GW = Appliance(
     tcp_idle_timeout=240.0, udp_idle_timeout=240.0,
     late_from_inside=LateAction.RST, late_from_outside=LateAction.RST,
     tcp_timeout_range=(240.0, 7200.0), ports_per_destination=50_000,
-    sources=("https://learn.microsoft.com/azure/nat-gateway/nat-gateway-resource",),
+    transitory_timeout=30.0, checked=CHECKED,
+    sources=("https://learn.microsoft.com/azure/nat-gateway/nat-gateway-resource",
+             "https://learn.microsoft.com/azure/nat-gateway/nat-gateway-design"),
 )
 
 AZURE_LB = Appliance(
     name="azure-lb", title="Azure Load Balancer (Standard)",
     tcp_idle_timeout=240.0, udp_idle_timeout=240.0,
     late_from_inside=LateAction.DROP, late_from_outside=LateAction.DROP,
-    nat=False, tcp_timeout_range=(240.0, 6000.0),
+    nat=False, tcp_timeout_range=(240.0, 6000.0), checked=CHECKED,
     sources=("https://learn.microsoft.com/azure/load-balancer/load-balancer-tcp-reset",),
 )
 
@@ -465,13 +554,16 @@ GCP_NAT = Appliance(
     name="gcp-nat", title="Google Cloud NAT",
     tcp_idle_timeout=1200.0, udp_idle_timeout=30.0, transitory_timeout=30.0,
     late_from_inside=LateAction.DROP, late_from_outside=LateAction.DROP,
-    sources=("https://cloud.google.com/compute/docs/reference/rest/v1/routers",),
+    ports_per_destination=64, checked=CHECKED,
+    sources=("https://cloud.google.com/compute/docs/reference/rest/v1/routers",
+             "https://cloud.google.com/nat/docs/ports-and-addresses"),
 )
 
 LINUX_CONNTRACK = Appliance(
     name="linux-conntrack", title="Linux conntrack firewall (defaults)",
     tcp_idle_timeout=432000.0, udp_idle_timeout=30.0,
-    late_from_inside=LateAction.DROP, late_from_outside=LateAction.DROP, nat=False,
+    late_from_inside=LateAction.PASS, late_from_outside=LateAction.DROP, nat=False,
+    checked=CHECKED,
     sources=("https://docs.kernel.org/networking/nf_conntrack-sysctl.html",),
 )
 
@@ -479,13 +571,14 @@ HYPERPLANE_ENI = Appliance(
     name="hyperplane-eni", title="AWS Lambda Hyperplane ENI",
     tcp_idle_timeout=350.0, udp_idle_timeout=350.0,
     late_from_inside=LateAction.RST, late_from_outside=LateAction.RST,
-    nat=False, connections_per_eni=65_000,
+    nat=False, connections_per_eni=65_000, checked=CHECKED,
     sources=("https://docs.aws.amazon.com/lambda/latest/dg/configuration-vpc.html",),
 )
 
 CATALOGUE: dict[str, Appliance] = {a.name: a for a in (
-    NAT_GATEWAY, NLB, NLB_TLS, VPC_ENDPOINT, GWLB, NETWORK_FIREWALL, EC2_SG_CONNTRACK, AZURE_NAT_GW,
-    AZURE_LB, GCP_NAT, LINUX_CONNTRACK, HYPERPLANE_ENI)}
+    NAT_GATEWAY, NLB, NLB_TLS, VPC_ENDPOINT, VPC_ENDPOINT_SILENT, GWLB, GWLB_2023_BLOG,
+    GLOBAL_ACCELERATOR, NETWORK_FIREWALL, EC2_SG_CONNTRACK, AZURE_NAT_GW, AZURE_LB, GCP_NAT,
+    LINUX_CONNTRACK, HYPERPLANE_ENI)}
 
 
 def get_appliance(name: str) -> Appliance:

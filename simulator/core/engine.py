@@ -410,7 +410,9 @@ class Middlebox:
     def _track(self, flow: Flow, pkt: Packet, direction: int, now: float) -> None:
         """Account for a packet of a live flow: idle timer, sequence space, TCP state."""
         idle = now - flow.last_seen
-        flow.last_seen = now
+        if (self.appliance.keepalive_refreshes or pkt.proto != IPPROTO_TCP
+                or pkt.payload_len > 0):
+            flow.last_seen = now  # Global Accelerator: only data refreshes the timer
         flow.packets[direction] += 1
         flow.octets[direction] += pkt.total_len
         who = (Side.INSIDE if direction == 0 else Side.OUTSIDE).peer_role
@@ -443,9 +445,13 @@ class Middlebox:
             self._emit(now, EventKind.KEEPALIVE, flow.id, None,
                        f"{self.appliance.title} saw a keepalive: from now on it sends its "
                        f"own to both ends every {echo:g} s")
+        refreshed = self.appliance.keepalive_refreshes or pkt.payload_len > 0
+        effect = "refreshed" if refreshed else (
+            f"NOT refreshed ({self.appliance.title} needs at least one byte of data)")
         self._emit(now, EventKind.KEEPALIVE, flow.id, side,
                    f"keepalive probe from {side.peer_role} after {idle:.1f} s idle: flow "
-                   f"#{flow.id} refreshed", idle=round(idle, 6), seq=pkt.seq)
+                   f"#{flow.id} {effect}", idle=round(idle, 6), seq=pkt.seq,
+                   refreshed=refreshed)
 
     def _tcp_state(self, flow: Flow, flags: int, direction: int, now: float) -> None:
         """An RST ends the flow; FIN, SYN-ACK and ACK move it along ``TCP_TRANSITIONS``."""

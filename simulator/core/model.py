@@ -47,6 +47,9 @@ class Exchange:
     keepalive_interval: float = 75.0
     keepalive_count: int = 9
     reset_at_expiry: bool = False
+    probes_refresh: bool = True
+    """False: keepalive probes cross the appliance but do not refresh its idle timer
+    (Global Accelerator needs data)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,9 +97,14 @@ def predict(ex: Exchange) -> Prediction:  # noqa: C901
     story: list[str] = []
 
     def done(client: str, at: float, server: str, expires: float | None) -> Prediction:
-        return Prediction(client, at, server, expires, t_out, story)
+        return Prediction(client, at, server, expires, t_out if ex.probes_refresh else 0.0,
+                          story)
 
-    if ka < t_out:
+    if not ex.probes_refresh and ka < math.inf:
+        story.append(f"keepalive probes every {ka:g} s cross the appliance but do not "
+                     f"refresh its {t_out:g} s idle timer (it needs data)")
+        ka = first_probe_after(ka, t_out)
+    elif ka < t_out:
         story.append(f"keepalive every {ka:g} s refreshes the {t_out:g} s idle timer")
         if delay < limit:
             story.append(f"the answer arrives at {delay:g} s")
@@ -145,6 +153,11 @@ def predict(ex: Exchange) -> Prediction:  # noqa: C901
 
 
 Done = Callable[[str, float, str, float | None], Prediction]
+
+
+def first_probe_after(ka: float, t_out: float) -> float:
+    """The first keepalive probe at or after the expiry, probes going out every ``ka``."""
+    return math.floor(t_out / ka) * ka + ka if t_out % ka else t_out
 
 
 def _client_probes_first(ex: Exchange, ka: float, story: list[str], done: Done,
@@ -217,6 +230,8 @@ def decisive_gap(ex: Exchange) -> float:
     instants = [ex.idle_timeout, ex.answer_delay, ex.client_timeout]
     if ex.keepalive_idle is not None and ex.keepalive_idle < 2 * ex.client_timeout:
         instants.append(ex.keepalive_idle)
+        if not ex.probes_refresh:  # the first probe after the expiry meets the late rule
+            instants.append(first_probe_after(ex.keepalive_idle, ex.idle_timeout))
     instants.sort()
     return min((b - a for a, b in pairwise(instants)), default=math.inf)
 

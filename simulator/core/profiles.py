@@ -22,11 +22,15 @@ class ClientProfile:
     interval: float | None = None
     count: int | None = None
     source: str = ""
+    real_client: str = ""
+    """How the integration suite runs this client for real (empty: it cannot be run here;
+    ``natsim list`` says so)."""
 
 
 PROFILES: dict[str, ClientProfile] = {p.name: p for p in (
     ClientProfile("linux-so-keepalive", "any program that sets SO_KEEPALIVE on Linux", "os",
-                  source="Linux tcp(7): tcp_keepalive_time 7200, intvl 75, probes 9"),
+                  source="Linux tcp(7): tcp_keepalive_time 7200, intvl 75, probes 9",
+                  real_client="python3 socket with SO_KEEPALIVE"),
     ClientProfile("dotnet-socketshttphandler", ".NET HttpClient / SocketsHttpHandler default",
                   "off", source="seed 000: SocketsHttpHandler has TCP keep-alive turned off"),
     ClientProfile("dotnet-connectcallback-300", ".NET with seed 000's ConnectCallback fix",
@@ -37,27 +41,59 @@ PROFILES: dict[str, ClientProfile] = {p.name: p for p in (
                   source="seed 000: the SDK's 300 s/15 s keepalive works only on .NET "
                          "Framework"),
     ClientProfile("boto3-default", "boto3 / botocore default", "off",
-                  source="botocore config: tcp_keepalive defaults to false"),
+                  source="botocore config: tcp_keepalive defaults to false",
+                  real_client="botocore (PyPI) against a slow endpoint"),
     ClientProfile("boto3-tcp-keepalive", "boto3 with tcp_keepalive=true", "os",
                   source="botocore sets SO_KEEPALIVE only; the OS's 7200 s still applies "
-                         "(seed 003)"),
+                         "(seed 003)",
+                  real_client="botocore (PyPI) against a slow endpoint"),
     ClientProfile("java-sdk-apache", "AWS SDK for Java v2, Apache client default", "off",
                   source="ApacheHttpClient.Builder.tcpKeepAlive defaults to false (seed 003)"),
     ClientProfile("java-sdk-apache-tcpkeepalive", "AWS SDK for Java v2, Apache client with "
                   "tcpKeepAlive(true)", "os",
                   source="SO_KEEPALIVE with OS timing; seed 001: 'these values are not "
                          "honored by the SDK'"),
+    ClientProfile("java-httpclient-default", "the JDK's java.net.http.HttpClient default",
+                  "off", source="StandardSocketOptions.SO_KEEPALIVE: 'The initial value of "
+                  "this socket option is FALSE'; HttpClient exposes no keepalive option",
+                  real_client="java (the JDK), HttpClient.send"),
+    ClientProfile("java-socket-keepidle-300", "a Java Socket with SO_KEEPALIVE and "
+                  "TCP_KEEPIDLE=300 (JDK 11+)", "socket", 300, 15, 5,
+                  source="jdk.net.ExtendedSocketOptions.TCP_KEEPIDLE, TCP_KEEPINTERVAL, "
+                         "TCP_KEEPCOUNT (JDK 11+, JDK-8194298)",
+                  real_client="java (the JDK), java.net.Socket"),
     ClientProfile("go-net-dialer", "Go net.Dialer default", "socket", 15, 15, 9,
                   source="Go net/dial.go: defaultTCPKeepAliveIdle and Interval 15 s, Count 9"),
     ClientProfile("libpq-default", "PostgreSQL libpq default", "os",
-                  source="libpq: keepalives=1, keepalives_idle=0 (the OS default)"),
+                  source="libpq: keepalives=1, keepalives_idle=0 (the OS default)",
+                  real_client="psql (Debian postgresql-client) with pg_sleep on a real "
+                              "PostgreSQL server"),
     ClientProfile("pgjdbc-default", "PostgreSQL JDBC default", "off",
                   source="pgjdbc: tcpKeepAlive=false by default"),
-    ClientProfile("node-http-agent", "Node.js http.Agent({keepAlive: true})", "off",
-                  source="keepAlive is HTTP keep-alive; TCP keepalive needs "
-                         "socket.setKeepAlive"),
+    ClientProfile("node-http-agent", "Node.js http.Agent({keepAlive: true}), and the default "
+                  "global agent since Node 19", "socket", 1, 1, 10,
+                  source="Node agent.keepSocketAlive: socket.setKeepAlive(true, "
+                         "keepAliveMsecs=1000); setKeepAlive also sets TCP_KEEPINTVL=1, "
+                         "TCP_KEEPCNT=10 (Node net.md)",
+                  real_client="node (Debian nodejs), http.get with a keep-alive agent"),
+    ClientProfile("node-net-socket", "Node.js bare net.Socket", "off",
+                  source="Node net.md: setKeepAlive([enable=false]): off unless called",
+                  real_client="node (Debian nodejs), net.connect"),
     ClientProfile("curl-default", "curl default", "socket", 60, 60, 9,
-                  source="curl --keepalive-time defaults to 60 s (idle and interval)"),
+                  source="curl --keepalive-time defaults to 60 s (idle and interval)",
+                  real_client="curl"),
+    ClientProfile("curl-no-keepalive", "curl --no-keepalive", "off",
+                  source="curl: --no-keepalive disables SO_KEEPALIVE", real_client="curl"),
+    ClientProfile("grpc-default", "gRPC core client default (Python grpcio, C++)", "off",
+                  source="grpc doc/keepalive.md: GRPC_ARG_KEEPALIVE_TIME_MS INT_MAX "
+                         "(disabled) on clients; even when enabled, at most 2 pings without "
+                         "data (GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA)"),
+    ClientProfile("mysql-connector-j", "MySQL Connector/J default", "os",
+                  source="Connector/J tcpKeepAlive default true since 5.0.7: SO_KEEPALIVE, "
+                         "OS timing"),
+    ClientProfile("redis-py-default", "redis-py default", "off",
+                  source="redis-py Redis(socket_keepalive=None): off; health_check_interval "
+                         "0"),
 )}
 
 

@@ -24,11 +24,18 @@ def make_handler(delay: float) -> type[BaseHTTPRequestHandler]:
                 self.log_message("connection reset by peer")
 
         def do_GET(self) -> None:
+            self._answer(f"the slow answer, after {delay:g} s\n".encode(), "text/plain")
+
+        def do_POST(self) -> None:
+            """An API call (an SDK's): the body is read, the answer is a JSON object."""
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            self._answer(b'{"answer": "the slow answer"}', "application/json")
+
+        def _answer(self, body: bytes, content_type: str) -> None:
             time.sleep(delay)
-            body = f"the slow answer, after {delay:g} s\n".encode()
             try:
                 self.send_response(200)
-                self.send_header("Content-Type", "text/plain")
+                self.send_header("Content-Type", content_type)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)

@@ -37,14 +37,36 @@ def test_emulation_agrees_with_the_model(name: str, tmp_path: Path) -> None:
     assert observed == (scenario.expect_client, scenario.expect_server)
 
 
-def test_gwlb_rehash_is_silent_and_sticky_is_not_rehashed(tmp_path: Path) -> None:
+def test_gwlb_drops_late_data_itself_whatever_the_stickiness(tmp_path: Path) -> None:
+    """The current GWLB guide: late data is dropped, only a SYN is a new flow; 2-tuple
+    stickiness does not deliver the answer after 400 s."""
+    for name in ("gwlb", "gwlb-sticky"):
+        out = io.StringIO()
+        result = run_scenario(load_scenario(name), 150, tmp_path / name, out)
+        assert (result.client, result.server) == ("timeout", "unacknowledged"), out.getvalue()
+        drops = [e for e in result.events if e.kind == "dropped"]
+        assert drops and all("expired flow" in e.text for e in drops), out.getvalue()
+        assert "rst_sent" not in result.kinds("middlebox")
+        assert [e.kind for e in result.events].count("flow_created") == 1  # no re-hash
+
+
+def test_gwlb_as_the_2023_blog_described_it_rehashes(tmp_path: Path) -> None:
     out = io.StringIO()
-    result = run_scenario(load_scenario("gwlb"), 150, tmp_path / "a", out)
-    drops = [e for e in result.events if e.kind == "dropped"]
-    assert drops and all("has no state" in e.text for e in drops if e.t < 800)
-    assert "rst_sent" not in result.kinds("middlebox")
-    targets = {e.raw.get("target") for e in result.events if e.kind == "flow_created"}
-    assert len(targets) == 2  # the original firewall, then another one after the re-hash
+    result = run_scenario(load_scenario("gwlb-2023-blog"), 150, tmp_path / "b", out)
+    assert (result.client, result.server) == ("answer", "delivered"), out.getvalue()
+    created = [e for e in result.events if e.kind == "flow_created"]
+    assert len(created) == 2 and created[1].raw.get("target") == created[0].raw.get("target")
+
+
+def test_global_accelerator_keepalive_does_not_count(tmp_path: Path) -> None:
+    out = io.StringIO()
+    result = run_scenario(load_scenario("global-accelerator-keepalive"), 35, tmp_path / "g",
+                          out)
+    assert (result.client, result.server) == ("reset", "reset"), out.getvalue()
+    probes = [e for e in result.events if e.kind == "keepalive"]
+    assert probes and "NOT refreshed" in probes[0].text  # the timeline says why
+    expired = next(e for e in result.events if e.kind == "flow_expired")
+    assert expired.t == pytest.approx(340, abs=2)
 
 
 def test_nlb_targets_are_separate_namespaces_and_udp_rehashes(tmp_path: Path) -> None:

@@ -134,8 +134,32 @@ def test_gcp_nat_transitory_timeout_until_established() -> None:
     assert len(path.box.flows) == 0
 
 
-def test_gwlb_five_tuple_rehash_lands_on_a_target_without_state() -> None:
+@pytest.mark.parametrize("stickiness", [5, 3, 2])
+def test_gwlb_drops_late_data_whatever_the_stickiness(stickiness: int) -> None:
+    """The current GWLB guide: "data packets sent after the idle timeout period elapses are
+    dropped"; only a SYN is a new flow."""
+    path = Path("gwlb", stickiness=stickiness)
+    path.connect_and_ask()
+    path.now = 400
+    assert path.server("PA", b"answer\n") == []
+    assert path.box.counters["RstSent"] == 0 and len(path.box.flows) == 0
+    dropped = [e for e in path.box.take_events() if e.kind is EventKind.DROPPED]
+    assert dropped and "expired flow" in dropped[-1].text
+
+
+def test_gwlb_a_new_syn_after_expiry_is_a_new_flow_hashed_anew() -> None:
     path = Path("gwlb")
+    path.connect_and_ask()
+    first = next(iter(path.box.flows)).target
+    path.now = 400
+    out = path.box.on_packet(tcp(CLIENT, CPORT, SERVER, SPORT, "S", 5), Side.INSIDE, 400)
+    assert [t.side for t in out] == [Side.OUTSIDE]
+    (flow,) = path.box.flows
+    assert flow.target is not None and flow.target != first
+
+
+def test_gwlb_2023_blog_five_tuple_rehash_lands_on_a_target_without_state() -> None:
+    path = Path("gwlb-2023-blog")
     path.connect_and_ask()
     first = next(iter(path.box.flows)).target
     path.now = 400
@@ -147,8 +171,8 @@ def test_gwlb_five_tuple_rehash_lands_on_a_target_without_state() -> None:
     assert first is not None and rehashed.target not in (None, first)  # ...elsewhere
 
 
-def test_gwlb_two_tuple_stickiness_returns_to_the_same_target() -> None:
-    path = Path("gwlb", stickiness=2)
+def test_gwlb_2023_blog_two_tuple_stickiness_returns_to_the_same_target() -> None:
+    path = Path("gwlb-2023-blog", stickiness=2)
     path.connect_and_ask()
     path.now = 400
     out = path.server("PA", b"answer\n")
@@ -156,8 +180,8 @@ def test_gwlb_two_tuple_stickiness_returns_to_the_same_target() -> None:
     assert EventKind.FLOW_EXPIRED in path.kinds()
 
 
-def test_gwlb_sticky_target_forgets_too_after_its_own_timeout() -> None:
-    path = Path("gwlb", stickiness=2, target_idle_timeout=380)
+def test_gwlb_2023_blog_sticky_target_forgets_too_after_its_own_timeout() -> None:
+    path = Path("gwlb-2023-blog", stickiness=2, target_idle_timeout=380)
     path.connect_and_ask()
     path.now = 400
     assert path.server("PA", b"answer\n") == []
@@ -178,9 +202,9 @@ def test_gwlb_timeout_needs_five_tuple_stickiness() -> None:
         {"stickiness": 5, "tcp_idle_timeout": 1000}).tcp_idle_timeout == 1000
 
 
-def test_gwlb_retransmissions_stay_on_the_rehashed_target() -> None:
+def test_gwlb_2023_blog_retransmissions_stay_on_the_rehashed_target() -> None:
     """The re-hashed flow is tracked: its retransmissions do not wander to other hosts."""
-    path = Path("gwlb")
+    path = Path("gwlb-2023-blog")
     path.connect_and_ask()
     for t in (400, 431, 462, 525, 650, 900):
         path.now = t

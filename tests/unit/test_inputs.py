@@ -38,7 +38,10 @@ def write(tmp_path: Path, text: str) -> str:
     (("appliance: nat-gw", "appliance: {name: nat-gw, port_min: 9000, port_max: 8000}"),
      "appliance.port_min", "above port_max"),
     (("appliance: nat-gw", "appliance: {name: nat-gw, public_ips: 5}"),
-     "appliance.public_ips", "list of 1 to 8"),
+     "appliance.public_ips", "list of 1 to 16"),
+    (("appliance: nat-gw", "appliance: {name: nat-gw, public_ips: [" + ", ".join(
+        f"203.0.113.{i}" for i in range(1, 10)) + "]}"),
+     "appliance.public_ips", "at most 8"),
     (("appliance: nat-gw", "appliance: {name: nat-gw, public_ips: [10.0.0.1]}"),
      "appliance.public_ips", "documentation ranges"),
     (("appliance: nat-gw", "appliance: {name: nlb, tcp_timeout_range: [1, 10]}"),
