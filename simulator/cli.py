@@ -14,8 +14,9 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from simulator import dataplane, docker_host, interrupts, rootless, topology
+from simulator import dataplane, docker_host, interrupts, replay_cli, rootless, topology
 from simulator.backends import BackendError, docker_leftovers
+from simulator.capture import CaptureError
 from simulator.compression import SpeedError, max_safe_speed, nominal_prediction
 from simulator.core.advice import LINUX_DEFAULT_TIME, check
 from simulator.core.appliances import CATALOGUE, Appliance, ApplianceError, get_appliance
@@ -46,6 +47,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if result.error is not None:
         return EXIT_ERROR
     return 0 if result.passed else EXIT_MISMATCH
+
+
+def _cmd_replay(args: argparse.Namespace) -> int:
+    return replay_cli.run(args)
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -373,6 +378,9 @@ def build_parser() -> argparse.ArgumentParser:
     down.add_argument("--all", action="store_true", help="remove every world that is up")
     down.set_defaults(func=_cmd_down)
 
+    replay_cli.add_parser(sub)
+    sub.choices["replay"].set_defaults(func=_cmd_replay)
+
     mbox = sub.add_parser("middlebox", help="(internal) the dataplane, run inside its namespace")
     mbox.add_argument("--config", required=True, help="JSON file written by the runner")
     return parser
@@ -417,7 +425,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ScenarioError, SpeedError) as exc:
         print(f"natsim: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except (WorldError, ApplianceError, ResultsError) as exc:
+    except (WorldError, ApplianceError, ResultsError, CaptureError) as exc:
         print(f"natsim: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except (topology.TopologyError, RunError, BackendError) as exc:

@@ -125,6 +125,12 @@ def resolve_mac(ip: str, timeout: float = 60.0) -> str:
                            "container up, with that address?")
 
 
+def chain_title(cfg: dict[str, Any]) -> str:
+    """The appliances of a runner's dataplane configuration, by name (records, in order)."""
+    return f"{'+'.join(str(stage['appliance']['name']) for stage in cfg['chain'])} " \
+        "(from the runner)"
+
+
 def middlebox_main(argv: list[str]) -> int:
     """``natsim docker-middlebox [--config FILE]``: the dataplane, configured from Docker.
 
@@ -140,7 +146,7 @@ def middlebox_main(argv: list[str]) -> int:
     sides = interfaces()
     if args.config is not None:
         cfg = json.loads(args.config.read_text())
-        title = f"{'+'.join(stage['appliance'] for stage in cfg['chain'])} (from the runner)"
+        title = chain_title(cfg)
     else:
         cfg, title = _config_from_env()
     # the server is up first; the client may start after us (compose waits for our health

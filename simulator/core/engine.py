@@ -108,6 +108,9 @@ class Middlebox:
         self.counters: Counter[str] = Counter()
         self._events: list[Event] = []
         self._next_id = 1
+        self.expired_log: list[Flow] | None = None
+        """When a list, every flow that expires is appended (``natsim replay`` reads it:
+        the events are rate-limited, the log is not)."""
         # Keys of expired flows -> flow id, so that a late packet can be named in the log.
         self._tombstones: OrderedDict[tuple[Side, Key], int] = OrderedDict()
         """Recently expired flows by key, oldest first (an OrderedDict: dropping the oldest
@@ -143,6 +146,8 @@ class Middlebox:
         """
         out: list[Transmit] = []
         expired, timers = self.flows.pop_due(now)
+        if self.expired_log is not None:
+            self.expired_log += expired
         for flow in expired:
             self._forget(flow)
             self.counters["IdleTimeoutCount"] += 1

@@ -79,3 +79,14 @@ def test_the_dataplane_reads_the_edge_docker_edge_writes() -> None:
     packet = tcp("203.0.113.2", 1024, SERVER, 8080, "S")  # from the second public address
     edge.to_wire(Side.OUTSIDE, packet)
     assert bytes(packet[12:16]) == ip_from_str("198.19.1.4")
+
+
+def test_the_docker_middlebox_reads_the_runners_configuration() -> None:
+    """The runner sends appliance records (not names): the container's entry point names
+    them from there (a dict where a name was expected failed only on a real engine)."""
+    from simulator.core.appliances import get_appliance  # noqa: PLC0415
+    from simulator.docker_host import chain_title  # noqa: PLC0415
+
+    cfg = {"chain": [{"appliance": get_appliance("nat-gw").to_record()},
+                     {"appliance": get_appliance("nlb").to_record()}]}
+    assert chain_title(cfg) == "nat-gw+nlb (from the runner)"
