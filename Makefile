@@ -4,7 +4,7 @@ BIN     := $(VENV)/bin
 NATSIM  := $(BIN)/natsim
 STAMP   := $(VENV)/.installed
 
-.PHONY: help setup scenario list demo test test-fast test-rootless test-docker lint cleanup clean capacity bench image fuzz kill-test
+.PHONY: help setup scenario list demo test test-fast test-rootless test-docker lint cleanup clean capacity bench image fuzz kill-test bench-replay
 
 help:
 	@echo "make setup                 install (Debian packages if missing, .venv with natsim)"
@@ -15,6 +15,7 @@ help:
 	@echo "make image                 the natsim Docker image (offline: a debootstrap base, host-built wheels)"
 	@echo "make bench                 the userspace middlebox against kernel forwarding, side by side"
 	@echo "make fuzz                  1,000,000 mutated frames through the dataplane (FRAMES=N, SEED=N)"
+	@echo "make bench-replay          natsim replay's speed on a 1 GB synthetic capture (MB=N)"
 	@echo "make kill-test             100 runs killed at random moments, then cleanup: nothing left (root)"
 	@echo "make test                  unit and integration tests (needs root; Docker and rootless apart)"
 	@echo "make test-docker           docker-compose.yml on a real engine (installs docker.io; root)"
@@ -74,6 +75,13 @@ SEED ?= 1
 
 fuzz: setup
 	@$(BIN)/python -m bench.fuzz --frames "$(FRAMES)" --seed "$(SEED)"
+
+MB ?= 1024
+
+bench-replay: setup
+	@out=$$(mktemp /tmp/natsim-replay-XXXXXX.pcap); \
+	$(BIN)/python -m bench.replay_capture "$$out" --megabytes "$(MB)"; status=$$?; \
+	rm -f "$$out"; exit $$status
 
 kill-test: setup
 	NATSIM_KILL_RUNS=$${RUNS:-100} $(BIN)/pytest -q tests/integration/test_trust.py -k killed_at_random

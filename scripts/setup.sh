@@ -30,5 +30,19 @@ if ! { .venv/bin/python -m pip install -q --upgrade pip &&
   echo "natsim setup: pip failed; the whole log is .venv/setup.log" >&2
   exit 1
 fi
-.venv/bin/python -c 'import simulator, pyroute2, scapy, yaml' 
+.venv/bin/python -c 'import simulator, pyroute2, scapy, yaml'
+# `natsim` on PATH, as the README shows it: as root, a link in /usr/local/bin to this
+# checkout (the last `make setup` wins, as with any install; a program of that name that is
+# not a link is left alone); otherwise say how
+link=/usr/local/bin/natsim
+if [ "$(id -u)" -eq 0 ] && [ -d /usr/local/bin ]; then
+  if [ -L "$link" ] || [ ! -e "$link" ]; then
+    ln -sfn "$PWD/.venv/bin/natsim" "$link"
+    echo "natsim setup: $link -> $PWD/.venv/bin/natsim"
+  else
+    echo "natsim setup: $link is another program; this natsim is $PWD/.venv/bin/natsim"
+  fi
+else
+  echo "natsim setup: to type \`natsim\`, add $PWD/.venv/bin to PATH (or: . .venv/bin/activate)"
+fi
 touch .venv/.installed

@@ -76,6 +76,9 @@ class Columns:
         self.out.write("-" * (10 + 2 * self.col) + "\n")
 
 
+STEP_ORDER = {sentence: i for i, sentence in enumerate(NARRATION.values())}
+
+
 def _sentence(ev: dict[str, Any]) -> str | None:
     kind, source = str(ev.get("kind")), str(ev.get("source"))
     if kind in SKIP:
@@ -91,8 +94,11 @@ def _sentence(ev: dict[str, Any]) -> str | None:
 
 def _print_rows(cols: Columns, due: list[tuple[float, str, dict[str, Any]]]) -> None:
     """One row per event; the same step on both sides at the same moment shares a row."""
-    items = [(t, name, sentence) for t, name, ev in due
-             if (sentence := _sentence(ev)) is not None]
+    # within one second of model time, the story's own order (NARRATION's), so that both
+    # columns tell their t = 0 steps in the same order whatever order the lines arrived in
+    items = sorted(((t, name, sentence) for t, name, ev in due
+                    if (sentence := _sentence(ev)) is not None),
+                   key=lambda item: (round(item[0]), STEP_ORDER.get(item[2], 99), item[0]))
     used: set[int] = set()
     for i, (t, name, sentence) in enumerate(items):
         if i in used:

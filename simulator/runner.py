@@ -365,10 +365,17 @@ class Runner:
         events = sorted(session.timeline, key=lambda e: e.t)
         result = RunResult(s, p, self.results_dir, session.judge(), events, session.counters,
                            wall)
-        from simulator.timeline import draw, draw_metrics  # noqa: PLC0415 (matplotlib: 0.5 s)
+        from simulator.timeline import (  # noqa: PLC0415 (matplotlib: 0.5 s)
+            draw,
+            draw_ladder,
+            draw_metrics,
+        )
 
         pictures = draw(events, s.appliance.tcp_idle_timeout, p.speed,
                         f"{s.name}: {s.description}", self.results_dir / "timeline")
+        if s.load is None:  # a ladder of 55,000 connections would be a wall
+            pictures += draw_ladder(events, s.appliance.tcp_idle_timeout,
+                                    f"{s.name}: {s.description}", self.results_dir / "ladder")
         metrics = self._metrics()
         if metrics["samples"]:
             pictures += draw_metrics(metrics["samples"], metrics["namespace"], p.speed, s.name,

@@ -8,6 +8,7 @@ becomes at a given speed is :mod:`simulator.compression`.
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -350,8 +351,11 @@ def load_scenario(name_or_path: str) -> Scenario:
     if not (path.suffix in (".yaml", ".yml") and path.exists()):
         path = SCENARIO_DIR / f"{name_or_path}.yaml"
     if not path.exists():
-        known = ", ".join(scenario_names()) or "(none)"
-        raise ScenarioError(str(name_or_path), "", f"no such scenario; known: {known}")
+        names = scenario_names()
+        close = difflib.get_close_matches(str(name_or_path), names, n=1)
+        hint = f"did you mean {close[0]}? " if close else ""
+        raise ScenarioError(str(name_or_path), "", f"no such scenario; {hint}known: "
+                            f"{', '.join(names) or '(none)'}")
     return parse_scenario(read_yaml(path), _display(path), path.stem)
 
 

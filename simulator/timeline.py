@@ -12,6 +12,7 @@ display is needed.
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -156,10 +157,17 @@ def draw(events: Sequence[TimelineEvent], timeout: float, speed: float, title: s
         prev = last_label.get(e.source)
         level = prev[1] + 1 if prev is not None and e.t - prev[0] < crowd else 0
         last_label[e.source] = (e.t, level)
-        offset = 12 if level % 2 == 0 else -34
-        ax.annotate(f"{label}\n{e.t:.0f} s", (e.t, LANES[e.source]), xytext=(0, offset),
-                    textcoords="offset points", ha="center", fontsize=8,
-                    color=COLOURS[colour] if colour != "info" else "black")
+        # beside the marker (right of it), above the lane for the client, below it for the
+        # server, on a white ground: clear of the vertical arrows that start at the marker
+        below = e.source == "server"
+        offset = (-30 if below else 10) + (22 if below else -22) * (level % 2)
+        right = e.t > start + 0.75 * (end - start)  # near the right edge: to the left
+        ax.annotate(f"{label} ({e.t:.0f} s)", (e.t, LANES[e.source]),
+                    xytext=(-9 if right else 9, offset), textcoords="offset points",
+                    ha="right" if right else "left", fontsize=8,
+                    color=COLOURS[colour] if colour != "info" else "black",
+                    bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.85,
+                          "pad": 0.6}, zorder=6)
 
     ax.set_xlim(start - 0.02 * (end - start), end)
     ax.set_ylim(-0.85, 3.15)
@@ -225,3 +233,104 @@ def draw_metrics(samples: Sequence[dict[str, Any]], namespace: str, speed: float
             fig.savefig(path)
     plt.close(fig)
     return paths
+
+
+# -- the ladder (sequence) diagram ------------------------------------------------------------
+
+LADDER_X = {"client": 0.0, "middlebox": 1.0, "server": 2.0}
+LADDER_STEPS = {
+    ("client", "request_sent"), ("client", "answer"), ("client", "timeout"),
+    ("client", "reset"), ("client", "keepalive_failed"), ("server", "answer_sent"),
+    ("server", "delivered"), ("server", "reset"), ("server", "unacknowledged"),
+    ("middlebox", "keepalive"), ("middlebox", "flow_expired"), ("middlebox", "rst_sent"),
+    ("middlebox", "dropped"), ("middlebox", "port_allocation_error"),
+}
+
+
+def draw_ladder(events: Sequence[TimelineEvent], timeout: float, title: str,  # noqa: C901
+                out_base: Path) -> list[Path]:
+    """The run as a ladder (sequence) diagram, as network people draw these stories.
+
+    Client, appliance and server are vertical lines; time runs down, one row per step (not
+    to scale: the model time is written beside each row, and the idle time of the flow in
+    the appliance's column, so that a 350-second silence reads as one). Requests, probes and
+    answers are arrows across; what the appliance does (forget, drop, reset) happens on its
+    own line. Written as ``out_base``.svg and .png.
+    """
+    # long: one figure drawn row by row; each kind of step is two or three drawing calls
+    events = [TimelineEvent(e.t, e.wall, "server", e.kind, e.text, e.raw)
+              if e.source.startswith("server") else e for e in events]
+    steps = [e for e in sorted(events, key=lambda e: e.t) if (e.source, e.kind) in LADDER_STEPS]
+    rows = max(1, len(steps))
+    fig, ax = plt.subplots(figsize=(9, 1.6 + 0.55 * rows), dpi=110)
+    for name, x in LADDER_X.items():
+        ax.plot([x, x], [0.6, -rows - 0.2], color="#9e9e9e", lw=2, zorder=0)
+        ax.text(x, 0.8, "appliance" if name == "middlebox" else name, ha="center",
+                fontsize=11, fontweight="bold")
+    last_activity = next((e.t for e in events if e.source == "client"
+                          and e.kind == "request_sent"), steps[0].t if steps else 0.0)
+    for row, e in enumerate(steps):
+        y = -row - 0.5
+        ax.text(-0.35, y, f"{e.t:.0f} s", ha="right", va="center", fontsize=9,
+                color=COLOURS["grey"])
+        gap = e.t - steps[row - 1].t if row else 0.0
+        if gap >= 0.1 * timeout:  # the silence the appliance counts, between two rows
+            ax.text(1.0, y + 0.5, f"{gap:.0f} s without a packet", ha="center",
+                    va="center", fontsize=8, style="italic", color=COLOURS["idle"],
+                    bbox={"facecolor": "white", "edgecolor": COLOURS["idle"], "pad": 1.5})
+        red, blue, green = COLOURS["bad"], COLOURS["info"], COLOURS["ok"]
+        step = (e.source, e.kind)
+        if step == ("client", "request_sent"):
+            _ladder_arrow(ax, 0.0, 2.0, y, blue, "request")
+        elif step == ("server", "answer_sent"):
+            _ladder_arrow(ax, 2.0, 1.0, y, blue, "the answer")
+        elif step == ("middlebox", "keepalive"):
+            refreshed = e.raw.get("refreshed", True)
+            idle = float(e.raw.get("idle", e.t - last_activity))
+            from_client = e.raw.get("side") == "inside"
+            _ladder_arrow(ax, 0.0 if from_client else 2.0, 1.0, y, blue,
+                          f"keepalive probe ({idle:.0f} s idle)")
+            note = "idle timer reset" if refreshed else "NOT counted: no data"
+            ax.text(1.06, y - 0.18, note, fontsize=8, color=green if refreshed else red)
+            if refreshed:
+                last_activity = e.t
+        elif step == ("middlebox", "flow_expired"):
+            ax.plot(1.0, y, marker="X", ms=14, color=red)
+            ax.text(1.08, y, f"flow forgotten: idle {timeout:g} s, nothing sent",
+                    va="center", fontsize=9, color=red)
+        elif step == ("middlebox", "rst_sent"):
+            to_client = e.raw.get("side") == "inside"
+            _ladder_arrow(ax, 1.0, 0.0 if to_client else 2.0, y, red, "RST")
+        elif step == ("middlebox", "dropped"):
+            ax.plot(1.0, y, marker="x", ms=10, mew=2, color=red)
+            ax.text(1.08, y, "dropped (late: the flow is gone)", va="center", fontsize=9,
+                    color=red)
+        elif step == ("middlebox", "port_allocation_error"):
+            ax.text(1.08, y, "no room: new connection dropped", va="center", fontsize=9,
+                    color=red)
+        else:
+            marker, colour, label = MARKERS[step]
+            x = LADDER_X[e.source]
+            ax.plot(x, y, marker=marker, ms=11, color=COLOURS[colour], zorder=5)
+            ax.text(x + (0.08 if e.source == "client" else -0.08), y, label, va="center",
+                    ha="left" if e.source == "client" else "right", fontsize=9,
+                    color=COLOURS[colour] if colour != "info" else "black")
+    ax.set_xlim(-0.9, 2.9)
+    ax.set_ylim(-rows - 0.4, 1.2)
+    ax.axis("off")
+    ax.set_title("\n".join(textwrap.wrap(title, 90)), fontsize=11)
+    fig.tight_layout()
+    paths = [out_base.with_suffix(".svg"), out_base.with_suffix(".png")]
+    with matplotlib.rc_context({"svg.fonttype": "none"}):
+        for path in paths:
+            fig.savefig(path)
+    plt.close(fig)
+    return paths
+
+
+def _ladder_arrow(ax: Axes, x0: float, x1: float, y: float, colour: str, label: str) -> None:
+    """A message from column ``x0`` to ``x1``, sloping down a little, labelled above."""
+    ax.annotate("", xy=(x1, y - 0.25), xytext=(x0, y + 0.1),
+                arrowprops={"arrowstyle": "-|>", "color": colour, "lw": 1.6})
+    ax.text((x0 + x1) / 2, y + 0.02, label, ha="center", va="bottom", fontsize=8.5,
+            color=colour, bbox={"facecolor": "white", "edgecolor": "none", "pad": 0.5})

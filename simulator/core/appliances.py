@@ -141,6 +141,8 @@ Linux conntrack firewall (``linux-conntrack``)
 from __future__ import annotations
 
 import dataclasses
+import difflib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -581,9 +583,16 @@ CATALOGUE: dict[str, Appliance] = {a.name: a for a in (
     LINUX_CONNTRACK, HYPERPLANE_ENI)}
 
 
+def did_you_mean(name: str, known: Iterable[str]) -> str:
+    """ "did you mean X? " for a typo close to one of ``known`` (else nothing)."""
+    close = difflib.get_close_matches(name, list(known), n=1)
+    return f"did you mean {close[0]}? " if close else ""
+
+
 def get_appliance(name: str) -> Appliance:
     try:
         return CATALOGUE[name]
     except KeyError:
-        raise KeyError(f"unknown appliance {name!r}; known: {', '.join(sorted(CATALOGUE))}")\
+        raise KeyError(f"unknown appliance {name!r}; {did_you_mean(name, CATALOGUE)}known: "
+                       f"{', '.join(sorted(CATALOGUE))}")\
             from None

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from simulator.core.appliances import did_you_mean
+
 
 @dataclass(frozen=True, slots=True)
 class ClientProfile:
@@ -101,5 +103,5 @@ def get_profile(name: str) -> ClientProfile:
     try:
         return PROFILES[name]
     except KeyError:
-        raise KeyError(f"unknown client profile {name!r}; known: "
+        raise KeyError(f"unknown client profile {name!r}; {did_you_mean(name, PROFILES)}known: "
                        f"{', '.join(sorted(PROFILES))}") from None

@@ -46,6 +46,7 @@ from simulator.core.packets import (
 )
 
 INF = float("inf")
+_OPENING = (TcpState.SYN_SENT, TcpState.SYN_RECEIVED)
 EXPLAIN_WINDOW = 1.0
 """Seconds between a captured RST and the appliance's for it to count as the same one."""
 
@@ -88,7 +89,7 @@ class Fate(StrEnum):
 KILLED = (Fate.EXPIRED, Fate.LATE_RST, Fate.LATE_DROP)
 
 
-@dataclass
+@dataclass(slots=True)
 class Connection:
     """One captured connection and what the appliance made of it."""
 
@@ -204,8 +205,7 @@ class Replay:
         flows = self.box.flows
         had_flow = flows.by_inside.get(conn.inside)
         if (self._fast and had_flow is not None and not flags & (SYN | FIN | RST)
-                and had_flow.state is not TcpState.SYN_SENT
-                and had_flow.state is not TcpState.SYN_RECEIVED
+                and had_flow.state not in _OPENING
                 and t - had_flow.last_seen < had_flow.timeout
                 and (flows.next_deadline() or INF) > t):
             # Nothing can expire before this packet and it changes no state: what the

@@ -46,3 +46,33 @@ def test_rootless_errors_say_which_setting_and_how(tmp_path: Path) -> None:
     (tmp_path / "user" / "max_user_namespaces").write_text("100\n")
     (tmp_path / "kernel" / "apparmor_restrict_unprivileged_userns").write_text("1\n")
     assert "apparmor_restrict_unprivileged_userns=0" in str(rootless.why_unavailable(tmp_path))
+
+
+def test_a_typo_suggests_the_scenario(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check", "nat-gww"]) == 2
+    assert "did you mean nat-gw?" in capsys.readouterr().err
+    assert main(["check", "--appliance", "nat-gateway", "--idle", "400"]) == 2
+    assert "did you mean nat-gw?" in capsys.readouterr().err
+
+
+def test_check_says_one_thing_about_the_keepalive_time(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    main(["check", "--keepalive-time", "300", "--idle", "400"])
+    out = capsys.readouterr().out
+    assert "after 300 s idle" in out and "7200" not in out
+
+
+def test_the_demo_tells_simultaneous_steps_in_the_same_order_in_both_columns() -> None:
+    import io  # noqa: PLC0415
+
+    from simulator.demo import LEFT, RIGHT, Columns, _print_rows  # noqa: PLC0415
+
+    created = {"source": "middlebox", "kind": "flow_created"}
+    sent = {"source": "client", "kind": "request_sent"}
+    out = io.StringIO()
+    # the two runs' lines at t = 0 arrive in opposite orders
+    _print_rows(Columns(out, 120), [(0.0, LEFT, sent), (0.0, LEFT, created),
+                                    (0.01, RIGHT, created), (0.02, RIGHT, sent)])
+    rows = [line for line in out.getvalue().splitlines() if line[:8].strip()]  # stamped
+    assert len(rows) == 2  # each step once, both columns side by side
+    assert "connects" in rows[0] and "request" in rows[1]
