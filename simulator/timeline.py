@@ -186,9 +186,14 @@ def draw(events: Sequence[TimelineEvent], timeout: float, speed: float, title: s
     ax.set_title(title, fontsize=11, pad=10)
     ax.legend(loc="lower center", bbox_to_anchor=(0.5, -0.42), ncol=5, fontsize=8,
               frameon=False)
+    return _save(fig, out_base)
+
+
+def _save(fig: Any, out_base: Path) -> list[Path]:
+    """``out_base``.svg (its text stays searchable text) and .png; closes the figure."""
     fig.tight_layout()
     paths = [out_base.with_suffix(".svg"), out_base.with_suffix(".png")]
-    with matplotlib.rc_context({"svg.fonttype": "none"}):  # SVG text stays searchable text
+    with matplotlib.rc_context({"svg.fonttype": "none"}):
         for path in paths:
             fig.savefig(path)
     plt.close(fig)
@@ -226,13 +231,7 @@ def draw_metrics(samples: Sequence[dict[str, Any]], namespace: str, speed: float
         ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     axes[-1, 0].set_xlabel(f"model time (s); speed {speed:g}")
     fig.suptitle(f"{title} ({namespace} metrics)", fontsize=10)
-    fig.tight_layout()
-    paths = [out_base.with_suffix(".svg"), out_base.with_suffix(".png")]
-    with matplotlib.rc_context({"svg.fonttype": "none"}):
-        for path in paths:
-            fig.savefig(path)
-    plt.close(fig)
-    return paths
+    return _save(fig, out_base)
 
 
 # -- the ladder (sequence) diagram ------------------------------------------------------------
@@ -247,7 +246,7 @@ LADDER_STEPS = {
 }
 
 
-def draw_ladder(events: Sequence[TimelineEvent], timeout: float, title: str,  # noqa: C901
+def draw_ladder(events: Sequence[TimelineEvent], timeout: float, title: str,
                 out_base: Path) -> list[Path]:
     """The run as a ladder (sequence) diagram, as network people draw these stories.
 
@@ -319,13 +318,7 @@ def draw_ladder(events: Sequence[TimelineEvent], timeout: float, title: str,  # 
     ax.set_ylim(-rows - 0.4, 1.2)
     ax.axis("off")
     ax.set_title("\n".join(textwrap.wrap(title, 90)), fontsize=11)
-    fig.tight_layout()
-    paths = [out_base.with_suffix(".svg"), out_base.with_suffix(".png")]
-    with matplotlib.rc_context({"svg.fonttype": "none"}):
-        for path in paths:
-            fig.savefig(path)
-    plt.close(fig)
-    return paths
+    return _save(fig, out_base)
 
 
 def _ladder_arrow(ax: Axes, x0: float, x1: float, y: float, colour: str, label: str) -> None:

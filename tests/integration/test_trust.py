@@ -22,6 +22,7 @@ from simulator import topology
 from simulator.pytest_plugin import NatsimWorld
 from simulator.world import LiveWorld, call_in
 from tests.integration.conftest import OURS, natsim_namespaces
+from tests.integration.test_cleanup import wait_for
 from tests.unit.test_frames import crafted_syn
 
 REPO = Path(__file__).resolve().parents[2]
@@ -52,16 +53,6 @@ def middlebox_pids(results: Path) -> list[int]:
             except OSError:
                 continue
     return pids
-
-
-def wait_for(predicate: object, timeout: float = 20.0) -> None:
-    assert callable(predicate)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not reached in time")
 
 
 @pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGSTOP], ids=["killed", "hung"])

@@ -12,20 +12,7 @@ from simulator.compression import plan
 from simulator.core.appliances import CATALOGUE, ApplianceError, check_field, get_appliance
 from simulator.fields import MAX_FILE_BYTES
 from simulator.scenario import ScenarioError, load_scenario
-
-GOOD = """\
-appliance: nat-gw
-speed: 35
-client: {timeout: 900, keepalive: {idle: 300, interval: 15, count: 5}}
-server: {delay: 400}
-expect: {client: answer, server: delivered}
-"""
-
-
-def write(tmp_path: Path, text: str) -> str:
-    path = tmp_path / "mine.yaml"
-    path.write_text(text)
-    return str(path)
+from tests.unit.test_scenario import GOOD, write
 
 
 @pytest.mark.parametrize("change,field,words", [
