@@ -78,8 +78,15 @@ def templates(rng: random.Random) -> list[tuple[Side, bytearray]]:
                for flags in (0x12, 0x10, 0x18, 0x11, 0x04)]
     outside.append(_udp(SERVER, 53, PUBLIC, pport, b"a"))
     icmp = bytearray(struct.pack("!BBHHHBBH4s4s", 0x45, 0, 28, 1, 0, 64, 1, 0, CLIENT, SERVER)
-                     + bytes(8))
-    return [(Side.INSIDE, p) for p in [*inside, icmp]] + [(Side.OUTSIDE, p) for p in outside]
+                     + bytes([8, 0, 0, 0]) + struct.pack("!HH", cport, 1))
+    quoted = _udp(PUBLIC, pport, SERVER, 53, b"q")[:28]
+    error = bytearray(struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + 8 + len(quoted), 1, 0, 64,
+                                  1, 0, SERVER, PUBLIC) + bytes([3, 3, 0, 0, 0, 0, 0, 0])
+                      + quoted)
+    reply = bytearray(struct.pack("!BBHHHBBH4s4s", 0x45, 0, 28, 1, 0, 64, 1, 0, SERVER, PUBLIC)
+                      + bytes([0, 0, 0, 0]) + struct.pack("!HH", pport, 1))
+    return [(Side.INSIDE, p) for p in [*inside, icmp]] + \
+        [(Side.OUTSIDE, p) for p in [*outside, error, reply]]
 
 
 def mutate(rng: random.Random, packet: bytearray) -> tuple[bytes, bytes]:

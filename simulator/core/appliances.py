@@ -221,6 +221,8 @@ class Appliance:
     keepalive_echo: float | None = None
     """Once it sees a TCP keepalive on a flow, the appliance sends its own keepalive probes
     to both ends this often (NLB TLS listener: 20 s)."""
+    icmp: bool = True
+    """Carries ICMP: echo by identifier, errors translated back (Azure NAT Gateway: no)."""
     keepalive_refreshes: bool = True
     """Whether a segment without data (a TCP keepalive probe, a bare ACK) refreshes the idle
     timer. Global Accelerator: no, "at least one byte of data" is needed."""
@@ -385,7 +387,7 @@ def check_field(key: str, value: Any) -> None:
         allowed = [str(v) for v in (LateAction if key != "on_expiry" else ExpiryAction)]
         if not isinstance(value, str) or value not in allowed:
             raise ApplianceError(f"{key}: must be one of {', '.join(allowed)}; got {value!r}")
-    elif key in ("nat", "send_tcp_reset_on_idle_timeout", "keepalive_refreshes"):
+    elif key in ("nat", "send_tcp_reset_on_idle_timeout", "keepalive_refreshes", "icmp"):
         if not isinstance(value, bool):
             raise ApplianceError(f"{key}: must be true or false, got {value!r}")
     elif key in _FIELD_RULES:
@@ -539,7 +541,7 @@ AZURE_NAT_GW = Appliance(
     tcp_idle_timeout=240.0, udp_idle_timeout=240.0,
     late_from_inside=LateAction.RST, late_from_outside=LateAction.RST,
     tcp_timeout_range=(240.0, 7200.0), ports_per_destination=50_000,
-    transitory_timeout=30.0, checked=CHECKED,
+    transitory_timeout=30.0, icmp=False, checked=CHECKED,
     sources=("https://learn.microsoft.com/azure/nat-gateway/nat-gateway-resource",
              "https://learn.microsoft.com/azure/nat-gateway/nat-gateway-design"),
 )

@@ -39,7 +39,6 @@ Beyond the NAT Gateway, the same record describes the rest of the catalogue:
 from __future__ import annotations
 
 from collections import Counter, OrderedDict
-from dataclasses import dataclass
 
 from simulator.core.appliances import Appliance, ExpiryAction, LateAction
 from simulator.core.balancing import Balancer
@@ -54,9 +53,13 @@ from simulator.core.flows import (
     TcpState,
     Timer,
 )
+from simulator.core.icmp import IcmpRules, Transmit
 from simulator.core.packets import (
     ACK,
     FIN,
+    ICMP_ECHO_REQUEST,
+    ICMP_ERRORS,
+    IPPROTO_ICMP,
     IPPROTO_TCP,
     IPPROTO_UDP,
     RST,
@@ -72,27 +75,16 @@ from simulator.core.packets import (
     rewrite_source,
 )
 
+__all__ = ["Middlebox", "Transmit"]
+
 _TOMBSTONE_LIMIT = 65_536
-
-
-@dataclass(frozen=True, slots=True)
-class Transmit:
-    """Send ``packet`` (an IPv4 packet, no link header) out of the middlebox's ``side``."""
-
-    side: Side
-    packet: bytearray
-    port: int = 0
-    """Which interface of that side: the backend's, when there are several."""
-    deadline: float | None = None
-    """For an RST sent because a flow expired: the idle deadline it answers, so that the
-    I/O layer can measure how late after the deadline the packet actually left."""
 
 
 def _endpoint(addr: bytes, port: int) -> str:
     return f"{ip_to_str(addr)}:{port}"
 
 
-class Middlebox:
+class Middlebox(IcmpRules):
     """One appliance's flow table and rules."""
 
     data_event_gap: float = 1.0
@@ -244,7 +236,10 @@ class Middlebox:
             self.counters["PacketsDropCount"] += 1
             self.counters["UnsupportedPackets"] += 1
             return out
-        if side is Side.INSIDE:
+        if pkt.proto == IPPROTO_ICMP and not self._icmp_admitted(pkt, side, now):
+            decided = self._icmp_error(packet, pkt, side, now) \
+                if pkt.flags in ICMP_ERRORS and self.appliance.icmp else []
+        elif side is Side.INSIDE:
             self.counters["PacketsInFromSource"] += 1
             self.counters["BytesInFromSource"] += pkt.total_len
             decided = self._from_inside(packet, pkt, now)
@@ -259,7 +254,8 @@ class Middlebox:
         flow = self.flows.by_inside.get(key)
         if flow is None:
             starts_flow = (pkt.proto == IPPROTO_UDP
-                           or (pkt.proto == IPPROTO_TCP and pkt.flags & (SYN | ACK) == SYN))
+                           or (pkt.proto == IPPROTO_TCP and pkt.flags & (SYN | ACK) == SYN)
+                           or (pkt.proto == IPPROTO_ICMP and pkt.flags == ICMP_ECHO_REQUEST))
             if not starts_flow:
                 return self._late(pkt, key, Side.INSIDE, now, packet)
             flow = self._create(key, pkt, now)

@@ -25,6 +25,9 @@ IPPROTO_ICMP = 1
 IPPROTO_TCP = 6
 IPPROTO_UDP = 17
 
+ICMP_ECHO_REPLY, ICMP_UNREACHABLE, ICMP_ECHO_REQUEST, ICMP_TIME_EXCEEDED = 0, 3, 8, 11
+ICMP_ERRORS = (ICMP_UNREACHABLE, ICMP_TIME_EXCEEDED)
+
 FIN = 0x01
 SYN = 0x02
 RST = 0x04
@@ -98,7 +101,15 @@ def parse(packet: bytes | bytearray | memoryview) -> Packet | None:
         sport, dport = _PORTS.unpack_from(packet, ihl)
         return Packet(proto, src, dst, sport, dport, ihl, total_len, total_len - ihl - 8)
     if proto == IPPROTO_ICMP:
-        return Packet(proto, src, dst, 0, 0, ihl, total_len, total_len - ihl)
+        # An echo is tracked like a datagram, its identifier standing for the client's port
+        # (the request's source, the reply's destination: RFC 5508); other messages have no
+        # ports. ``flags`` holds the ICMP type.
+        icmp_type = packet[ihl] if total_len > ihl else 255
+        ident = _U16.unpack_from(packet, ihl + 4)[0] if total_len >= ihl + 8 else 0
+        sport = ident if icmp_type == ICMP_ECHO_REQUEST else 0
+        dport = ident if icmp_type == ICMP_ECHO_REPLY else 0
+        return Packet(proto, src, dst, sport, dport, ihl, total_len, total_len - ihl,
+                      icmp_type)
     return None
 
 
@@ -152,6 +163,9 @@ def _rewrite(packet: bytearray, pkt: Packet, addr_offset: int, port_offset: int,
     (ip_csum,) = _U16.unpack_from(packet, 10)
     _U16.pack_into(packet, 10, checksum_replace(ip_csum, old_ip, new_ip))
 
+    if pkt.proto == IPPROTO_ICMP:
+        _rewrite_icmp_ident(packet, pkt, port_offset, new_port)
+        return
     csum_off = _l4_checksum_offset(pkt.proto)
     if csum_off is None:
         return
@@ -166,6 +180,61 @@ def _rewrite(packet: bytearray, pkt: Packet, addr_offset: int, port_offset: int,
     if pkt.proto == IPPROTO_UDP and updated == 0:
         updated = 0xFFFF  # zero means "no checksum" for UDP (RFC 768)
     _U16.pack_into(packet, pkt.l4 + csum_off, updated)
+
+
+def _rewrite_icmp_ident(packet: bytearray, pkt: Packet, port_offset: int,
+                        new_port: int) -> None:
+    """The echo identifier is the request's source "port" and the reply's destination one;
+    the ICMP checksum has no pseudo-header, so only the identifier moves it."""
+    is_source = port_offset == 0
+    if not ((is_source and pkt.flags == ICMP_ECHO_REQUEST)
+            or (not is_source and pkt.flags == ICMP_ECHO_REPLY)) or pkt.total_len < pkt.l4 + 8:
+        return
+    at = pkt.l4 + 4
+    old = bytes(packet[at:at + 2])
+    new = _U16.pack(new_port)
+    packet[at:at + 2] = new
+    (csum,) = _U16.unpack_from(packet, pkt.l4 + 2)
+    _U16.pack_into(packet, pkt.l4 + 2, checksum_replace(csum, old, new))
+
+
+def icmp_error_inner(packet: bytes | bytearray, pkt: Packet) -> Packet | None:
+    """The packet an ICMP error quotes (its IP header and first 8 bytes), parsed leniently:
+    a quote is truncated by design, so only its header fields are read."""
+    if pkt.proto != IPPROTO_ICMP or pkt.flags not in ICMP_ERRORS:
+        return None
+    at = pkt.l4 + 8
+    if pkt.total_len < at + 28:
+        return None
+    ver_ihl, proto = packet[at], packet[at + 9]
+    ihl = (ver_ihl & 0x0F) * 4
+    if ver_ihl >> 4 != 4 or ihl < 20 or pkt.total_len < at + ihl + 8:
+        return None
+    src, dst = bytes(packet[at + 12:at + 16]), bytes(packet[at + 16:at + 20])
+    if proto in (IPPROTO_TCP, IPPROTO_UDP):
+        sport, dport = _PORTS.unpack_from(packet, at + ihl)
+    elif proto == IPPROTO_ICMP and packet[at + ihl] == ICMP_ECHO_REQUEST:
+        sport, dport = _U16.unpack_from(packet, at + ihl + 4)[0], 0
+    else:
+        return None
+    return Packet(proto, src, dst, sport, dport, at + ihl, 0, 0)
+
+
+def rewrite_icmp_error(packet: bytearray, pkt: Packet, inner: Packet, new_dst: bytes,
+                       inner_src: bytes, inner_sport: int) -> None:
+    """Translate an ICMP error back through a NAT: the outer destination, and the quoted
+    packet's source (address and port, or echo identifier) become the inside host's; the
+    quoted IP checksum and the ICMP checksum are made right again."""
+    at = inner.l4 - (packet[pkt.l4 + 8] & 0x0F) * 4  # the quoted IP header
+    old_ip = bytes(packet[at + 12:at + 16])
+    packet[at + 12:at + 16] = inner_src
+    (ip_csum,) = _U16.unpack_from(packet, at + 10)
+    _U16.pack_into(packet, at + 10, checksum_replace(ip_csum, old_ip, inner_src))
+    port_at = inner.l4 + (4 if inner.proto == IPPROTO_ICMP else 0)
+    packet[port_at:port_at + 2] = _U16.pack(inner_sport)
+    _U16.pack_into(packet, pkt.l4 + 2, 0)
+    _U16.pack_into(packet, pkt.l4 + 2, internet_checksum(packet[pkt.l4:pkt.total_len]))
+    rewrite_destination(packet, pkt, new_dst, 0)
 
 
 def rewrite_source(packet: bytearray, pkt: Packet, new_ip: bytes, new_port: int) -> None:
