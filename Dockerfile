@@ -9,6 +9,7 @@ COPY build/wheels /tmp/wheels
 RUN python3 -m venv /opt/natsim \
  && /opt/natsim/bin/pip install --no-cache-dir --no-index --find-links /tmp/wheels natsim \
  && rm -rf /tmp/wheels
-ENV PATH=/opt/natsim/bin:$PATH PYTHONUNBUFFERED=1
+COPY scenarios /opt/natsim/scenarios
+ENV PATH=/opt/natsim/bin:$PATH PYTHONUNBUFFERED=1 NATSIM_SCENARIOS=/opt/natsim/scenarios
 ENTRYPOINT ["natsim"]
 CMD ["--help"]

@@ -14,7 +14,15 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from simulator import dataplane, docker_host, interrupts, replay_cli, rootless, topology
+from simulator import (
+    dataplane,
+    docker_host,
+    interrupts,
+    matrix,
+    replay_cli,
+    rootless,
+    topology,
+)
 from simulator.backends import BackendError, docker_leftovers
 from simulator.capture import CaptureError
 from simulator.compression import SpeedError, max_safe_speed, nominal_prediction
@@ -47,6 +55,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if result.error is not None:
         return EXIT_ERROR
     return 0 if result.passed else EXIT_MISMATCH
+
+
+def _cmd_matrix(args: argparse.Namespace) -> int:
+    return matrix.main(args)
 
 
 def _cmd_replay(args: argparse.Namespace) -> int:
@@ -379,6 +391,8 @@ def build_parser() -> argparse.ArgumentParser:
     down.set_defaults(func=_cmd_down)
 
     replay_cli.add_parser(sub)
+    matrix.add_parser(sub)
+    sub.choices["matrix"].set_defaults(func=_cmd_matrix)
     sub.choices["replay"].set_defaults(func=_cmd_replay)
 
     mbox = sub.add_parser("middlebox", help="(internal) the dataplane, run inside its namespace")

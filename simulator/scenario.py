@@ -9,6 +9,7 @@ becomes at a given speed is :mod:`simulator.compression`.
 from __future__ import annotations
 
 import difflib
+import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,9 @@ from simulator.fields import (
     text,
 )
 
-SCENARIO_DIR = Path(__file__).resolve().parent.parent / "scenarios"
+SCENARIO_DIR = Path(os.environ.get("NATSIM_SCENARIOS")
+                    or Path(__file__).resolve().parent.parent / "scenarios")
+"""The shipped scenarios (the repository's; natsim's image sets ``NATSIM_SCENARIOS``)."""
 
 CLIENT_OUTCOMES = tuple(map(str, (ClientOutcome.ANSWER, ClientOutcome.TIMEOUT,
                                    ClientOutcome.RESET, ClientOutcome.KEEPALIVE_FAILED)))

@@ -28,6 +28,8 @@ cleanup`` removes namespaces whose run is no longer alive, and only names with o
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
 import fcntl
 import json
 import os
@@ -36,6 +38,7 @@ import secrets
 import shutil
 import signal
 import stat
+import sys
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
@@ -141,9 +144,45 @@ def inside(ns: str) -> Iterator[None]:
 
 def write_sysctls(ns: str, values: Mapping[str, int | str]) -> None:
     """Set ``net.*`` sysctls of namespace ``ns``; keys are dotted names."""
-    with inside(ns):
-        for key, value in values.items():
-            Path("/proc/sys", *key.split(".")).write_text(f"{value}\n")
+    try:
+        with inside(ns):
+            for key, value in values.items():
+                Path("/proc/sys", *key.split(".")).write_text(f"{value}\n")
+    except OSError as exc:
+        if exc.errno != errno.EROFS:
+            raise
+        _write_sysctls_on_a_fresh_proc(ns, values)
+
+
+_CLONE_NEWNS, _MS_REC, _MS_PRIVATE = 0x00020000, 0x4000, 0x40000
+
+
+def _write_sysctls_on_a_fresh_proc(ns: str, values: Mapping[str, int | str]) -> None:
+    """In a container, /proc/sys is mounted read-only (a pod, ``docker run`` with only the
+    capabilities a run needs). A forked child joins the namespace, takes a mount namespace of
+    its own and mounts a fresh procfs there, whose net.* entries are the namespace's own and
+    writable (CAP_SYS_ADMIN): nothing outside the child sees the mount."""
+    pid = os.fork()
+    if pid == 0:  # the child: never return into the caller's stack
+        code = 1
+        try:
+            netns.setns(ns, flags=0)
+            libc = ctypes.CDLL(None, use_errno=True)
+            if libc.unshare(_CLONE_NEWNS) != 0 or libc.mount(
+                    None, b"/", None, _MS_REC | _MS_PRIVATE, None) != 0 or libc.mount(
+                    b"proc", b"/proc", b"proc", 0, None) != 0:
+                raise OSError(ctypes.get_errno(), "a fresh /proc for the sysctls")
+            for key, value in values.items():
+                Path("/proc/sys", *key.split(".")).write_text(f"{value}\n")
+            code = 0
+        except BaseException as exc:  # reported by the exit status
+            print(f"natsim: sysctls of {ns}: {exc}", file=sys.stderr)
+        os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise TopologyError(f"could not set sysctls in {ns}: /proc/sys is read-only here and "
+                            "a fresh procfs could not be mounted (CAP_SYS_ADMIN, and an "
+                            "AppArmor profile that allows mount, are needed)")
 
 
 def read_sysctl(ns: str, key: str) -> str:

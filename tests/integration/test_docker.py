@@ -10,6 +10,7 @@ had, they are skipped with the reason.
 from __future__ import annotations
 
 import io
+import json
 import os
 import secrets
 import shutil
@@ -234,3 +235,27 @@ def test_cleanup_removes_a_killed_docker_run(image: str, tmp_path: Path) -> None
     assert "removed container natsim-" in cleaned.stdout
     assert not sh("docker", "ps", "-a", "-q", "--filter", "label=natsim.run").stdout.strip()
     assert not sh("docker", "network", "ls", "-q", "--filter", "label=natsim.run").stdout.strip()
+
+
+def test_matrix_cells_as_an_indexed_job_in_containers(image: str, tmp_path: Path) -> None:
+    """The Kubernetes Indexed Job path on the engine the suite has: the image run as one
+    container per cell with $JOB_COMPLETION_INDEX and only the capabilities the emitted Job
+    asks for, each writing its cell folder; then `natsim matrix merge` on the host."""
+    from simulator.matrix import RUN_CAPABILITIES  # noqa: PLC0415
+
+    folders = []
+    for index in (0, 3):
+        folder = tmp_path / f"cell{index}"
+        folder.mkdir()
+        caps = [a for c in RUN_CAPABILITIES for a in ("--cap-add", c)]
+        done = sh("docker", "run", "--rm", "-e", f"JOB_COMPLETION_INDEX={index}",
+                  "--cap-drop", "ALL", *caps, "--security-opt", "seccomp=unconfined",
+                  "--security-opt", "apparmor=unconfined", "-v", f"{folder}:/results", image,
+                  "matrix", "small", "--out", "/results", check=False, timeout=300)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        folders.append(str(folder))
+    merged = sh(sys.executable, "-m", "simulator", "matrix", "merge", *folders, "--out",
+                str(tmp_path / "merged"), check=False)
+    assert merged.returncode == 0, merged.stdout + merged.stderr
+    cells = json.loads((tmp_path / "merged" / "matrix.json").read_text())["cells"]
+    assert len(cells) == 2 and all(c["agrees"] for c in cells)
