@@ -228,12 +228,18 @@ def decisive_gap_udp(ex: DatagramExchange) -> float:
 def decisive_gap(ex: Exchange) -> float:
     """The smallest distance between two instants whose order decides the outcome."""
     instants = [ex.idle_timeout, ex.answer_delay, ex.client_timeout]
+    probe_after = None
     if ex.keepalive_idle is not None and ex.keepalive_idle < 2 * ex.client_timeout:
         instants.append(ex.keepalive_idle)
         if not ex.probes_refresh:  # the first probe after the expiry meets the late rule
-            instants.append(first_probe_after(ex.keepalive_idle, ex.idle_timeout))
+            probe_after = first_probe_after(ex.keepalive_idle, ex.idle_timeout)
+            instants.append(probe_after)
     instants.sort()
-    return min((b - a for a, b in pairwise(instants)), default=math.inf)
+    # A probe that does not refresh the timer meets the expiry whichever comes first of the
+    # two (the next probe does, at the latest): that pair decides nothing.
+    return min((b - a for a, b in pairwise(instants)
+                if not (probe_after is not None and {a, b} == {ex.idle_timeout, probe_after})),
+               default=math.inf)
 
 
 def capacity_towards_one_destination(appliance: Appliance) -> int | None:

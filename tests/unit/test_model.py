@@ -88,3 +88,17 @@ def test_capacity_predictions() -> None:
     scaled = nat.with_overrides({"capacity_scale": 0.01})
     assert predict_load([scaled], 560) == (550, 10)
     assert capacity_towards_one_destination(get_appliance("nlb")) is None
+
+
+def test_probes_that_do_not_count_make_no_margin_of_their_own() -> None:
+    """Found by the keepalive matrix: node's 1 s probes behind Global Accelerator, whose
+    340 s timeout is a multiple of 1 s, made the probe and the expiry "coincide" and the
+    scenario unsafe at every speed; the order of those two decides nothing."""
+    from simulator.compression import max_safe_speed  # noqa: PLC0415
+    from simulator.matrix import load_matrix  # noqa: PLC0415
+
+    cell = next(c for c in load_matrix("keepalive").cells
+                if c.client == "node-http-agent" and c.scenario.appliance.name
+                == "global-accelerator")
+    assert cell.scenario.expect_client == "reset"
+    assert max_safe_speed(cell.scenario) >= 35  # (the 1 s probes round up at high speeds)
