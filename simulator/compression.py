@@ -45,6 +45,10 @@ class Plan:
     notes: list[str] = field(default_factory=list)
     heartbeat: Scaled | None = None
 
+    def wall_sysctls(self) -> dict[str, int]:
+        """The client's keepalive sysctls as the kernel takes them: whole wall seconds."""
+        return {k: v if isinstance(v, int) else int(v.wall) for k, v in self.sysctls.items()}
+
     def settings(self) -> list[dict[str, object]]:
         rows = [self.idle_timeout, self.server_delay, self.client_timeout]
         rows += [s for s in (self.keepalive_idle, self.keepalive_interval, self.heartbeat)

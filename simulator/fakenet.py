@@ -268,7 +268,7 @@ def _client(world: FakeWorld, s: Scenario, p: Plan, cfg: dict[str, Any]) -> None
     if cfg["keepalive"] == "socket":
         keepalive = (cfg["idle"] * speed, cfg["interval"] * speed, cfg["count"])
     elif cfg["keepalive"] == "os":
-        wall = {k: v if isinstance(v, int) else int(v.wall) for k, v in p.sysctls.items()}
+        wall = p.wall_sysctls()
         keepalive = (wall["tcp_keepalive_time"] * speed, wall["tcp_keepalive_intvl"] * speed,
                      wall["tcp_keepalive_probes"])
     conn = Tcp(host, (host.address, 40000), (ip_from_str(SERVER_IP), s.server_port),

@@ -36,6 +36,7 @@ from simulator.core.advice import check
 from simulator.core.profiles import get_profile
 from simulator.fields import ScenarioError, mapping, number, read_yaml, text
 from simulator.matrix_report import write_reports
+from simulator.results import base as results_base
 from simulator.results import prepare as prepare_results
 from simulator.scenario import SCENARIO_DIR, Scenario, parse_appliance, parse_scenario
 
@@ -275,7 +276,7 @@ def main(args: argparse.Namespace) -> int:
         raise ScenarioError(matrix.source, "", f"cell {only}: there are "
                             f"{len(matrix.cells)} (0-{len(matrix.cells) - 1})")
     jobs = args.jobs or jobs_default()
-    out: Path = args.out or Path("results") / f"matrix-{matrix.name}"
+    out: Path = args.out or results_base() / f"matrix-{matrix.name}"
     out.mkdir(parents=True, exist_ok=True)
     print(f"natsim matrix {matrix.name}: {len(matrix.cells)} cells, {jobs} at once "
           f"(speed lowered to {speed_for(matrix.cells[0], jobs):g} for contention), "

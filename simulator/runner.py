@@ -64,7 +64,7 @@ model-time order."""
 
 _PR_SET_PDEATHSIG = 1
 
-__all__ = ["RunError", "RunResult", "Runner", "default_results_dir", "run_scenario"]
+__all__ = ["RunError", "RunResult", "Runner", "run_scenario"]
 
 
 class RunError(RuntimeError):
@@ -106,10 +106,6 @@ class Proc:
         return fresh
 
 
-def default_results_dir(name: str, run_id: str) -> Path:
-    return results.default_dir(name, run_id)
-
-
 class Runner:
     def __init__(self, scenario: Scenario, speed: float | None = None,
                  results_dir: Path | None = None, out: TextIO | None = None,
@@ -120,7 +116,7 @@ class Runner:
         self.plan = make_plan(scenario, speed)
         self.run_id = topology.new_run_id()
         self.backend: Backend = get_backend(scenario.backend, scenario.images)
-        self.results_dir = results_dir or default_results_dir(scenario.name, self.run_id)
+        self.results_dir = results_dir or results.default_dir(scenario.name, self.run_id)
         self.out = out if out is not None else sys.stdout
         self.tty = self.out.isatty()
         # colours only for a person at a terminal; files and pipes get plain text
@@ -272,8 +268,7 @@ class Runner:
     def _world_plan(self) -> WorldPlan:
         s, p = self.scenario, self.plan
         chain = s.chain or (s.appliance,)
-        wall = {k: v if isinstance(v, int) else int(v.wall) for k, v in p.sysctls.items()}
-        return world_plan(self.run_id, wall, max(a.backends for a in chain),
+        return world_plan(self.run_id, p.wall_sysctls(), max(a.backends for a in chain),
                           next((a.vip for a in chain if a.backends > 1), None),
                           s.load.addresses if s.load else 1,
                           server_sysctls=keepalive_sysctls(LINUX_KEEPALIVE_DEFAULTS, p.speed))

@@ -427,9 +427,7 @@ class Middlebox(IcmpRules):
             self._keepalive_seen(flow, pkt, direction, idle, now)
         else:
             self._maybe_data_event(flow, pkt, direction, now, who)
-        end = (pkt.seq + pkt.seg_len) & 0xFFFFFFFF
-        if expected is None or (end - expected) & 0xFFFFFFFF < 0x80000000:
-            flow.next_seq[direction] = end
+        flow.advance(direction, (pkt.seq + pkt.seg_len) & 0xFFFFFFFF)
         self._tcp_state(flow, pkt.flags, direction, now)
 
     def _keepalive_seen(self, flow: Flow, pkt: Packet, direction: int, idle: float,

@@ -89,6 +89,13 @@ class Flow:
     octets: list[int] = field(default_factory=lambda: [0, 0])
     last_data_event: list[float] = field(default_factory=lambda: [float("-inf")] * 2)
 
+    def advance(self, direction: int, end: int) -> None:
+        """Move the next expected sequence number of ``direction`` to ``end`` unless that
+        is behind it (a retransmission or a probe), modulo 2**32."""
+        expected = self.next_seq[direction]
+        if expected is None or (end - expected) & 0xFFFFFFFF < 0x80000000:
+            self.next_seq[direction] = end
+
     @property
     def deadline(self) -> float:
         return self.last_seen + self.timeout

@@ -211,11 +211,8 @@ class Replay:
             # Nothing can expire before this packet and it changes no state: what the
             # engine would do with it is to move the flow's idle timer and sequence space.
             had_flow.last_seen = t
-            direction = 0 if who == "client" else 1
-            end = (seq + payload_len) & 0xFFFFFFFF if tcp else 0
-            expected = had_flow.next_seq[direction]
-            if tcp and (expected is None or (end - expected) & 0xFFFFFFFF < 0x80000000):
-                had_flow.next_seq[direction] = end
+            if tcp:
+                had_flow.advance(0 if who == "client" else 1, (seq + payload_len) & 0xFFFFFFFF)
             return
         self._through_engine(conn, total_len, raw, who, t, syn, had_flow, resent)
 
