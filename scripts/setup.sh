@@ -8,6 +8,13 @@ PY=${PY:-python3}
 need_apt=()
 command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
 "$PY" -c 'import venv, ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
+# haproxy: the L4-proxy contrast (l4-proxy-keepalive, the demo's third story); optional
+# for an ordinary user, who is told how to add it
+if ! command -v haproxy >/dev/null 2>&1; then
+  if [ "$(id -u)" -eq 0 ]; then need_apt+=(haproxy); else
+    echo "natsim setup: l4-proxy-keepalive and natsim demo need HAProxy: sudo apt-get install haproxy"
+  fi
+fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "natsim setup: missing Debian packages: ${need_apt[*]}; run as root or: sudo apt-get install ${need_apt[*]}" >&2
@@ -16,6 +23,9 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   echo "natsim setup: installing Debian packages: ${need_apt[*]}"
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+  # the package may start its own service on the host; natsim starts HAProxy in a run's
+  # namespace only
+  if command -v systemctl >/dev/null 2>&1; then systemctl disable --now haproxy 2>/dev/null || true; fi
 fi
 
 if [ ! -x .venv/bin/python ]; then

@@ -24,6 +24,15 @@ from simulator.core.model import (
     predict_udp,
     resolve_late,
 )
+from simulator.core.path_model import (
+    Attempts,
+    PathEffects,
+    path_gap,
+    predict_attach,
+    predict_path,
+    predict_proxy,
+    retransmits,
+)
 from simulator.core.timescale import Scaled, kernel_timer_lateness, scale, scale_kernel
 from simulator.scenario import MAX_SPEED, MIN_SPEED, Scenario, load_outcome
 
@@ -74,7 +83,8 @@ def _exchange(s: Scenario, timeout: float, delay: float, limit: float,
                     keepalive_interval=ka_intvl if ka_intvl is not None else 75.0,
                     keepalive_count=ka_count if ka_count is not None else 9,
                     reset_at_expiry=app.on_expiry is ExpiryAction.RST_BOTH,
-                    probes_refresh=app.keepalive_refreshes)
+                    probes_refresh=app.keepalive_refreshes,
+                    closing_timeout=app.transitory_timeout)
 
 
 def _keepalive_model(s: Scenario) -> tuple[float | None, float | None, int | None]:
@@ -106,8 +116,35 @@ def nominal_prediction(s: Scenario) -> Prediction:
     if s.protocol == "udp":
         return predict_udp(_datagram_exchange(s))
     idle, intvl, count = _keepalive_model(s)
-    return predict(_exchange(s, s.appliance.tcp_idle_timeout, s.server_delay, s.client_timeout,
-                             idle, intvl, count))
+    return _predict(s, _exchange(s, s.appliance.tcp_idle_timeout, s.server_delay,
+                                 s.client_timeout, idle, intvl, count), 1.0)
+
+
+def _predict(s: Scenario, ex: Exchange, k: float) -> Prediction:
+    """The model's outcome of exchange ``ex`` at speed ``k``, with the scenario's path: an
+    L4 proxy, path events (a walk), a late attach."""
+    if s.proxy is not None:
+        return predict_proxy(ex)
+    fx = PathEffects.of(s.events)
+    then = predict_path(ex, fx, retransmits(k)) if fx.active else predict(ex)
+    if not fx.active:  # events that leave this flow alone still belong in its story
+        then.story[:0] = fx.story
+    attach = s.attach
+    if attach is None:
+        return then
+    return predict_attach(attach.at, Attempts(s.retries, s.backoff, s.resolve == "each"),
+                          then)
+
+
+def _gap(s: Scenario, ex: Exchange, k: float) -> float:
+    """The smallest model-time distance between instants whose order decides the outcome."""
+    fx = PathEffects.of(s.events)
+    gap = path_gap(ex, fx, retransmits(k)) if fx.active else decisive_gap(ex)
+    attach = s.attach
+    if attach is not None:
+        attempts = Attempts(s.retries, s.backoff, s.resolve == "each").times()
+        gap = min(gap, *(abs(t - attach.at) for t in attempts))
+    return gap
 
 
 class SpeedError(ValueError):
@@ -133,9 +170,9 @@ def _problem(s: Scenario, k: float) -> str | None:
         return "margin" if decisive_gap_udp(_datagram_exchange(s)) / k < MIN_WALL_MARGIN \
             else None
     exchange = _effective_exchange(s, k)
-    if predict(exchange).outcome() != nominal_prediction(s).outcome():
+    if _predict(s, exchange, k).outcome() != nominal_prediction(s).outcome():
         return "rounding"
-    if decisive_gap(exchange) / k < MIN_WALL_MARGIN:
+    if _gap(s, exchange, k) / k < MIN_WALL_MARGIN:
         return "margin"
     ka = exchange.keepalive_idle
     if ka is not None and ka < exchange.idle_timeout and exchange.probes_refresh:
@@ -191,7 +228,7 @@ def plan(s: Scenario, speed: float | None = None) -> Plan:
     if s.load is not None:
         return _plan_load(s, k)
     exchange = _effective_exchange(s, k)
-    effective = predict(exchange)
+    effective = _predict(s, exchange, k)
     problem = _problem(s, k)
     if problem == "rounding":
         nominal = nominal_prediction(s)
@@ -213,7 +250,7 @@ def plan(s: Scenario, speed: float | None = None) -> Plan:
             f"{1000 * kernel_timer_lateness(ka / k):.0f} ms late. Largest safe speed: "
             f"{max_safe_speed(s):g}.")
     if problem == "margin":
-        gap = decisive_gap(exchange)
+        gap = _gap(s, exchange, k)
         raise SpeedError(
             f"{s.name}: at speed {k:g} the decisive instants are only {gap:g} model s = "
             f"{1000 * gap / k:.0f} wall ms apart (at least {1000 * MIN_WALL_MARGIN:.0f} ms "

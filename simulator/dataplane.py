@@ -58,6 +58,7 @@ from simulator.core.packets import (
     internet_checksum,
     ip_to_str,
 )
+from simulator.core.path_events import PathEvent
 from simulator.results import replace_private
 
 ETH_P_ALL = 0x0003
@@ -506,6 +507,8 @@ def main(argv: list[str] | None = None) -> int:
                   for stage in cfg["chain"]]
     engine: Middlebox | Chain = Middlebox(appliances[0]) if len(appliances) == 1 \
         else Chain(appliances)
+    if isinstance(engine, Middlebox):  # scenarios refuse path events on chains
+        engine.path_events([PathEvent.from_record(e) for e in cfg.get("path_events", [])])
     clock = CompressedClock(float(cfg["speed"]))
     def port(spec: dict[str, str | None]) -> tuple[socket.socket, bytes]:
         # no peer MAC: learnt from the first frame that arrives (Docker, where the client

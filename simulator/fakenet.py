@@ -354,15 +354,18 @@ def run_fake(s: Scenario, speed: float | None = None,
              results_dir: Path | None = None) -> RunResult:
     """Run a TCP scenario of one client and one server in the fake world."""
     if s.load is not None or s.protocol != "tcp" or any(
-            a.backends > 1 for a in s.chain or (s.appliance,)):
+            a.backends > 1 for a in s.chain or (s.appliance,)) or s.proxy or s.attach:
         raise FakeUnsupportedError(f"{s.name}: the fake network models one TCP client and "
-                                   "one server (no load, UDP or backends)")
+                                   "one server (no load, UDP, backends, proxy or late "
+                                   "attach)")
     from simulator.core.plan import programs  # noqa: PLC0415 (keeps the import graph flat)
 
     p = make_plan(s, speed)
     session = RunSession(p.speed, (s.expect_client, s.expect_server), p.prediction.outcome())
     chain = list(s.chain or (s.appliance,))
     engine: Middlebox | Chain = Middlebox(chain[0]) if len(chain) == 1 else Chain(chain)
+    if isinstance(engine, Middlebox):
+        engine.path_events(s.events)
     world = FakeWorld(engine, p.speed, session)
     progs = programs(s, p)
     _server(world, json.loads(progs.server[-1]))

@@ -106,11 +106,16 @@ def header_text(s: Scenario, p: Plan, run_id: str) -> str:
     w(f"natsim: scenario {s.name} ({s.source}) - run {run_id}\n")
     if s.description:
         w(f"  {s.description}\n")
-    for a in s.chain or (s.appliance,):
+    if s.proxy is not None:
+        w(f"  in the appliance's place: {s.proxy} (a real L4 proxy), timeout client and "
+          f"server {s.appliance.tcp_idle_timeout:g} s ({s.appliance.title}'s idle timeout)\n")
+    for a in () if s.proxy is not None else s.chain or (s.appliance,):
         w(f"  appliance: {a.title} (idle timeout {a.tcp_idle_timeout:g} s, "
           f"late packet from client: {a.late_from_inside}, "
           f"from server: {a.late_from_outside}"
           f"{', RST to both ends at expiry' if a.on_expiry == 'rst_both' else ''})\n")
+    for event in s.events:
+        w(f"  path event: {event.describe()}\n")
     w(f"  speed {p.speed:g}: 1 wall second = {p.speed:g} model seconds\n")
     print_settings(out, p.settings())
     for note in p.notes:
@@ -123,6 +128,7 @@ def header_text(s: Scenario, p: Plan, run_id: str) -> str:
 def header_record(s: Scenario, p: Plan, run_id: str) -> dict[str, Any]:
     return {"kind": "header", "scenario": s.name, "run_id": run_id, "speed": p.speed,
             "description": s.description, "settings": p.settings(),
+            "path_events": [e.to_record() for e in s.events], "proxy": s.proxy,
             "expected": {"client": s.expect_client, "server": s.expect_server}}
 
 
@@ -135,12 +141,15 @@ def result_document(session: RunSession, s: Scenario, p: Plan, run_id: str, wall
         appliance={"name": s.appliance.name, "title": s.appliance.title,
                    **s.appliance.to_record()},
         path=[a.name for a in s.chain or (s.appliance,)], settings=p.settings(),
+        path_events=[{**e.to_record(), "describe": e.describe()} for e in s.events],
+        proxy=s.proxy,
         predicted={"client": pred.client, "server": pred.server,
                    "expires_at": pred.expires_at, "story": pred.story},
         wall_seconds=round(wall, 3), metrics=metrics)
 
 
 SHOWN_COUNTERS = ("IdleTimeoutCount", "RstSent", "PacketsDropCount", "KeepaliveProbes")
+PATH_COUNTERS = ("FlowsLostOnRestart", "BlackholeDrops", "DeregistrationTerminations")
 SHOWN_IF_ANY = ("ApplianceKeepalives", "ErrorPortAllocation", "RejectedConnectionCount",
                 "RejectedFlowCount", "MalformedPackets")
 
@@ -153,8 +162,13 @@ def summary_text(result: RunResult, pictures: list[str], stderr_tail: list[str])
     w("\n")
     w(f"  client: {j.client:<16} (expected {s.expect_client})\n")
     w(f"  server: {j.server:<16} (expected {s.expect_server})\n")
-    shown = [*SHOWN_COUNTERS, *(k for k in SHOWN_IF_ANY if k in counters)]
-    w("  middlebox: " + ", ".join(f"{k} {counters.get(k, 0)}" for k in shown) + "\n")
+    if s.proxy is not None:  # the watcher's counts, per link
+        w(f"  {s.proxy} (seen on its links): " + (", ".join(
+            f"{k} {v}" for k, v in sorted(counters.items())) or "nothing") + "\n")
+    else:
+        shown = [*SHOWN_COUNTERS, *(k for k in (*SHOWN_IF_ANY, *PATH_COUNTERS)
+                                    if k in counters)]
+        w("  middlebox: " + ", ".join(f"{k} {counters.get(k, 0)}" for k in shown) + "\n")
     w("  why (the analytic model): " + "; ".join(result.plan.prediction.story) + "\n")
     if j.error is None and not j.model_agrees:
         w(f"  THE MODEL DISAGREES: it predicted client {j.predicted[0]}, server "

@@ -22,6 +22,7 @@ import ctypes
 import json
 import os
 import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -36,9 +37,20 @@ from rich.console import Console
 from simulator import interrupts, results, topology
 from simulator.backends import Backend, get_backend
 from simulator.compression import plan as make_plan
+from simulator.core.events import EventKind
 from simulator.core.messages import Kind, Message, Role
 from simulator.core.metrics import cloud_metrics, namespace_of
-from simulator.core.plan import WorldPlan, keepalive_sysctls, programs, world_plan
+from simulator.core.plan import (
+    CLIENT_GW,
+    CLIENT_IP,
+    DNS_NAME,
+    SERVER_GW,
+    WorldPlan,
+    backend_address,
+    keepalive_sysctls,
+    programs,
+    world_plan,
+)
 from simulator.core.session import RunSession, TimelineEvent
 from simulator.report import (
     RunResult,
@@ -129,6 +141,8 @@ class Runner:
         self._last_print = time.monotonic()
         self._last_status = 0.0
         self._last_beat = time.monotonic()
+        self._attach: tuple[float, topology.World] | None = None
+        """When (monotonic) and where the client's interface is attached, until it is."""
 
     # -- processes ------------------------------------------------------------------------
 
@@ -156,9 +170,14 @@ class Runner:
         deadline = time.monotonic() + READY_TIMEOUT
         while time.monotonic() < deadline:
             interrupts.check()
+            ready = None
             for msg in proc.read():
-                if msg.kind == Kind.READY:
-                    return msg
+                if msg.kind == Kind.READY and ready is None:
+                    ready = msg
+                else:  # what it said right after (a client's first attempt)
+                    self.session.feed(msg)
+            if ready is not None:
+                return ready
             if proc.popen.poll() is not None:
                 proc.read()
                 break
@@ -223,7 +242,8 @@ class Runner:
         if self.jsonl or model_now is None or time.monotonic() - self._last_status < 0.2:
             return
         self._last_status = time.monotonic()
-        limit = self.plan.client_timeout.model
+        s = self.scenario
+        limit = self.plan.client_timeout.model + s.backoff * (2 ** s.retries - 1)
         text = (f"  ... model {model_now:6.0f} s of up to {limit:g} s "
                 f"(wall {model_now / self.plan.speed:5.1f} s, speed {self.plan.speed:g})")
         if self.tty:
@@ -238,9 +258,12 @@ class Runner:
     # -- the run --------------------------------------------------------------------------
 
     def run(self) -> RunResult:
+        s, p = self.scenario, self.plan
+        if s.proxy is not None and shutil.which(s.proxy) is None:
+            raise RunError(f"{s.name} runs a real {s.proxy}, which is not installed: "
+                           f"apt-get install {s.proxy}")
         self.results_dir = results.prepare(self.results_dir)
         started = time.monotonic()
-        s, p = self.scenario, self.plan
         if self.jsonl:
             self.out.write(json.dumps(header_record(s, p, self.run_id)) + "\n")
         else:
@@ -268,13 +291,38 @@ class Runner:
     def _world_plan(self) -> WorldPlan:
         s, p = self.scenario, self.plan
         chain = s.chain or (s.appliance,)
-        return world_plan(self.run_id, p.wall_sysctls(), max(a.backends for a in chain),
-                          next((a.vip for a in chain if a.backends > 1), None),
-                          s.load.addresses if s.load else 1,
-                          server_sysctls=keepalive_sysctls(LINUX_KEEPALIVE_DEFAULTS, p.speed))
+        self.world_plan = world_plan(
+            self.run_id, p.wall_sysctls(), max(a.backends for a in chain),
+            next((a.vip for a in chain if a.backends > 1), None),
+            s.load.addresses if s.load else 1,
+            server_sysctls=keepalive_sysctls(LINUX_KEEPALIVE_DEFAULTS, p.speed),
+            nameserver=backend_address(0)[0] if s.attach is not None else None,
+            front=CLIENT_GW if s.proxy is not None else None)
+        return self.world_plan
+
+    def _start_proxy(self, world: topology.World) -> None:
+        """The L4-proxy contrast: HAProxy and its watcher where the dataplane would be."""
+        s, p = self.scenario, self.plan
+        topology.give_addresses(world.mbox_ns, {"inside": CLIENT_GW, "outside": SERVER_GW})
+        cfg = {"speed": p.speed, "timeout": s.appliance.tcp_idle_timeout, "port": s.server_port,
+               "front": CLIENT_GW, "back": world.backends[0].ip, "back_self": SERVER_GW,
+               "client": CLIENT_IP, "haproxy_cfg": str(self.results_dir / "haproxy.cfg"),
+               "pcap": str(self.results_dir / "capture.pcap")}
+        proxy = self._spawn(Role.MIDDLEBOX, world.mbox_ns,
+                            ["simulator.proxy", "--config", json.dumps(cfg)])
+        ready = self._wait_ready(proxy)
+        self.session.middlebox_ready(float(ready.data["origin"]))
+        self._last_beat = time.monotonic()
 
     def _start(self, world: topology.World) -> None:
         p, s = self.plan, self.scenario
+        if s.proxy is not None:
+            self._start_proxy(world)
+            progs = programs(s, p)
+            server = self._spawn(Role.SERVER, world.backends[0].ns, progs.server)
+            self._wait_ready(server)
+            self._spawn(Role.CLIENT, world.client_ns, progs.client)
+            return
         chain = [a.with_overrides({"backend_ips": [b.ip for b in world.backends]})
                  if a.backends > 1 else a for a in s.chain or (s.appliance,)]
         # a capacity run's capture would hold every handshake of thousands of connections
@@ -283,6 +331,7 @@ class Runner:
                                     self.results_dir / "metrics.jsonl",
                                     sample_every=max(0.5, p.client_timeout.model / 200))
         mbox_cfg["heartbeat"] = True
+        mbox_cfg["path_events"] = [e.to_record() for e in s.events if not e.on_host]
         argv, stop = self.backend.middlebox(world, mbox_cfg, self.results_dir / "middlebox.json")
         mbox = self._spawn(Role.MIDDLEBOX, world.mbox_ns, [], argv, stop)
         ready = self._wait_ready(mbox)
@@ -292,15 +341,46 @@ class Runner:
         for i, backend in enumerate(world.backends):
             server = self._spawn("server" if i == 0 else f"server{i}", backend.ns, progs.server)
             self._wait_ready(server)
-        self._spawn(Role.CLIENT, world.client_ns, progs.client)
+        attach = s.attach
+        if attach is None:
+            self._spawn(Role.CLIENT, world.client_ns, progs.client)
+            return
+        # seed 002: the client starts with no network; its interface comes at attach.at
+        server_name = next((a.vip for a in s.chain or (s.appliance,) if a.backends > 1),
+                           world.backends[0].ip)
+        dns = self._spawn(Role.DNS, world.backends[0].ns,
+                          ["simulator.workloads.dns", "--config",
+                           json.dumps({"names": {DNS_NAME: server_name}})])
+        self._wait_ready(dns)
+        topology.set_client_link(world.client_ns, self.world_plan.client,
+                                 world.mbox_inside_mac, attached=False)
+        client = self._spawn(Role.CLIENT, world.client_ns, progs.client)
+        started = self._wait_ready(client)
+        assert started.mono is not None
+        self.session.pin_zero(started.mono)
+        self._attach = (started.mono + attach.at / p.speed, world)
+
+    def _attach_due(self) -> None:
+        """Bring the client's interface up when its time has come (a late attach)."""
+        if self._attach is None or time.monotonic() < self._attach[0]:
+            return
+        world = self._attach[1]
+        self._attach = None
+        topology.set_client_link(world.client_ns, self.world_plan.client,
+                                 world.mbox_inside_mac, attached=True)
+        self.session.feed(Message(Role.PATH, EventKind.PATH_EVENT,
+                                  "the client's network interface is attached (link up, "
+                                  "routes and neighbour in place)", mono=time.monotonic(),
+                                  data={"path_event": "attach"}))
 
     def _watch(self) -> None:
         """Until client and server have both finished (bounded by their own limits), or the
         middlebox can no longer be trusted."""
-        workloads = [proc for proc in self.procs if proc.role != Role.MIDDLEBOX]
+        workloads = [proc for proc in self.procs if proc.role not in (Role.MIDDLEBOX, Role.DNS)]
         limit = time.monotonic() + programs(self.scenario, self.plan).wall_limit
         while time.monotonic() < limit:
             interrupts.check()
+            self._attach_due()
             for proc in self.procs:
                 self._take(proc)
             self._print(self.session.release(time.monotonic(), HOLD))
@@ -316,7 +396,9 @@ class Runner:
                 return
             self._status()
             # a pipe at end-of-file is always "readable": leave those out, or this spins
-            select.select([p.stdout for p in self.procs if not p.eof], [], [], 0.1)
+            wait = 0.1 if self._attach is None else min(0.1, max(0.0, self._attach[0]
+                                                                 - time.monotonic()))
+            select.select([p.stdout for p in self.procs if not p.eof], [], [], wait)
         raise RunError("the client and server did not finish within their own time limits")
 
     def _middlebox_trouble(self) -> str | None:

@@ -20,6 +20,7 @@ from simulator.core.appliances import (
     get_appliance,
 )
 from simulator.core.messages import ClientOutcome, LoadCounts, ServerOutcome
+from simulator.core.path_events import PathEvent, PathKind
 from simulator.core.profiles import get_profile
 from simulator.fields import (
     ScenarioError,
@@ -30,15 +31,17 @@ from simulator.fields import (
     read_yaml,
     text,
 )
+from simulator.path_fields import parse_events
 
 SCENARIO_DIR = Path(os.environ.get("NATSIM_SCENARIOS")
                     or Path(__file__).resolve().parent.parent / "scenarios")
 """The shipped scenarios (the repository's; natsim's image sets ``NATSIM_SCENARIOS``)."""
 
 CLIENT_OUTCOMES = tuple(map(str, (ClientOutcome.ANSWER, ClientOutcome.TIMEOUT,
-                                   ClientOutcome.RESET, ClientOutcome.KEEPALIVE_FAILED)))
+                                   ClientOutcome.RESET, ClientOutcome.KEEPALIVE_FAILED,
+                                   ClientOutcome.CONNECT_FAILED, ClientOutcome.CLOSED)))
 SERVER_OUTCOMES = tuple(map(str, (ServerOutcome.DELIVERED, ServerOutcome.RESET,
-                                   ServerOutcome.UNACKNOWLEDGED)))
+                                   ServerOutcome.UNACKNOWLEDGED, ServerOutcome.NO_CLIENT)))
 UDP_CLIENT_OUTCOMES = tuple(map(str, (ClientOutcome.ANSWER, ClientOutcome.TIMEOUT)))
 UDP_SERVER_OUTCOMES = (str(ServerOutcome.ANSWERED),)
 KEEPALIVE_MODES = ("off", "os", "socket")
@@ -103,6 +106,23 @@ class Scenario:
     """Where the hosts live: ``namespaces`` or ``docker`` (containers, ``backends.py``)."""
     images: dict[str, str] = field(default_factory=dict)
     """Docker only: image per role (client, server, middlebox); natsim:local otherwise."""
+    events: tuple[PathEvent, ...] = ()
+    """Path events on the model clock (:mod:`simulator.core.path_events`)."""
+    retries: int = 0
+    """TCP client: attempts after the first when one fails (a name that does not resolve,
+    a connection refused or unreachable)."""
+    backoff: float = 1.0
+    """Model seconds before the first retry; doubled before each next one."""
+    resolve: str = "each"
+    """``each``: the client resolves the server's name at every attempt; ``once``: at start
+    only, keeping the answer (or the failure) for the whole run."""
+    proxy: str | None = None
+    """``haproxy``: a real L4 proxy stands where the middlebox stands (the contrast)."""
+
+    @property
+    def attach(self) -> PathEvent | None:
+        """The client's late network attach, if the scenario has one."""
+        return next((e for e in self.events if e.kind is PathKind.ATTACH), None)
 
     @property
     def path_title(self) -> str:
@@ -163,7 +183,7 @@ def parse_scenario(data: Any, source: str, name: str) -> Scenario:
     """Validate a scenario document (already parsed from YAML)."""
     top = mapping(source, "", data, ("description", "story", "appliance", "speed", "client",
                                       "server", "expect", "protocol", "load", "backend",
-                                      "images"))
+                                      "images", "events", "proxy"))
     backend = choice(source, "backend", top.get("backend", "namespaces"),
                       ("namespaces", "docker"))
     images = {str(k): str(v) for k, v in mapping(source, "images", top.get("images", {}),
@@ -171,6 +191,10 @@ def parse_scenario(data: Any, source: str, name: str) -> Scenario:
     if images and backend != "docker":
         raise ScenarioError(source, "images", "images apply to `backend: docker` only")
     if "load" in top:
+        for field_name in ("events", "proxy"):
+            if field_name in top:
+                raise ScenarioError(source, field_name, "not for a capacity scenario (one "
+                                    "with a `load` section)")
         return replace(_parse_load_scenario(top, source, name), backend=backend, images=images)
     protocol = choice(source, "protocol", top.get("protocol", "tcp"), ("tcp", "udp"))
     for required in ("appliance", "client", "server", "expect"):
@@ -181,19 +205,14 @@ def parse_scenario(data: Any, source: str, name: str) -> Scenario:
     # The model follows the appliance with the shortest idle timeout: it forgets first.
     appliance = min(chain, key=lambda a: a.tcp_idle_timeout)
     speed = _speed(source, top)
-    client_fields = (("timeout", "keepalive", "sysctls", "request", "profile")
-                     if protocol == "tcp" else ("timeout", "heartbeat"))
+    client_fields = (("timeout", "keepalive", "sysctls", "request", "profile", "retries",
+                      "backoff", "resolve") if protocol == "tcp" else ("timeout", "heartbeat"))
     client = mapping(source, "client", top["client"], client_fields)
     heartbeat = (number(source, "client.heartbeat", client["heartbeat"])
                  if "heartbeat" in client else None)
     client_timeout = number(source, "client.timeout", client.get("timeout", 900))
     keepalive = _client_keepalive(source, client)
-    sysctl_spec = mapping(source, "client.sysctls", client.get("sysctls", {}),
-                          tuple(LINUX_KEEPALIVE_DEFAULTS))
-    sysctls = dict(LINUX_KEEPALIVE_DEFAULTS)
-    for key, value in sysctl_spec.items():
-        high = 127 if key == "tcp_keepalive_probes" else 32767
-        sysctls[key] = integer(source, f"client.sysctls.{key}", value, 1, high)
+    sysctls = _sysctls(source, client)
 
     server = mapping(source, "server", top["server"], ("delay", "port"))
     if "delay" not in server:
@@ -207,7 +226,9 @@ def parse_scenario(data: Any, source: str, name: str) -> Scenario:
             raise ScenarioError(source, f"expect.{key}", "missing")
     client_outcomes = CLIENT_OUTCOMES if protocol == "tcp" else UDP_CLIENT_OUTCOMES
     server_outcomes = SERVER_OUTCOMES if protocol == "tcp" else UDP_SERVER_OUTCOMES
+    events, proxy = _path(source, top, chain, client_timeout, backend, protocol)
     return Scenario(
+        events=events, proxy=proxy, **_attempts(source, client),
         name=name, source=source, appliance=appliance, chain=chain, speed=speed,
         description=text(source, "description", top.get("description", "")),
         story=text(source, "story", top.get("story", "")),
@@ -217,6 +238,42 @@ def parse_scenario(data: Any, source: str, name: str) -> Scenario:
         expect_server=choice(source, "expect.server", expect["server"], server_outcomes),
         protocol=protocol, heartbeat=heartbeat, backend=backend, images=images,
         request=text(source, "client.request", client.get("request", "GET /slow-answer")))
+
+
+def _sysctls(source: str, client: dict[str, Any]) -> dict[str, int]:
+    """``client.sysctls``: the namespace's keepalive sysctls over Linux's defaults."""
+    spec = mapping(source, "client.sysctls", client.get("sysctls", {}),
+                   tuple(LINUX_KEEPALIVE_DEFAULTS))
+    sysctls = dict(LINUX_KEEPALIVE_DEFAULTS)
+    for key, value in spec.items():
+        high = 127 if key == "tcp_keepalive_probes" else 32767
+        sysctls[key] = integer(source, f"client.sysctls.{key}", value, 1, high)
+    return sysctls
+
+
+def _attempts(source: str, client: dict[str, Any]) -> dict[str, Any]:
+    """``client.retries``, ``backoff`` and ``resolve``: how the client tries again."""
+    return {"retries": integer(source, "client.retries", client.get("retries", 0), 0, 20),
+            "backoff": number(source, "client.backoff", client.get("backoff", 1)),
+            "resolve": choice(source, "client.resolve", client.get("resolve", "each"),
+                              ("each", "once"))}
+
+
+def _path(source: str, top: dict[str, Any], chain: tuple[Appliance, ...], run_end: float,
+          backend: str, protocol: str) -> tuple[tuple[PathEvent, ...], str | None]:
+    """``events`` and ``proxy``: what happens to the path, and what stands on it."""
+    events = parse_events(source, top.get("events"), chain[0], chain=len(chain),
+                          run_end=run_end, backend=backend, protocol=protocol)
+    if any(e.kind is PathKind.ATTACH for e in events) and len(events) > 1:
+        raise ScenarioError(source, "events", "a late attach cannot be combined with other "
+                            "events (their times count from a request that waits for it)")
+    if "proxy" not in top:
+        return events, None
+    proxy = choice(source, "proxy", top["proxy"], ("haproxy",))
+    if events or backend != "namespaces" or len(chain) > 1 or protocol != "tcp":
+        raise ScenarioError(source, "proxy", "the L4-proxy contrast runs one TCP exchange "
+                            "in namespaces, without path events or a chain")
+    return events, proxy
 
 
 def _parse_chain(source: str, spec: Any) -> tuple[Appliance, ...]:

@@ -36,6 +36,8 @@ MARKERS = {
     ("client", "timeout"): ("X", "bad", "client gives up (timeout)"),
     ("client", "reset"): ("X", "bad", "client reset"),
     ("client", "keepalive_failed"): ("X", "bad", "keepalive failed"),
+    ("client", "connect_failed"): ("x", "bad", "connect failed"),
+    ("client", "closed"): ("X", "bad", "closed without an answer"),
     ("server", "request_received"): ("o", "info", "request received"),
     ("server", "answer_sent"): ("D", "info", "answer sent"),
     ("server", "delivered"): ("*", "ok", "answer delivered"),
@@ -50,9 +52,10 @@ def _flows(events: Sequence[TimelineEvent]) -> dict[str, list[TimelineEvent]]:
     for ev in events:
         flow = ev.raw.get("flow")
         if ev.source == "middlebox" and isinstance(flow, int):
-            stage = ev.raw.get("appliance")
-            flows.setdefault(f"{stage} flow #{flow}" if stage else f"flow #{flow}",
-                             []).append(ev)
+            stage, link = ev.raw.get("appliance"), ev.raw.get("link")
+            label = (f"{link} connection #{flow}" if link else
+                     f"{stage} flow #{flow}" if stage else f"flow #{flow}")
+            flows.setdefault(label, []).append(ev)
     return flows
 
 
@@ -65,7 +68,8 @@ def draw(events: Sequence[TimelineEvent], timeout: float, speed: float, title: s
     events = [TimelineEvent(e.t, e.wall, "server", e.kind, e.text, e.raw)
               if e.source.startswith("server") else e for e in events]
     fig, ax = plt.subplots(figsize=(12, 5.4), dpi=110)
-    end = max([ev.t for ev in events] + [timeout]) * 1.04 + 1
+    # the axis ends with the story (a run that ends long before the timeout is not squashed)
+    end = max(ev.t for ev in events) * 1.04 + 1 if events else timeout
     start = min([ev.t for ev in events] + [0.0])
     for name, y in LANES.items():
         ax.axhline(y, color="#e0e0e0", lw=8, zorder=0, solid_capstyle="butt")
@@ -83,16 +87,18 @@ def draw(events: Sequence[TimelineEvent], timeout: float, speed: float, title: s
         ended = next((e.t for e in evs if e.kind in ("flow_expired",)), None)
         closed = next((e.t for e in evs if e.kind == "flow_closed"), None)
         bar_end = ended if ended is not None else (closed if closed is not None else end)
-        ax.plot([created, bar_end], [y_mb + 0.12] * 2, color=COLOURS["flow"], lw=5,
+        bar_y = y_mb + 0.12 + 0.16 * (index % 3)  # several flows: one above the other
+        ax.plot([created, bar_end], [bar_y] * 2, color=COLOURS["flow"], lw=5,
                 solid_capstyle="butt", label="flow in the table" if first else None)
-        ax.text(created, y_mb + 0.22 + 0.16 * (index % 3), flow_label, fontsize=8,
-                color=COLOURS["grey"])
+        ax.text(created, bar_y + 0.05, flow_label, fontsize=8, color=COLOURS["grey"])
         # The idle time as a sawtooth under the lane: it climbs towards the timeout (the
         # dotted line) and drops to zero at every packet; reaching the line is expiry.
         base, height = y_mb - 0.6, 0.4
         ax.plot([created, bar_end], [base + height] * 2, color=COLOURS["idle"], lw=0.8,
                 ls=":")
-        activity = sorted(e.t for e in evs if e.kind in ACTIVITY)
+        # a probe that did not refresh the timer (Global Accelerator, a proxy) is no activity
+        activity = sorted(e.t for e in evs if e.kind in ACTIVITY
+                          and e.raw.get("refreshed", True) is not False)
         for i, t in enumerate(activity):
             nxt = activity[i + 1] if i + 1 < len(activity) else None
             stop = min(t + flow_timeout, nxt if nxt is not None else t + flow_timeout,
@@ -106,7 +112,7 @@ def draw(events: Sequence[TimelineEvent], timeout: float, speed: float, title: s
             labelled_once.add("idle")
         for e in evs:
             if e.kind == "keepalive":
-                ax.plot(e.t, y_mb, marker="|", ms=18, mew=2, color=COLOURS["info"],
+                ax.plot(e.t, bar_y, marker="|", ms=18, mew=2, color=COLOURS["info"],
                         label="keepalive probe" if e is _first(evs, "keepalive") else None)
             elif e.kind == "flow_expired":
                 ax.plot(e.t, y_mb, marker="X", ms=13, color=COLOURS["bad"],
@@ -184,9 +190,27 @@ def draw(events: Sequence[TimelineEvent], timeout: float, speed: float, title: s
     for side in ("left", "right"):
         ax.spines[side].set_visible(False)
     ax.set_title(title, fontsize=11, pad=10)
-    ax.legend(loc="lower center", bbox_to_anchor=(0.5, -0.42), ncol=5, fontsize=8,
-              frameon=False)
+    _path_events(ax, events)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc="lower center", bbox_to_anchor=(0.5, -0.42), ncol=5, fontsize=8,
+                  frameon=False)
     return _save(fig, out_base)
+
+
+def _path_events(ax: Axes, events: Sequence[TimelineEvent]) -> None:
+    """A path event (attach, restart, blackhole...) is a dashed line across every lane,
+    named at the top: it happens to the path, not to one host."""
+    for e in events:
+        if e.kind != "path_event":
+            continue
+        ax.axvline(e.t, color=COLOURS["grey"], ls="--", lw=1.2, zorder=1)
+        what = str(e.raw.get("path_event", "path event")).replace("_", " ")
+        phase = e.raw.get("phase")
+        if phase and phase != "start":
+            what += f" ({phase})"
+        ax.text(e.t, 3.05, f" {what} ({e.t:.0f} s)", rotation=0, fontsize=8, va="top",
+                color=COLOURS["grey"], bbox={"facecolor": "white", "edgecolor": "none",
+                                             "alpha": 0.85, "pad": 0.6})
 
 
 def _save(fig: Any, out_base: Path) -> list[Path]:

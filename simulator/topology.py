@@ -316,7 +316,32 @@ def _configure_host(ns: str, host: HostPlan, gateway_mac: str) -> str:
             ipr.route("add", dst=far, gateway=host.gateway)
         mac = _mac(ipr, "eth0")
     _hosts_file(ns, list(host.hosts))
+    if host.nameserver is not None:
+        (ETC_NETNS / ns / "resolv.conf").write_text(f"nameserver {host.nameserver}\n")
     return mac
+
+
+def give_addresses(ns: str, addresses: Mapping[str, str]) -> None:
+    """Addresses on the middlebox's own interfaces (``inside`` -> the client's gateway...):
+    only for a proxy that terminates TCP there; natsim's dataplane owns no address."""
+    with IPRoute(netns=ns) as ipr:
+        for ifname, address in addresses.items():
+            ipr.addr("add", index=ipr.link_lookup(ifname=ifname)[0], address=address,
+                     prefixlen=PREFIXLEN)
+
+
+def set_client_link(ns: str, host: HostPlan, gateway_mac: str, attached: bool) -> None:
+    """Detach the client's interface (link down: the kernel drops its routes and
+    neighbours, so every connect and DNS query fails at once) or attach it again (link up,
+    the neighbour and routes as the plan has them): a Lambda's late network attach."""
+    with IPRoute(netns=ns) as ipr:
+        eth0 = ipr.link_lookup(ifname="eth0")[0]
+        ipr.link("set", index=eth0, state="up" if attached else "down")
+        if attached:
+            ipr.neigh("replace", dst=host.gateway, lladdr=gateway_mac, ifindex=eth0,
+                      state="permanent")
+            for far in host.routes:
+                ipr.route("replace", dst=far, gateway=host.gateway)
 
 
 # -- tearing down ---------------------------------------------------------------------------

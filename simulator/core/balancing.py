@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import zlib
 from collections import OrderedDict
+from collections.abc import Iterable
 
 from simulator.core.appliances import Appliance
-from simulator.core.flows import FlowTable, Key, Timer
+from simulator.core.flows import Flow, FlowTable, Key, Timer
 
 GENERATIONS_KEPT = 65_536
 
@@ -28,6 +29,15 @@ def _five_tuple(key: Key) -> bytes:
     proto, client_ip, client_port, server_ip, server_port = key
     return client_ip + server_ip + bytes([proto]) + client_port.to_bytes(2, "big") \
         + server_port.to_bytes(2, "big")
+
+
+def _avoid(choice: int, n: int, unavailable: set[int]) -> int:
+    """``choice``, or the next target after it that is available (if any is)."""
+    for step in range(n):
+        candidate = (choice + step) % n
+        if candidate not in unavailable:
+            return candidate
+    return choice
 
 
 class Balancer:
@@ -40,6 +50,10 @@ class Balancer:
         self.host_state: list[dict[Key, float]] = [{} for _ in range(appliance.targets)]
         """Per inspection host: connection (inside key) -> when it last let a packet by."""
         self.generations: OrderedDict[Key, int] = OrderedDict()
+        self.unavailable_backends: set[int] = set()
+        """Deregistered targets: no new flows go to them (path events)."""
+        self.failed: set[int] = set()
+        """Failed inspection hosts: they forward nothing, new flows avoid them."""
 
     def next_generation(self, key: Key) -> int:
         """How many times ``key`` has been hashed, this time included."""
@@ -50,9 +64,11 @@ class Balancer:
         return generation
 
     def pick_backend(self, key: Key) -> int:
-        """A 5-tuple hash; a flow created again (UDP after expiry) moves on."""
-        return (zlib.crc32(_five_tuple(key), self.appliance.hash_seed)
-                + self.next_generation(key) - 1) % self.backends
+        """A 5-tuple hash; a flow created again (UDP after expiry) moves on; a deregistered
+        target is passed over while another remains."""
+        choice = (zlib.crc32(_five_tuple(key), self.appliance.hash_seed)
+                  + self.next_generation(key) - 1) % self.backends
+        return _avoid(choice, self.backends, self.unavailable_backends)
 
     def pick_target(self, key: Key) -> int:
         """Which inspection host a flow goes to (deterministic, see the catalogue entry)."""
@@ -60,11 +76,29 @@ class Balancer:
         proto, client_ip, _, server_ip, _ = key
         n, a = self.appliance.targets, self.appliance
         if a.stickiness == 5:
-            return (zlib.crc32(_five_tuple(key), a.hash_seed) + generation - 1) % n
+            return _avoid((zlib.crc32(_five_tuple(key), a.hash_seed) + generation - 1) % n, n,
+                          self.failed)
         basis = client_ip + server_ip + (bytes([proto]) if a.stickiness == 3 else b"")
-        return zlib.crc32(basis, a.hash_seed) % n
+        return _avoid(zlib.crc32(basis, a.hash_seed) % n, n, self.failed)
+
+    def fail(self, target: int) -> None:
+        """An inspection host fails: it forgets everything and forwards nothing."""
+        self.failed.add(target)
+        self.host_state[target].clear()
+
+    def rebalance(self, flows: Iterable[Flow]) -> int:
+        """Target failover ``rebalance``: the flows on failed hosts are hashed again onto
+        healthy ones (which never saw their SYN). How many moved."""
+        moved = 0
+        for flow in flows:
+            if flow.target in self.failed:
+                flow.target = self.pick_target(flow.inside)
+                moved += 1
+        return moved
 
     def knows(self, target: int, key: Key, now: float) -> bool:
+        if target in self.failed:
+            return False
         last = self.host_state[target].get(key)
         return last is not None and now - last < self.appliance.target_idle_timeout
 

@@ -74,17 +74,17 @@ from simulator.core.packets import (
     rewrite_destination,
     rewrite_source,
 )
+from simulator.core.path_events import PathRules
 
 __all__ = ["Middlebox", "Transmit"]
 
-_TOMBSTONE_LIMIT = 65_536
 
 
 def _endpoint(addr: bytes, port: int) -> str:
     return f"{ip_to_str(addr)}:{port}"
 
 
-class Middlebox(IcmpRules):
+class Middlebox(IcmpRules, PathRules):
     """One appliance's flow table and rules."""
 
     data_event_gap: float = 1.0
@@ -104,7 +104,7 @@ class Middlebox(IcmpRules):
         """When a list, every flow that expires is appended (``natsim replay`` reads it:
         the events are rate-limited, the log is not)."""
         # Keys of expired flows -> flow id, so that a late packet can be named in the log.
-        self._tombstones: OrderedDict[tuple[Side, Key], int] = OrderedDict()
+        self._tombstones: OrderedDict[tuple[Side, Key], tuple[int, str]] = OrderedDict()
         """Recently expired flows by key, oldest first (an OrderedDict: dropping the oldest
         of a plain dict with ``next(iter(d))`` walks past every deleted slot, and at 100,000
         expiries that walk made RSTs hundreds of milliseconds late)."""
@@ -144,10 +144,7 @@ class Middlebox(IcmpRules):
             self._forget(flow)
             self.counters["IdleTimeoutCount"] += 1
             quiet = not self._worth_logging("IdleTimeoutCount")
-            self._tombstones[(Side.INSIDE, flow.inside)] = flow.id
-            self._tombstones[(Side.OUTSIDE, flow.outside)] = flow.id
-            while len(self._tombstones) > _TOMBSTONE_LIMIT:
-                self._tombstones.popitem(last=False)
+            self._remember_lost(flow, "expired")
             loud = self.appliance.on_expiry is ExpiryAction.RST_BOTH and flow.proto == IPPROTO_TCP
             if loud:
                 out += self._reset_both(flow, log=not quiet)
@@ -167,6 +164,8 @@ class Middlebox(IcmpRules):
                 assert isinstance(item, tuple)
                 target, key = item
                 self.balancer.prune(target, key, now)
+            elif timer is Timer.PATH:
+                out += self._path_due(due, item)
         return out
 
     def state_sizes(self) -> dict[str, int]:
@@ -231,6 +230,8 @@ class Middlebox(IcmpRules):
         keepalive): a call never keeps back anything it decided.
         """
         out = self.expire(now)
+        if self._path_gate(side, now):  # armed path events; a blackhole swallows it
+            return out
         pkt = parse(packet)
         if pkt is None:
             self.counters["PacketsDropCount"] += 1
@@ -505,8 +506,8 @@ class Middlebox(IcmpRules):
     def _late(self, pkt: Packet, key: Key, side: Side, now: float,
               packet: bytearray) -> list[Transmit]:
         """A packet that matches no flow: the appliance's rule for its side decides."""
-        expired = self._tombstones.get((side, key))
-        what = f"of expired flow #{expired}" if expired is not None else "of no known flow"
+        expired, why = self._tombstones.get((side, key), (None, ""))
+        what = f"of {why} flow #{expired}" if expired is not None else "of no known flow"
         who = side.peer_role
         rule = (self.appliance.late_from_inside if side is Side.INSIDE
                 else self.appliance.late_from_outside)
@@ -552,9 +553,11 @@ class Middlebox(IcmpRules):
             return True
         self.counters["PacketsDropCount"] += 1
         flags = flags_to_str(pkt.flags) if pkt.proto == IPPROTO_TCP else ""
+        why = ("has failed" if flow.target in self.balancer.failed
+               else "has no state for it")
         self._emit(now, EventKind.DROPPED, flow.id, side,
                    f"dropped {flags + ' ' if flags else ''}packet from {side.peer_role} on "
-                   f"flow #{flow.id}: inspection target {flow.target} has no state for it",
+                   f"flow #{flow.id}: inspection target {flow.target} {why}",
                    flags=flags, payload=pkt.payload_len)
         return False
 

@@ -36,6 +36,8 @@ class EventKind(StrEnum):
     DROPPED = "dropped"
     RST_SENT = "rst_sent"
     PORT_ALLOCATION_ERROR = "port_allocation_error"
+    PATH_EVENT = "path_event"
+    """The path itself changed: a restart, a deregistration, a blackhole, an attach."""
 
 
 @dataclass(frozen=True, slots=True)

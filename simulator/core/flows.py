@@ -119,6 +119,8 @@ class Timer(StrEnum):
     """The appliance's own keepalive on a flow (NLB TLS listener)."""
     TARGET_STATE = "target_state"
     """What an inspection host remembers of a connection (Gateway Load Balancer)."""
+    PATH = "path"
+    """A path event (restart, deregistration, ...: :mod:`simulator.core.path_events`)."""
 
 
 Due = tuple[float, Timer, object]

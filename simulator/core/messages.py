@@ -31,6 +31,10 @@ class Role(StrEnum):
     CLIENT = "client"
     SERVER = "server"
     MIDDLEBOX = "middlebox"
+    DNS = "dns"
+    PATH = "path"
+    """The path itself (a late attach, carried out by the runner)."""
+    PROXY = "proxy"
 
 
 class Kind(StrEnum):
@@ -67,6 +71,8 @@ class Kind(StrEnum):
     UNACKNOWLEDGED = "unacknowledged"
     CLIENT_CLOSED = "client_closed"
     STRAY_HEARTBEAT = "stray_heartbeat"
+    # the world's DNS server (late-attach runs)
+    DNS_ANSWER = "dns_answer"
     # capacity runs
     LOAD_START = "load_start"
     LOAD_PROGRESS = "load_progress"

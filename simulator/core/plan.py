@@ -53,6 +53,8 @@ class HostPlan:
     routes: tuple[str, ...]
     sysctls: Mapping[str, int | str]
     hosts: tuple[tuple[str, str], ...]
+    nameserver: str | None = None
+    """The DNS server its resolver asks (``resolv.conf``), when the run has one."""
 
     @property
     def address(self) -> str:
@@ -76,6 +78,10 @@ class WorldPlan:
         return (self.client, *self.servers)
 
 
+DNS_NAME = "api.internal"
+"""The server's name for a client that resolves it through the world's DNS server."""
+
+
 def keepalive_sysctls(values: Mapping[str, int], speed: float) -> dict[str, int]:
     """The keepalive sysctls in whole wall seconds (at least 1); the count unchanged."""
     return {key: value if key == "tcp_keepalive_probes" else max(1, round(value / speed))
@@ -84,11 +90,13 @@ def keepalive_sysctls(values: Mapping[str, int], speed: float) -> dict[str, int]
 
 def world_plan(run_id: str, client_sysctls: Mapping[str, int], backends: int = 1,
                vip: str | None = None, client_addresses: int = 1,
-               server_sysctls: Mapping[str, int] | None = None) -> WorldPlan:
+               server_sysctls: Mapping[str, int] | None = None,
+               nameserver: str | None = None, front: str | None = None) -> WorldPlan:
     """The world for one run; sysctls are already in wall seconds (see
     :func:`keepalive_sysctls`). With ``backends`` > 1 the name ``server`` resolves to
-    ``vip``, behind which the middlebox spreads the flows."""
-    server_name = vip if backends > 1 and vip else SERVER_IP
+    ``vip``, behind which the middlebox spreads the flows; with ``front`` (a proxy's
+    address) it resolves to that."""
+    server_name = front or (vip if backends > 1 and vip else SERVER_IP)
     hosts = ((server_name, "server"), (CLIENT_IP, "client"),
              *((backend_address(i)[0], f"backend{i}") for i in range(backends)))
     client = HostPlan(
@@ -98,7 +106,7 @@ def world_plan(run_id: str, client_sysctls: Mapping[str, int], backends: int = 1
         sysctls={**QUIET, **{f"net.ipv4.{k}": v for k, v in client_sysctls.items()},
                  # room for many connections: every source port
                  "net.ipv4.ip_local_port_range": "1024 65535"},
-        hosts=hosts)
+        hosts=hosts, nameserver=nameserver)
     servers = tuple(HostPlan(
         role="server" if i == 0 else f"server{i}",
         addresses=(backend_address(i)[0],), gateway=backend_address(i)[1],
@@ -154,16 +162,22 @@ def programs(s: Any, p: Any) -> Programs:
                   {"host": "server", "port": s.server_port, "timeout": p.client_timeout.wall,
                    "heartbeat": p.heartbeat.wall if p.heartbeat is not None else None}),
             p.client_timeout.wall + 15.0)
-    client: dict[str, Any] = {"host": "server", "port": s.server_port, "request": s.request,
-                              "timeout": p.client_timeout.wall, "keepalive": s.keepalive.mode}
+    # a client that waits for its network resolves its server's name over the network
+    host = DNS_NAME if s.attach is not None else "server"
+    client: dict[str, Any] = {"host": host, "port": s.server_port, "request": s.request,
+                              "timeout": p.client_timeout.wall, "keepalive": s.keepalive.mode,
+                              "retries": s.retries, "backoff": s.backoff / p.speed,
+                              "resolve": s.resolve}
     if p.keepalive_idle is not None and p.keepalive_interval is not None:
         client.update(idle=int(p.keepalive_idle.wall), interval=int(p.keepalive_interval.wall),
                       count=p.keepalive_count)
+    retrying = s.backoff * (2 ** s.retries - 1) / p.speed  # the last attempt, wall seconds
     return Programs(
         _args("simulator.workloads.server", None,
               {"port": s.server_port, "delay": answer_after,
                "delay_label": f"{s.server_delay:g} s",
                "answer": "HTTP/1.1 200 OK (the slow answer)",
-               "wait_limit": max(1.0, p.client_timeout.wall - answer_after + 1.0)}),
+               "wait_limit": max(1.0, p.client_timeout.wall - answer_after + 1.0),
+               "accept_limit": retrying + 3.0 if s.retries else None}),
         _args("simulator.workloads.client", None, client),
-        p.client_timeout.wall + 15.0)
+        p.client_timeout.wall + retrying + 15.0)

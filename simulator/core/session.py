@@ -120,11 +120,18 @@ class RunSession:
         self.middlebox_final: Mapping[str, Any] = {}
         self.error: str | None = None
         self.error_detail: list[str] = []
+        self._pinned = False
 
     # -- in ---------------------------------------------------------------------------------
 
     def middlebox_ready(self, origin_mono: float) -> None:
         self.timebase.mbox_origin = origin_mono
+
+    def pin_zero(self, mono: float) -> None:
+        """Model time zero is this instant (a client that starts before its network: its
+        start), not its request."""
+        self.timebase.t0 = mono
+        self._pinned = True
 
     def feed(self, msg: Message) -> None:
         self.messages.append(msg)
@@ -135,7 +142,7 @@ class RunSession:
         if msg.kind in _SILENT:
             return
         if msg.source == Role.CLIENT and msg.kind in (Kind.REQUEST_SENT, Kind.LOAD_START) \
-                and msg.mono is not None:
+                and msg.mono is not None and not self._pinned:
             self.timebase.t0 = msg.mono
         self._pending.append(msg)
 

@@ -33,16 +33,65 @@ def configure_keepalive(sock: socket.socket, mode: str, idle: int | None, interv
     return f"SO_KEEPALIVE on, TCP_KEEPIDLE={idle} TCP_KEEPINTVL={interval} TCP_KEEPCNT={count}"
 
 
-def run(host: str, port: int, request: str, timeout: float, keepalive: str,
-        idle: int | None, interval: int | None, count: int | None) -> str:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    how = configure_keepalive(sock, keepalive, idle, interval, count)
-    sock.settimeout(10.0)
+EAI_NAMES = {socket.EAI_AGAIN: "EAI_AGAIN", socket.EAI_NONAME: "EAI_NONAME"}
+DOTNET = {"EAI_AGAIN": "Resource temporarily unavailable"}
+"""How .NET words the same failure (seed 002's error message)."""
+
+
+def _resolve(host: str) -> tuple[str | None, str]:
+    """The server's address, or None and the error's name (``EAI_AGAIN``...)."""
     try:
-        sock.connect((host, port))
-    except OSError as exc:
-        report(SOURCE, Kind.CONNECT_FAILED, f"connect to {host}:{port} failed: {exc}")
+        found = socket.getaddrinfo(host, None, socket.AF_INET, socket.SOCK_STREAM)
+        return str(found[0][4][0]), ""
+    except socket.gaierror as exc:
+        code = exc.errno or 0
+        return None, EAI_NAMES.get(code, f"EAI {code}") + f": {exc.strerror}"
+
+
+def connect(host: str, port: int, keepalive: tuple[str, int | None, int | None, int | None],
+            retries: int = 0, backoff: float = 1.0, resolve: str = "each"
+            ) -> tuple[socket.socket, str] | None:
+    """Connect, trying ``1 + retries`` times at ``backoff * (2**i - 1)`` wall seconds from
+    the start; with ``resolve: once`` the name is looked up at the first attempt only and
+    that answer (or failure) is kept, as a client that sets up its networking once does."""
+    start = time.monotonic()
+    cached: tuple[str | None, str] | None = None
+    for attempt in range(retries + 1):
+        time.sleep(max(0.0, start + backoff * (2 ** attempt - 1) - time.monotonic()))
+        label = f"attempt {attempt + 1} of {retries + 1}: " if retries else ""
+        if cached is None or resolve == "each":
+            cached = _resolve(host)
+        address, error = cached
+        if address is None:
+            name = error.split(":")[0]
+            said = f" (.NET: '{DOTNET[name]}')" if name in DOTNET else ""
+            report(SOURCE, Kind.CONNECT_FAILED, f"{label}resolving {host} failed: {error}"
+                   f"{said}" + (" (kept from the first lookup)" if resolve == "once"
+                               and attempt else ""), error=name, attempt=attempt + 1)
+            continue
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        how = configure_keepalive(sock, *keepalive)
+        sock.settimeout(10.0)
+        try:
+            sock.connect((address, port))
+        except OSError as exc:
+            sock.close()
+            name = errno.errorcode.get(exc.errno or 0, "error")
+            report(SOURCE, Kind.CONNECT_FAILED, f"{label}connect to {host}:{port} failed: "
+                   f"{exc.strerror} ({name})", error=name, attempt=attempt + 1)
+            continue
+        return sock, how
+    return None
+
+
+def run(host: str, port: int, request: str, timeout: float, keepalive: str,
+        idle: int | None, interval: int | None, count: int | None, retries: int = 0,
+        backoff: float = 1.0, resolve: str = "each") -> str:
+    connected = connect(host, port, (keepalive, idle, interval, count), retries, backoff,
+                        resolve)
+    if connected is None:
         return "connect_failed"
+    sock, how = connected
     local = sock.getsockname()
     report(SOURCE, Kind.CONNECTED, f"connected from {local[0]}:{local[1]} to {host}:{port}; {how}")
     sock.sendall(request.encode() + b"\n")
@@ -60,16 +109,24 @@ def run(host: str, port: int, request: str, timeout: float, keepalive: str,
             chunk = sock.recv(65536)
             if not chunk:
                 outcome = "closed"
-                report(SOURCE, Kind.CLOSED, "the server closed the connection without an answer")
+                report(SOURCE, Kind.CLOSED, "the connection was closed (FIN) without an answer")
                 break
             received += chunk
         else:
             outcome = "answer"
             report(SOURCE, Kind.ANSWER, f"answer received: {received.decode(errors='replace')!r}",
                    waited=time.monotonic() - started)
-    except TimeoutError:
-        report(SOURCE, Kind.TIMEOUT, "gave up waiting: client timeout reached, no answer",
-               waited=time.monotonic() - started)
+    except TimeoutError as exc:
+        # The kernel's ETIMEDOUT (keepalive probes unanswered) is a TimeoutError too in
+        # Python (PEP 3151); only the socket's own timeout has no errno.
+        if exc.errno == errno.ETIMEDOUT:
+            outcome = "keepalive_failed"
+            report(SOURCE, Kind.KEEPALIVE_FAILED, "the kernel gave up the connection "
+                   "(ETIMEDOUT): keepalive probes went unanswered",
+                   waited=time.monotonic() - started)
+        else:
+            report(SOURCE, Kind.TIMEOUT, "gave up waiting: client timeout reached, no answer",
+                   waited=time.monotonic() - started)
     except OSError as exc:
         if exc.errno == errno.ECONNRESET:
             outcome = "reset"
@@ -89,8 +146,11 @@ def run(host: str, port: int, request: str, timeout: float, keepalive: str,
 
 def main(argv: list[str] | None = None) -> int:
     cfg = config_from_argv("natsim-client", __doc__, argv)
+    report(SOURCE, Kind.READY, "client started")
     outcome = run(cfg["host"], int(cfg["port"]), cfg["request"], float(cfg["timeout"]),
-                  cfg["keepalive"], cfg.get("idle"), cfg.get("interval"), cfg.get("count"))
+                  cfg["keepalive"], cfg.get("idle"), cfg.get("interval"), cfg.get("count"),
+                  int(cfg.get("retries", 0)), float(cfg.get("backoff", 1.0)),
+                  cfg.get("resolve", "each"))
     report(SOURCE, Kind.OUTCOME, outcome, outcome=outcome)
     return 0
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import os
 import select
 import socket
 import struct
@@ -36,25 +37,39 @@ def tcp_state(sock: socket.socket) -> int:
 
 
 def watch_answer(conn: socket.socket, limit: float) -> str:
-    """Wait until the answer is acknowledged, reset, or ``limit`` wall seconds pass."""
+    """Wait until the answer is acknowledged, reset, or ``limit`` wall seconds pass.
+
+    A FIN from the client (it gave up and closed) does not end the watch: the answer may
+    still be acknowledged (a client that only shut down its sending side) or, far more
+    often, reach a closed socket whose kernel resets it, and that is the outcome.
+    """
     deadline = time.monotonic() + limit
-    delivered = False
+    delivered = closed = False
     while time.monotonic() < deadline:
         try:
-            readable, _, _ = select.select([conn], [], [], 0.005)
-            closed = bool(readable) and not conn.recv(65536)
+            if closed:
+                time.sleep(0.005)
+            else:
+                readable, _, _ = select.select([conn], [], [], 0.005)
+                if readable and not conn.recv(65536):
+                    closed = True
+                    report(SOURCE, Kind.CLIENT_CLOSED, "the client closed the connection")
             # The send queue is only meaningful on a live connection: after a reset it is
             # purged, and an empty queue would look like a delivery.
-            if (not delivered and tcp_state(conn) in (TCP_ESTABLISHED, TCP_CLOSE_WAIT)
+            state = tcp_state(conn)
+            if (not delivered and state in (TCP_ESTABLISHED, TCP_CLOSE_WAIT)
                     and unacked_bytes(conn) == 0):
                 delivered = True
                 report(SOURCE, Kind.DELIVERED, "answer acknowledged by the client's kernel")
-            if closed:
-                report(SOURCE, Kind.CLIENT_CLOSED, "the client closed the connection")
-                return "delivered" if delivered else "unacknowledged"
+            if delivered and closed:
+                return "delivered"
+            error = conn.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if error:
+                raise OSError(error, os.strerror(error))
         except OSError as exc:
-            if exc.errno == errno.ECONNRESET:
-                report(SOURCE, Kind.RESET, "connection reset (ECONNRESET) after sending the answer")
+            if exc.errno in (errno.ECONNRESET, errno.EPIPE):  # an RST (EPIPE: after a FIN)
+                name = errno.errorcode[exc.errno]
+                report(SOURCE, Kind.RESET, f"connection reset ({name}) after sending the answer")
                 return "reset"
             report(SOURCE, Kind.ERROR, f"socket error after sending the answer: {exc}")
             return "error"
@@ -64,13 +79,15 @@ def watch_answer(conn: socket.socket, limit: float) -> str:
     return "unacknowledged"
 
 
-def run(port: int, delay: float, answer: str, wait_limit: float, delay_label: str = "") -> str:
+def run(port: int, delay: float, answer: str, wait_limit: float, delay_label: str = "",
+        accept_limit: float | None = None) -> str:
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     listener.bind(("0.0.0.0", port))
     listener.listen(16)
     report(SOURCE, Kind.READY, f"listening on port {port}")
-    listener.settimeout(wait_limit)
+    # a client that retries may connect late (its last attempt): wait for that one
+    listener.settimeout(accept_limit if accept_limit is not None else wait_limit)
     try:
         conn, peer = listener.accept()
     except TimeoutError:
@@ -104,7 +121,8 @@ def run(port: int, delay: float, answer: str, wait_limit: float, delay_label: st
 def main(argv: list[str] | None = None) -> int:
     cfg = config_from_argv("natsim-server", __doc__, argv)
     outcome = run(int(cfg["port"]), float(cfg["delay"]), cfg["answer"],
-                  float(cfg["wait_limit"]), cfg.get("delay_label", f"{cfg['delay']} s"))
+                  float(cfg["wait_limit"]), cfg.get("delay_label", f"{cfg['delay']} s"),
+                  cfg.get("accept_limit"))
     report(SOURCE, Kind.OUTCOME, outcome, outcome=outcome)
     return 0
 

@@ -1,7 +1,8 @@
 """Every shipped scenario, run for real and predicted by the model: the two must agree.
 
-The NAT Gateway scenarios have their own detailed tests (test_scenarios.py), which make the
-same comparison; this file runs all the others. A disagreement is a bug in the emulation or
+The NAT Gateway scenarios have their own detailed tests (test_scenarios.py), and the path
+event scenarios theirs (test_path_events_live.py), which make the same comparison; this
+file runs all the others. A disagreement is a bug in the emulation or
 in the analytic model.
 """
 
@@ -14,10 +15,11 @@ import pytest
 
 from simulator.compression import max_safe_speed
 from simulator.runner import run_scenario
-from simulator.scenario import load_scenario, scaled, scenario_names
+from simulator.scenario import load_scenario, parse_scenario, scaled, scenario_names
+from tests.integration.test_path_events_live import EVENT_SCENARIOS
 
 DETAILED = {"nat-gw", "nat-gw-edge", "nat-gw-keepalive", "nat-gw-os-defaults",
-            "nat-gw-os-tuned"}
+            "nat-gw-os-tuned", *EVENT_SCENARIOS}
 
 
 @pytest.mark.parametrize("name", [n for n in scenario_names() if n not in DETAILED])
@@ -78,3 +80,17 @@ def test_nlb_targets_are_separate_namespaces_and_udp_rehashes(tmp_path: Path) ->
     assert {"server", "server1"} <= sources  # both backends are real processes
     stray = [e for e in result.events if e.kind == "stray_heartbeat"]
     assert stray, "the other backend never saw the heartbeat"
+
+
+def test_an_answer_after_the_client_gave_up_is_reset_by_its_kernel(tmp_path: Path) -> None:
+    """The client times out at 100 s and closes; its FIN keeps the GWLB's flow, so the
+    answer at 200 s crosses and meets a closed socket: the server must report the reset
+    (EPIPE after the FIN), as the model says, not stop watching at the FIN."""
+    scenario = parse_scenario({
+        "appliance": "gwlb", "speed": 35, "client": {"timeout": 100, "keepalive": "off"},
+        "server": {"delay": 200}, "expect": {"client": "timeout", "server": "reset"}},
+        "test", "gwlb-client-gone")
+    out = io.StringIO()
+    result = run_scenario(scenario, 35, tmp_path / "results", out)
+    assert (result.client, result.server) == ("timeout", "reset"), out.getvalue()
+    assert result.judgement.model_agrees

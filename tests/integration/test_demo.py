@@ -5,16 +5,20 @@ import io
 from simulator.demo import run_demo
 
 
-def test_demo_tells_both_stories_side_by_side() -> None:
+def test_demo_tells_the_three_stories_side_by_side() -> None:
     out = io.StringIO()
-    assert run_demo(speed=100, width=140, out=out) == 0
+    assert run_demo(speed=100, width=200, out=out) == 0
     text = out.getvalue()
     print(text)
     rows = text.splitlines()
+    # three columns of 61 characters after the 10-character time stamp
     expiry = next(r for r in rows if "NAT Gateway forgets" in r)
-    probe = next(r for r in rows if "keepalive probe" in r)
-    # the expiry is told in the left column only, the probe in the right column only
-    assert expiry.index("forgets") < 70 and probe.index("keepalive probe") > 70
+    probe = next(r for r in rows if "keepalive probe: zero bytes" in r)
+    proxied = next(r for r in rows if "reaches the proxy's socket" in r)
+    assert expiry.index("forgets") < 72
+    assert 72 < probe.index("keepalive probe: zero bytes") < 135
+    assert proxied.index("reaches the proxy's socket") > 135
     assert "client timeout, server reset" in text
     assert "client answer, server delivered" in text
-    assert text.count("PASS") == 2
+    assert "client closed, server reset" in text
+    assert text.count("PASS: as the model predicts") == 3

@@ -102,3 +102,21 @@ def test_probes_that_do_not_count_make_no_margin_of_their_own() -> None:
                 == "global-accelerator")
     assert cell.scenario.expect_client == "reset"
     assert max_safe_speed(cell.scenario) >= 35  # (the 1 s probes round up at high speeds)
+
+
+def test_an_answer_after_the_client_left_meets_its_closed_socket() -> None:
+    """The client gave up first and closed: its FIN crossed and kept the flow, so even an
+    appliance that drops late packets delivers the answer, and the client's kernel resets
+    it (a real GWLB run showed it: the server sees EPIPE after the FIN)."""
+    drop = ex(late_from_inside=LateAction.DROP, late_from_outside=LateAction.DROP,
+              answer_delay=200.0, client_timeout=100.0)
+    p = predict(drop)
+    assert p.outcome() == ("timeout", "reset")
+    assert any("closed socket" in line for line in p.story)
+    # after the flow expired (the FIN refreshed it at 100 s: gone at 450 s) the late rule
+    assert predict(ex(late_from_outside=LateAction.DROP, answer_delay=460.0,
+                      client_timeout=100.0)).outcome() == ("timeout", "unacknowledged")
+    # an appliance with a short timeout once a FIN crossed forgets it sooner
+    assert predict(ex(late_from_outside=LateAction.DROP, answer_delay=200.0,
+                      client_timeout=100.0, closing_timeout=60.0)).outcome() == (
+        "timeout", "unacknowledged")

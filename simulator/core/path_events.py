@@ -1,0 +1,279 @@
+"""Path events: what happens to the path itself during a run, on the model clock.
+
+A scenario's path is not always fixed. A Lambda's network interface is attached after its
+code starts (seed 002); a NAT Gateway is restarted or replaced; an NLB target is deregistered;
+a Gateway Load Balancer's inspection target fails; a route blackholes traffic for a while.
+Each is a :class:`PathEvent` at a model time counted from the client's request (the engine
+counts from the client's first packet, a round trip earlier).
+
+Theory of operation
+-------------------
+``attach`` happens on the client's host (the runner brings its interface up); every other
+kind happens in the appliance. :class:`PathRules` is the engine's part, a mixin of
+:class:`~simulator.core.engine.Middlebox`: the events are armed by the first packet from the
+inside and wait in the appliance's one deadline heap (``Timer.PATH``) like every other
+timer, so they fire in order with expiries and take effect before the packet that finds
+them due. What each kind does, from the providers' documentation where there is any:
+
+* ``restart``: the flow table is lost. Every flow's next packet meets the late-packet rule
+  (an RST from a NAT Gateway, a drop from a Gateway Load Balancer).
+* ``replace``: the same, and the replacement has new public addresses: the server sees a new
+  source for every new connection.
+* ``deregister`` (load balancers with several targets): the target serving the client's
+  connection stops receiving new flows; existing flows continue ("If the deregistered
+  target stays healthy and an existing connection is not idle, the load balancer can
+  continue to send traffic to the target"). With ``termination`` on
+  (``deregistration_delay.connection_termination.enabled``) the load balancer "terminates
+  connections at the end of the deregistration timeout" (``delay``, 300 s by default):
+  modelled as an RST to both ends.
+* ``target_failure`` (Gateway Load Balancer): the inspection target carrying the client's
+  connection fails. ``no_rebalance`` (the default) "continues to send existing flows to
+  failed or drained targets. If the Gateway Load Balancer cannot reach the target, the
+  traffic is dropped. However, new flows are sent to healthy targets." ``rebalance``
+  "rehashes existing flows and sends them to healthy targets after the deregistration delay
+  timeout", where a stateful inspection host that never saw the flow's SYN drops them.
+* ``blackhole``: for ``duration`` seconds every packet is dropped before the appliance sees
+  it (nothing refreshes, nobody is told).
+"""
+
+from __future__ import annotations
+
+from collections import Counter, OrderedDict
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from enum import StrEnum
+from typing import Any
+
+from simulator.core.appliances import Appliance
+from simulator.core.balancing import Balancer
+from simulator.core.events import EventKind, Side
+from simulator.core.flows import Flow, FlowTable, Key, PortAllocator, Timer
+from simulator.core.icmp import Transmit
+from simulator.core.packets import IPPROTO_TCP, ip_from_str
+
+__all__ = ["DEFAULT_DEREGISTRATION_DELAY", "FAILOVER_MODES", "PathEvent", "PathKind",
+           "PathRules", "replacement_addresses"]
+
+DEFAULT_DEREGISTRATION_DELAY = 300.0
+"""``deregistration_delay.timeout_seconds``: "The default value is 300 seconds" (0-3600)."""
+TOMBSTONE_LIMIT = 65_536
+"""Keys of gone flows remembered to name late packets (oldest dropped first)."""
+FAILOVER_MODES = ("no_rebalance", "rebalance")
+"""``target_failover.on_deregistration`` / ``on_unhealthy``: no_rebalance is the default."""
+
+
+class PathKind(StrEnum):
+    ATTACH = "attach"
+    RESTART = "restart"
+    REPLACE = "replace"
+    DEREGISTER = "deregister"
+    TARGET_FAILURE = "target_failure"
+    BLACKHOLE = "blackhole"
+
+
+@dataclass(frozen=True, slots=True)
+class PathEvent:
+    """One event; ``at`` and the durations are model seconds."""
+
+    kind: PathKind
+    at: float
+    duration: float | None = None
+    """``blackhole``: how long packets are dropped."""
+    delay: float = DEFAULT_DEREGISTRATION_DELAY
+    """``deregister`` / ``target_failure`` with ``rebalance``: the deregistration delay."""
+    termination: bool = False
+    """``deregister``: connection termination at the end of the delay."""
+    failover: str = "no_rebalance"
+    """``target_failure``: ``no_rebalance`` or ``rebalance``."""
+
+    @property
+    def on_host(self) -> bool:
+        """Whether the client's host carries it out (not the appliance)."""
+        return self.kind is PathKind.ATTACH
+
+    @property
+    def ends(self) -> float | None:
+        """When its effect on the path ends (a blackhole), if it does."""
+        return self.at + self.duration if self.duration is not None else None
+
+    def describe(self) -> str:
+        if self.kind is PathKind.ATTACH:
+            return f"the client's network interface is attached at {self.at:g} s"
+        if self.kind is PathKind.BLACKHOLE:
+            return f"packets are blackholed from {self.at:g} s to {self.ends:g} s"
+        if self.kind is PathKind.DEREGISTER:
+            then = (f"its connections terminated {self.delay:g} s later" if self.termination
+                    else "its existing connections kept (no connection termination)")
+            return f"the target serving the connection is deregistered at {self.at:g} s, {then}"
+        if self.kind is PathKind.TARGET_FAILURE:
+            return (f"the inspection target carrying the connection fails at {self.at:g} s "
+                    f"(target failover: {self.failover})")
+        done = "restarted" if self.kind is PathKind.RESTART else "replaced"
+        return f"the appliance is {done} at {self.at:g} s"
+
+    def to_record(self) -> dict[str, Any]:
+        return {k: str(v) if k == "kind" else v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> PathEvent:
+        return cls(**{**record, "kind": PathKind(record["kind"])})
+
+
+def replacement_addresses(public_ips: Sequence[str]) -> tuple[str, ...]:
+    """The public addresses of a replacement appliance: the next ones in 203.0.113.0/24."""
+    last = max(int(ip.rsplit(".", 1)[1]) for ip in public_ips)
+    return tuple(f"203.0.113.{(last + i) % 254 + 1}" for i in range(len(public_ips)))
+
+
+class PathRules:
+    """The appliance's part of the path events (mixed into the engine's Middlebox)."""
+
+    appliance: Appliance
+    flows: FlowTable
+    ports: PortAllocator
+    balancer: Balancer
+    counters: Counter[str]
+    _tombstones: OrderedDict[tuple[Side, Key], tuple[int, str]]
+    _path_events: tuple[PathEvent, ...] = ()
+    _path_armed = False
+    _blackholed = False
+
+    def path_events(self, events: Sequence[PathEvent]) -> None:
+        """The events this appliance will carry out, armed by the first inside packet."""
+        self._path_events = tuple(e for e in events if not e.on_host)
+
+    def _path_gate(self, side: Side, now: float) -> bool:
+        """Arm the events at the first packet from the inside; True when a blackhole
+        swallows this packet (the appliance never sees it)."""
+        if self._path_events and not self._path_armed and side is Side.INSIDE:
+            self._path_armed = True
+            for event in self._path_events:
+                self.flows.schedule(now + event.at, Timer.PATH, ("start", event))
+                follow = {PathKind.BLACKHOLE: ("end", event.ends),
+                          PathKind.DEREGISTER: ("terminate", event.at + event.delay),
+                          PathKind.TARGET_FAILURE: ("rebalance", event.at + event.delay)}
+                phase, after = follow.get(event.kind, ("", None))
+                if after is not None and (phase != "terminate" or event.termination) and (
+                        phase != "rebalance" or event.failover == "rebalance"):
+                    self.flows.schedule(now + after, Timer.PATH, (phase, event))
+        if not self._blackholed:
+            return False
+        self.counters["BlackholeDrops"] += 1
+        if self.counters["BlackholeDrops"] <= 20:
+            self._emit(now, EventKind.DROPPED, None, side,
+                       f"packet from the {side.peer_role} lost in the blackhole (nobody is "
+                       "told)", blackhole=True)
+        return True
+
+    def _path_due(self, due: float, item: object) -> list[Transmit]:
+        assert isinstance(item, tuple)
+        phase, event = item
+        assert isinstance(event, PathEvent)
+        data = {"path_event": str(event.kind), "phase": phase}
+        if event.kind is PathKind.BLACKHOLE:
+            self._blackholed = phase == "start"
+            self._emit(due, EventKind.PATH_EVENT, None, None,
+                       "blackhole begins: every packet is dropped, nobody is told"
+                       if self._blackholed else "blackhole ends: packets pass again", **data)
+            return []
+        if event.kind in (PathKind.RESTART, PathKind.REPLACE):
+            return self._restart(due, event, data)
+        serving = self._serving_target(event.kind)
+        if event.kind is PathKind.DEREGISTER:
+            return self._deregister(due, phase, serving, event, data)
+        return self._target_failure(due, phase, serving, data)
+
+    def _restart(self, now: float, event: PathEvent, data: dict[str, Any]) -> list[Transmit]:
+        lost = list(self.flows)
+        for flow in lost:
+            self.flows.remove(flow)
+            self._forget(flow)
+            self._remember_lost(flow)
+        self.counters["FlowsLostOnRestart"] += len(lost)
+        names = ", ".join(f"#{f.id}" for f in lost[:5]) + (" ..." if len(lost) > 5 else "")
+        done = "restarted" if event.kind is PathKind.RESTART else "replaced"
+        text = (f"appliance {done}: its flow table is lost ({len(lost)} flow"
+                f"{'' if len(lost) == 1 else 's'}{': ' + names if lost else ''}); the next "
+                "packet of each meets the late-packet rule")
+        if event.kind is PathKind.REPLACE:
+            new = replacement_addresses(self.appliance.public_ips)
+            self.ports = PortAllocator([ip_from_str(ip) for ip in new],
+                                       self.ports.limit, self.ports.port_min,
+                                       self.ports.port_max)
+            text += f"; the replacement's public address is {', '.join(new)}"
+            data["public_ips"] = list(new)
+        self._emit(now, EventKind.PATH_EVENT, None, None, text, flows_lost=len(lost), **data)
+        return []
+
+    def _serving_target(self, kind: PathKind) -> int:
+        """The target of the client's connection: the oldest live TCP flow's."""
+        tcp = [f for f in self.flows if f.proto == IPPROTO_TCP] or list(self.flows)
+        if not tcp:
+            return 0
+        oldest = min(tcp, key=lambda f: f.id)
+        if kind is PathKind.TARGET_FAILURE:
+            return oldest.target if oldest.target is not None else 0
+        return oldest.port
+
+    def _deregister(self, now: float, phase: str, target: int, event: PathEvent,
+                    data: dict[str, Any]) -> list[Transmit]:
+        balancer = self.balancer
+        if phase == "start":
+            self._drained_target = target
+            balancer.unavailable_backends.add(target)
+            left = sum(1 for f in self.flows if f.port == target)
+            self._emit(now, EventKind.PATH_EVENT, None, None,
+                       f"target {target} deregistered (draining): no new flows to it; its "
+                       f"{left} existing flow{'' if left == 1 else 's'} "
+                       + (f"will be terminated in {event.delay:g} s" if event.termination
+                          else "continue (connection termination is off)"),
+                       target=target, **data)
+            return []
+        target = getattr(self, "_drained_target", target)
+        out: list[Transmit] = []
+        doomed = [f for f in self.flows if f.port == target and f.proto == IPPROTO_TCP]
+        for flow in doomed:
+            self.flows.remove(flow)
+            out += self._reset_both(flow, log=False)
+            self._forget(flow)
+            self._remember_lost(flow)
+        self.counters["DeregistrationTerminations"] += len(doomed)
+        self._emit(now, EventKind.PATH_EVENT, None, None,
+                   f"deregistration delay over: {len(doomed)} connection"
+                   f"{'' if len(doomed) == 1 else 's'} to target {target} terminated (RST to "
+                   "both ends)", target=target, terminated=len(doomed), **data)
+        return out
+
+    def _target_failure(self, now: float, phase: str, target: int,
+                        data: dict[str, Any]) -> list[Transmit]:
+        balancer = self.balancer
+        if phase == "start":
+            balancer.fail(target)
+            self._emit(now, EventKind.PATH_EVENT, None, None,
+                       f"inspection target {target} failed: its existing flows still go to "
+                       "it and are dropped; new flows go to healthy targets", target=target,
+                       **data)
+            return []
+        moved = balancer.rebalance(self.flows)
+        self._emit(now, EventKind.PATH_EVENT, None, None,
+                   f"target failover (rebalance): {moved} flow{'' if moved == 1 else 's'} "
+                   "rehashed to healthy targets, which hold no state for them",
+                   moved=moved, **data)
+        return []
+
+    def _remember_lost(self, flow: Flow, why: str = "forgotten") -> None:
+        """Its keys, so that a late packet can be named ("of expired flow #3")."""
+        self._tombstones[(Side.INSIDE, flow.inside)] = (flow.id, why)
+        self._tombstones[(Side.OUTSIDE, flow.outside)] = (flow.id, why)
+        while len(self._tombstones) > TOMBSTONE_LIMIT:
+            self._tombstones.popitem(last=False)
+
+    def _forget(self, flow: Flow) -> None:
+        raise NotImplementedError  # the engine's
+
+    def _reset_both(self, flow: Flow, log: bool = True) -> list[Transmit]:
+        raise NotImplementedError  # the engine's
+
+    def _emit(self, t: float, kind: EventKind, flow: int | None, side: Side | None,
+              text: str, **data: Any) -> None:
+        raise NotImplementedError  # the engine's

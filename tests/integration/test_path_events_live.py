@@ -1,0 +1,75 @@
+"""Path events and the L4-proxy contrast, run for real: each scenario agrees with the model,
+and its timeline and result.json show what happened to the path."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from simulator.compression import max_safe_speed
+from simulator.report import RunResult
+from simulator.runner import run_scenario
+from simulator.scenario import load_scenario
+
+EVENT_SCENARIOS = ("lambda-late-attach", "lambda-late-attach-retry", "appliance-restart",
+                   "nat-gw-replaced", "nlb-deregister", "nlb-deregister-drain",
+                   "gwlb-target-failure", "nat-gw-blackhole", "l4-proxy-keepalive")
+
+
+def run(name: str, tmp_path: Path) -> tuple[RunResult, dict[str, Any]]:
+    scenario = load_scenario(name)
+    out = io.StringIO()
+    result = run_scenario(scenario, min(300.0, max_safe_speed(scenario)),
+                          tmp_path / "results", out)
+    print(out.getvalue())
+    observed = (result.client, result.server)
+    assert observed == result.plan.prediction.outcome(), "emulation and model disagree"
+    assert observed == (scenario.expect_client, scenario.expect_server)
+    document = json.loads((result.results_dir / "result.json").read_text())
+    assert [e["kind"] for e in document["path_events"]] == [str(e.kind) for e in
+                                                            scenario.events]
+    return result, document
+
+
+def _check_attach(result: RunResult, resolve_each: bool) -> None:
+    [attach] = [e for e in result.events if e.kind == "path_event"]
+    assert attach.source == "path" and 24.0 <= attach.t <= 28.0  # at 25 s (+ a poll)
+    failed = [e for e in result.events if e.kind == "connect_failed"]
+    assert failed and all(e.raw["error"] == "EAI_AGAIN" for e in failed)
+    assert "Resource temporarily unavailable" in failed[0].text  # .NET's words for it
+    before = [e for e in failed if e.t < attach.t]
+    assert len(before) == 2  # the attempts at 0 and 10 s
+    if resolve_each:
+        assert len(failed) == 2
+        answer = next(e for e in result.events if e.kind == "answer")
+        assert answer.t == pytest.approx(35.0, abs=1.5)
+    else:
+        assert len(failed) == 4 and sum(e.t > attach.t for e in failed) == 2
+
+
+@pytest.mark.parametrize("name", EVENT_SCENARIOS)
+def test_path_event_scenarios_run_as_the_model_says(name: str, tmp_path: Path) -> None:
+    result, document = run(name, tmp_path)
+    texts = " | ".join(e.text for e in result.events)
+    if name.startswith("lambda-late-attach"):
+        _check_attach(result, resolve_each=name.endswith("retry"))
+    elif name == "nat-gw-replaced":
+        assert "the replacement's public address is 203.0.113.2" in texts
+    elif name == "appliance-restart":
+        assert result.counters["FlowsLostOnRestart"] == 1
+        assert result.counters.get("IdleTimeoutCount", 0) == 0  # the restart, not the timeout
+    elif name == "nlb-deregister":
+        assert result.counters["DeregistrationTerminations"] == 1
+    elif name == "nat-gw-blackhole":
+        assert result.counters["BlackholeDrops"] >= 3  # the probes (and the client's RST)
+        assert "ETIMEDOUT" in texts
+    elif name == "l4-proxy-keepalive":
+        probes = [e for e in result.events if e.kind == "keepalive"]
+        assert probes and all(e.raw["link"] == "client side" for e in probes)
+        assert result.counters.get("KeepaliveProbes:server side", 0) == 0
+        assert "FIN from the proxy to the client" in texts
+        assert document["proxy"] == "haproxy"
