@@ -128,7 +128,10 @@ def _cmd_check(args: argparse.Namespace) -> int:
         out.write(f"  predicted: client {pred.client} at {pred.client_at:g} s, server "
                   f"{pred.server}\n")
         out.write("  why: " + "; ".join(pred.story) + "\n")
-        if s.appliance.keepalive_refreshes:
+        if s.proxy is not None:
+            out.write(f"  no keepalive setting keeps the connection alive: {s.proxy} "
+                      "counts only the data it relays (an application heartbeat)\n")
+        elif s.appliance.keepalive_refreshes:
             out.write(f"  keepalive idle times below {pred.latest_keepalive_idle:g} s keep "
                       "the flow alive\n")
         else:

@@ -33,6 +33,7 @@ from simulator.core.path_model import (
     predict_proxy,
     retransmits,
 )
+from simulator.core.plan import load_wall
 from simulator.core.timescale import Scaled, kernel_timer_lateness, scale, scale_kernel
 from simulator.scenario import MAX_SPEED, MIN_SPEED, Scenario, load_outcome
 
@@ -165,7 +166,7 @@ def _effective_exchange(s: Scenario, k: float) -> Exchange:
 def _problem(s: Scenario, k: float) -> str | None:
     """Why speed ``k`` is unsafe for ``s`` ("rounding" or "margin"), or None if it is safe."""
     if s.load is not None:  # held connections must not idle out during the hold
-        return "margin" if s.client_timeout >= s.appliance.tcp_idle_timeout else None
+        return "margin" if load_wall(s, k) * k >= s.appliance.tcp_idle_timeout else None
     if s.protocol == "udp":  # nothing kernel-timed: only the margin can be too thin
         return "margin" if decisive_gap_udp(_datagram_exchange(s)) / k < MIN_WALL_MARGIN \
             else None
@@ -282,9 +283,11 @@ def _plan_udp(s: Scenario, k: float) -> Plan:
 def _plan_load(s: Scenario, k: float) -> Plan:
     if _problem(s, k) is not None:
         raise SpeedError(f"{s.name}: the connections would be held past the idle timeout "
-                         f"({s.client_timeout:g} >= {s.appliance.tcp_idle_timeout:g} model s)")
+                         f"({load_wall(s, k) * k:g} >= {s.appliance.tcp_idle_timeout:g} "
+                         "model s)")
     sysctls = _scaled_sysctls(s, k)
     return Plan(s, k, scale("appliance.tcp_idle_timeout", s.appliance.tcp_idle_timeout, k),
-                scale("server.delay", 0.0, k), scale("load (whole run)", s.client_timeout, k),
+                scale("server.delay", 0.0, k),
+                scale("load (whole run)", load_wall(s, k) * k, k),
                 None, None, None, sysctls, nominal_prediction(s),
                 ["capacity scenario: the load generator opens and holds connections"])

@@ -170,6 +170,12 @@ class Tcp:
             self.snd_una = ack
             if self.snd_una == self.snd_nxt:
                 self.on_event("acked")
+        if payload and self.state == "FIN_WAIT":
+            # the program closed this socket: data for it is answered with an RST
+            self.send(RST)
+            self.state = "CLOSED"
+            self._timer_epoch += 1
+            return
         if payload and seq == self.rcv_nxt:
             self.rcv_nxt += len(payload)
             self.received += payload
@@ -332,6 +338,10 @@ def _server(world: FakeWorld, cfg: dict[str, Any]) -> None:
                 finish(ServerOutcome.DELIVERED, Kind.DELIVERED, "answer acknowledged")
             elif kind == "reset" and answered:
                 finish(ServerOutcome.RESET, Kind.RESET, "connection reset (ECONNRESET)")
+            elif kind == "closed" and answered == [True, True]:
+                # the client left while the answer was still unacknowledged (server.py)
+                finish(ServerOutcome.UNACKNOWLEDGED, Kind.CLIENT_CLOSED,
+                       "the client closed the connection before acknowledging the answer")
 
         def answer() -> None:
             if conn.state != "ESTABLISHED":

@@ -44,6 +44,11 @@ from simulator.core.appliances import Appliance, ExpiryAction, LateAction
 from simulator.core.balancing import Balancer
 from simulator.core.events import Event, EventKind, Side
 from simulator.core.flows import (
+    DATA_EVENT,
+    FIN_SEEN,
+    NEXT_SEQ,
+    OCTETS,
+    PACKETS,
     TCP_TRANSITIONS,
     Flow,
     FlowTable,
@@ -77,6 +82,9 @@ from simulator.core.packets import (
 from simulator.core.path_events import PathRules
 
 __all__ = ["Middlebox", "Transmit"]
+
+ADDRESSES_KEPT = 65_536
+"""Distinct addresses whose bytes objects the flows share (more: start again)."""
 
 
 
@@ -115,6 +123,7 @@ class Middlebox(IcmpRules, PathRules):
             raise ValueError(f"{appliance.name}: {appliance.backends} backends but "
                              f"{len(self._backends)} backend addresses")
         self._backend_index = {ip: i for i, ip in enumerate(self._backends)}
+        self._addresses: dict[bytes, bytes] = {}
         # Gateway Load Balancer inspection hosts and NLB targets: hashing and host memory
         self.balancer = Balancer(appliance, max(1, len(self._backends)), self.flows)
 
@@ -302,6 +311,7 @@ class Middlebox(IcmpRules, PathRules):
         """A new flow for inside key ``key`` (client address and port first), or None when
         the appliance has no room for it (the packet is then dropped and counted)."""
         self.counters["ConnectionAttemptCount"] += 1
+        key = (key[0], self._address(key[1]), key[2], self._address(key[3]), key[4])
         route = self._admit(key, now)
         if route is None:
             return None
@@ -311,8 +321,7 @@ class Middlebox(IcmpRules, PathRules):
         syn = tcp and pkt.flags & (SYN | ACK) == SYN
         state = (TcpState.SYN_SENT if syn else TcpState.ESTABLISHED) if tcp else TcpState.NONE
         flow = Flow(id=self._next_id, proto=proto, inside=key, outside=outside,
-                    public_ip=outside[3], public_port=outside[4],
-                    timeout=self._timeout_for(proto, state), created=now, last_seen=now,
+                    timeout=self._timeout_for(proto, state), last_seen=now,
                     state=state, backend=backend, port=self._backend_index.get(outside[1], 0))
         if self.appliance.targets:
             flow.target = self.balancer.pick_target(key)
@@ -370,6 +379,17 @@ class Middlebox(IcmpRules, PathRules):
             return None
         return outside, backend
 
+    def _address(self, addr: bytes) -> bytes:
+        """One bytes object per address for all the flows that hold it (a new one per
+        packet otherwise: 37 bytes twice a flow at 100,000 flows); bounded."""
+        known = self._addresses.get(addr)
+        if known is not None:
+            return known
+        if len(self._addresses) >= ADDRESSES_KEPT:
+            self._addresses.clear()
+        self._addresses[addr] = addr
+        return addr
+
     def _log_created(self, flow: Flow, why: str, now: float) -> None:
         _, client_ip, client_port, server_ip, server_port = flow.inside
         client, server = _endpoint(client_ip, client_port), _endpoint(server_ip, server_port)
@@ -415,13 +435,14 @@ class Middlebox(IcmpRules, PathRules):
         if (self.appliance.keepalive_refreshes or pkt.proto != IPPROTO_TCP
                 or pkt.payload_len > 0):
             flow.last_seen = now  # Global Accelerator: only data refreshes the timer
-        flow.packets[direction] += 1
-        flow.octets[direction] += pkt.total_len
+        dirs = flow.dirs
+        dirs[PACKETS + direction] += 1
+        dirs[OCTETS + direction] += pkt.total_len
         who = (Side.INSIDE if direction == 0 else Side.OUTSIDE).peer_role
         if pkt.proto != IPPROTO_TCP:
             self._maybe_data_event(flow, pkt, direction, now, who)
             return
-        expected = flow.next_seq[direction]
+        expected = dirs[NEXT_SEQ + direction]
         if (expected is not None and pkt.payload_len <= 1
                 and not pkt.flags & (SYN | FIN | RST)
                 and pkt.seq == (expected - 1) & 0xFFFFFFFF):
@@ -467,8 +488,8 @@ class Middlebox(IcmpRules, PathRules):
                            f"RST from {who} passed through: flow #{flow.id} removed")
             return
         signal: TcpSignal | None = None
-        if flags & FIN and not flow.fin_seen[direction]:
-            flow.fin_seen[direction] = True
+        if flags & FIN and not flow.dirs[FIN_SEEN + direction]:
+            flow.dirs[FIN_SEEN + direction] = True
             signal = TcpSignal.FIN
         elif flags & SYN and flags & ACK and direction == 1:
             signal = TcpSignal.SYNACK_FROM_OUTSIDE
@@ -494,10 +515,10 @@ class Middlebox(IcmpRules, PathRules):
                           who: str) -> None:
         if pkt.payload_len == 0:
             return
-        if now - flow.last_data_event[direction] < self.data_event_gap:
-            flow.last_data_event[direction] = now
+        if now - flow.dirs[DATA_EVENT + direction] < self.data_event_gap:
+            flow.dirs[DATA_EVENT + direction] = now
             return
-        flow.last_data_event[direction] = now
+        flow.dirs[DATA_EVENT + direction] = now
         self._emit(now, EventKind.DATA, flow.id,
                    Side.INSIDE if direction == 0 else Side.OUTSIDE,
                    f"{pkt.payload_len} bytes from {who} on flow #{flow.id}",

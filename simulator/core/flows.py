@@ -27,6 +27,7 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
 CURSORS_KEPT = 65_536
 """Destinations whose NAT port cursor is remembered after their last connection ended."""
@@ -61,6 +62,11 @@ TCP_TRANSITIONS: dict[tuple[TcpState, TcpSignal], TcpState] = {
 }
 
 
+NEXT_SEQ, FIN_SEEN, PACKETS, OCTETS, DATA_EVENT = 0, 2, 4, 6, 8
+"""Offsets into :attr:`Flow.dirs`, each followed by its value for the other direction."""
+NEVER = float("-inf")
+
+
 @dataclass(slots=True, eq=False)
 class Flow:
     """One tracked connection. ``dir`` indices are 0 for inside->outside, 1 for the reverse."""
@@ -69,10 +75,7 @@ class Flow:
     proto: int
     inside: Key
     outside: Key
-    public_ip: bytes
-    public_port: int
     timeout: float
-    created: float
     last_seen: float
     state: TcpState
     target: int | None = None
@@ -83,18 +86,36 @@ class Flow:
     """Which of the outside interfaces the flow leaves by (one per backend host)."""
     echoing: bool = False
     """The appliance sends its own keepalives on this flow (NLB TLS listener)."""
-    next_seq: list[int | None] = field(default_factory=lambda: [None, None])
-    fin_seen: list[bool] = field(default_factory=lambda: [False, False])
-    packets: list[int] = field(default_factory=lambda: [0, 0])
-    octets: list[int] = field(default_factory=lambda: [0, 0])
-    last_data_event: list[float] = field(default_factory=lambda: [float("-inf")] * 2)
+    dirs: list[Any] = field(default_factory=lambda: [None, None, False, False, 0, 0, 0, 0,
+                                                     NEVER, NEVER])
+    """Per direction (0: inside->outside, 1: the reverse), at the offsets ``NEXT_SEQ``,
+    ``FIN_SEEN``, ``PACKETS``, ``OCTETS``, ``DATA_EVENT`` plus the direction: one list of
+    ten rather than five lists of two (at 100,000 flows, 220 bytes a flow less)."""
+
+    @property
+    def public_ip(self) -> bytes:
+        """The address the server sees (the outside key's; no slot of its own)."""
+        return self.outside[3]
+
+    @property
+    def public_port(self) -> int:
+        return self.outside[4]
+
+    @property
+    def next_seq(self) -> tuple[int | None, int | None]:
+        """The next sequence number each direction should send (None: not seen yet)."""
+        return self.dirs[NEXT_SEQ], self.dirs[NEXT_SEQ + 1]
+
+    @property
+    def packets(self) -> tuple[int, int]:
+        return self.dirs[PACKETS], self.dirs[PACKETS + 1]
 
     def advance(self, direction: int, end: int) -> None:
         """Move the next expected sequence number of ``direction`` to ``end`` unless that
         is behind it (a retransmission or a probe), modulo 2**32."""
-        expected = self.next_seq[direction]
+        expected = self.dirs[direction]
         if expected is None or (end - expected) & 0xFFFFFFFF < 0x80000000:
-            self.next_seq[direction] = end
+            self.dirs[direction] = end
 
     @property
     def deadline(self) -> float:

@@ -166,8 +166,10 @@ def _walk(ex: Exchange, fx: PathEffects,  # noqa: C901
                 w.server = w.server or "reset"
         elif what == "limit":
             w.client_done("timeout", t, f"the client hears nothing and times out at {t:g} s")
-            if w.alive and not fx.lost(t):  # its FIN crosses: the flow is closing
-                w.last, w.closing = t, True
+            if not fx.lost(t) and (w.alive or ex.late_from_inside is LateAction.PASS):
+                if not w.alive:
+                    w.story.append("its FIN is tracked anew (the appliance lets it out)")
+                w.alive, w.last, w.closing = True, t, True  # its FIN crosses: closing
         elif what == "probe":
             next_probe = _probe(w, t, ka)
         else:
@@ -277,8 +279,9 @@ def predict_attach(attach_at: float, attempts: Attempts, then: Prediction) -> Pr
              f"the client tries at {', '.join(f'{t:g}' for t in times)} s"]
     before = [t for t in times if t < attach_at]
     if before:
-        story.append(f"{len(before)} attempt{'s' if len(before) > 1 else ''} before it fail "
-                     "at once (the name cannot be resolved: EAI_AGAIN)")
+        story.append(f"before it, the attempt{'s' if len(before) > 1 else ''} at "
+                     f"{', '.join(f'{t:g}' for t in before)} s fail at once (the name "
+                     "cannot be resolved: EAI_AGAIN)")
     first = next((t for t in times if t >= attach_at), None)
     if not attempts.resolve_each and before:
         story.append("the client resolved the name once, at start, and keeps the failure: "

@@ -135,12 +135,19 @@ def _args(module: str, role: str | None, cfg: Mapping[str, Any]) -> list[str]:
     return [module, *([role] if role else []), "--config", json.dumps(dict(cfg))]
 
 
+def load_wall(s: Any, speed: float) -> float:
+    """Wall seconds a capacity scenario's load takes: opening every connection at its
+    rate (per wall second), then the connect timeout and the hold (model seconds)."""
+    load = s.load
+    return float(load.connections / load.rate + (load.connect_timeout + load.hold) / speed)
+
+
 def programs(s: Any, p: Any) -> Programs:
     """The workloads of scenario ``s`` at plan ``p`` (a :class:`simulator.scenario.Plan`):
     their configurations in wall seconds."""
     if s.load is not None:
         load = s.load
-        wall = load.connections / load.rate + (load.connect_timeout + load.hold) / p.speed
+        wall = load_wall(s, p.speed)
         return Programs(
             _args("simulator.workloads.load", "server",
                   {"port": s.server_port, "expected": load.connections,

@@ -36,15 +36,26 @@ def tcp_state(sock: socket.socket) -> int:
     return sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0]
 
 
-def watch_answer(conn: socket.socket, limit: float) -> str:
+def client_left(conn: socket.socket) -> bool:
+    """Whether the client has already closed its side (a FIN is waiting to be read)."""
+    readable, _, _ = select.select([conn], [], [], 0)
+    return bool(readable) and conn.recv(1, socket.MSG_PEEK) == b""
+
+
+def watch_answer(conn: socket.socket, limit: float, left_before: bool = False) -> str:
     """Wait until the answer is acknowledged, reset, or ``limit`` wall seconds pass.
 
-    A FIN from the client (it gave up and closed) does not end the watch: the answer may
-    still be acknowledged (a client that only shut down its sending side) or, far more
-    often, reach a closed socket whose kernel resets it, and that is the outcome.
+    The client's FIN ends the watch as ``unacknowledged`` when it comes while the answer is
+    outstanding: the client left without it. When the client had left *before* the answer
+    was sent (``left_before``), the answer goes to its closed socket, and the watch waits
+    for what comes back: the RST of that socket (or an acknowledgement, from a client that
+    only shut down its sending side).
     """
     deadline = time.monotonic() + limit
-    delivered = closed = False
+    delivered, closed = False, left_before
+    if left_before:
+        report(SOURCE, Kind.CLIENT_CLOSED, "the client had closed the connection before the "
+               "answer")
     while time.monotonic() < deadline:
         try:
             if closed:
@@ -52,17 +63,16 @@ def watch_answer(conn: socket.socket, limit: float) -> str:
             else:
                 readable, _, _ = select.select([conn], [], [], 0.005)
                 if readable and not conn.recv(65536):
-                    closed = True
                     report(SOURCE, Kind.CLIENT_CLOSED, "the client closed the connection")
+                    return "delivered" if delivered else "unacknowledged"
             # The send queue is only meaningful on a live connection: after a reset it is
             # purged, and an empty queue would look like a delivery.
-            state = tcp_state(conn)
-            if (not delivered and state in (TCP_ESTABLISHED, TCP_CLOSE_WAIT)
+            if (not delivered and tcp_state(conn) in (TCP_ESTABLISHED, TCP_CLOSE_WAIT)
                     and unacked_bytes(conn) == 0):
                 delivered = True
                 report(SOURCE, Kind.DELIVERED, "answer acknowledged by the client's kernel")
-            if delivered and closed:
-                return "delivered"
+                if closed:
+                    return "delivered"
             error = conn.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
             if error:
                 raise OSError(error, os.strerror(error))
@@ -106,13 +116,14 @@ def run(port: int, delay: float, answer: str, wait_limit: float, delay_label: st
     report(SOURCE, Kind.REQUEST_RECEIVED,
            f"request received; working for {delay_label} before answering")
     time.sleep(max(0.0, received + delay - time.monotonic()))
+    left = client_left(conn)
     try:
         conn.sendall(answer.encode() + b"\n")
     except OSError as exc:
         report(SOURCE, Kind.SEND_FAILED, f"sending the answer failed at once: {exc}")
         return "reset" if exc.errno in (errno.ECONNRESET, errno.EPIPE) else "error"
     report(SOURCE, Kind.ANSWER_SENT, "answer sent")
-    outcome = watch_answer(conn, wait_limit)
+    outcome = watch_answer(conn, wait_limit, left_before=left)
     conn.close()
     listener.close()
     return outcome

@@ -186,7 +186,7 @@ def test_new_syn_after_expiry_creates_a_new_mapping() -> None:
     assert flow.id == 2
     # a new mapping, on the next port: the freed one is not handed out at once (the server
     # may still hold the old connection)
-    assert parsed(out[0].packet)[TCP].sport != first_port and flow.created == 400
+    assert parsed(out[0].packet)[TCP].sport != first_port and flow.last_seen == 400
 
 
 def test_non_syn_without_a_flow_does_not_create_one() -> None:

@@ -10,7 +10,7 @@ PUB = [bytes([203, 0, 113, 1]), bytes([203, 0, 113, 2])]
 
 
 def _flow(i: int, t: float, timeout: float = 10.0) -> Flow:
-    return Flow(i, 6, (6, b"c", i, IP, 80), (6, IP, 80, PUB[0], i), PUB[0], i, timeout, t, t,
+    return Flow(i, 6, (6, b"c", i, IP, 80), (6, IP, 80, PUB[0], i), timeout, t,
                 TcpState.ESTABLISHED)
 
 

@@ -7,6 +7,7 @@ import io
 import socket
 import struct
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -208,3 +209,37 @@ def test_a_peer_mac_is_learnt_from_the_peer_not_from_the_hosts_bridge() -> None:
         assert h.plane.ports[Side.INSIDE][0][1][:6] == client_mac
     finally:
         h.close()
+
+
+def test_a_full_transmit_queue_loses_one_frame_not_the_ones_decided_with_it() -> None:
+    """ENOBUFS on a send (a burst of handshakes filled the veth's queue) once escaped the
+    send loop: the frames decided with the first one (the other end's RST) were never
+    sent, and the run counted the loss as a malformed frame."""
+    import errno  # noqa: PLC0415
+
+    from simulator.core.icmp import Transmit  # noqa: PLC0415
+
+    class Full:
+        def __init__(self, full: bool) -> None:
+            self.sent: list[bytes] = []
+            self.calls = 0 if full else 1
+
+        def fileno(self) -> int:
+            return -1
+
+        def send(self, data: bytes) -> int:
+            self.calls += 1
+            if self.calls == 1:
+                raise OSError(errno.ENOBUFS, "No buffer space available")
+            self.sent.append(data)
+            return len(data)
+
+    inside, outside = Full(full=True), Full(full=False)
+    ports: Any = {Side.INSIDE: [(inside, ETH)], Side.OUTSIDE: [(outside, ETH)]}
+    plane = Dataplane(Middlebox(get_appliance("nat-gw")), SteppedClock(0.001), ports,
+                      io.StringIO())
+    rsts = [Transmit(Side.INSIDE, bytearray(tcp(SERVER, 8080, CLIENT, 40000, "R", 5))),
+            Transmit(Side.OUTSIDE, bytearray(tcp(CLIENT, 40000, SERVER, 8080, "R", 9)))]
+    plane._send(rsts)
+    assert plane.tx_queue_full == 1 and len(outside.sent) == 1  # the second one still left
+    assert plane.malformed == {}
