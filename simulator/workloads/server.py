@@ -37,9 +37,13 @@ def tcp_state(sock: socket.socket) -> int:
 
 
 def client_left(conn: socket.socket) -> bool:
-    """Whether the client has already closed its side (a FIN is waiting to be read)."""
-    readable, _, _ = select.select([conn], [], [], 0)
-    return bool(readable) and conn.recv(1, socket.MSG_PEEK) == b""
+    """Whether the client has already closed its side (a FIN is waiting to be read); a
+    reset waiting there is left for the send and the watch to find."""
+    try:
+        readable, _, _ = select.select([conn], [], [], 0)
+        return bool(readable) and conn.recv(1, socket.MSG_PEEK) == b""
+    except OSError:
+        return False
 
 
 def watch_answer(conn: socket.socket, limit: float, left_before: bool = False) -> str:
@@ -52,30 +56,32 @@ def watch_answer(conn: socket.socket, limit: float, left_before: bool = False) -
     only shut down its sending side).
     """
     deadline = time.monotonic() + limit
-    delivered, closed = False, left_before
+    delivered = False
     if left_before:
         report(SOURCE, Kind.CLIENT_CLOSED, "the client had closed the connection before the "
                "answer")
     while time.monotonic() < deadline:
         try:
-            if closed:
+            closed_now = False
+            if left_before:
                 time.sleep(0.005)
             else:
                 readable, _, _ = select.select([conn], [], [], 0.005)
-                if readable and not conn.recv(65536):
-                    report(SOURCE, Kind.CLIENT_CLOSED, "the client closed the connection")
-                    return "delivered" if delivered else "unacknowledged"
+                closed_now = bool(readable) and not conn.recv(65536)
             # The send queue is only meaningful on a live connection: after a reset it is
             # purged, and an empty queue would look like a delivery.
             if (not delivered and tcp_state(conn) in (TCP_ESTABLISHED, TCP_CLOSE_WAIT)
                     and unacked_bytes(conn) == 0):
                 delivered = True
                 report(SOURCE, Kind.DELIVERED, "answer acknowledged by the client's kernel")
-                if closed:
-                    return "delivered"
-            error = conn.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-            if error:
-                raise OSError(error, os.strerror(error))
+            if closed_now or (left_before and delivered):
+                if closed_now:
+                    report(SOURCE, Kind.CLIENT_CLOSED, "the client closed the connection")
+                return "delivered" if delivered else "unacknowledged"
+            if left_before:
+                error = conn.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                if error:
+                    raise OSError(error, os.strerror(error))
         except OSError as exc:
             if exc.errno in (errno.ECONNRESET, errno.EPIPE):  # an RST (EPIPE: after a FIN)
                 name = errno.errorcode[exc.errno]
