@@ -172,10 +172,10 @@ class Runner:
             interrupts.check()
             ready = None
             for msg in proc.read():
-                if msg.kind == Kind.READY and ready is None:
-                    ready = msg
-                else:  # what it said right after (a client's first attempt)
+                if ready is not None:  # what it said right after (a client's first attempt)
                     self.session.feed(msg)
+                elif msg.kind == Kind.READY:
+                    ready = msg
             if ready is not None:
                 return ready
             if proc.popen.poll() is not None:
