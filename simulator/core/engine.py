@@ -175,6 +175,9 @@ class Middlebox(IcmpRules, PathRules):
                 self.balancer.prune(target, key, now)
             elif timer is Timer.PATH:
                 out += self._path_due(due, item)
+        following = self.flows.next_deadline()
+        if timers and following is not None and following <= now:
+            out += self.expire(now)  # a timer armed just now and already due (a sequel)
         return out
 
     def state_sizes(self) -> dict[str, int]:
@@ -239,8 +242,8 @@ class Middlebox(IcmpRules, PathRules):
         keepalive): a call never keeps back anything it decided.
         """
         out = self.expire(now)
-        if self._path_gate(side, now):  # armed path events; a blackhole swallows it
-            return out
+        if (self._path_events or self._blackholed) and self._path_gate(side, now):
+            return out  # a blackhole swallowed it
         pkt = parse(packet)
         if pkt is None:
             self.counters["PacketsDropCount"] += 1

@@ -90,8 +90,10 @@ def _server_after_client_left(rule: LateAction) -> str:
     return "unacknowledged" if rule is LateAction.DROP else "reset"
 
 
-def server_after_leaving(ex: Exchange, left_at: float, alive: bool) -> str:
-    """The server's fate when it answers after the client closed its socket at ``left_at``.
+def server_after_leaving(ex: Exchange, left_at: float, alive: bool,
+                         story: list[str] | None = None) -> str:
+    """The server's fate when it answers after the client closed its socket at ``left_at``
+    (the reason goes to ``story`` when the answer meets that socket).
 
     If the flow was alive then, the client's FIN crossed and refreshed it: until the flow's
     closing (or idle) timeout the answer still reaches the client's kernel, which resets it
@@ -99,16 +101,14 @@ def server_after_leaving(ex: Exchange, left_at: float, alive: bool) -> str:
     appliance reset both ends when it expired.
     """
     lasts = ex.closing_timeout if ex.closing_timeout is not None else ex.idle_timeout
-    if alive and (ex.answer_delay < left_at + lasts or ex.reset_at_expiry):
+    if alive and ex.answer_delay < left_at + lasts:
+        if story is not None:
+            story.append(f"its FIN keeps the flow going; the answer at {ex.answer_delay:g} s "
+                         "reaches its closed socket, whose kernel resets it")
+        return "reset"
+    if alive and ex.reset_at_expiry:
         return "reset"
     return _server_after_client_left(ex.late_from_outside)
-
-
-def _closed_socket_story(story: list[str], ex: Exchange, server: str, alive: bool) -> None:
-    if alive and server == "reset" and ex.answer_delay < ex.client_timeout + (
-            ex.closing_timeout if ex.closing_timeout is not None else ex.idle_timeout):
-        story.append(f"its FIN keeps the flow going; the answer at {ex.answer_delay:g} s "
-                     "reaches its closed socket, whose kernel resets it")
 
 
 def predict(ex: Exchange) -> Prediction:  # noqa: C901
@@ -134,9 +134,7 @@ def predict(ex: Exchange) -> Prediction:  # noqa: C901
             story.append(f"the answer arrives at {delay:g} s")
             return done("answer", delay, "delivered", None)
         story.append(f"the client gives up at {limit:g} s before the answer")
-        server = server_after_leaving(ex, limit, alive=True)
-        _closed_socket_story(story, ex, server, alive=True)
-        return done("timeout", limit, server, None)
+        return done("timeout", limit, server_after_leaving(ex, limit, True, story), None)
 
     if delay < t_out and delay < limit:
         story.append(f"the answer at {delay:g} s comes before the {t_out:g} s idle timeout")
@@ -175,9 +173,8 @@ def predict(ex: Exchange) -> Prediction:  # noqa: C901
         story.append(f"the client hears nothing and times out at {limit:g} s")
         return done("timeout", limit, server, expires)
     story.append(f"the client hears nothing and times out at {limit:g} s, before the answer")
-    server = server_after_leaving(ex, limit, alive=limit < expires)
-    _closed_socket_story(story, ex, server, alive=limit < expires)
-    return done("timeout", limit, server, expires)
+    return done("timeout", limit, server_after_leaving(ex, limit, limit < expires, story),
+                expires)
 
 
 Done = Callable[[str, float, str, float | None], Prediction]

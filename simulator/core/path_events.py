@@ -135,7 +135,7 @@ class PathRules:
     counters: Counter[str]
     _tombstones: OrderedDict[tuple[Side, Key], tuple[int, str]]
     _path_events: tuple[PathEvent, ...] = ()
-    _path_armed = False
+    """Waiting to be armed (by the first packet from the inside)."""
     _blackholed = False
 
     def path_events(self, events: Sequence[PathEvent]) -> None:
@@ -144,18 +144,12 @@ class PathRules:
 
     def _path_gate(self, side: Side, now: float) -> bool:
         """Arm the events at the first packet from the inside; True when a blackhole
-        swallows this packet (the appliance never sees it)."""
-        if self._path_events and not self._path_armed and side is Side.INSIDE:
-            self._path_armed = True
-            for event in self._path_events:
-                self.flows.schedule(now + event.at, Timer.PATH, ("start", event))
-                follow = {PathKind.BLACKHOLE: ("end", event.ends),
-                          PathKind.DEREGISTER: ("terminate", event.at + event.delay),
-                          PathKind.TARGET_FAILURE: ("rebalance", event.at + event.delay)}
-                phase, after = follow.get(event.kind, ("", None))
-                if after is not None and (phase != "terminate" or event.termination) and (
-                        phase != "rebalance" or event.failover == "rebalance"):
-                    self.flows.schedule(now + after, Timer.PATH, (phase, event))
+        swallows this packet (the appliance never sees it). The engine calls it only while
+        events wait to be armed or a blackhole is on."""
+        if self._path_events and side is Side.INSIDE:
+            for event in self._path_events:  # each start schedules its own sequel
+                self.flows.schedule(now + event.at, Timer.PATH, ("start", event, None))
+            self._path_events = ()
         if not self._blackholed:
             return False
         self.counters["BlackholeDrops"] += 1
@@ -167,21 +161,25 @@ class PathRules:
 
     def _path_due(self, due: float, item: object) -> list[Transmit]:
         assert isinstance(item, tuple)
-        phase, event = item
+        phase, event, target = item
         assert isinstance(event, PathEvent)
         data = {"path_event": str(event.kind), "phase": phase}
         if event.kind is PathKind.BLACKHOLE:
             self._blackholed = phase == "start"
+            if self._blackholed:
+                assert event.duration is not None
+                self.flows.schedule(due + event.duration, Timer.PATH, ("end", event, None))
             self._emit(due, EventKind.PATH_EVENT, None, None,
                        "blackhole begins: every packet is dropped, nobody is told"
                        if self._blackholed else "blackhole ends: packets pass again", **data)
             return []
         if event.kind in (PathKind.RESTART, PathKind.REPLACE):
             return self._restart(due, event, data)
-        serving = self._serving_target(event.kind)
+        if target is None:  # the start: the target of the client's connection
+            target = self._serving_target(event.kind)
         if event.kind is PathKind.DEREGISTER:
-            return self._deregister(due, phase, serving, event, data)
-        return self._target_failure(due, phase, serving, data)
+            return self._deregister(due, phase, target, event, data)
+        return self._target_failure(due, phase, target, event, data)
 
     def _restart(self, now: float, event: PathEvent, data: dict[str, Any]) -> list[Transmit]:
         lost = list(self.flows)
@@ -219,8 +217,9 @@ class PathRules:
                     data: dict[str, Any]) -> list[Transmit]:
         balancer = self.balancer
         if phase == "start":
-            self._drained_target = target
             balancer.unavailable_backends.add(target)
+            if event.termination:
+                self.flows.schedule(now + event.delay, Timer.PATH, ("terminate", event, target))
             left = sum(1 for f in self.flows if f.port == target)
             self._emit(now, EventKind.PATH_EVENT, None, None,
                        f"target {target} deregistered (draining): no new flows to it; its "
@@ -229,7 +228,6 @@ class PathRules:
                           else "continue (connection termination is off)"),
                        target=target, **data)
             return []
-        target = getattr(self, "_drained_target", target)
         out: list[Transmit] = []
         doomed = [f for f in self.flows if f.port == target and f.proto == IPPROTO_TCP]
         for flow in doomed:
@@ -244,11 +242,13 @@ class PathRules:
                    "both ends)", target=target, terminated=len(doomed), **data)
         return out
 
-    def _target_failure(self, now: float, phase: str, target: int,
+    def _target_failure(self, now: float, phase: str, target: int, event: PathEvent,
                         data: dict[str, Any]) -> list[Transmit]:
         balancer = self.balancer
         if phase == "start":
             balancer.fail(target)
+            if event.failover == "rebalance":
+                self.flows.schedule(now + event.delay, Timer.PATH, ("rebalance", event, target))
             self._emit(now, EventKind.PATH_EVENT, None, None,
                        f"inspection target {target} failed: its existing flows still go to "
                        "it and are dropped; new flows go to healthy targets", target=target,
