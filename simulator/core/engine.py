@@ -241,7 +241,7 @@ class Middlebox(IcmpRules, PathRules):
         What the timers due by ``now`` decided comes first (an RST at expiry, an appliance's
         keepalive): a call never keeps back anything it decided.
         """
-        out = self.expire(now)
+        out = self.expire(now) if self.flows.due(now) else []
         if (self._path_events or self._blackholed) and self._path_gate(side, now):
             return out  # a blackhole swallowed it
         pkt = parse(packet)
@@ -441,9 +441,8 @@ class Middlebox(IcmpRules, PathRules):
         dirs = flow.dirs
         dirs[PACKETS + direction] += 1
         dirs[OCTETS + direction] += pkt.total_len
-        who = (Side.INSIDE if direction == 0 else Side.OUTSIDE).peer_role
         if pkt.proto != IPPROTO_TCP:
-            self._maybe_data_event(flow, pkt, direction, now, who)
+            self._maybe_data_event(flow, pkt, direction, now)
             return
         expected = dirs[NEXT_SEQ + direction]
         if (expected is not None and pkt.payload_len <= 1
@@ -451,7 +450,7 @@ class Middlebox(IcmpRules, PathRules):
                 and pkt.seq == (expected - 1) & 0xFFFFFFFF):
             self._keepalive_seen(flow, pkt, direction, idle, now)
         else:
-            self._maybe_data_event(flow, pkt, direction, now, who)
+            self._maybe_data_event(flow, pkt, direction, now)
         flow.advance(direction, (pkt.seq + pkt.seg_len) & 0xFFFFFFFF)
         self._tcp_state(flow, pkt.flags, direction, now)
 
@@ -480,7 +479,6 @@ class Middlebox(IcmpRules, PathRules):
     def _tcp_state(self, flow: Flow, flags: int, direction: int, now: float) -> None:
         """An RST ends the flow; FIN, SYN-ACK and ACK move it along ``TCP_TRANSITIONS``."""
         side = Side.INSIDE if direction == 0 else Side.OUTSIDE
-        who = side.peer_role
         if flags & RST:
             counter = "RstFromClient" if direction == 0 else "RstFromServer"
             self.counters[counter] += 1
@@ -488,7 +486,8 @@ class Middlebox(IcmpRules, PathRules):
             self._forget(flow)
             if self._worth_logging(counter):
                 self._emit(now, EventKind.FLOW_CLOSED, flow.id, side,
-                           f"RST from {who} passed through: flow #{flow.id} removed")
+                           f"RST from {side.peer_role} passed through: flow #{flow.id} "
+                           "removed")
             return
         signal: TcpSignal | None = None
         if flags & FIN and not flow.dirs[FIN_SEEN + direction]:
@@ -512,19 +511,18 @@ class Middlebox(IcmpRules, PathRules):
             self.counters["FinSeen"] += 1
             if self._worth_logging("FinSeen"):
                 self._emit(now, EventKind.FLOW_CLOSED, flow.id, side,
-                           f"FIN from {who} on flow #{flow.id} ({new_state})")
+                           f"FIN from {side.peer_role} on flow #{flow.id} ({new_state})")
 
-    def _maybe_data_event(self, flow: Flow, pkt: Packet, direction: int, now: float,
-                          who: str) -> None:
+    def _maybe_data_event(self, flow: Flow, pkt: Packet, direction: int, now: float) -> None:
         if pkt.payload_len == 0:
             return
         if now - flow.dirs[DATA_EVENT + direction] < self.data_event_gap:
             flow.dirs[DATA_EVENT + direction] = now
             return
         flow.dirs[DATA_EVENT + direction] = now
-        self._emit(now, EventKind.DATA, flow.id,
-                   Side.INSIDE if direction == 0 else Side.OUTSIDE,
-                   f"{pkt.payload_len} bytes from {who} on flow #{flow.id}",
+        side = Side.INSIDE if direction == 0 else Side.OUTSIDE
+        self._emit(now, EventKind.DATA, flow.id, side,
+                   f"{pkt.payload_len} bytes from {side.peer_role} on flow #{flow.id}",
                    bytes=pkt.payload_len)
 
     def _late(self, pkt: Packet, key: Key, side: Side, now: float,

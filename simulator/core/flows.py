@@ -197,6 +197,11 @@ class FlowTable:
         """The earliest time at which a timer may fire (possibly early: never late)."""
         return self._heap[0][0] if self._heap else None
 
+    def due(self, now: float) -> bool:
+        """Whether a timer is due by ``now`` (the per-packet check: no lists built)."""
+        heap = self._heap
+        return bool(heap) and heap[0][0] <= now
+
     def pop_due(self, now: float) -> tuple[list[Flow], list[Due]]:
         """The flows idle for at least their timeout at ``now`` (removed from the table), and
         every other timer due by then, oldest first (the caller acts on each)."""

@@ -3,6 +3,8 @@ from __future__ import annotations
 import random
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scapy.layers.inet import IP, TCP, UDP
 
 from simulator.core import packets as P  # noqa: N812 (short, like scapy layers)
@@ -103,3 +105,76 @@ def test_ip_from_str_rejects_garbage() -> None:
         P.ip_from_str("198.18.1")
     with pytest.raises(ValueError):
         P.ip_from_str("198.18.1.256")
+
+
+# -- the incremental checksum arithmetic against RFC 1624's word loop --------------------------
+
+EDGE_WORDS = st.sampled_from([0, 1, 0x7FFF, 0x8000, 0xFFFE, 0xFFFF]) | st.integers(0, 0xFFFF)
+
+
+def _rfc1624(checksum: int, old: bytes, new: bytes) -> int:
+    """HC' = ~(~HC + ~m + m'), word by word with end-around carry, as the RFC writes it."""
+    total = ~checksum & 0xFFFF
+    for i in range(0, len(old), 2):
+        total += (~int.from_bytes(old[i:i + 2], "big") & 0xFFFF) \
+            + int.from_bytes(new[i:i + 2], "big")
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+
+def _words(values: list[int]) -> bytes:
+    return b"".join(v.to_bytes(2, "big") for v in values)
+
+
+@settings(max_examples=3000, deadline=None)
+@given(checksum=EDGE_WORDS, pairs=st.lists(st.tuples(EDGE_WORDS, EDGE_WORDS), min_size=1,
+                                           max_size=3))
+def test_checksum_replace_is_the_rfc_1624_update(checksum: int,
+                                                 pairs: list[tuple[int, int]]) -> None:
+    old, new = _words([p[0] for p in pairs]), _words([p[1] for p in pairs])
+    assert P.checksum_replace(checksum, old, new) == _rfc1624(checksum, old, new)
+
+
+def test_checksum_replace_when_every_term_is_zero() -> None:
+    # ~HC = 0 and every ~m + m' = 0: the sum is zero, which a remainder cannot tell from
+    # 0xFFFF; the RFC's loop gives 0xFFFF
+    assert P.checksum_replace(0xFFFF, b"\xff\xff", b"\x00\x00") == 0xFFFF
+    assert _rfc1624(0xFFFF, b"\xff\xff", b"\x00\x00") == 0xFFFF
+    assert P.checksum_replace(0, b"\x00\x00", b"\xff\xff") == 0  # the sum is 0xFFFF
+
+
+@settings(max_examples=1500, deadline=None)
+@given(proto=st.sampled_from([P.IPPROTO_TCP, P.IPPROTO_UDP]), ip_csum=EDGE_WORDS,
+       l4_csum=EDGE_WORDS, addrs=st.lists(EDGE_WORDS, min_size=4, max_size=4),
+       ports=st.lists(EDGE_WORDS, min_size=2, max_size=2),
+       new=st.lists(EDGE_WORDS, min_size=3, max_size=3), source=st.booleans())
+def test_the_fused_nat_rewrite_is_two_rfc_1624_updates(
+        proto: int, ip_csum: int, l4_csum: int, addrs: list[int], ports: list[int],
+        new: list[int], source: bool) -> None:
+    """``_rewrite`` inlines the arithmetic (the per-packet path); it must give, byte for
+    byte, what the field-by-field update gives, down to UDP's zero checksum."""
+    l4_len = 20 if proto == P.IPPROTO_TCP else 8
+    csum_at = 20 + (16 if proto == P.IPPROTO_TCP else 6)
+    raw = bytearray(20 + l4_len)
+    raw[0], raw[2:4], raw[9] = 0x45, (20 + l4_len).to_bytes(2, "big"), proto
+    raw[10:12], raw[12:20] = ip_csum.to_bytes(2, "big"), _words(addrs)
+    raw[20:24] = _words(ports)
+    if proto == P.IPPROTO_TCP:
+        raw[32] = 0x50
+    raw[csum_at:csum_at + 2] = l4_csum.to_bytes(2, "big")
+    addr_at, port_at = (12, 20) if source else (16, 22)
+    new_ip, new_port = _words(new[:2]), new[2]
+    expected = bytearray(raw)
+    old_ip, old_port = bytes(raw[addr_at:addr_at + 4]), bytes(raw[port_at:port_at + 2])
+    expected[addr_at:addr_at + 4], expected[port_at:port_at + 2] = new_ip, _words([new_port])
+    expected[10:12] = _rfc1624(ip_csum, old_ip, new_ip).to_bytes(2, "big")
+    if not (proto == P.IPPROTO_UDP and l4_csum == 0):
+        updated = _rfc1624(l4_csum, old_ip + old_port, new_ip + _words([new_port]))
+        if proto == P.IPPROTO_UDP and updated == 0:
+            updated = 0xFFFF
+        expected[csum_at:csum_at + 2] = updated.to_bytes(2, "big")
+    pkt = P.parse(raw)
+    assert pkt is not None
+    (P.rewrite_source if source else P.rewrite_destination)(raw, pkt, new_ip, new_port)
+    assert raw == expected
