@@ -16,6 +16,7 @@ our cleanup, removing the namespaces from under the parent. They exit instead.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import signal
 from collections.abc import Callable, Iterator
@@ -94,3 +95,19 @@ def deferred() -> Iterator[None]:
         yield
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, before)
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(sig: int = signal.SIGKILL) -> None:
+    """Have the kernel send ``sig`` to this process when its parent dies.
+
+    For a process started (or forked) by another that may be killed without a chance to
+    stop its children: a child left behind keeps its sockets, in a world that may still be
+    in use (``make bench`` builds its worlds once and runs the load generator in them again
+    and again: an orphaned server worker kept listening on the port the next run used,
+    accepted a share of its connections, and closed them at its own end time).
+    """
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, sig, 0, 0, 0)

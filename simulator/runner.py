@@ -18,7 +18,6 @@ such a crash leaves.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
 import os
 import select
@@ -74,18 +73,11 @@ HOLD = 0.25
 """Wall seconds an event waits before printing, so that lines from three processes print in
 model-time order."""
 
-_PR_SET_PDEATHSIG = 1
-
 __all__ = ["RunError", "RunResult", "Runner", "run_scenario"]
 
 
 class RunError(RuntimeError):
     """The run could not be carried out (not a verdict): a process failed to start, ..."""
-
-
-def _die_with_parent() -> None:
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
 @dataclass
@@ -158,7 +150,7 @@ class Runner:
                 command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=stderr,
                 # the runner is single-threaded, so preexec_fn is safe here; it is the only
                 # way to set PR_SET_PDEATHSIG in the child before it execs
-                preexec_fn=_die_with_parent,  # noqa: PLW1509
+                preexec_fn=interrupts.die_with_parent,  # noqa: PLW1509
                 cwd=Path(__file__).resolve().parent.parent)
         assert popen.stdout is not None
         os.set_blocking(popen.stdout.fileno(), False)

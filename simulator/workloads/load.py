@@ -33,6 +33,7 @@ import time
 from collections.abc import Callable
 
 from simulator.core.messages import Kind
+from simulator.interrupts import die_with_parent
 from simulator.workloads import report, role_and_config
 
 FIRST_PORT = 1024
@@ -59,7 +60,14 @@ def _in_workers(count: int, job: Callable[[int], dict[str, int]]) -> list[dict[s
     context = multiprocessing.get_context("fork")  # fork: ``job`` may be a closure
     results: multiprocessing.queues.Queue[tuple[int, dict[str, int]]] = context.Queue()
 
+    parent = os.getpid()
+
     def run(w: int) -> None:
+        # a worker ends with the process that forked it (stopped with SIGTERM, or killed):
+        # left behind, a server worker would keep its listener in a world that lives on
+        die_with_parent()
+        if os.getppid() != parent:  # the parent was gone before the line above
+            os._exit(1)
         results.put((w, job(w)))
 
     procs = [context.Process(target=run, args=(w,)) for w in range(count)]
