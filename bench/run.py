@@ -27,7 +27,10 @@ What is measured:
   deadline each RST left, in wall milliseconds (p50/p99), in each of ``--runs`` runs (3 by
   default: the tail must hold in every run), while a bulk TCP transfer crosses the same
   dataplane (``--bulk`` seconds). The kernel sends nothing at expiry, so this one has no
-  kernel column.
+  kernel column;
+* a million flows held by the engine alone (``bench/held.py``: synthetic SYNs in a fresh
+  interpreter; real sockets for a million connections would measure the kernel), and the
+  memory each takes there.
 
 Every row says how many runs stand behind its figure; ``--json FILE`` writes the rows.
 """
@@ -416,7 +419,23 @@ def _userspace_flows(user: Side, tmp: Path, flows: int, rate: float, speed: floa
             "bulk_gbps": transfer.get("gbps", 0.0)}
 
 
-SECTIONS = ("throughput", "packets", "connections", "flows")
+def held_by_engine(flows: int) -> list[dict[str, Any]]:
+    """The engine alone holding ``flows`` (``bench/held.py``: synthetic SYNs, a fresh
+    interpreter, no sockets: a million real connections would measure the kernel)."""
+    print(f"  {flows:,} flows held by the engine alone (synthetic SYNs) ...", flush=True)
+    out = subprocess.run([sys.executable, "-m", "bench.held", "--flows", str(flows)], cwd=ROOT,
+                         capture_output=True, text=True, check=False, timeout=600)
+    if out.returncode != 0:
+        raise BenchError(f"bench.held failed: {out.stderr.strip()[-500:]}")
+    result = json.loads(out.stdout)
+    print(f"    {result}", flush=True)
+    return [row("flows held by the engine alone, synthetic SYNs", "flows", result["flows"],
+                None),
+            row(f"memory per flow at {result['flows']:,} (engine alone)", "bytes",
+                result["bytes_per_flow"], conntrack_object_size(), higher_is_better=False)]
+
+
+SECTIONS = ("throughput", "packets", "connections", "flows", "held")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -433,6 +452,9 @@ def main(argv: list[str] | None = None) -> int:
                              "default 3)")
     parser.add_argument("--bulk", type=float, default=10.0,
                         help="seconds of bulk TCP while the flows expire (0: none)")
+    parser.add_argument("--held", type=int, default=1_000_000,
+                        help="flows the engine alone holds in the held part (default "
+                             "1,000,000)")
     parser.add_argument("--only", choices=SECTIONS, action="append",
                         help="run only this part (repeatable; default: all)")
     parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
@@ -470,6 +492,8 @@ def main(argv: list[str] | None = None) -> int:
                                          connection_rate, args.connections)))
             stop_dataplane(user)
         rows += flow_rows
+    if "held" in only:
+        rows += held_by_engine(args.held)
     print_table(rows)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))
