@@ -301,12 +301,16 @@ class Dataplane:
     def _drain(self, side: Side, sock: socket.socket) -> None:
         buf = self._buf
         view = memoryview(buf)
+        frame = self._frame
         for _ in range(BATCH):
             try:
                 n = sock.recv_into(buf)
             except BlockingIOError:
                 return
-            self.handle_frame(side, sock, view, n)
+            try:  # handle_frame's boundary, inlined: this loop is the per-packet path
+                frame(side, sock, view, n)
+            except Exception as exc:
+                self._malformed_frame(exc, view, n)
 
     def handle_frame(self, side: Side, sock: socket.socket, view: memoryview, n: int) -> None:
         """One frame (virtio-net header first) received on ``sock``: never raises.
@@ -318,19 +322,24 @@ class Dataplane:
         try:
             self._frame(side, sock, view, n)
         except Exception as exc:  # the per-frame boundary: nothing escapes it
-            reason = type(exc).__name__
-            self.malformed[reason] += 1
-            if sum(self.malformed.values()) <= MALFORMED_LOGGED:
-                print(f"natsim middlebox: dropped a frame it could not handle ({reason}): "
-                      f"{bytes(view[:min(n, 80)]).hex()}", file=sys.stderr)
-                traceback.print_exc(file=sys.stderr)
+            self._malformed_frame(exc, view, n)
+
+    def _malformed_frame(self, exc: Exception, view: memoryview, n: int) -> None:
+        reason = type(exc).__name__
+        self.malformed[reason] += 1
+        if sum(self.malformed.values()) <= MALFORMED_LOGGED:
+            print(f"natsim middlebox: dropped a frame it could not handle ({reason}): "
+                  f"{bytes(view[:min(n, 80)]).hex()}", file=sys.stderr)
+            traceback.print_exception(exc, file=sys.stderr)
 
     def _frame(self, side: Side, sock: socket.socket, view: memoryview, n: int) -> None:
-        buf = self._buf if view.obj is self._buf else view
+        # ``buf``: the receive buffer itself when the frame is in it (slicing a bytearray
+        # makes one object, a memoryview's slice copied into a bytearray two)
+        buf: bytearray | memoryview = self._buf if view.obj is self._buf else view
         now = self.clock.now()
         if n < VNET_LEN:
             raise MalformedFrameError("shorter than its virtio-net header")
-        vnet = bytes(view[:VNET_LEN])
+        vnet = bytes(buf[:VNET_LEN])
         if self.pcap is not None:
             self.pcap.write(now, view[VNET_LEN:n], vnet)
         start = VNET_LEN + ETH_HLEN
@@ -338,13 +347,13 @@ class Dataplane:
                 self.edge is None or self.edge.is_peer(side, sender_address(
                     bytes(view[VNET_LEN:min(n, VNET_LEN + 42)])))):
             self._learn(side, sock, bytes(view[VNET_LEN + 6:VNET_LEN + 12]))
-        if n < start + 20 or bytes(buf[VNET_LEN + 12:start]) != ETH_P_IP:
+        if n < start + 20 or buf[start - 2] != 0x08 or buf[start - 1] != 0x00:
             if self.edge is not None:  # ARP for the addresses we answer for (Docker)
                 self._answer_arp(side, bytes(view[VNET_LEN:n]))
             return  # not IPv4 (the world has no ARP and no IPv6): nothing to model
-        packet = bytearray(view[start:n])
+        packet = buf[start:n] if isinstance(buf, bytearray) else bytearray(buf[start:n])
         partial = None
-        if view[0] & F_NEEDS_CSUM:
+        if buf[0] & F_NEEDS_CSUM:
             at = _partial_checksum_at(vnet)
             if not _partial_checksum_fits(packet, at):
                 raise MalformedFrameError(f"partial checksum at {at} outside the transport header")

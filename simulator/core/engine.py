@@ -253,12 +253,14 @@ class Middlebox(IcmpRules, PathRules):
             decided = self._icmp_error(packet, pkt, side, now) \
                 if pkt.flags in ICMP_ERRORS and self.appliance.icmp else []
         elif side is Side.INSIDE:
-            self.counters["PacketsInFromSource"] += 1
-            self.counters["BytesInFromSource"] += pkt.total_len
+            counters = self.counters
+            counters["PacketsInFromSource"] += 1
+            counters["BytesInFromSource"] += pkt.total_len
             decided = self._from_inside(packet, pkt, now)
         else:
-            self.counters["PacketsInFromDestination"] += 1
-            self.counters["BytesInFromDestination"] += pkt.total_len
+            counters = self.counters
+            counters["PacketsInFromDestination"] += 1
+            counters["BytesInFromDestination"] += pkt.total_len
             decided = self._from_outside(packet, pkt, now)
         return out + decided if out else decided
 
@@ -279,14 +281,16 @@ class Middlebox(IcmpRules, PathRules):
     def _forward_inside(self, packet: bytearray, pkt: Packet, flow: Flow,
                         now: float) -> list[Transmit]:
         self._track(flow, pkt, 0, now)
-        if not self._inspection_passes(flow, pkt, Side.INSIDE, now):
+        if flow.target is not None and not self._inspection_passes(flow, pkt, Side.INSIDE, now):
             return []
+        outside = flow.outside
         if flow.backend is not None:
-            rewrite_destination(packet, pkt, flow.outside[1], flow.outside[2])
+            rewrite_destination(packet, pkt, outside[1], outside[2])
         if self.appliance.nat:
-            rewrite_source(packet, pkt, flow.public_ip, flow.public_port)
-        self.counters["PacketsOutToDestination"] += 1
-        self.counters["BytesOutToDestination"] += pkt.total_len
+            rewrite_source(packet, pkt, outside[3], outside[4])  # the public address
+        counters = self.counters
+        counters["PacketsOutToDestination"] += 1
+        counters["BytesOutToDestination"] += pkt.total_len
         return [Transmit(Side.OUTSIDE, packet, flow.port)]
 
     def _from_outside(self, packet: bytearray, pkt: Packet, now: float) -> list[Transmit]:
@@ -299,15 +303,16 @@ class Middlebox(IcmpRules, PathRules):
     def _forward_outside(self, packet: bytearray, pkt: Packet, flow: Flow,
                          now: float) -> list[Transmit]:
         self._track(flow, pkt, 1, now)
-        if not self._inspection_passes(flow, pkt, Side.OUTSIDE, now):
+        if flow.target is not None and not self._inspection_passes(flow, pkt, Side.OUTSIDE, now):
             return []
+        inside = flow.inside
         if flow.backend is not None:  # the client talks to the virtual address
-            rewrite_source(packet, pkt, flow.server[0], flow.server[1])
+            rewrite_source(packet, pkt, inside[3], inside[4])
         if self.appliance.nat:
-            client_ip, client_port = flow.client
-            rewrite_destination(packet, pkt, client_ip, client_port)
-        self.counters["PacketsOutToSource"] += 1
-        self.counters["BytesOutToSource"] += pkt.total_len
+            rewrite_destination(packet, pkt, inside[1], inside[2])  # the client's
+        counters = self.counters
+        counters["PacketsOutToSource"] += 1
+        counters["BytesOutToSource"] += pkt.total_len
         return [Transmit(Side.INSIDE, packet)]
 
     def _create(self, key: Key, pkt: Packet, now: float, why: str = "new") -> Flow | None:
