@@ -318,12 +318,17 @@ def row(name: str, unit: str, user: float, kernel: float | None, higher_is_bette
             "ratio": None if ratio is None else round(ratio, 3), "runs": runs}
 
 
+def figure(value: float) -> str:
+    """A table cell: whole numbers with thousands separators (1,000,000, not 1e+06)."""
+    return f"{int(value):,}" if float(value).is_integer() else f"{value:,.6g}"
+
+
 def print_table(rows: list[dict[str, Any]]) -> None:
     print(f"\n{'measure':<56} {'userspace':>12} {'kernel':>12} {'ratio':>8} {'runs':>5}")
     for r in rows:
-        kernel = "-" if r["kernel"] is None else f"{r['kernel']:g}"
+        kernel = "-" if r["kernel"] is None else figure(r["kernel"])
         ratio = "-" if r["ratio"] is None else f"{r['ratio'] * 100:.0f}%"
-        print(f"{r['measure'] + ' (' + r['unit'] + ')':<56} {r['userspace']:>12g} "
+        print(f"{r['measure'] + ' (' + r['unit'] + ')':<56} {figure(r['userspace']):>12} "
               f"{kernel:>12} {ratio:>8} {r.get('runs', 1):>5}")
 
 
