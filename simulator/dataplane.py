@@ -80,6 +80,11 @@ F_NEEDS_CSUM = 1
 MAX_FRAME = VNET_LEN + ETH_HLEN + 65535
 UNKNOWN_MAC = bytes(6)
 BATCH = 64
+GATHER_ABOVE = 4096
+"""Frames longer than this (GSO frames of up to 64 KB) are handed to the kernel in their
+three pieces with ``sendmsg`` instead of being joined first: joining copied each twice
+(3.8 us for 65,000 bytes), where ``sendmsg`` costs about 0.7 us more than ``send`` (so
+small frames are still joined)."""
 _U16 = struct.Struct("!H")
 STATUS_EVERY = 0.25
 STATUS_FLOWS = 200
@@ -394,11 +399,14 @@ class Dataplane:
                 offload = vnet
                 if partial is not None:
                     _fix_partial_checksum(action.packet, *partial)
-            frame = header + action.packet
+            packet = action.packet
             if self.pcap is not None:
-                self.pcap.write(self.clock.now(), frame, offload)
+                self.pcap.write(self.clock.now(), header + packet, offload)
             try:
-                sock.send(offload + frame)
+                if len(packet) > GATHER_ABOVE:
+                    sock.sendmsg((offload, header, packet))
+                else:
+                    sock.send(offload + header + packet)
             except OSError as exc:
                 # a full transmit queue (EAGAIN) or no buffer for it (ENOBUFS, a burst of
                 # 55,000 handshakes) loses this frame, as a congested link would; it must
