@@ -443,6 +443,38 @@ def held_by_engine(flows: int) -> list[dict[str, Any]]:
 SECTIONS = ("throughput", "packets", "connections", "flows", "held")
 
 
+def _in_worlds(args: argparse.Namespace, only: set[str]) -> list[dict[str, Any]]:
+    """The parts that run in the two worlds, side by side."""
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="natsim-bench-") as tmp_name, \
+            two_worlds() as (user, kernel):
+        tmp = Path(tmp_name)
+
+        def both(title: str, fn: Any, *fargs: Any) -> tuple[float, float]:
+            print(f"  {title} ...", flush=True)
+            return fn(user, *fargs), fn(kernel, *fargs)
+
+        # the flows first, on fresh worlds: what the other parts leave behind (sockets in
+        # TIME_WAIT, closing connections) would otherwise share the CPU with it
+        flow_rows = held_flows(user, kernel, tmp, args.flows, args.rate, args.runs,
+                               args.bulk) if "flows" in only else []
+        if only & {"throughput", "packets", "connections"}:
+            start_dataplane(user, tmp)
+            if "throughput" in only:
+                rows.append(row("bulk TCP throughput, one stream", "Gbit/s",
+                                *both("bulk TCP (iperf3)", throughput, args.seconds)))
+            if "packets" in only:
+                rows.append(row("small packets, 64-byte UDP", "kpps",
+                                *both("small UDP packets (iperf3 -u -l 64)", small_packets,
+                                      args.seconds)))
+            if "connections" in only:
+                rows.append(row("new connections", "per s",
+                                *both(f"{args.connections} new connections",
+                                      connection_rate, args.connections)))
+            stop_dataplane(user)
+    return rows + flow_rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="make bench", description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=5, help="per iperf3 run (default 5)")
@@ -470,33 +502,8 @@ def main(argv: list[str] | None = None) -> int:
     need("nft", "nftables")
     only = set(args.only or SECTIONS)
     rows: list[dict[str, Any]] = []
-    with tempfile.TemporaryDirectory(prefix="natsim-bench-") as tmp_name, \
-            two_worlds() as (user, kernel):
-        tmp = Path(tmp_name)
-
-        def both(title: str, fn: Any, *fargs: Any) -> tuple[float, float]:
-            print(f"  {title} ...", flush=True)
-            return fn(user, *fargs), fn(kernel, *fargs)
-
-        # the flows first, on fresh worlds: what the other parts leave behind (sockets in
-        # TIME_WAIT, closing connections) would otherwise share the CPU with it
-        flow_rows = held_flows(user, kernel, tmp, args.flows, args.rate, args.runs,
-                               args.bulk) if "flows" in only else []
-        if only & {"throughput", "packets", "connections"}:
-            start_dataplane(user, tmp)
-            if "throughput" in only:
-                rows.append(row("bulk TCP throughput, one stream", "Gbit/s",
-                                   *both("bulk TCP (iperf3)", throughput, args.seconds)))
-            if "packets" in only:
-                rows.append(row("small packets, 64-byte UDP", "kpps",
-                                   *both("small UDP packets (iperf3 -u -l 64)", small_packets,
-                                         args.seconds)))
-            if "connections" in only:
-                rows.append(row("new connections", "per s",
-                                   *both(f"{args.connections} new connections",
-                                         connection_rate, args.connections)))
-            stop_dataplane(user)
-        rows += flow_rows
+    if only - {"held"}:  # the held part needs no worlds
+        rows += _in_worlds(args, only)
     if "held" in only:
         rows += held_by_engine(args.held)
     print_table(rows)
