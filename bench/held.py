@@ -29,16 +29,21 @@ from simulator.core.engine import Middlebox
 from simulator.core.events import Side
 from simulator.core.packets import SYN, build_tcp, ip_from_str
 from simulator.core.plan import SERVER_IP
+from simulator.dataplane import steady_under_load
 
 PUBLIC_IPS = ["203.0.113.1", "203.0.113.2"]
+"""The NAT's two public addresses, here and in ``bench/run.py`` (on both of its sides): one
+address carries at most 55,000 (NAT GW) or 64,512 (Linux) connections to one destination,
+and the benches hold 100,000 to one and a million to twenty."""
 PORTS_PER_ADDRESS = 60_000
 FIRST_PORT = 1024
 NAT_PORTS = 55_000
 """Ports one public address has per destination (the NAT Gateway's)."""
 
 
-def rss_kib() -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
+def rss_kib(pid: int | str = "self") -> int:
+    """A process's resident memory (KiB), from /proc."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
     return 0
@@ -54,8 +59,7 @@ def hold(flows: int, destinations: int) -> dict[str, Any]:
     if flows > destinations * NAT_PORTS * len(PUBLIC_IPS):
         raise SystemExit(f"bench.held: {flows} flows need more than {destinations} "
                          f"destinations ({NAT_PORTS:,} ports per public address each)")
-    gc.freeze()
-    gc.disable()  # as the dataplane runs (steady_under_load)
+    steady_under_load()  # the dataplane's garbage-collector settings
     engine = Middlebox(get_appliance("nat-gw").with_overrides({"public_ips": PUBLIC_IPS}))
     server = ip_from_str(SERVER_IP)
     baseline = rss_kib()

@@ -55,6 +55,7 @@ from typing import Any
 
 from pyroute2 import IPRoute
 
+from bench.held import PUBLIC_IPS, rss_kib
 from simulator import topology
 from simulator.backends import Namespaces, host_command
 from simulator.core import plan
@@ -62,9 +63,6 @@ from simulator.core.appliances import get_appliance
 from simulator.world import middlebox_config
 
 ROOT = Path(__file__).resolve().parent.parent
-PUBLIC_IPS = ["203.0.113.1", "203.0.113.2"]
-"""Two public addresses on both sides: one NAT address carries at most 55,000 (NAT GW) or
-64,512 (Linux) connections to one destination, and the bench holds 100,000."""
 NAT_TIMEOUT = 350
 
 
@@ -264,13 +262,6 @@ def load(side: Side, connections: int, rate: float, hold: float, addresses: list
 def connection_rate(side: Side, connections: int) -> float:
     counts, opened = load(side, connections, 50_000, 1, [3])
     return counts.get("established", 0) / opened if opened else 0.0
-
-
-def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
 
 
 def conntrack_count(side: Side) -> int:

@@ -113,9 +113,9 @@ class Flow:
     def advance(self, direction: int, end: int) -> None:
         """Move the next expected sequence number of ``direction`` to ``end`` unless that
         is behind it (a retransmission or a probe), modulo 2**32."""
-        expected = self.dirs[direction]
+        expected = self.dirs[NEXT_SEQ + direction]
         if expected is None or (end - expected) & 0xFFFFFFFF < 0x80000000:
-            self.dirs[direction] = end
+            self.dirs[NEXT_SEQ + direction] = end
 
     @property
     def deadline(self) -> float:

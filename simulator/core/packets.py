@@ -141,67 +141,62 @@ def _fold(value: int) -> int:
 
 
 def checksum_replace(checksum: int, old: bytes | bytearray, new: bytes | bytearray) -> int:
-    """Update ``checksum`` after the even-length field ``old`` became ``new`` (RFC 1624).
+    """Update ``checksum`` after the even-length field ``old`` became ``new`` (RFC 1624)."""
+    return _replaced(checksum, int.from_bytes(old, "big"), int.from_bytes(new, "big"),
+                     (1 << 8 * len(old)) - 1)
 
-    Eqn. 3, HC' = ~(~HC + ~m + m'), in the arithmetic of :func:`ones_complement_sum`: modulo
-    0xFFFF a complement is a negation and a string of words is its big integer, so the whole
-    update is three integer operations instead of a loop over words (the per-packet NAT
-    rewrite spent most of its time in that loop). The sum inside is zero only when every
-    term is (``~HC``, and each ``~m + m'`` word), which the remainder cannot tell from
-    0xFFFF: that case is checked apart.
+
+def _replaced(checksum: int, old: int, new: int, all_ones: int) -> int:
+    """RFC 1624 eqn. 3, HC' = ~(~HC + ~m + m'), for a field read as one integer.
+
+    In the arithmetic of :func:`ones_complement_sum` (modulo 0xFFFF a complement is a
+    negation and a string of words is its big integer) the update is three integer
+    operations instead of a loop over words: the per-packet NAT rewrite spent most of its
+    time in that loop. The sum inside is zero only when every term is (``~HC``, and each
+    word's ``~m + m'``: ``old`` all ones, ``all_ones`` for its width, and ``new`` zero),
+    which a remainder cannot tell from 0xFFFF: that case is checked apart.
     """
-    folded = ((~checksum & 0xFFFF) + int.from_bytes(new, "big")
-              - int.from_bytes(old, "big")) % 0xFFFF
-    if folded == 0 and not (checksum == 0xFFFF and not any(new)
-                            and old == b"\xff" * len(old)):
-        return 0
+    folded = ((~checksum & 0xFFFF) + new - old) % 0xFFFF
+    if not folded and not (checksum == 0xFFFF and old == all_ones and not new):
+        folded = 0xFFFF  # the sum was 0xFFFF, not zero
     return ~folded & 0xFFFF
+
+
+_ADDRESS_ONES = (1 << 32) - 1
+_ADDRESS_PORT_ONES = (1 << 48) - 1
 
 
 def _rewrite(packet: bytearray, pkt: Packet, addr_offset: int, port_offset: int,
              new_ip: bytes, new_port: int) -> None:
     """One address and its port replaced, both checksums updated: the per-packet NAT.
 
-    Written as one function with :func:`checksum_replace` inlined (it is the hot path of
-    every forwarded packet: ``make bench``): ``old``/``new`` hold the address then the port,
-    and the IP header checksum moves by the address alone, the TCP/UDP one (whose
-    pseudo-header covers the addresses) by both. See :func:`checksum_replace` for the
-    arithmetic and its one special case.
+    The fields are read as integers once and :func:`_replaced` applied to them (the hot path
+    of every forwarded packet: ``make bench``): the IP header checksum moves by the address
+    alone, the TCP/UDP one (whose pseudo-header covers the addresses) by address and port.
     """
+    old_addr = int.from_bytes(packet[addr_offset:addr_offset + 4], "big")
+    new_addr = int.from_bytes(new_ip, "big")
+    packet[addr_offset:addr_offset + 4] = new_ip
+    (ip_csum,) = _U16.unpack_from(packet, 10)
+    _U16.pack_into(packet, 10, _replaced(ip_csum, old_addr, new_addr, _ADDRESS_ONES))
     proto = pkt.proto
     if proto == IPPROTO_TCP:
         csum_at = pkt.l4 + _TCP_CSUM_OFFSET
     elif proto == IPPROTO_UDP:
         csum_at = pkt.l4 + _UDP_CSUM_OFFSET
     else:
-        old_ip = packet[addr_offset:addr_offset + 4]
-        packet[addr_offset:addr_offset + 4] = new_ip
-        (ip_csum,) = _U16.unpack_from(packet, 10)
-        _U16.pack_into(packet, 10, checksum_replace(ip_csum, old_ip, new_ip))
         if proto == IPPROTO_ICMP:
             _rewrite_icmp_ident(packet, pkt, port_offset, new_port)
         return
     port_at = pkt.l4 + port_offset
-    old_addr = int.from_bytes(packet[addr_offset:addr_offset + 4], "big")
     old_port = packet[port_at] << 8 | packet[port_at + 1]
-    new_addr = int.from_bytes(new_ip, "big")
-    packet[addr_offset:addr_offset + 4] = new_ip
     packet[port_at] = new_port >> 8
     packet[port_at + 1] = new_port & 0xFF
-    (ip_csum,) = _U16.unpack_from(packet, 10)
-    folded = ((~ip_csum & 0xFFFF) + new_addr - old_addr) % 0xFFFF
-    if not folded and not (ip_csum == 0xFFFF and old_addr == 0xFFFFFFFF and not new_addr):
-        folded = 0xFFFF  # the sum was 0xFFFF, not zero
-    _U16.pack_into(packet, 10, ~folded & 0xFFFF)
     (l4_csum,) = _U16.unpack_from(packet, csum_at)
     if proto == IPPROTO_UDP and l4_csum == 0:
         return  # UDP without a checksum stays without one
-    old = old_addr << 16 | old_port
-    new = new_addr << 16 | new_port
-    folded = ((~l4_csum & 0xFFFF) + new - old) % 0xFFFF
-    if not folded and not (l4_csum == 0xFFFF and old == 0xFFFFFFFFFFFF and not new):
-        folded = 0xFFFF
-    updated = ~folded & 0xFFFF
+    updated = _replaced(l4_csum, old_addr << 16 | old_port, new_addr << 16 | new_port,
+                        _ADDRESS_PORT_ONES)
     if proto == IPPROTO_UDP and updated == 0:
         updated = 0xFFFF  # zero means "no checksum" for UDP (RFC 768)
     _U16.pack_into(packet, csum_at, updated)
