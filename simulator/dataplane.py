@@ -47,6 +47,7 @@ from collections import Counter
 from pathlib import Path
 from typing import IO, Any, Protocol
 
+from simulator.background_file import BackgroundFile
 from simulator.core.appliances import Appliance
 from simulator.core.chain import Chain
 from simulator.core.edge import EdgeMap, sender_address
@@ -60,7 +61,6 @@ from simulator.core.packets import (
     ip_to_str,
 )
 from simulator.core.path_events import PathEvent
-from simulator.results import replace_private
 
 ETH_P_ALL = 0x0003
 ETH_P_IP = b"\x08\x00"
@@ -242,6 +242,7 @@ class Dataplane:
         self.rx_dropped = 0
         """Frames the kernel dropped because the dataplane's receive buffer was full."""
         self._status_due = 0.0
+        self._status_file: BackgroundFile | None = None
         self._young_gc_due = 0.0
         self.running = True
         self._by_fd = {sock.fileno(): (side, sock) for side, socks in ports.items()
@@ -302,6 +303,8 @@ class Dataplane:
         finally:
             poller.close()
             self._flush_events()
+            if self._status_file is not None:
+                self._status_file.close()
 
     def _drain(self, side: Side, sock: socket.socket) -> None:
         buf = self._buf
@@ -483,8 +486,12 @@ class Dataplane:
         return counters
 
     def _write_status(self) -> None:
+        """The snapshot is taken here, between packets; the file is written by a thread of
+        its own (a rename on ext4 can take most of a second: ``background_file.py``)."""
         assert self.status_path is not None
-        replace_private(self.status_path, json.dumps(self.snapshot()))  # atomic
+        if self._status_file is None or self._status_file.path != self.status_path:
+            self._status_file = BackgroundFile(self.status_path)
+        self._status_file.write(json.dumps(self.snapshot()))
         self._status_due = time.monotonic() + STATUS_EVERY
 
     def _flush_events(self) -> None:
