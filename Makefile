@@ -27,7 +27,7 @@ help:
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml scripts/setup.sh
+$(STAMP): pyproject.toml scripts/setup.sh simulator/_fastpath.c
 	@scripts/setup.sh
 
 # NAME and SPEED reach natsim through the environment, each as one argument: a value is

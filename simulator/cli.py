@@ -197,7 +197,8 @@ def _appliance_from_args(args: argparse.Namespace) -> tuple[Appliance, float, di
 
 def _cmd_up(args: argparse.Namespace) -> int:
     appliance, speed, sysctls = _appliance_from_args(args)
-    live = LiveWorld.up(args.name, appliance, speed, sysctls, backend=args.backend)
+    live = LiveWorld.up(args.name, appliance, speed, sysctls, backend=args.backend,
+                        capture=not args.no_capture)
     timeout = appliance.tcp_idle_timeout
     print(f"world {live.name} is up (run {live.run_id}): {appliance.title}, idle timeout "
           f"{timeout:g} model s = {live.wall(timeout):.3g} wall s at speed {speed:g}")
@@ -215,7 +216,8 @@ def _cmd_up(args: argparse.Namespace) -> int:
     print(f"watch:         natsim status{name_opt}        remove: natsim down{name_opt}")
     print("your programs run in wall time: their timeouts and keepalive options are wall "
           f"seconds (1 wall s = {speed:g} model s)")
-    print(f"capture and events: {live.results_dir}/")
+    print(f"{'capture and events' if not args.no_capture else 'events'}: "
+          f"{live.results_dir}/")
     return 0
 
 
@@ -371,6 +373,9 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--backend", choices=("namespaces", "docker"), default="namespaces",
                     help="hosts as network namespaces (default) or Docker containers "
                          "(`make image` first)")
+    up.add_argument("--no-capture", action="store_true",
+                    help="write no capture.pcap: hot established flows then take the "
+                         "dataplane's compiled fast path (for heavy traffic)")
     up.set_defaults(func=_cmd_up)
 
     ex = sub.add_parser("exec", help="run a command inside a host of a live world",

@@ -33,7 +33,7 @@ from typing import Any
 
 from simulator.core.messages import Kind, Message, Role
 from simulator.core.observer import Observer
-from simulator.dataplane import PcapWriter
+from simulator.frames import PcapWriter
 
 ETH_P_ALL, ETH_P_IP = 0x0003, 0x0800
 LINKS = {"inside": "client side", "outside": "server side"}

@@ -19,7 +19,10 @@ configures it:
   ``late_from_outside`` (``rst`` or ``drop``), ``speed`` (default 50), ``sysctls`` (the
   client namespace's keepalive sysctls, model seconds);
 * ``appliances=[...]`` parametrizes the test across appliances; each item is a catalogue
-  name or a mapping ``{"name": ..., <overrides>}``.
+  name or a mapping ``{"name": ..., <overrides>}``;
+* ``capture=False``: no ``capture.pcap`` (a capture has every frame cross the Python
+  dataplane; without one, hot established flows take its compiled fast path: for tests
+  that move a lot of data).
 
 Everything a test starts runs in wall time: :meth:`NatsimWorld.wall` turns model seconds
 into the wall seconds to give to your own timeouts and keepalive options.
@@ -152,7 +155,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
         "natsim(appliance='nat-gw', appliances=[...], timeout=S, late_from_outside='rst', "
-        "speed=K, sysctls={...}): configure the natsim_world fixture",
+        "speed=K, sysctls={...}, capture=True): configure the natsim_world fixture",
     )
 
 
@@ -181,7 +184,8 @@ def natsim_world(request: pytest.FixtureRequest,
     sysctls.update(kwargs.get("sysctls", {}))
     results = tmp_path_factory.mktemp("natsim")
     live = LiveWorld.up(f"pytest-{secrets.token_hex(3)}", appliance,
-                        float(kwargs.get("speed", DEFAULT_SPEED)), sysctls, results)
+                        float(kwargs.get("speed", DEFAULT_SPEED)), sysctls, results,
+                        capture=bool(kwargs.get("capture", True)))
     world = NatsimWorld(live)
     try:
         yield world

@@ -173,19 +173,22 @@ class LiveWorld:
     @classmethod
     def up(cls, name: str, appliance: Appliance, speed: float,
            sysctls: dict[str, int] | None = None, results_dir: Path | None = None,
-           backend: str = "namespaces") -> LiveWorld:
+           backend: str = "namespaces", capture: bool = True) -> LiveWorld:
+        """Build a world and start its middlebox. ``capture``: write ``capture.pcap`` (every
+        frame then crosses the Python dataplane; without it the frames of hot established
+        flows take the compiled fast path: ``simulator/fastpath.py``)."""
         if speed <= 0:
             raise WorldError(f"speed must be positive, got {speed}")
         with _name_lock(name):  # two `up --name X` at once: the second waits, then refuses
             if cls.state_file(name).exists():
                 raise WorldError(f"a world named {name!r} is already up: `natsim down --name "
                                  f"{name}` first, or choose another --name")
-            return cls._up(name, appliance, speed, sysctls, results_dir, backend)
+            return cls._up(name, appliance, speed, sysctls, results_dir, backend, capture)
 
     @classmethod
     def _up(cls, name: str, appliance: Appliance, speed: float,
             sysctls: dict[str, int] | None, results_dir: Path | None,
-            backend: str) -> LiveWorld:
+            backend: str, capture: bool) -> LiveWorld:
         hosts = get_backend(backend)
         run_id = topology.new_run_id()
         results = prepare_results(results_dir or default_dir(f"world-{name}", run_id))
@@ -196,7 +199,8 @@ class LiveWorld:
         plan = world_plan(run_id, client, server_sysctls=server)
         world = hosts.build(plan, results)
         try:
-            cfg = middlebox_config(world, [appliance], speed, results / "capture.pcap",
+            cfg = middlebox_config(world, [appliance], speed,
+                                   results / "capture.pcap" if capture else None,
                                    results / "status.json", results / "metrics.jsonl",
                                    sample_every=speed)
             argv, _ = hosts.middlebox(world, cfg, results / "middlebox.json")

@@ -161,6 +161,9 @@ class FlowTable:
         self.by_outside: dict[Key, Flow] = {}
         self._heap: list[tuple[float, int, Timer, object]] = []
         self._seq = 0
+        self.removed: list[Flow] | None = None
+        """When a list, every flow removed is appended (the dataplane's fast path drops its
+        copy of the flow's rules from it: ``simulator/fastpath.py``)."""
 
     def __len__(self) -> int:
         return len(self.by_inside)
@@ -185,6 +188,8 @@ class FlowTable:
         if self.by_inside.get(flow.inside) is flow:
             del self.by_inside[flow.inside]
             del self.by_outside[flow.outside]
+            if self.removed is not None:
+                self.removed.append(flow)
 
     def is_live(self, flow: Flow) -> bool:
         return self.by_inside.get(flow.inside) is flow

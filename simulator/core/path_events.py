@@ -142,6 +142,12 @@ class PathRules:
         """The events this appliance will carry out, armed by the first inside packet."""
         self._path_events = tuple(e for e in events if not e.on_host)
 
+    @property
+    def path_events_waiting(self) -> bool:
+        """Events given and not armed yet (the dataplane's fast path stays off for a run
+        with path events: their rules see every packet)."""
+        return bool(self._path_events)
+
     def _path_gate(self, side: Side, now: float) -> bool:
         """Arm the events at the first packet from the inside; True when a blackhole
         swallows this packet (the appliance never sees it). The engine calls it only while

@@ -14,13 +14,13 @@ from simulator.core.appliances import get_appliance
 from simulator.core.engine import Middlebox
 from simulator.core.events import Side
 from simulator.core.packets import ones_complement_sum
-from simulator.dataplane import (
+from simulator.frames import (
     ETH_HLEN,
     F_NEEDS_CSUM,
     VNET_HDR,
-    _complete_checksum,
-    _fix_partial_checksum,
-    _partial_checksum_at,
+    complete_checksum,
+    fix_partial_checksum,
+    partial_checksum_at,
 )
 from tests.unit.helpers import CLIENT, PUBLIC, SERVER, checksums_valid, tcp, udp
 
@@ -38,11 +38,11 @@ def as_partial(packet: bytearray, csum_offset: int) -> tuple[bytearray, bytes]:
 
 
 def through_engine(packet: bytearray, vnet: bytes, side: Side, mbox: Middlebox) -> bytearray:
-    at = _partial_checksum_at(vnet)
+    at = partial_checksum_at(vnet)
     original = bytes(packet[:at + 2])
     (action,) = mbox.on_packet(packet, side, 0.0)
     assert action.packet is packet
-    _fix_partial_checksum(packet, original, at)
+    fix_partial_checksum(packet, original, at)
     return packet
 
 
@@ -53,14 +53,14 @@ def test_partial_tcp_checksum_survives_source_nat(payload: bytes) -> None:
     out = through_engine(packet, vnet, Side.INSIDE, mbox)
     assert bytes(out[12:16]) == bytes(map(int, PUBLIC.split(".")))
     # the receiving kernel completes the checksum over the rewritten segment: it must verify
-    frame = _complete_checksum(ETH + bytes(out), vnet)
+    frame = complete_checksum(ETH + bytes(out), vnet)
     assert checksums_valid(frame[ETH_HLEN:])
     # and the engine's full-checksum update alone (port change folded in) would not
     wrong = tcp(CLIENT, 40000, SERVER, 8080, "S", seq=1, payload=payload)
     wrong, _ = as_partial(wrong, 16)
     Middlebox(get_appliance("nat-gw")).on_packet(wrong, Side.INSIDE, 0.0)
     assert bytes(wrong[20:22]) != (40000).to_bytes(2, "big")  # the NAT moved the port
-    assert not checksums_valid(_complete_checksum(ETH + bytes(wrong), vnet)[ETH_HLEN:])
+    assert not checksums_valid(complete_checksum(ETH + bytes(wrong), vnet)[ETH_HLEN:])
 
 
 def test_partial_checksums_both_ways_with_a_port_change() -> None:
@@ -72,22 +72,22 @@ def test_partial_checksums_both_ways_with_a_port_change() -> None:
     out = through_engine(second, vnet, Side.INSIDE, mbox)
     public_port = int.from_bytes(out[20:22], "big")
     assert public_port != 5000
-    assert checksums_valid(_complete_checksum(ETH + bytes(out), vnet)[ETH_HLEN:])
+    assert checksums_valid(complete_checksum(ETH + bytes(out), vnet)[ETH_HLEN:])
     reply, vnet = as_partial(tcp(SERVER, 8080, PUBLIC, public_port, "SA", seq=9, ack=2,
                                  payload=b"z" * 3000), 16)
     back = through_engine(reply, vnet, Side.OUTSIDE, mbox)
     assert bytes(back[16:20]) == bytes([198, 18, 1, 11])
     assert int.from_bytes(back[22:24], "big") == 5000
-    assert checksums_valid(_complete_checksum(ETH + bytes(back), vnet)[ETH_HLEN:])
+    assert checksums_valid(complete_checksum(ETH + bytes(back), vnet)[ETH_HLEN:])
 
 
 def test_partial_udp_checksum_survives_nat() -> None:
     mbox = Middlebox(get_appliance("nat-gw"))
     packet, vnet = as_partial(udp(CLIENT, 5353, SERVER, 53, b"q" * 700), 6)
     out = through_engine(packet, vnet, Side.INSIDE, mbox)
-    assert checksums_valid(_complete_checksum(ETH + bytes(out), vnet)[ETH_HLEN:])
+    assert checksums_valid(complete_checksum(ETH + bytes(out), vnet)[ETH_HLEN:])
 
 
 def test_a_full_checksum_frame_is_left_alone_for_the_capture() -> None:
     frame = ETH + bytes(tcp(CLIENT, 1, SERVER, 2, "S"))
-    assert _complete_checksum(frame, bytes(VNET_HDR.size)) == frame
+    assert complete_checksum(frame, bytes(VNET_HDR.size)) == frame
