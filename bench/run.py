@@ -56,7 +56,7 @@ from typing import Any
 from pyroute2 import IPRoute
 
 from bench.held import PUBLIC_IPS, rss_kib
-from simulator import topology
+from simulator import interrupts, topology
 from simulator.backends import Namespaces, host_command
 from simulator.core import plan
 from simulator.core.appliances import get_appliance
@@ -293,9 +293,12 @@ def two_worlds() -> Iterator[tuple[Side, Side]]:
         make_kernel_router(sides[1])
         yield sides[0], sides[1]
     finally:
-        for side in sides:
-            side.stop_all()
-            topology.destroy_world(side.world.run_id)
+        # a second Ctrl-C (or the SIGINT that `timeout` passes on) during the teardown
+        # left both worlds behind: it lands after it instead
+        with interrupts.deferred():
+            for side in sides:
+                side.stop_all()
+                topology.destroy_world(side.world.run_id)
 
 
 def row(name: str, unit: str, user: float, kernel: float | None, higher_is_better: bool = True,
@@ -509,3 +512,6 @@ if __name__ == "__main__":
     except BenchError as exc:
         print(f"make bench: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+    except KeyboardInterrupt:
+        print("make bench: interrupted; its worlds are removed", file=sys.stderr)
+        raise SystemExit(130) from None

@@ -386,6 +386,25 @@ static PyObject *FastPath_drain(FastPath *self, PyObject *args)
     return PyLong_FromLong(result);
 }
 
+static PyObject *FastPath_offer(FastPath *self, PyObject *args)
+{
+    Py_buffer buf;
+    Py_ssize_t n;
+    double deadline;
+    if (!PyArg_ParseTuple(args, "w*nd", &buf, &n, &deadline))
+        return NULL;
+    if (n < 0 || n > buf.len) {
+        PyBuffer_Release(&buf);
+        PyErr_SetString(PyExc_ValueError, "frame length outside the buffer");
+        return NULL;
+    }
+    int done = forward(self, (uint8_t *)buf.buf, n, deadline);
+    PyBuffer_Release(&buf);
+    if (done != 0)
+        self->forwarded++;
+    return PyLong_FromLong(done < 0 ? SEND_FAILED : done);
+}
+
 static int check_key(Py_buffer *key)
 {
     if (key->len != KEY_LEN) {
@@ -575,6 +594,9 @@ static PyMethodDef FastPath_methods[] = {
      "drain(fd, buffer, budget, deadline): receive and forward frames of held flows; "
      "returns the length of a frame left in buffer for the engine, or DRAINED, "
      "BUDGET_SPENT, SEND_FAILED"},
+    {"offer", (PyCFunction)FastPath_offer, METH_VARARGS,
+     "offer(buffer, n, deadline): the frame already in buffer[:n], as drain() would take "
+     "it: 1 forwarded, 0 left for the engine (untouched), SEND_FAILED"},
     {"add", (PyCFunction)FastPath_add, METH_VARARGS,
      "add(key, flow, direction, flags, port, step0, step1, final, next_seq, last_seen, "
      "data_event)"},

@@ -53,30 +53,24 @@ from simulator.core.edge import EdgeMap, sender_address
 from simulator.core.engine import Middlebox, Transmit
 from simulator.core.events import Side
 from simulator.core.messages import Kind, Message, Role
-from simulator.core.packets import (
-    ip_to_str,
-)
+from simulator.core.packets import ip_to_str
 from simulator.core.path_events import PathEvent
 from simulator.frames import (
     ETH_HLEN,
     F_NEEDS_CSUM,
     MAX_FRAME,
     NO_OFFLOAD,
+    SOL_PACKET,
     VNET_LEN,
     PcapWriter,
     fix_partial_checksum,
+    open_port,
     partial_checksum_at,
     partial_checksum_fits,
 )
 
-ETH_P_ALL = 0x0003
 ETH_P_IP = b"\x08\x00"
-SOL_PACKET = 263
-PACKET_IGNORE_OUTGOING = 23
-PACKET_VNET_HDR = 15
 PACKET_STATISTICS = 6
-SO_SNDBUFFORCE, SO_RCVBUFFORCE = 32, 33
-SOCKET_BUFFER = 32 << 20
 TPACKET_STATS = struct.Struct("=II")
 UNKNOWN_MAC = bytes(6)
 BATCH = 64
@@ -100,7 +94,8 @@ the receiver behind the middlebox, on the same two cores, gets the CPU to read w
 sent to it. Measured (``make bench``'s 64-byte UDP, 5-s runs): received rates of 65-73 kpps
 without the pause, 112-115 with 100 us, 97 with 200 us, 74 with 400 us (bursts then
 overflow the receiver's socket buffer). Light traffic never pauses, so it adds no delay to
-a handshake or a keepalive; under load it adds at most 0.1 ms."""
+a handshake or a keepalive; under load it adds at most 0.1 ms, and none when a timer falls
+due within the pause."""
 
 
 class ModelClock(Protocol):
@@ -130,22 +125,6 @@ class CompressedClock:
 
 def _mac_bytes(mac: str) -> bytes:
     return bytes(int(x, 16) for x in mac.split(":"))
-
-
-def open_port(ifname: str) -> socket.socket:
-    sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
-    sock.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
-    sock.setsockopt(SOL_PACKET, PACKET_VNET_HDR, 1)
-    # deep buffers ride out a moment without CPU (a burst of 4,000 handshakes a second);
-    # the FORCE variants pass net.core.[rw]mem_max and need CAP_NET_ADMIN, which we have
-    for force, plain in ((SO_RCVBUFFORCE, socket.SO_RCVBUF), (SO_SNDBUFFORCE, socket.SO_SNDBUF)):
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, force, SOCKET_BUFFER)
-        except PermissionError:
-            sock.setsockopt(socket.SOL_SOCKET, plain, SOCKET_BUFFER)
-    sock.bind((ifname, 0))
-    sock.setblocking(False)
-    return sock
 
 
 class MalformedFrameError(ValueError):
@@ -248,8 +227,7 @@ class Dataplane:
                 before = self.fast.forwarded() if self.fast is not None else 0
                 for fd, _ in poller.poll(timeout):
                     drain(*self._by_fd[fd])
-                if self.fast is not None and self.fast.forwarded() - before >= BUSY_FRAMES:
-                    time.sleep(BUSY_PAUSE)
+                busy = self.fast is not None and self.fast.forwarded() - before >= BUSY_FRAMES
                 self.expire_due()
                 self._flush_events()
                 if self.status_path is not None and time.monotonic() >= self._status_due:
@@ -261,6 +239,8 @@ class Dataplane:
                     self._young_gc_due = time.monotonic() + YOUNG_GC_EVERY
                 if self.heartbeat and time.monotonic() >= self._heartbeat_due:
                     self._beat()
+                if busy:
+                    self._pause()
         finally:
             poller.close()
             if self.fast is not None:
@@ -268,6 +248,17 @@ class Dataplane:
             self._flush_events()
             if self._status_file is not None:
                 self._status_file.close()
+
+    def _timer_due(self) -> bool:
+        due = self.engine.next_deadline()
+        return due is not None and due <= self.clock.now()
+
+    def _pause(self) -> None:
+        """BUSY_PAUSE after a busy pass, unless a timer falls due within it (an RST at
+        expiry is sent on time, not after the pause)."""
+        due = self.engine.next_deadline()
+        if due is None or self.clock.wall_until(due) > BUSY_PAUSE:
+            time.sleep(BUSY_PAUSE)
 
     def drain(self, side: Side, sock: socket.socket) -> None:
         """Handle the frames waiting on ``sock`` (a batch at most)."""
@@ -313,6 +304,15 @@ class Dataplane:
         fd = sock.fileno()
         for _ in range(BATCH):
             n = fast.drain(fd, buf, BATCH)
+            if n >= 0 and self._timer_due():
+                # the fast path leaves every frame to the engine while a timer is due (with
+                # 100,000 flows expiring, most of the time): the timers first, as the
+                # engine would have them, then the frame may be the fast path's again
+                self.expire_due()
+                offered = fast.offer(buf, n)
+                if offered == 1:
+                    continue
+                n = offered or n
             if n == fastpath.SEND_FAILED:
                 err = fast.last_errno()
                 self._malformed_frame(OSError(err, os.strerror(err)), view, 0)

@@ -115,6 +115,13 @@ class FastForwarder:
                                     float("inf") if deadline is None else deadline)
         return result
 
+    def offer(self, buf: bytearray, n: int) -> int:
+        """The frame left in ``buf[:n]`` by :meth:`drain`, offered again (after the engine's
+        due timers ran): 1 forwarded, 0 still the engine's, or SEND_FAILED."""
+        deadline = self.engine.next_deadline()
+        result: int = self._c.offer(buf, n, float("inf") if deadline is None else deadline)
+        return result
+
     def pin(self, t: float | None) -> None:
         """Fix the C side's model time at ``t`` (None: the compressed wall clock again), so
         that a test can run it and the engine on the same manual clock."""

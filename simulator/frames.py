@@ -8,10 +8,15 @@ were complete, so the dataplane redoes such a field from its original value with
 address change alone (:func:`fix_partial_checksum`); the kernel finishes checksum and
 segmentation where the frame is delivered, and :class:`PcapWriter` finishes it as the
 kernel would for a capture. ``_fastpath.c`` does the same for the frames it forwards.
+
+:func:`open_port` opens such a socket. It sets ``PACKET_IGNORE_OUTGOING``: an AF_PACKET
+socket otherwise also receives the frames its own interface sends, and would feed the
+middlebox's own RSTs back into the engine.
 """
 
 from __future__ import annotations
 
+import socket
 import struct
 from pathlib import Path
 
@@ -25,6 +30,28 @@ NO_OFFLOAD = bytes(VNET_LEN)
 F_NEEDS_CSUM = 1
 MAX_FRAME = VNET_LEN + ETH_HLEN + 65535
 _U16 = struct.Struct("!H")
+ETH_P_ALL = 0x0003
+SOL_PACKET = 263
+PACKET_IGNORE_OUTGOING = 23
+PACKET_VNET_HDR = 15
+SO_SNDBUFFORCE, SO_RCVBUFFORCE = 32, 33
+SOCKET_BUFFER = 32 << 20
+
+
+def open_port(ifname: str) -> socket.socket:
+    sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
+    sock.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
+    sock.setsockopt(SOL_PACKET, PACKET_VNET_HDR, 1)
+    # deep buffers ride out a moment without CPU (a burst of 4,000 handshakes a second);
+    # the FORCE variants pass net.core.[rw]mem_max and need CAP_NET_ADMIN, which we have
+    for force, plain in ((SO_RCVBUFFORCE, socket.SO_RCVBUF), (SO_SNDBUFFORCE, socket.SO_SNDBUF)):
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, force, SOCKET_BUFFER)
+        except PermissionError:
+            sock.setsockopt(socket.SOL_SOCKET, plain, SOCKET_BUFFER)
+    sock.bind((ifname, 0))
+    sock.setblocking(False)
+    return sock
 
 
 def partial_checksum_at(vnet: bytes) -> int:

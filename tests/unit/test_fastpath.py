@@ -15,6 +15,7 @@ import dataclasses
 import io
 import socket
 import struct
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,6 +24,7 @@ from hypothesis import strategies as st
 
 from simulator import fastpath
 from simulator.core.appliances import Appliance, ExpiryAction, get_appliance
+from simulator.core.chain import Chain
 from simulator.core.engine import Middlebox
 from simulator.core.events import Side
 from simulator.core.flows import NEXT_SEQ, PACKETS
@@ -36,7 +38,9 @@ from simulator.core.packets import (
     checksum_replace,
     internet_checksum,
 )
-from simulator.dataplane import ETH_P_IP, Dataplane
+from simulator.core.path_events import PathEvent, PathKind
+from simulator.dataplane import ETH_P_IP, CompressedClock, Dataplane
+from simulator.frames import PcapWriter
 
 MAC_A, MAC_B = bytes.fromhex("020000000001"), bytes.fromhex("020000000002")
 HEADER = MAC_B + MAC_A + ETH_P_IP
@@ -367,3 +371,77 @@ def test_a_bare_ack_refreshes_nothing_where_only_data_does() -> None:
     engine = twin.plane.engine
     assert isinstance(engine, Middlebox)
     assert max(f.last_seen for f in engine.flows) < 1.0
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(proto=st.sampled_from([6, 17]), partial=st.booleans(),
+       flips=st.lists(st.tuples(st.integers(0, 80), st.integers(0, 255)), min_size=1,
+                      max_size=4),
+       cut=st.integers(0, 120), side=st.sampled_from([Side.INSIDE, Side.OUTSIDE]))
+def test_mangled_frames_of_a_hot_flow_meet_the_same_fate(proto: int, partial: bool,
+                                                         flips: list[tuple[int, int]],
+                                                         cut: int, side: Side) -> None:
+    # a frame of a flow the fast path holds, with bytes changed anywhere in its headers and
+    # perhaps cut short: the C side must refuse whatever the engine's parse refuses and
+    # forward the rest as the engine does (and never read past the frame)
+    fast, pure = Twin(get_appliance("nat-gw"), True), Twin(get_appliance("nat-gw"), False)
+    conv = Conversation(proto, 40000, SERVER)
+    try:
+        def step(t: float, made: tuple[Side, int, bytes] | None) -> None:
+            assert made is not None
+            out = fast.step(t, *made)
+            assert out == pure.step(t, *made)
+            conv.learn(out)
+
+        if proto == 6:
+            for action in ("c_syn", "s_synack", "c_ack"):
+                step(0.0, conv.frame(action, 0, False, True))
+        for i in range(10):
+            step(0.01 * i, conv.frame("c_data", 64, partial, True))
+            step(0.01 * i, conv.frame("s_data", 64, partial, True))
+        assert fast.fast is not None and len(fast.fast) == 1
+        made = conv.frame("c_data" if side is Side.INSIDE else "s_data", 64, partial, True)
+        assert made is not None
+        frame = bytearray(made[2])
+        for at, value in flips:
+            frame[10 + at] = value  # past the virtio-net header: Ethernet, IP, TCP/UDP
+        if cut:
+            frame = frame[:len(frame) - cut]
+        step(0.5, (made[0], made[1], bytes(frame)))
+        assert fast.state() == pure.state()
+    finally:
+        fast.close()
+        pure.close()
+
+
+def test_the_fast_path_stays_off_where_the_engine_must_see_every_frame(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    opened: list[socket.socket] = []
+    pcaps: list[PcapWriter] = []
+
+    def why_off(engine: Middlebox | Chain, pcap: bool = False) -> str | None:
+        pairs = [socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM) for _ in range(2)]
+        opened.extend(s for pair in pairs for s in pair)
+        ports = {Side.INSIDE: [(pairs[0][0], HEADER)], Side.OUTSIDE: [(pairs[1][0], HEADER)]}
+        writer = PcapWriter(tmp_path / f"{len(pcaps)}.pcap") if pcap else None
+        pcaps.extend([writer] if writer else [])
+        plane = Dataplane(engine, CompressedClock(10.0), ports, io.StringIO(), writer)
+        why = plane.use_fast_path()
+        assert (plane.fast is None) == (why is not None)
+        return why
+
+    try:
+        assert why_off(Middlebox(get_appliance("nat-gw"))) is None
+        assert "pcap" in str(why_off(Middlebox(get_appliance("nat-gw")), pcap=True))
+        chain = Chain([get_appliance("nat-gw"), get_appliance("nlb")])
+        assert "chain" in str(why_off(chain))
+        with_events = Middlebox(get_appliance("nat-gw"))
+        with_events.path_events([PathEvent(PathKind.BLACKHOLE, at=10, duration=5)])
+        assert "path events" in str(why_off(with_events))
+        monkeypatch.setenv("NATSIM_FASTPATH", "0")
+        assert why_off(Middlebox(get_appliance("nat-gw"))) == "NATSIM_FASTPATH=0"
+    finally:
+        for sock in opened:
+            sock.close()
+        for writer in pcaps:
+            writer.close()
