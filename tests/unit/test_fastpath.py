@@ -246,6 +246,10 @@ def converse(appliance: Appliance, protos: tuple[int, int],
 def test_the_compiled_module_is_built() -> None:
     # `make setup` builds it; the tests below would all fail without it, this one says why
     assert fastpath.available(), "simulator._fastpath is not built: run make setup"
+    from simulator import _fastpath  # noqa: PLC0415 (after the check that says why)
+
+    assert (fastpath.DRAINED, fastpath.BUDGET_SPENT, fastpath.SEND_FAILED) \
+        == (_fastpath.DRAINED, _fastpath.BUDGET_SPENT, _fastpath.SEND_FAILED)
 
 
 @pytest.mark.parametrize("name", list(appliances()))
