@@ -8,6 +8,11 @@ probes, FIN, RST, the replies from the server's side) put through random mutatio
 flips, truncation, lying lengths and header sizes, and random virtio-net headers (the
 ``NEEDS_CSUM`` offsets that once killed the middlebox among them).
 
+With ``--fast`` the frames go through the dataplane's compiled fast path first (they are
+written into the socket pairs and drained, its model time pinned to the stepped clock): the
+templates' flows get hot, so the C side parses every mutation and either forwards it or
+hands it to the engine. A crash there would end the process (and, live, the middlebox).
+
 The per-frame boundary catches everything, so nothing can escape it and stop the dataplane;
 what matters is *why* a frame was dropped. A frame refused on purpose counts under
 ``MalformedFrameError``; any other exception class (an ``IndexError`` in the engine, say) is an
@@ -28,7 +33,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
-from simulator import dataplane
+from simulator import dataplane, fastpath
 from simulator.core.appliances import CATALOGUE, Appliance
 from simulator.core.engine import Middlebox
 from simulator.core.events import Side
@@ -118,6 +123,8 @@ class Report:
     escapes: Counter[str] = field(default_factory=Counter)
     refused: int = 0
     by_appliance: dict[str, int] = field(default_factory=dict)
+    fast_path: int = 0
+    """Frames the compiled fast path forwarded itself (``--fast``)."""
 
     @property
     def rate(self) -> float:
@@ -126,21 +133,61 @@ class Report:
     def to_dict(self) -> dict[str, object]:
         return {"frames": self.frames, "seconds": round(self.seconds, 3),
                 "frames_per_second": round(self.rate), "escapes": dict(self.escapes),
-                "refused_on_purpose": self.refused, "by_appliance": self.by_appliance}
+                "refused_on_purpose": self.refused, "by_appliance": self.by_appliance,
+                "fast_path_forwarded": self.fast_path}
 
 
-def _plane(appliance: Appliance, step: float) -> tuple[Dataplane, list[socket.socket]]:
+def _plane(appliance: Appliance, step: float,
+           fast: bool = False) -> tuple[Dataplane, list[socket.socket]]:
     pairs = [socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM) for _ in range(2)]
     for a, b in pairs:
         for s in (a, b):
             s.setblocking(False)
     header = MAC_B + MAC_A + ETH_P_IP
     ports = {Side.INSIDE: [(pairs[0][0], header)], Side.OUTSIDE: [(pairs[1][0], header)]}
-    plane = Dataplane(Middlebox(appliance), SteppedClock(step), ports, io.StringIO())
+    engine = Middlebox(appliance)
+    plane = Dataplane(engine, SteppedClock(step), ports, io.StringIO())
+    if fast:
+        plane.fast = fastpath.FastForwarder(engine, 0.0, 1.0, ports)
     return plane, [s for pair in pairs for s in pair]
 
 
-def fuzz(frames: int, seed: int = 1, appliances: list[Appliance] | None = None) -> Report:
+def _mutated_frame(rng: random.Random,
+                   pool: list[tuple[Side, bytearray]]) -> tuple[Side, bytes]:
+    side, packet = rng.choice(pool)
+    vnet, ip = mutate(rng, packet)
+    eth = (MAC_A + MAC_B + ETH_P_IP) if rng.random() > 0.02 else \
+        bytes(rng.randrange(256) for _ in range(14))
+    frame = vnet + eth + ip
+    if rng.random() < 0.01:
+        frame = frame[:rng.randrange(len(frame))]
+    return side, frame
+
+
+def _feed(plane: Dataplane, socks: list[socket.socket], side: Side, frame: bytes) -> None:
+    """One frame in, as a veth would bring it: straight to the per-frame boundary, or
+    (fast mode) through the socket pair and the fast path's drain."""
+    port = plane.ports[side][0][0]
+    if plane.fast is None:
+        plane.handle_frame(side, port, memoryview(frame), len(frame))
+        return
+    assert isinstance(plane.clock, SteppedClock)
+    plane.fast.pin(plane.clock.t)
+    socks[1 if side is Side.INSIDE else 3].send(frame or b"\0")
+    plane.drain(side, port)
+
+
+def _empty(socks: list[socket.socket]) -> None:
+    for s in socks:
+        while True:
+            try:
+                s.recv(70_000)
+            except BlockingIOError:
+                break
+
+
+def fuzz(frames: int, seed: int = 1, appliances: list[Appliance] | None = None,
+         fast: bool = False) -> Report:
     rng = random.Random(seed)
     dataplane.MALFORMED_LOGGED = 0  # a million refusals need no million tracebacks
     chosen = appliances or [a for a in CATALOGUE.values() if a.backends == 1]
@@ -149,32 +196,25 @@ def fuzz(frames: int, seed: int = 1, appliances: list[Appliance] | None = None) 
     started = time.perf_counter()
     for appliance in chosen:
         # steps that make flows expire now and then: a timeout every ~2,000 frames
-        plane, socks = _plane(appliance, appliance.tcp_idle_timeout / 2_000)
-        inside, outside = plane.ports[Side.INSIDE][0][0], plane.ports[Side.OUTSIDE][0][0]
+        # the fast mode: a slower clock and longer-lived templates, so that flows get hot
+        # and stay so (a data event every model second, or a timer due, would hand most
+        # frames to the engine before the C side rewrote anything)
+        plane, socks = _plane(appliance, appliance.tcp_idle_timeout / (
+            200_000 if fast else 2_000), fast)
+        renew = 1024 if fast else 64
         pool = templates(rng)
         for i in range(per):
-            if i % 64 == 0:
+            if i % renew == 0:
                 pool = templates(rng) if rng.random() < 0.5 else pool
-            side, packet = rng.choice(pool)
-            vnet, ip = mutate(rng, packet)
-            eth = (MAC_A + MAC_B + ETH_P_IP) if rng.random() > 0.02 else \
-                bytes(rng.randrange(256) for _ in range(14))
-            frame = vnet + eth + ip
-            if rng.random() < 0.01:
-                frame = frame[:rng.randrange(len(frame))]
-            plane.handle_frame(side, inside if side is Side.INSIDE else outside,
-                               memoryview(frame), len(frame))
+            side, frame = _mutated_frame(rng, pool)
+            _feed(plane, socks, side, frame)
             if i % 256 == 0:
-                plane._send(plane.engine.expire(plane.clock.now()))
+                plane.expire_due()
                 plane.engine.take_events()
-                for s in socks[1::2]:  # drain what the dataplane sent
-                    while True:
-                        try:
-                            s.recv(70_000)
-                        except BlockingIOError:
-                            break
+                _empty(socks[1::2])  # what the dataplane sent
         report.frames += per
         report.by_appliance[appliance.name] = per
+        report.fast_path += plane.fast.forwarded() if plane.fast is not None else 0
         for reason, n in plane.malformed.items():
             if reason == EXPECTED:
                 report.refused += n
@@ -192,17 +232,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--frames", type=int, default=1_000_000)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.add_argument("--fast", action="store_true",
+                        help="through the compiled fast path first (see above)")
     args = parser.parse_args(argv)
-    print(f"fuzz: {args.frames:,} frames across the catalogue (seed {args.seed}) ...",
-          file=sys.stderr, flush=True)
-    report = fuzz(args.frames, args.seed)
+    path = "the fast path, then the engine" if args.fast else "the engine"
+    print(f"fuzz: {args.frames:,} frames across the catalogue through {path} "
+          f"(seed {args.seed}) ...", file=sys.stderr, flush=True)
+    report = fuzz(args.frames, args.seed, fast=args.fast)
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
     else:
         print(f"frames {report.frames:,} in {report.seconds:.1f} s: {report.rate:,.0f} "
               f"frames/s; refused on purpose {report.refused:,}; escapes "
               f"{sum(report.escapes.values())}"
-              + (f" ({dict(report.escapes)})" if report.escapes else ""))
+              + (f" ({dict(report.escapes)})" if report.escapes else "")
+              + (f"; forwarded by the fast path {report.fast_path:,}" if args.fast else ""))
     return 1 if report.escapes else 0
 
 

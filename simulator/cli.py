@@ -279,6 +279,9 @@ def _cmd_status(args: argparse.Namespace) -> int:
         shown = ("ActiveConnectionCount", "ConnectionAttemptCount", "IdleTimeoutCount",
                  "RstSent", "PacketsDropCount", "KeepaliveProbes")
         print("  " + ", ".join(f"{k} {snap['counters'].get(k, 0)}" for k in shown))
+        if snap.get("fast_path") is not None:
+            print(f"  fast path (no capture): {snap['fast_path']:,} frames of hot flows "
+                  "forwarded without the interpreter")
     return 0
 
 
@@ -287,7 +290,9 @@ def _cmd_down(args: argparse.Namespace) -> int:
     for name in names:
         live = LiveWorld.load(name)
         live.down()
-        print(f"world {name} removed; its capture and events are in {live.results_dir}/")
+        kept = "capture and events" if (Path(live.results_dir) / "capture.pcap").exists() \
+            else "events"
+        print(f"world {name} removed; its {kept} are in {live.results_dir}/")
     if not names:
         print("no world is up")
     return 0

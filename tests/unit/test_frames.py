@@ -119,6 +119,14 @@ def test_fuzz_slice_finds_no_escape() -> None:
     assert not report.escapes, report.escapes
 
 
+def test_fuzz_slice_through_the_fast_path_finds_no_escape() -> None:
+    """The same through the compiled fast path first (``make fuzz`` runs both)."""
+    report = fuzz(20_000, seed=7, fast=True)
+    assert report.frames >= 19_000 and report.refused > 0
+    assert report.fast_path > 100  # the hot flows' mutations did reach the C parser
+    assert not report.escapes, report.escapes
+
+
 # -- property tests -------------------------------------------------------------------------
 
 ports = st.integers(min_value=1, max_value=65535)
