@@ -223,7 +223,7 @@ class Dataplane:
                         else min(deadline, self._next_sample)
                 cap = STATUS_EVERY
                 timeout = cap if deadline is None else min(cap, self.clock.wall_until(deadline))
-                drain = self.drain
+                drain = self._drain if self.fast is None else self._drain_fast
                 before = self.fast.forwarded() if self.fast is not None else 0
                 for fd, _ in poller.poll(timeout):
                     drain(*self._by_fd[fd])
@@ -271,12 +271,11 @@ class Dataplane:
         """The timers due by now, between two passes over the sockets (with the fast path's
         accounting folded in first: an expiry judges a flow by its last packet)."""
         fast = self.fast
-        if fast is None:
-            self._send(self.engine.expire(self.clock.now()))
-            return
-        fast.sync()
+        if fast is not None:
+            fast.sync()
         self._send(self.engine.expire(self.clock.now()))
-        fast.forget_removed()
+        if fast is not None:
+            fast.forget_removed()
 
     def _drain(self, side: Side, sock: socket.socket) -> None:
         buf = self._buf
@@ -324,7 +323,7 @@ class Dataplane:
                 frame(side, sock, view, n)
             except Exception as exc:
                 self._malformed_frame(exc, view, n)
-            fast.after_engine(side, buf, n, VNET_LEN + ETH_HLEN)
+            fast.after_engine()
 
     def handle_frame(self, side: Side, sock: socket.socket, view: memoryview, n: int) -> None:
         """One frame (virtio-net header first) received on ``sock``: never raises.
@@ -456,8 +455,7 @@ class Dataplane:
         four times a second, and listing 100,000 flows (or even 1,000) each time would take
         the dataplane's CPU away from the packets.
         """
-        if self.fast is not None:
-            self.fast.sync()
+        counters = self.counters()  # the fast path's accounting folded in first
         now = self.clock.now()
         flows = []
         for f in itertools.islice(self.engine.flows, STATUS_FLOWS):
@@ -472,7 +470,7 @@ class Dataplane:
                 "pid": os.getpid(),
                 "appliance": self.engine.appliance.name, "flows": flows,
                 "flow_count": self.engine.counters.get("ActiveConnectionCount", 0),
-                "counters": self.counters(),
+                "counters": counters,
                 "fast_path": self.fast.forwarded() if self.fast is not None else None}
 
     def counters(self) -> dict[str, int]:

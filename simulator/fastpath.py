@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import os
 import socket
-from typing import Any
 
 from simulator.core.engine import Middlebox
 from simulator.core.events import Side
@@ -154,36 +153,32 @@ class FastForwarder:
         self.tx_queue_full += int(totals[len(_COUNTERS)])
 
     def forget_removed(self) -> None:
-        """Drop the flows the engine removed since the last call."""
+        """Drop the flows the engine removed since the last call (right after a
+        :meth:`sync`: the C side refuses to drop an entry whose accounting it still holds)."""
         removed = self.table.removed
         if not removed:
             return
-        self.sync()
         for flow in removed:
             if flow.id in self._held:
                 self._drop(flow)
         removed.clear()
 
-    def after_engine(self, side: Side, frame: memoryview | bytearray, n: int,
-                     start: int) -> None:
-        """The engine handled the frame in ``frame[:n]`` (its IPv4 packet at ``start``):
-        hand its flow over again with the engine's fresh state, or keep it out."""
+    def after_engine(self) -> None:
+        """The engine handled a frame (right after a :meth:`sync`): hand the flow it
+        accounted the frame to over again with the engine's fresh state, or keep it out."""
         self.forget_removed()
-        key = _key_of(frame, n, start)
-        if key is None:
-            return
-        flow = (self.table.by_inside if side is Side.INSIDE else self.table.by_outside).get(key)
+        flow, self.engine.last_tracked = self.engine.last_tracked, None
         if flow is None:
             return
         if flow.id in self._held:
-            self.sync()
             self._drop(flow)
         if self._eligible(flow):
             self._hold(flow)
 
     def _eligible(self, flow: Flow) -> bool:
         dirs = flow.dirs
-        if flow.target is not None or max(dirs[PACKETS], dirs[PACKETS + 1]) < HOT_AFTER:
+        if flow.target is not None or max(dirs[PACKETS], dirs[PACKETS + 1]) < HOT_AFTER \
+                or not self.table.is_live(flow):  # an RST ends a flow the engine tracked
             return False
         if flow.proto == IPPROTO_UDP:
             return True
@@ -224,15 +219,3 @@ class FastForwarder:
 
 def _ports(source: int, destination: int) -> bytes:
     return source.to_bytes(2, "big") + destination.to_bytes(2, "big")
-
-
-def _key_of(frame: Any, n: int, start: int) -> Key | None:
-    """The flow key of the IPv4 TCP/UDP packet at ``frame[start:n]``, as received."""
-    if n < start + 20 or frame[start] >> 4 != 4:
-        return None
-    proto = frame[start + 9]
-    l4 = start + (frame[start] & 0x0F) * 4
-    if proto not in (IPPROTO_TCP, IPPROTO_UDP) or n < l4 + 4:
-        return None
-    return (proto, bytes(frame[start + 12:start + 16]), frame[l4] << 8 | frame[l4 + 1],
-            bytes(frame[start + 16:start + 20]), frame[l4 + 2] << 8 | frame[l4 + 3])

@@ -87,7 +87,6 @@ ADDRESSES_KEPT = 65_536
 """Distinct addresses whose bytes objects the flows share (more: start again)."""
 
 
-
 def _endpoint(addr: bytes, port: int) -> str:
     return f"{ip_to_str(addr)}:{port}"
 
@@ -111,6 +110,8 @@ class Middlebox(IcmpRules, PathRules):
         self.expired_log: list[Flow] | None = None
         """When a list, every flow that expires is appended (``natsim replay`` reads it:
         the events are rate-limited, the log is not)."""
+        self.last_tracked: Flow | None = None
+        """The flow of the last packet accounted for (the dataplane's fast path reads it)."""
         # Keys of expired flows -> flow id, so that a late packet can be named in the log.
         self._tombstones: OrderedDict[tuple[Side, Key], tuple[int, str]] = OrderedDict()
         """Recently expired flows by key, oldest first (an OrderedDict: dropping the oldest
@@ -249,16 +250,15 @@ class Middlebox(IcmpRules, PathRules):
             self.counters["PacketsDropCount"] += 1
             self.counters["UnsupportedPackets"] += 1
             return out
+        counters = self.counters
         if pkt.proto == IPPROTO_ICMP and not self._icmp_admitted(pkt, side, now):
             decided = self._icmp_error(packet, pkt, side, now) \
                 if pkt.flags in ICMP_ERRORS and self.appliance.icmp else []
         elif side is Side.INSIDE:
-            counters = self.counters
             counters["PacketsInFromSource"] += 1
             counters["BytesInFromSource"] += pkt.total_len
             decided = self._from_inside(packet, pkt, now)
         else:
-            counters = self.counters
             counters["PacketsInFromDestination"] += 1
             counters["BytesInFromDestination"] += pkt.total_len
             decided = self._from_outside(packet, pkt, now)
@@ -439,6 +439,7 @@ class Middlebox(IcmpRules, PathRules):
 
     def _track(self, flow: Flow, pkt: Packet, direction: int, now: float) -> None:
         """Account for a packet of a live flow: idle timer, sequence space, TCP state."""
+        self.last_tracked = flow
         idle = now - flow.last_seen
         if (self.appliance.keepalive_refreshes or pkt.proto != IPPROTO_TCP
                 or pkt.payload_len > 0):

@@ -340,6 +340,16 @@ def test_a_udp_checksum_that_becomes_zero_is_sent_as_all_ones() -> None:
         pure.close()
 
 
+def test_an_rst_ends_a_held_flow_for_good() -> None:
+    # the RST goes to the engine, which removes the flow; the flow it tracked must not be
+    # handed back to the fast path, or the next segment would cross instead of meeting an RST
+    twin = converse(get_appliance("nat-gw"), (6, 17),
+                    hot_then([(0, "c_rst", 0, 0.1, False, True), (0, "c_ack", 0, 0.1, False,
+                                                                  True)]))
+    assert twin.fast is not None and len(twin.fast) == 0
+    assert twin.state()["counters"]["RstSent"] == 1
+
+
 def test_a_fin_takes_the_flow_out_of_the_fast_path() -> None:
     twin = converse(get_appliance("nat-gw"), (6, 6), hot_then([(0, "c_fin", 0, 0.1, False,
                                                                  True)]))
