@@ -23,6 +23,7 @@ from typing import Any, Protocol
 from simulator import interrupts, topology
 from simulator.core.edge import docker_edge
 from simulator.core.plan import CLIENT_IP, SERVER_IP, WorldPlan
+from simulator.results import write_private
 
 
 class BackendError(RuntimeError):
@@ -71,7 +72,7 @@ class Namespaces:
 
     def middlebox(self, world: topology.World, cfg: dict[str, Any], cfg_path: Path
                   ) -> tuple[list[str], Callable[[], None] | None]:
-        cfg_path.write_text(json.dumps(cfg, indent=2))
+        write_private(cfg_path, json.dumps(cfg, indent=2))
         return self.command(world.mbox_ns, ["simulator", "middlebox", "--config",
                                             str(cfg_path.resolve())]), None
 
@@ -196,7 +197,7 @@ class Docker:
         run_id = world.run_id
         cfg = {**cfg, "edge": docker_edge(cfg["chain"][0]["appliance"]["public_ips"],
                                           CLIENT_IP, SERVER_IP, SERVER_VIP)}
-        cfg_path.write_text(json.dumps(cfg, indent=2))
+        write_private(cfg_path, json.dumps(cfg, indent=2))
         assert self.results_dir is not None
         name = self._name(run_id, "middlebox")
         with interrupts.deferred():  # as in build()

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
+from simulator.inputs import UnreadableError, open_regular
+
 LINKTYPE_ETHERNET, LINKTYPE_RAW, LINKTYPE_IPV4 = 1, 101, 228
 LINKTYPE_LINUX_SLL, LINKTYPE_LINUX_SLL2 = 113, 276
 LINK_NAMES = {LINKTYPE_ETHERNET: "Ethernet", LINKTYPE_RAW: "raw IP", LINKTYPE_IPV4: "raw IPv4",
@@ -27,6 +29,9 @@ PCAP_MAGICS = {b"\xd4\xc3\xb2\xa1": ("<", 1e-6), b"\xa1\xb2\xc3\xd4": (">", 1e-6
                b"\x4d\x3c\xb2\xa1": ("<", 1e-9), b"\xa1\xb2\x3c\x4d": (">", 1e-9)}
 PCAPNG_SHB = b"\x0a\x0d\x0d\x0a"
 CHUNK = 1 << 20
+MAX_RECORD = 1 << 20
+"""The largest record or block natsim reads (a capture's snap length is at most 256 KiB): a
+length beyond it is a damaged file, never a reason to allocate gigabytes."""
 
 
 class CaptureError(ValueError):
@@ -65,9 +70,9 @@ def read(path: Path, stats: CaptureStats | None = None) -> Iterator[tuple[float,
     """(timestamp in seconds, IPv4 packet) for every IPv4 packet of the capture."""
     stats = stats if stats is not None else CaptureStats()
     try:
-        handle = path.open("rb")
-    except OSError as exc:
-        raise CaptureError(f"{path}: cannot be read ({exc.strerror})") from None
+        handle = open_regular(path)
+    except UnreadableError as exc:
+        raise CaptureError(str(exc)) from None
     with handle:
         magic = handle.read(4)
         if magic in PCAP_MAGICS:
@@ -115,7 +120,13 @@ def _pcap(path: Path, f: BinaryIO, magic: bytes, stats: CaptureStats
             stats.skipped["truncated at the end"] += 1
             return
         sec, frac, caplen, _ = record.unpack_from(buf, at)
+        if caplen > MAX_RECORD:
+            raise CaptureError(f"{path}: a record claims {caplen:,} bytes (at most "
+                               f"{MAX_RECORD:,}): the file is damaged")
         end = at + 16 + caplen
+        if end > len(buf):
+            buf, at = buf[at:] + f.read(end - len(buf)), 0
+            end = 16 + caplen
         if end > len(buf):
             stats.skipped["truncated at the end"] += 1
             return
@@ -135,9 +146,15 @@ def _pcapng(path: Path, f: BinaryIO, stats: CaptureStats) -> Iterator[tuple[floa
     rest = f.read(8)
     if len(rest) < 8:
         raise CaptureError(f"{path}: truncated in its section header")
+    if rest[4:8] not in (b"\x4d\x3c\x2b\x1a", b"\x1a\x2b\x3c\x4d"):
+        raise CaptureError(f"{path}: not a pcapng section header (byte-order magic "
+                           f"{rest[4:8].hex()})")
     order = "<" if rest[4:8] == b"\x4d\x3c\x2b\x1a" else ">"
-    first_len = struct.unpack(order + "I", rest[:4])[0]
-    f.seek(first_len)
+    at = struct.unpack(order + "I", rest[:4])[0]
+    if not 28 <= at <= MAX_RECORD or at % 4:
+        raise CaptureError(f"{path}: its section header claims {at:,} bytes: the file is "
+                           "damaged")
+    f.seek(at)
     links: list[tuple[int, float]] = []
     while True:
         head = f.read(8)
@@ -147,23 +164,43 @@ def _pcapng(path: Path, f: BinaryIO, stats: CaptureStats) -> Iterator[tuple[floa
             stats.skipped["truncated at the end"] += 1
             return
         kind, length = struct.unpack(order + "II", head)
-        body = f.read(length - 8) if length >= 12 else b""
-        if len(body) < length - 8 or length < 12:
+        if length < 12 or length > MAX_RECORD or length % 4:
+            raise CaptureError(f"{path}: the block at byte {at:,} claims {length:,} bytes "
+                               f"(12 to {MAX_RECORD:,}, a multiple of 4): the file is damaged")
+        body = f.read(length - 8)
+        at += length
+        if len(body) < length - 8:
             stats.skipped["truncated at the end"] += 1
             return
-        if kind == 1:  # interface description: link type, and the time resolution option
+        out = _block(kind, body, order, links, stats)
+        if out is not None:
+            yield out
+
+
+def _block(kind: int, body: bytes, order: str, links: list[tuple[int, float]],
+           stats: CaptureStats) -> tuple[float, bytes] | None:
+    """One pcapng block's packet, if it holds one; interface descriptions go to ``links``."""
+    if kind == 1:  # interface description: link type, and the time resolution option
+        if len(body) < 12:
+            stats.skipped["malformed interface description"] += 1
+            links.append((-1, 1e-6))  # keeps the later interfaces' numbers
+        else:
             links.append((struct.unpack(order + "H", body[:2])[0], _resolution(order, body)))
-        elif kind == 6:  # enhanced packet
-            iface, high, low, caplen = struct.unpack(order + "IIII", body[:16])
-            if iface >= len(links) or links[iface][0] not in LINK_NAMES:
-                stats.skipped["unsupported link type"] += 1
-                continue
+    elif kind == 6:  # enhanced packet
+        if len(body) < 24:
+            stats.skipped["malformed packet block"] += 1
+            return None
+        iface, high, low, caplen = struct.unpack(order + "IIII", body[:16])
+        if caplen > len(body) - 24:
+            stats.skipped["malformed packet block"] += 1
+        elif iface >= len(links) or links[iface][0] not in LINK_NAMES:
+            stats.skipped["unsupported link type"] += 1
+        else:
             link, unit = links[iface]
-            out = _hand_on(link, ((high << 32) | low) * unit, body[20:20 + caplen], stats)
-            if out is not None:
-                yield out
-        elif kind == 0x0A0D0D0A:  # another section: start over
-            links = []
+            return _hand_on(link, ((high << 32) | low) * unit, body[20:20 + caplen], stats)
+    elif kind == 0x0A0D0D0A:  # another section (same byte order assumed): start over
+        links.clear()
+    return None
 
 
 def _resolution(order: str, body: bytes) -> float:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
+import subprocess
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -31,6 +33,7 @@ from simulator.core.appliances import CATALOGUE, Appliance, ApplianceError, get_
 from simulator.core.metrics import cloud_metrics, namespace_of, prometheus_text
 from simulator.core.profiles import PROFILES, get_profile
 from simulator.demo import run_demo
+from simulator.fields import number
 from simulator.results import ResultsError
 from simulator.runner import RunError, run_scenario
 from simulator.scenario import (
@@ -106,7 +109,7 @@ def _cmd_cleanup(args: argparse.Namespace) -> int:
     for name in LiveWorld.names():  # worlds whose middlebox died with nothing left to run
         live = LiveWorld.load(name)
         if live.run_id not in skipped:
-            live.state_file(name).unlink(missing_ok=True)
+            live.forget()
             removed.append(f"world {name}")
     for item in removed:
         print(f"removed {item}")
@@ -117,8 +120,31 @@ def _cmd_cleanup(args: argparse.Namespace) -> int:
     return 0
 
 
+CHECK_FLAGS = (("idle", "--idle"), ("timeout", "--timeout"),
+               ("client_timeout", "--client-timeout"))
+"""The numbers ``natsim check`` takes, each in model seconds and greater than 0."""
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    """Refuse what ``natsim check`` would otherwise answer wrongly or silently ignore."""
+    for attr, flag in (*CHECK_FLAGS, ("keepalive_time", "--keepalive-time")):
+        value = getattr(args, attr)
+        if value is not None:
+            number("natsim check", flag, value)  # > 0, finite, within the model's range
+    if args.scenario:
+        given = [flag for attr, flag in CHECK_FLAGS if getattr(args, attr) is not None]
+        given += ["--client-profile"] * (args.client_profile is not None)
+        given += ["--appliance"] * (args.appliance is not None)
+        given += ["--keepalive-time"] * (args.keepalive_time is not None)
+        if given:
+            raise ScenarioError("natsim check", given[0], "a scenario brings its own client, "
+                                "appliance and wait: give a SCENARIO or these options, not "
+                                "both")
+
+
 def _cmd_check(args: argparse.Namespace) -> int:
     out = sys.stdout
+    _check_args(args)
     if args.scenario:
         s = load_scenario(args.scenario)
         pred = nominal_prediction(s)
@@ -144,15 +170,16 @@ def _cmd_check(args: argparse.Namespace) -> int:
     if args.idle is None:
         raise ScenarioError("natsim check", "", "give a SCENARIO, or --idle SECONDS with "
                             "--client-profile and --appliance")
+    keepalive_time = LINUX_DEFAULT_TIME if args.keepalive_time is None else args.keepalive_time
     try:
-        appliance = get_appliance(args.appliance)
-        profile = get_profile(args.client_profile)
+        appliance = get_appliance(args.appliance or "nat-gw")
+        profile = get_profile(args.client_profile or "linux-so-keepalive")
     except KeyError as exc:
         raise ScenarioError("natsim check", "", str(exc.args[0])) from None
     if args.timeout is not None:
         appliance = appliance.with_overrides({"tcp_idle_timeout": args.timeout})
     advice = check(appliance, profile, args.idle, args.client_timeout,
-                   sysctl_time=args.keepalive_time)
+                   sysctl_time=keepalive_time)
     pred = advice.prediction
     out.write(f"{profile.title} ({profile.name}) behind {appliance.title} "
               f"(idle timeout {appliance.tcp_idle_timeout:g} s), waiting {args.idle:g} s "
@@ -160,10 +187,10 @@ def _cmd_check(args: argparse.Namespace) -> int:
     ka = ("no TCP keepalive" if advice.keepalive_idle is None
           else f"first keepalive probe after {advice.keepalive_idle:g} s idle")
     source = profile.source
-    if profile.keepalive == "os" and args.keepalive_time != LINUX_DEFAULT_TIME:
+    if profile.keepalive == "os" and keepalive_time != LINUX_DEFAULT_TIME:
         # one statement: the host's sysctl as given, not the profile's default text
         source = (f"SO_KEEPALIVE with the host's net.ipv4.tcp_keepalive_time = "
-                  f"{args.keepalive_time:g} s (--keepalive-time)")
+                  f"{keepalive_time:g} s (--keepalive-time)")
     out.write(f"  client keepalive: {ka} ({source})\n")
     verdict = "SURVIVES" if advice.survives else "FAILS"
     out.write(f"  {verdict}: client {pred.client} at {pred.client_at:g} s, server "
@@ -233,7 +260,30 @@ def _cmd_exec(args: argparse.Namespace) -> int:
         print(f"natsim: warning: world {live.name}: {health}; nothing crosses it now "
               f"(`natsim down --name {live.name}`, then `natsim up` again)", file=sys.stderr)
     command = live.command(args.host, argv)
-    os.execvp(command[0], command)  # exit status and output pass through unchanged
+    code = _run_passing_signals(command)  # exit status and output pass through unchanged
+    after = live.health()
+    if health is None and after is not None:
+        print(f"natsim: error: world {live.name}: {after}; it died while the command ran, "
+              "so what the command saw proves nothing", file=sys.stderr)
+        return EXIT_ERROR
+    return code
+
+
+def _run_passing_signals(command: list[str]) -> int:
+    """Run ``command`` as a child and return its exit status as a shell would (128+N for a
+    signal). Ctrl-C and Ctrl-\\ reach it from the terminal (same process group), so natsim
+    ignores them meanwhile; SIGTERM and SIGHUP sent to natsim are passed on."""
+    child = subprocess.Popen(command)
+    passed = {signal.SIGTERM, signal.SIGHUP}
+    old = {sig: signal.signal(sig, lambda n, _f: child.send_signal(n)) for sig in passed}
+    old.update({sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT,
+                                                                     signal.SIGQUIT)})
+    try:
+        code = child.wait()
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+    return 128 - code if code < 0 else code
 
 
 def _bar(idle: float, timeout: float, width: int = 20) -> str:
@@ -287,15 +337,21 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 def _cmd_down(args: argparse.Namespace) -> int:
     names = LiveWorld.names() if args.all else [LiveWorld.load(args.name).name]
+    unreported = []
     for name in names:
         live = LiveWorld.load(name)
-        live.down()
+        if live.down() is None:
+            unreported.append(name)
         kept = "capture and events" if (Path(live.results_dir) / "capture.pcap").exists() \
             else "events"
         print(f"world {name} removed; its {kept} are in {live.results_dir}/")
     if not names:
         print("no world is up")
-    return 0
+    for name in unreported:
+        print(f"natsim: error: world {name}: its middlebox gave no final report when asked to "
+              "stop (it had died, was stopped or hung): what the world showed before cannot "
+              "be trusted", file=sys.stderr)
+    return EXIT_ERROR if unreported else 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -341,16 +397,16 @@ def build_parser() -> argparse.ArgumentParser:
         description="Predict a scenario's outcome, or answer: will this client survive a "
                     "wait of --idle seconds behind this appliance? And if not, the fix.")
     chk.add_argument("scenario", nargs="?", help="a scenario to predict")
-    chk.add_argument("--client-profile", default="linux-so-keepalive", metavar="PROFILE",
+    chk.add_argument("--client-profile", default=None, metavar="PROFILE",
                      help="a client profile from `natsim list` (default linux-so-keepalive)")
-    chk.add_argument("--appliance", default="nat-gw", help="catalogue name (default nat-gw)")
+    chk.add_argument("--appliance", default=None, help="catalogue name (default nat-gw)")
     chk.add_argument("--idle", type=float, metavar="S",
                      help="how long the server stays silent before answering (seconds)")
     chk.add_argument("--timeout", type=float, metavar="S",
                      help="override the appliance's idle timeout")
     chk.add_argument("--client-timeout", type=float, metavar="S",
                      help="how long the client waits (default: 900 s, or longer than --idle)")
-    chk.add_argument("--keepalive-time", type=float, default=7200.0, metavar="S",
+    chk.add_argument("--keepalive-time", type=float, default=None, metavar="S",
                      help="the client host's net.ipv4.tcp_keepalive_time (default 7200)")
     chk.set_defaults(func=_cmd_check)
 

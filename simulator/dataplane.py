@@ -68,6 +68,7 @@ from simulator.frames import (
     partial_checksum_at,
     partial_checksum_fits,
 )
+from simulator.results import create_new
 
 ETH_P_IP = b"\x08\x00"
 PACKET_STATISTICS = 6
@@ -569,7 +570,7 @@ def main(argv: list[str] | None = None) -> int:
     if cfg.get("edge"):
         plane.edge = EdgeMap.from_config(cfg["edge"])
     if cfg.get("metrics"):
-        plane.metrics_file = Path(cfg["metrics"]).open("w")  # noqa: SIM115 (closed below)
+        plane.metrics_file = create_new(Path(cfg["metrics"]))
         plane.sample_every = float(cfg.get("sample_every", 1.0))
     fast_off = plane.use_fast_path()
     steady_under_load()

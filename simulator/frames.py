@@ -21,6 +21,7 @@ import struct
 from pathlib import Path
 
 from simulator.core.packets import IPPROTO_UDP, checksum_replace, internet_checksum
+from simulator.results import create_new
 
 ETH_HLEN = 14
 VNET_HDR = struct.Struct("=BBHHHH")
@@ -112,7 +113,7 @@ class PcapWriter:
     """
 
     def __init__(self, path: Path) -> None:
-        self._file = path.open("wb")
+        self._file = create_new(path, "wb")
         self._file.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, MAX_FRAME, 1))
 
     def write(self, model_t: float, frame: bytes | bytearray | memoryview,

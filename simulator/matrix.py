@@ -8,7 +8,8 @@ cell agrees when what the processes saw is what the model predicted; ``natsim ma
 
 Cells run in parallel (``--jobs``; contention makes kernel timers late, so the speed is
 lowered with more jobs, and the report says so), one results folder each under ``--out``;
-a cell whose folder holds its ``cell.json`` is not run again (resumable). ``--cell N`` (or
+a cell whose folder holds its ``cell.json`` with a verdict is not run again (resumable; an
+ERROR cell, whose middlebox died, is). ``--cell N`` (or
 ``$JOB_COMPLETION_INDEX``, as a Kubernetes Indexed Job sets it) runs one cell;
 ``natsim matrix merge DIR...`` combines cell folders into one report. Reports:
 ``matrix.json`` (every cell), ``junit.xml`` (a test case per cell, for any CI) and
@@ -36,8 +37,8 @@ from simulator.core.advice import check
 from simulator.core.profiles import get_profile
 from simulator.fields import ScenarioError, mapping, number, read_yaml, text
 from simulator.matrix_report import write_reports
+from simulator.results import Folder
 from simulator.results import base as results_base
-from simulator.results import prepare as prepare_results
 from simulator.scenario import SCENARIO_DIR, Scenario, parse_appliance, parse_scenario
 
 REPO = Path(__file__).resolve().parent.parent
@@ -56,9 +57,13 @@ class Cell:
     scenario: Scenario
 
     @property
+    def column(self) -> str:
+        """The appliance as the reports name it: its overrides are part of its identity."""
+        return appliance_label(self.appliance)
+
+    @property
     def label(self) -> str:
-        name = self.appliance if isinstance(self.appliance, str) else self.scenario.appliance.name
-        return f"{self.client} / {name} / {self.idle:g} s"
+        return f"{self.client} / {self.column} / {self.idle:g} s"
 
     def document(self) -> dict[str, Any]:
         s = self.scenario
@@ -66,6 +71,19 @@ class Cell:
                 "client": {"timeout": s.client_timeout, "profile": self.client},
                 "server": {"delay": self.idle},
                 "expect": {"client": s.expect_client, "server": s.expect_server}}
+
+
+def appliance_label(spec: Any) -> str:
+    """``nlb``, ``nlb (600 s)`` (an idle timeout), ``gwlb (600 s, send_tcp_reset=True)``."""
+    if isinstance(spec, str):
+        return spec
+    parts = []
+    for key, value in spec.items():
+        if key == "name":
+            continue
+        parts.append(f"{value:g} s" if key == "tcp_idle_timeout" and isinstance(value, int | float)
+                     else f"{key}={value}")
+    return f"{spec.get('name')} ({', '.join(parts)})" if parts else str(spec.get("name"))
 
 
 @dataclass(frozen=True)
@@ -100,6 +118,13 @@ def load_matrix(path_or_name: str) -> Matrix:
     speed = number(src, "speed", top.get("speed", 100))
     limit = number(src, "client_timeout", top.get("client_timeout", 900))
     combos = list(itertools.product(top["clients"], top["appliances"], idles))
+    seen: dict[tuple[str, str, float], int] = {}
+    for i, (c, a, idle) in enumerate(combos):
+        first = seen.setdefault((str(c), appliance_label(a), idle), i)
+        if first != i:
+            raise ScenarioError(src, "", f"cell {i} ({c} / {appliance_label(a)} / {idle:g} s) "
+                                f"is cell {first} again: give each client, appliance and "
+                                "wait once")
     if len(combos) > MAX_CELLS:
         raise ScenarioError(src, "", f"{len(combos)} cells: at most {MAX_CELLS}")
     cells = [_cell(src, i, str(c), a, idle, speed, max(limit, idle + 100))
@@ -137,37 +162,58 @@ def speed_for(cell: Cell, jobs: int) -> float:
     return max(1.0, round(cell.scenario.speed / (1 + 0.5 * (jobs - 1))))
 
 
-def run_cell(cell: Cell, out: Path, jobs: int) -> subprocess.Popen[str] | None:
+def _done(folder: Folder, cell: Cell) -> bool:
+    """Whether ``folder`` holds this cell's finished record (an ERROR is not finished)."""
+    text = folder.read_text("cell.json")
+    try:
+        record = json.loads(text) if text else None
+    except ValueError:
+        return False
+    return isinstance(record, dict) and record.get("verdict") in ("PASS", "FAIL") \
+        and record.get("appliance") == cell.column and record.get("client") == cell.client \
+        and record.get("idle") == cell.idle
+
+
+def run_cell(cell: Cell, cells: Folder, jobs: int) -> subprocess.Popen[str] | None:
     """Start one cell's run (None: it is done already)."""
-    folder = out / "cells" / f"{cell.index:03d}"
-    if (folder / "cell.json").exists():
-        return None
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "scenario.yaml").write_text(yaml.safe_dump(cell.document(), sort_keys=False))
-    run_dir = folder / "run"
-    if run_dir.exists():  # an interrupted attempt: start the cell over
-        import shutil  # noqa: PLC0415
-
-        shutil.rmtree(run_dir)
-    return subprocess.Popen(
-        [sys.executable, "-m", "simulator", "run", str(folder / "scenario.yaml"), "--speed",
-         str(speed_for(cell, jobs)), "--results", str(run_dir), "--jsonl"],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    with cells.sub(f"{cell.index:03d}") as folder:
+        if _done(folder, cell):
+            return None
+        for name in ("cell.json", "run"):  # an interrupted or failed attempt: start over
+            folder.remove(name)
+        folder.write("scenario.yaml", yaml.safe_dump(cell.document(), sort_keys=False))
+        return subprocess.Popen(
+            [sys.executable, "-m", "simulator", "run", str(folder / "scenario.yaml"),
+             "--speed", str(speed_for(cell, jobs)), "--results", str(folder / "run"),
+             "--jsonl"],
+            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-def finish_cell(cell: Cell, out: Path, proc: subprocess.Popen[str], jobs: int) -> dict[str, Any]:
+def finish_cell(cell: Cell, cells: Folder, proc: subprocess.Popen[str],
+                jobs: int) -> dict[str, Any]:
     output, _ = proc.communicate()
-    folder = out / "cells" / f"{cell.index:03d}"
     verdict: dict[str, Any] = {}
     for line in output.splitlines():
         if line.startswith("{") and '"kind": "verdict"' in line:
             verdict = json.loads(line)
     s = cell.scenario
     advice = check(s.appliance, get_profile(cell.client), cell.idle, s.client_timeout)
+    with cells.sub(f"{cell.index:03d}") as folder:
+        record = _record(cell, jobs, verdict, output, advice, folder)
+        folder.replace("cell.json", json.dumps(record, indent=2))
+    return record
+
+
+def _record(cell: Cell, jobs: int, verdict: dict[str, Any], output: str, advice: Any,
+            folder: Folder) -> dict[str, Any]:
+    s = cell.scenario
     observed = (verdict.get("client"), verdict.get("server"))
-    record = {
-        "index": cell.index, "client": cell.client, "appliance": s.appliance.name,
-        "appliance_title": s.appliance.title, "idle": cell.idle,
+    return {
+        "index": cell.index, "client": cell.client, "appliance": cell.column,
+        "appliance_name": s.appliance.name, "appliance_title": s.appliance.title,
+        "overrides": {} if isinstance(cell.appliance, str) else
+        {k: v for k, v in cell.appliance.items() if k != "name"},
+        "idle": cell.idle,
         "speed": speed_for(cell, jobs),
         "predicted": {"client": s.expect_client, "server": s.expect_server},
         "observed": {"client": observed[0], "server": observed[1]},
@@ -177,12 +223,17 @@ def finish_cell(cell: Cell, out: Path, proc: subprocess.Popen[str], jobs: int) -
         "survives": advice.survives, "fixes": advice.fixes, "story": advice.prediction.story,
         "results": str(folder / "run"),
     }
-    (folder / "cell.json").write_text(json.dumps(record, indent=2))
-    return record
 
 
-def run_matrix(matrix: Matrix, out: Path, jobs: int, only: int | None = None,
+def run_matrix(matrix: Matrix, out: Folder, jobs: int, only: int | None = None,
                progress: Any = sys.stderr) -> list[dict[str, Any]]:
+    with out.sub("cells") as cells:
+        _run_cells(matrix, cells, jobs, only, progress)
+    return collect([out.path])
+
+
+def _run_cells(matrix: Matrix, out: Folder, jobs: int, only: int | None,
+               progress: Any) -> None:
     cells = matrix.cells if only is None else [matrix.cells[only]]
     queue = list(cells)
     running: list[tuple[Cell, subprocess.Popen[str]]] = []
@@ -208,16 +259,32 @@ def run_matrix(matrix: Matrix, out: Path, jobs: int, only: int | None = None,
                                f"{time.monotonic() - started:.0f} s\n")
                 progress.flush()
         time.sleep(0.1)
-    return collect([out])
 
 
 def collect(folders: list[Path]) -> list[dict[str, Any]]:
+    """Every cell record under ``folders``; the same cell (client, appliance with its
+    overrides, wait) found twice is kept once, the one with a verdict before an ERROR."""
     records: dict[tuple[str, str, float], dict[str, Any]] = {}
     for folder in folders:
         for path in sorted((folder / "cells").glob("*/cell.json")):
-            record = json.loads(path.read_text())
-            records[(record["client"], record["appliance"], record["idle"])] = record
+            if path.is_symlink() or path.parent.is_symlink():
+                continue
+            try:
+                record = json.loads(path.read_text())
+                key = (str(record["client"]), str(record["appliance"]), float(record["idle"]))
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                raise ScenarioError(str(path), "", f"not a natsim cell record ({exc})") from None
+            if key not in records or records[key].get("verdict") == "ERROR":
+                records[key] = record
     return sorted(records.values(), key=lambda r: (r["client"], r["appliance"], r["idle"]))
+
+
+def exit_status(records: list[dict[str, Any]]) -> int:
+    """0 when every cell agrees, 4 when any has no verdict (its middlebox died: ERROR), 1
+    when a cell disagrees with the model (or there are none)."""
+    if any(r.get("verdict") == "ERROR" for r in records):
+        return 4
+    return 0 if records and all(r["agrees"] for r in records) else 1
 
 
 RUN_CAPABILITIES = ["NET_ADMIN", "NET_RAW", "SYS_ADMIN"]
@@ -253,12 +320,12 @@ def main(args: argparse.Namespace) -> int:
     if args.matrix == "merge":
         if not args.folders or args.out is None:
             raise ScenarioError("natsim matrix merge", "", "give DIR... and --out DIR")
-        merged = prepare_results(args.out)
         records = collect([Path(f) for f in args.folders])
-        write_reports(records, merged, "merged matrix")
-        print(f"merged {len(records)} cells into {merged}/ (matrix.json, junit.xml, "
+        with Folder.create(args.out) as merged:
+            write_reports(records, merged, "merged matrix")
+        print(f"merged {len(records)} cells into {merged.path}/ (matrix.json, junit.xml, "
               "matrix.html)")
-        return 0 if records and all(r["agrees"] for r in records) else 1
+        return exit_status(records)
     matrix = load_matrix(args.matrix)
     if args.emit is not None:
         print(yaml.safe_dump(k8s_job(matrix, args.image), sort_keys=False), end="")
@@ -276,17 +343,18 @@ def main(args: argparse.Namespace) -> int:
         raise ScenarioError(matrix.source, "", f"cell {only}: there are "
                             f"{len(matrix.cells)} (0-{len(matrix.cells) - 1})")
     jobs = args.jobs or jobs_default()
-    out: Path = args.out or results_base() / f"matrix-{matrix.name}"
-    out.mkdir(parents=True, exist_ok=True)
-    print(f"natsim matrix {matrix.name}: {len(matrix.cells)} cells, {jobs} at once "
-          f"(speed lowered to {speed_for(matrix.cells[0], jobs):g} for contention), "
-          f"results in {out}/", file=sys.stderr)
-    records = run_matrix(matrix, out, 1 if only is not None else jobs, only)
-    write_reports(records, out, matrix.description or matrix.name)
+    with Folder.create(args.out or results_base() / f"matrix-{matrix.name}", reuse=True) as out:
+        print(f"natsim matrix {matrix.name}: {len(matrix.cells)} cells, {jobs} at once "
+              f"(speed lowered to {speed_for(matrix.cells[0], jobs):g} for contention), "
+              f"results in {out.path}/", file=sys.stderr)
+        records = run_matrix(matrix, out, 1 if only is not None else jobs, only)
+        write_reports(records, out, matrix.description or matrix.name)
     agree = sum(r["agrees"] for r in records)
-    print(f"{agree} of {len(records)} cells agree with the model; reports: {out}/matrix.html, "
-          f"{out}/junit.xml, {out}/matrix.json")
-    return 0 if agree == len(records) else 1
+    errors = sum(r.get("verdict") == "ERROR" for r in records)
+    print(f"{agree} of {len(records)} cells agree with the model"
+          f"{f'; {errors} ERROR (no verdict: the middlebox died)' if errors else ''}; reports: "
+          f"{out.path}/matrix.html, {out.path}/junit.xml, {out.path}/matrix.json")
+    return exit_status(records)
 
 
 def add_parser(sub: Any) -> None:

@@ -34,6 +34,7 @@ from typing import Any
 from simulator.core.messages import Kind, Message, Role
 from simulator.core.observer import Observer
 from simulator.frames import PcapWriter
+from simulator.results import write_private
 
 ETH_P_ALL, ETH_P_IP = 0x0003, 0x0800
 LINKS = {"inside": "client side", "outside": "server side"}
@@ -67,8 +68,8 @@ def run(cfg: dict[str, Any], out: Any = sys.stdout) -> int:  # noqa: C901
     # long: start, wait, watch and stop in one place: the order is the point
     speed = float(cfg["speed"])
     conf = Path(cfg["haproxy_cfg"])
-    conf.write_text(haproxy_config(cfg["front"], cfg["back"], int(cfg["port"]),
-                                   max(1, round(1000 * float(cfg["timeout"]) / speed))))
+    write_private(conf, haproxy_config(cfg["front"], cfg["back"], int(cfg["port"]),
+                                       max(1, round(1000 * float(cfg["timeout"]) / speed))))
     haproxy = subprocess.Popen(["haproxy", "-db", "-f", str(conf)], stdin=subprocess.DEVNULL,
                                stdout=sys.stderr, stderr=sys.stderr)
     stopping = False

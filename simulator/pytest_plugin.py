@@ -27,8 +27,15 @@ configures it:
 Everything a test starts runs in wall time: :meth:`NatsimWorld.wall` turns model seconds
 into the wall seconds to give to your own timeouts and keepalive options.
 
+No verdict without a live middlebox: the world's middlebox is checked before and after
+every call into the world (``run``, ``start``, ``call``, ``wait_for_port``, ``events``,
+``status``) and asked for its final report at teardown. When it died, stalled or could not
+report, the test fails (at teardown: an error), whatever the test itself concluded: a client
+that times out because nothing forwards its packets proves nothing.
+
 The fixture needs root (network namespaces); without it the test is skipped with a reason
-that says so, never silently.
+that says so, never silently. In CI, where a skip would pass unnoticed, ``--natsim-require``
+(or ``natsim_require = true`` in the ini file) makes it a failure.
 """
 
 from __future__ import annotations
@@ -60,6 +67,14 @@ class NatsimWorld:
         self.live = live
         self._procs: list[subprocess.Popen[str]] = []
 
+    def check(self, during: str = "") -> None:
+        """Fail the test unless the world's middlebox is alive and its loop running."""
+        health = self.live.health()
+        if health is not None:
+            pytest.fail(f"natsim: world {self.live.name}: {health}"
+                        f"{f' (checked after {during})' if during else ''}: nothing crosses "
+                        "it, so what the test saw proves nothing", pytrace=False)
+
     @property
     def speed(self) -> float:
         return self.live.speed
@@ -79,12 +94,16 @@ class NatsimWorld:
     def run(self, host: str, argv: Sequence[str],
             **kwargs: Any) -> subprocess.CompletedProcess[str]:
         """Run a command in ``host`` to completion (output captured as text)."""
-        return self.live.run(host, argv, **kwargs)
+        self.check()
+        done = self.live.run(host, argv, **kwargs)
+        self.check(f"run {list(argv)[:1]}")
+        return done
 
     def start(self, host: str, argv: Sequence[str], **kwargs: Any) -> subprocess.Popen[str]:
         """Start a command in ``host`` in the background; it is killed when the test ends."""
         kwargs.setdefault("stdout", subprocess.PIPE)
         kwargs.setdefault("stderr", subprocess.STDOUT)
+        self.check()
         proc = self.live.popen(host, argv, start_new_session=True, **kwargs)
         self._procs.append(proc)
         return proc
@@ -95,10 +114,14 @@ class NatsimWorld:
         ``func`` runs in a forked child that has joined the host's namespace (its sockets
         are the host's, and the name ``server`` resolves); exceptions come back raised.
         """
-        return call_in(self.live.namespace(host), func, args, kwargs)
+        self.check()
+        value = call_in(self.live.namespace(host), func, args, kwargs)
+        self.check(f"call {getattr(func, '__name__', func)}")
+        return value
 
     def wait_for_port(self, host: str, port: int, timeout: float = 10.0) -> None:
         """Wait until something in ``host`` accepts TCP connections on ``port``."""
+        self.check()
         if not call_in(self.live.namespace(host), _wait_for_local_port, (port, timeout),
                        limit=timeout + 5):
             raise TimeoutError(f"nothing listens on port {port} in {host} after {timeout:g} s")
@@ -106,21 +129,25 @@ class NatsimWorld:
     def events(self) -> list[dict[str, Any]]:
         """The middlebox's events so far (``kind``: flow_created, keepalive, flow_expired,
         dropped, rst_sent, ...)."""
+        self.check()
         return self.live.events()
 
     def kinds(self) -> list[str]:
         return [str(e["kind"]) for e in self.events()]
 
     def status(self) -> dict[str, Any]:
+        self.check()
         return self.live.status()
 
-    def close(self) -> None:
+    def close(self) -> dict[str, Any] | None:
+        """Stop what the test started and remove the world; the middlebox's final report,
+        or None when it could give none."""
         for proc in self._procs:
             if proc.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGKILL)
             proc.communicate()
-        self.live.down()
+        return self.live.down()
 
 
 def _wait_for_local_port(port: int, timeout: float) -> bool:
@@ -151,6 +178,19 @@ def _spec_id(spec: str | dict[str, Any]) -> str:
     return f"{spec.get('name', 'nat-gw')}[{extra}]" if extra else str(spec.get("name"))
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("natsim")
+    group.addoption("--natsim-require", action="store_true", default=None,
+                    help="fail, instead of skipping, a test whose natsim world cannot be "
+                         "built here (no root): for CI, where a skip passes unnoticed")
+    parser.addini("natsim_require", type="bool", default=False,
+                  help="as --natsim-require")
+
+
+def _required(config: pytest.Config) -> bool:
+    return bool(config.getoption("natsim_require") or config.getini("natsim_require"))
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
@@ -174,8 +214,11 @@ def natsim_world(request: pytest.FixtureRequest,
                  tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsimWorld]:
     """A client/middlebox/server world for this test, removed afterwards."""
     if os.geteuid() != 0:
-        pytest.skip("natsim_world builds network namespaces and needs root "
-                    "(run the tests with sudo)")
+        why = "natsim_world builds network namespaces and needs root (run the tests with sudo)"
+        if _required(request.config):
+            pytest.fail(f"{why}; --natsim-require turns this skip into a failure",
+                        pytrace=False)
+        pytest.skip(why)
     marker = request.node.get_closest_marker("natsim")
     kwargs: dict[str, Any] = dict(marker.kwargs) if marker else {}
     spec = getattr(request, "param", kwargs.get("appliance", "nat-gw"))
@@ -190,4 +233,8 @@ def natsim_world(request: pytest.FixtureRequest,
     try:
         yield world
     finally:
-        world.close()
+        final = world.close()
+    if final is None:
+        pytest.fail(f"natsim: world {live.name}: its middlebox gave no final report at the "
+                    "end of the test (it died, was stopped or hung): what the test saw "
+                    "cannot be trusted", pytrace=False)

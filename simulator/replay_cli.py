@@ -24,8 +24,14 @@ from simulator.core.packets import ip_from_str
 from simulator.core.replay import KILLED, Connection, Fate, Replay
 from simulator.core.session import TimelineEvent
 from simulator.fields import ScenarioError
+from simulator.results import Folder
 
 PICTURES = 5
+MAX_CONNECTIONS = 200_000
+"""Connections followed by default: about 1.6 KB each, so a few hundred MB at most (a 200 MB
+capture of 2 million connections took 3.4 GB before the cap). The rest are counted."""
+SHOWN = 50
+"""Connections listed one by one before the rest are summarised (``--all`` lists all)."""
 
 
 def add_parser(sub: Any) -> None:
@@ -53,10 +59,17 @@ def add_parser(sub: Any) -> None:
     rep.add_argument("--pictures", type=Path, default=None, metavar="DIR",
                      help=f"draw the timelines of up to {PICTURES} killed connections here")
     rep.add_argument("--all", action="store_true",
-                     help="list every connection, not only those the appliance touched")
+                     help=f"list every connection, not only those the appliance touched, "
+                          f"and not only the first {SHOWN}")
+    rep.add_argument("--max-connections", type=int, default=MAX_CONNECTIONS, metavar="N",
+                     help=f"connections to follow (default {MAX_CONNECTIONS:,}, a few hundred "
+                          "MB); the packets of any beyond are counted, not replayed")
 
 
 def _appliance(args: argparse.Namespace) -> Any:
+    if args.max_connections < 1:
+        raise ScenarioError("--max-connections", "", f"must be 1 or more, got "
+                            f"{args.max_connections}")
     try:
         appliance = get_appliance(args.appliance)
     except KeyError as exc:
@@ -66,12 +79,15 @@ def _appliance(args: argparse.Namespace) -> Any:
         field, sep, value = item.partition("=")
         if not sep:
             raise ScenarioError("--set", field, "give FIELD=VALUE")
-        overrides[field.strip()] = yaml.safe_load(value)
+        try:
+            overrides[field.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as exc:
+            raise ScenarioError("--set", field, f"not a YAML value: {exc}") from None
     try:
         return appliance.with_overrides(overrides)
     except KeyError as exc:
         raise ScenarioError("--set", str(exc.args[0]), "no such appliance field") from None
-    except ApplianceError as exc:
+    except (ApplianceError, TypeError, ValueError) as exc:
         raise ScenarioError("--set", "", str(exc)) from None
 
 
@@ -81,8 +97,9 @@ def _of_host(packets: Iterator[tuple[float, bytes]], host: str | None, side: str
     wanted = ip_from_str(host) if host else None
     for ts, packet in packets:
         if wanted is None:
-            if len(packet) >= 34 and packet[9] == 6 and packet[(packet[0] & 15) * 4 + 13] \
-                    & 0x12 == 0x02:
+            ihl = (packet[0] & 15) * 4
+            if len(packet) >= max(20, ihl) + 14 and packet[9] == 6 \
+                    and packet[ihl + 13] & 0x12 == 0x02:
                 wanted = bytes(packet[12:16] if side == "inside" else packet[16:20])
             else:
                 continue
@@ -93,23 +110,27 @@ def _of_host(packets: Iterator[tuple[float, bytes]], host: str | None, side: str
 def run(args: argparse.Namespace) -> int:
     appliance = _appliance(args)
     stats = CaptureStats()
-    replay = Replay(appliance)
+    replay = Replay(appliance, max_connections=args.max_connections)
     started = time.perf_counter()
     replay.feed_all(_of_host(read(args.capture, stats), args.host, args.side))
     seconds = time.perf_counter() - started
     conns = sorted(replay.connections.values(), key=lambda c: c.first)
-    shown = conns if args.all else [c for c in conns if c.fate is not Fate.UNTOUCHED
-                                    or c.captured_rsts or c.retransmits_after_gap]
+    listed = conns if args.all else [c for c in conns if c.fate is not Fate.UNTOUCHED
+                                     or c.captured_rsts or c.retransmits_after_gap]
+    shown = listed if args.all else listed[:SHOWN]
     summary = replay.summary()
+    if replay.over_cap:
+        stats.skipped[f"of connections past --max-connections {args.max_connections:,}"] += \
+            replay.over_cap
     if args.json:
         print(json.dumps({"capture": str(args.capture), "appliance": appliance.to_record(),
                           "side": args.side, "packets": stats.packets,
                           "skipped": dict(stats.skipped), "seconds": round(seconds, 3),
-                          "summary": summary,
+                          "summary": summary, "connections_not_listed": len(listed) - len(shown),
                           "connections": [c.to_dict() for c in shown]}, indent=2))
     else:
         _print(args, appliance.title, appliance.tcp_idle_timeout, stats, shown, summary,
-               len(conns), seconds)
+               len(conns), seconds, len(listed) - len(shown))
     if args.pictures is not None:
         _draw(args.pictures, [c for c in conns if c.fate in KILLED][:PICTURES],
               appliance.tcp_idle_timeout)
@@ -118,7 +139,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _print(args: argparse.Namespace, title: str, timeout: float, stats: CaptureStats,
            shown: list[Connection], summary: dict[str, int], total: int,
-           seconds: float) -> None:
+           seconds: float, rest: int) -> None:
     out = sys.stdout
     skipped = ", ".join(f"{n} {why}" for why, n in stats.skipped.items())
     out.write(f"{args.capture}: {stats.packets:,} IPv4 packets"
@@ -138,8 +159,11 @@ def _print(args: argparse.Namespace, title: str, timeout: float, stats: CaptureS
         out.write(f"    verdict: {_verdict(conn)}\n")
         for line in conn.explanations():
             out.write(f"    {line}\n")
-    out.write("\nsummary: " + ", ".join(f"{n} {fate}" for fate, n in summary.items() if n)
-              + "\n")
+    if rest:
+        out.write(f"\n  ... {rest:,} more connection(s), counted in the summary (--all lists "
+                  "every one)\n")
+    out.write("\nsummary: " + (", ".join(f"{n} {fate}" for fate, n in summary.items() if n)
+                                or "no connections") + "\n")
 
 
 def _verdict(conn: Connection) -> str:
@@ -154,10 +178,15 @@ def _verdict(conn: Connection) -> str:
     return f"{expired}; the {conn.late_from}'s packet at {conn.late_at:.1f} s was {what}"
 
 
-def _draw(folder: Path, killed: list[Connection], timeout: float) -> None:
+def _draw(path: Path, killed: list[Connection], timeout: float) -> None:
+    with Folder.create(path, reuse=True) as folder:
+        _draw_into(folder, killed, timeout)
+    print(f"pictures: {path}/", file=sys.stderr)
+
+
+def _draw_into(folder: Folder, killed: list[Connection], timeout: float) -> None:
     from simulator.timeline import draw  # noqa: PLC0415 (matplotlib: 0.5 s)
 
-    folder.mkdir(parents=True, exist_ok=True)
     for i, conn in enumerate(killed):
         events = [TimelineEvent(conn.first, conn.first, "client", "connected",
                                 f"{conn.name}")]
@@ -174,6 +203,5 @@ def _draw(folder: Path, killed: list[Connection], timeout: float) -> None:
                                         {"flow": 1, "side": "inside" if to == "client"
                                          else "outside"}))
         draw(sorted(events, key=lambda e: e.t), timeout, 1.0,
-             f"replay: {conn.name}", folder / f"flow{i + 1}")
-    print(f"pictures: {folder}/", file=sys.stderr)
+             f"replay: {conn.name}", folder, f"flow{i + 1}")
 

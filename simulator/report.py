@@ -16,7 +16,7 @@ from rich.text import Text
 
 from simulator.compression import Plan
 from simulator.core.session import Judgement, RunSession, TimelineEvent
-from simulator.results import write_private
+from simulator.results import Folder
 from simulator.scenario import Scenario
 
 
@@ -44,8 +44,8 @@ def styled_event(ev: TimelineEvent) -> Text:
 TIMELINE_HEADER = f"{'model s':>9} {'wall s':>8}  {'who':<9}  what"
 
 
-def write_result(path: Path, data: dict[str, Any]) -> None:
-    write_private(path, json.dumps(data, indent=2) + "\n")
+def write_result(out: Folder, data: dict[str, Any]) -> None:
+    out.write("result.json", json.dumps(data, indent=2) + "\n")
 
 
 def print_settings(out: TextIO, settings: list[dict[str, Any]]) -> None:

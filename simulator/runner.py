@@ -80,6 +80,11 @@ class RunError(RuntimeError):
     """The run could not be carried out (not a verdict): a process failed to start, ..."""
 
 
+class MiddleboxFailedError(Exception):
+    """The middlebox died or hung before the run could start: the run is an ERROR (a
+    verdict without a working middlebox would mean nothing), with its reason."""
+
+
 @dataclass
 class Proc:
     role: str
@@ -121,6 +126,9 @@ class Runner:
         self.run_id = topology.new_run_id()
         self.backend: Backend = get_backend(scenario.backend, scenario.images)
         self.results_dir = results_dir or results.default_dir(scenario.name, self.run_id)
+        self.folder: results.Folder | None = None
+        """The results folder, held open once it is checked (:mod:`simulator.results`)."""
+        self._logs: results.Folder | None = None
         self.out = out if out is not None else sys.stdout
         self.tty = self.out.isatty()
         # colours only for a person at a terminal; files and pipes get plain text
@@ -143,9 +151,7 @@ class Runner:
         """Start ``python -m ARGS`` inside host ``ns`` (or exactly ``argv``), reading its
         JSON lines from a pipe."""
         command = argv if argv is not None else self.backend.command(ns, args)
-        logs = self.results_dir / "logs"
-        logs.mkdir(parents=True, exist_ok=True)
-        with (logs / f"{role}.stderr").open("wb") as stderr:
+        with self.logs().open(f"{role}.stderr", "wb") as stderr:
             popen = subprocess.Popen(
                 command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=stderr,
                 # the runner is single-threaded, so preexec_fn is safe here; it is the only
@@ -157,6 +163,15 @@ class Runner:
         proc = Proc(role, popen, popen.stdout, stop=stop)
         self.procs.append(proc)
         return proc
+
+    def logs(self) -> results.Folder:
+        if self._logs is None:
+            assert self.folder is not None
+            self._logs = self.folder.sub("logs")
+        return self._logs
+
+    def _log_tail(self, role: str, chars: int = 2000) -> str:
+        return (self.logs().read_text(f"{role}.stderr") or "")[-chars:]
 
     def _wait_ready(self, proc: Proc) -> Message:
         deadline = time.monotonic() + READY_TIMEOUT
@@ -174,7 +189,13 @@ class Runner:
                 proc.read()
                 break
             select.select([proc.stdout], [], [], 0.05)
-        log = (self.results_dir / "logs" / f"{proc.role}.stderr").read_text()[-2000:]
+        if proc.role == Role.MIDDLEBOX:
+            code = proc.popen.poll()
+            how = (f"was killed by signal {-code}" if code is not None and code < 0 else
+                   f"exited with status {code}" if code is not None else
+                   f"gave no 'ready' line within {READY_TIMEOUT:g} s (stopped or hung)")
+            raise MiddleboxFailedError(f"the middlebox {how} before the run could start")
+        log = self._log_tail(proc.role)
         raise RunError(f"the {proc.role} did not start (no 'ready' line within "
                        f"{READY_TIMEOUT:g} s). Its stderr ends with:\n{log}")
 
@@ -250,11 +271,22 @@ class Runner:
     # -- the run --------------------------------------------------------------------------
 
     def run(self) -> RunResult:
-        s, p = self.scenario, self.plan
+        s, _p = self.scenario, self.plan
         if s.proxy is not None and shutil.which(s.proxy) is None:
             raise RunError(f"{s.name} runs a real {s.proxy}, which is not installed: "
                            f"apt-get install {s.proxy}")
-        self.results_dir = results.prepare(self.results_dir)
+        self.folder = results.Folder.create(self.results_dir)
+        self.results_dir = self.folder.path
+        try:
+            return self._run()
+        finally:
+            if self._logs is not None:
+                self._logs.close()
+            self.folder.close()
+
+    def _run(self) -> RunResult:
+        s, p = self.scenario, self.plan
+        assert self.folder is not None
         started = time.monotonic()
         if self.jsonl:
             self.out.write(json.dumps(header_record(s, p, self.run_id)) + "\n")
@@ -266,9 +298,13 @@ class Runner:
                 interrupts.check()  # one swallowed while natsim was starting up
                 world = self.backend.build(self._world_plan(), self.results_dir)
                 interrupts.check()
-                self._start(world)
-                interrupts.check()
-                self._watch()
+                try:
+                    self._start(world)
+                except MiddleboxFailedError as exc:
+                    self.session.middlebox_failed(str(exc), self._middlebox_stderr())
+                else:
+                    interrupts.check()
+                    self._watch()
             finally:
                 try:
                     self._stop_all()
@@ -277,6 +313,7 @@ class Runner:
                         proc.stdout.close()
                 finally:
                     self.backend.destroy(self.run_id)
+        self._final_report()
         self._print(self.session.release_all())
         return self._finish(time.monotonic() - started)
 
@@ -393,6 +430,21 @@ class Runner:
             select.select([p.stdout for p in self.procs if not p.eof], [], [], wait)
         raise RunError("the client and server did not finish within their own time limits")
 
+    def _final_report(self) -> None:
+        """No verdict without the middlebox's own last word: asked to stop at the end, it
+        reports its final counters; one that cannot (stopped, hung, killed in the last
+        seconds, before the heartbeat check could tell) makes the run an ERROR."""
+        mbox = next((p for p in self.procs if p.role == Role.MIDDLEBOX), None)
+        if mbox is None or self.session.error is not None or self.session.middlebox_final:
+            return
+        code = mbox.popen.returncode
+        how = (f"was killed by signal {-code}" if code is not None and code < 0 and
+               code != -signal.SIGKILL else
+               "did not answer the request to stop (stopped or hung), and was killed"
+               if code == -signal.SIGKILL else f"exited with status {code}")
+        self.session.middlebox_failed(f"the middlebox gave no final report at the end of the "
+                                      f"run: it {how}", self._middlebox_stderr())
+
     def _middlebox_trouble(self) -> str | None:
         """Why the middlebox can no longer be trusted (exited, or its loop stopped beating),
         or None while it is alive and well."""
@@ -410,20 +462,17 @@ class Runner:
         return None
 
     def _middlebox_stderr(self, lines: int = 12) -> list[str]:
-        path = self.results_dir / "logs" / "middlebox.stderr"
-        try:
-            text = path.read_text(errors="replace")
-        except OSError:
-            return []
+        text = self._log_tail(Role.MIDDLEBOX, 64_000)
         return text.strip().splitlines()[-lines:]
 
     def _metrics(self) -> dict[str, Any]:
         """The sampled counters, renamed for the cloud namespace, on the report's time axis."""
         name = self.scenario.appliance.name
-        path = self.results_dir / "metrics.jsonl"
+        assert self.folder is not None
+        text = self.folder.read_text("metrics.jsonl")
         samples = []
-        if path.exists() and self.session.started:
-            for raw in path.read_text().splitlines():
+        if text and self.session.started:
+            for raw in text.splitlines():
                 line = json.loads(raw)
                 t = self.session.timebase.model(Message(Role.MIDDLEBOX, "", t=line["t"]))
                 samples.append({"t": round(t, 3), **cloud_metrics(name, line["counters"])})
@@ -440,17 +489,18 @@ class Runner:
             draw_metrics,
         )
 
+        out = self.folder
+        assert out is not None
         pictures = draw(events, s.appliance.tcp_idle_timeout, p.speed,
-                        f"{s.name}: {s.description}", self.results_dir / "timeline")
+                        f"{s.name}: {s.description}", out, "timeline")
         if s.load is None:  # a ladder of 55,000 connections would be a wall
             pictures += draw_ladder(events, s.appliance.tcp_idle_timeout,
-                                    f"{s.name}: {s.description}", self.results_dir / "ladder")
+                                    f"{s.name}: {s.description}", out, "ladder")
         metrics = self._metrics()
         if metrics["samples"]:
             pictures += draw_metrics(metrics["samples"], metrics["namespace"], p.speed, s.name,
-                                     self.results_dir / "metrics")
-        write_result(self.results_dir / "result.json",
-                     result_document(session, s, p, self.run_id, wall, metrics))
+                                     out, "metrics")
+        write_result(out, result_document(session, s, p, self.run_id, wall, metrics))
         if self.jsonl:
             self.out.write(json.dumps({
                 "kind": "verdict", "verdict": result.verdict, "error": result.error,

@@ -25,6 +25,7 @@ from matplotlib.axes import Axes
 from matplotlib.ticker import MaxNLocator
 
 from simulator.core.session import TimelineEvent
+from simulator.results import Folder
 
 LANES = {"client": 2.5, "middlebox": 1.35, "server": 0.0}
 COLOURS = {"ok": "#2e7d32", "bad": "#c62828", "info": "#1565c0", "idle": "#f9a825",
@@ -60,8 +61,8 @@ def _flows(events: Sequence[TimelineEvent]) -> dict[str, list[TimelineEvent]]:
 
 
 def draw(events: Sequence[TimelineEvent], timeout: float, speed: float, title: str,  # noqa: C901
-         out_base: Path) -> list[Path]:
-    """Write ``out_base``.svg and .png; return their paths."""
+         out: Folder, stem: str) -> list[Path]:
+    """Write ``stem``.svg and .png into ``out``; return their paths."""
     # long: one matplotlib figure drawn top to bottom (lanes, flows, arrows, labels); split
     # into helpers it would pass the same axes and scales around for no clarity
     # every backend (server, server1, ...) shares the server lane
@@ -194,7 +195,7 @@ def draw(events: Sequence[TimelineEvent], timeout: float, speed: float, title: s
     if ax.get_legend_handles_labels()[0]:
         ax.legend(loc="lower center", bbox_to_anchor=(0.5, -0.42), ncol=5, fontsize=8,
                   frameon=False)
-    return _save(fig, out_base)
+    return _save(fig, out, stem)
 
 
 def _path_events(ax: Axes, events: Sequence[TimelineEvent]) -> None:
@@ -213,13 +214,16 @@ def _path_events(ax: Axes, events: Sequence[TimelineEvent]) -> None:
                                              "alpha": 0.85, "pad": 0.6})
 
 
-def _save(fig: Any, out_base: Path) -> list[Path]:
-    """``out_base``.svg (its text stays searchable text) and .png; closes the figure."""
+def _save(fig: Any, out: Folder, stem: str) -> list[Path]:
+    """``stem``.svg (its text stays searchable text) and .png in ``out``, written through
+    the folder's descriptor; closes the figure."""
     fig.tight_layout()
-    paths = [out_base.with_suffix(".svg"), out_base.with_suffix(".png")]
+    paths = []
     with matplotlib.rc_context({"svg.fonttype": "none"}):
-        for path in paths:
-            fig.savefig(path)
+        for suffix in ("svg", "png"):
+            with out.open(f"{stem}.{suffix}", "wb") as f:
+                fig.savefig(f, format=suffix)
+            paths.append(out / f"{stem}.{suffix}")
     plt.close(fig)
     return paths
 
@@ -238,7 +242,7 @@ def _arrow(ax: Axes, x0: float, y0: float, x1: float, y1: float, colour: str) ->
 
 
 def draw_metrics(samples: Sequence[dict[str, Any]], namespace: str, speed: float, title: str,
-                 out_base: Path) -> list[Path]:
+                 out: Folder, stem: str) -> list[Path]:
     """The cloud-named counters over model time, one step line each (SVG and PNG)."""
     keys = [k for k in ("ActiveConnectionCount", "ActiveFlowCount", "NewFlowCount",
                         "IdleTimeoutCount", "PacketsDropCount", "TCP_ELB_Reset_Count",
@@ -255,7 +259,7 @@ def draw_metrics(samples: Sequence[dict[str, Any]], namespace: str, speed: float
         ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     axes[-1, 0].set_xlabel(f"model time (s); speed {speed:g}")
     fig.suptitle(f"{title} ({namespace} metrics)", fontsize=10)
-    return _save(fig, out_base)
+    return _save(fig, out, stem)
 
 
 # -- the ladder (sequence) diagram ------------------------------------------------------------
@@ -271,14 +275,14 @@ LADDER_STEPS = {
 
 
 def draw_ladder(events: Sequence[TimelineEvent], timeout: float, title: str,
-                out_base: Path) -> list[Path]:
+                out: Folder, stem: str) -> list[Path]:
     """The run as a ladder (sequence) diagram, as network people draw these stories.
 
     Client, appliance and server are vertical lines; time runs down, one row per step (not
     to scale: the model time is written beside each row, and the idle time of the flow in
     the appliance's column, so that a 350-second silence reads as one). Requests, probes and
     answers are arrows across; what the appliance does (forget, drop, reset) happens on its
-    own line. Written as ``out_base``.svg and .png.
+    own line. Written as ``stem``.svg and .png in ``out``.
     """
     # long: one figure drawn row by row; each kind of step is two or three drawing calls
     events = [TimelineEvent(e.t, e.wall, "server", e.kind, e.text, e.raw)
@@ -342,7 +346,7 @@ def draw_ladder(events: Sequence[TimelineEvent], timeout: float, title: str,
     ax.set_ylim(-rows - 0.4, 1.2)
     ax.axis("off")
     ax.set_title("\n".join(textwrap.wrap(title, 90)), fontsize=11)
-    return _save(fig, out_base)
+    return _save(fig, out, stem)
 
 
 def _ladder_arrow(ax: Axes, x0: float, x1: float, y: float, colour: str, label: str) -> None:

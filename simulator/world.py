@@ -42,8 +42,7 @@ from simulator import topology
 from simulator.backends import get_backend, host_command
 from simulator.core.appliances import Appliance
 from simulator.core.plan import keepalive_sysctls, world_plan
-from simulator.results import default_dir, replace_private
-from simulator.results import prepare as prepare_results
+from simulator.results import Folder, default_dir, replace_private
 from simulator.scenario import LINUX_KEEPALIVE_DEFAULTS
 
 WORLDS = topology.REGISTRY / "worlds"
@@ -73,13 +72,28 @@ def check_name(name: str) -> str:
     return name
 
 
+def _lock_file(name: str) -> Path:
+    return WORLDS / f".{check_name(name)}.lock"
+
+
 @contextlib.contextmanager
 def _name_lock(name: str) -> Iterator[None]:
+    """Held while a world of this name is built or removed. The lock file goes with the
+    world (``down``); one removed while another process waits on it is checked for after
+    the wait, and the wait starts over on the new file."""
     topology.private_dir(WORLDS)
-    fd = os.open(WORLDS / f".{check_name(name)}.lock",
-                 os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    try:
+    while True:
+        fd = os.open(_lock_file(name), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     0o600)
         fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            same = os.stat(_lock_file(name), follow_symlinks=False).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)
+    try:
         yield
     finally:
         os.close(fd)
@@ -191,7 +205,8 @@ class LiveWorld:
             backend: str, capture: bool) -> LiveWorld:
         hosts = get_backend(backend)
         run_id = topology.new_run_id()
-        results = prepare_results(results_dir or default_dir(f"world-{name}", run_id))
+        folder = Folder.create(results_dir or default_dir(f"world-{name}", run_id))
+        results = folder.path
         # the whole world is compressed: the client's keepalive sysctls (the scenario's or
         # Linux's defaults) and the server's (Linux's defaults), in whole wall seconds
         client = keepalive_sysctls(sysctls or LINUX_KEEPALIVE_DEFAULTS, speed)
@@ -204,12 +219,12 @@ class LiveWorld:
                                    results / "status.json", results / "metrics.jsonl",
                                    sample_every=speed)
             argv, _ = hosts.middlebox(world, cfg, results / "middlebox.json")
-            with (results / "events.jsonl").open("wb") as events, \
-                    (results / "middlebox.stderr").open("wb") as errors:
+            with folder.open("events.jsonl", "wb") as events, \
+                    folder.open("middlebox.stderr", "wb") as errors:
                 mbox = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=events,
                                         stderr=errors, start_new_session=True, cwd=REPO_ROOT)
             _CHILDREN[mbox.pid] = mbox
-            _wait_for_ready(mbox, results)
+            _wait_for_ready(mbox, folder)
             topology.register(run_id, owner=mbox.pid)
             live = cls(name=name, run_id=run_id, speed=speed,
                        appliance={"name": appliance.name, "title": appliance.title,
@@ -231,9 +246,21 @@ class LiveWorld:
         except BaseException:
             hosts.destroy(run_id)
             raise
+        finally:
+            folder.close()
 
-    def down(self) -> None:
-        """Stop the middlebox, remove the hosts and the state file."""
+    def down(self) -> dict[str, Any] | None:
+        """Stop the middlebox, remove the hosts, the state file and the lock file.
+
+        Returns the middlebox's final report (its counters when asked to stop), or None
+        when it gave none: it was dead, stopped or hung, and what the world showed since
+        then cannot be trusted (the pytest plugin fails the test)."""
+        with _name_lock(self.name):
+            final = self._down()
+            _lock_file(self.name).unlink(missing_ok=True)
+        return final
+
+    def _down(self) -> dict[str, Any] | None:
         if self.backend == "docker":
             with contextlib.suppress(Exception):  # the container may be gone already
                 subprocess.run(["docker", "kill", "--signal", "TERM",
@@ -243,13 +270,36 @@ class LiveWorld:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.middlebox_pid, signal.SIGTERM)
         deadline = time.monotonic() + 2.0
-        while time.monotonic() < deadline and self.alive():
+        while time.monotonic() < deadline and self.alive() and self.final_report() is None:
             time.sleep(0.02)
+        while time.monotonic() < deadline and self.alive():  # it reported; let it exit
+            time.sleep(0.02)
+        final = self.final_report()
         get_backend(self.backend).destroy(self.run_id)
         self.state_file(self.name).unlink(missing_ok=True)
         child = _CHILDREN.pop(self.middlebox_pid, None)
         if child is not None:
             child.wait()
+        return final
+
+    def forget(self) -> None:
+        """Remove what names a world whose middlebox is gone (``natsim cleanup``)."""
+        with _name_lock(self.name):
+            self.state_file(self.name).unlink(missing_ok=True)
+            _lock_file(self.name).unlink(missing_ok=True)
+
+    def final_report(self) -> dict[str, Any] | None:
+        """The middlebox's ``stopped`` line (its final counters), once it has written it."""
+        path = Path(self.results_dir) / "events.jsonl"
+        with contextlib.suppress(OSError), path.open("rb") as f:
+            f.seek(max(0, path.stat().st_size - 256_000))
+            for raw in reversed(f.read().splitlines()):
+                if b'"stopped"' in raw:
+                    with contextlib.suppress(ValueError):
+                        line = json.loads(raw)
+                        if isinstance(line, dict) and line.get("kind") == "stopped":
+                            return line
+        return None
 
     # -- using --------------------------------------------------------------------------
 
@@ -325,17 +375,19 @@ class LiveWorld:
         return bool(topology.pids_in(self.namespaces["middlebox"]))
 
 
-def _wait_for_ready(proc: subprocess.Popen[bytes], results: Path, timeout: float = 15.0) -> None:
-    events = results / "events.jsonl"
+def _wait_for_ready(proc: subprocess.Popen[bytes], results: Folder,
+                    timeout: float = 15.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if events.exists() and '"ready"' in events.read_text():
+        # ready, and its first status written: health() reads it from the first call on
+        if '"ready"' in (results.read_text("events.jsonl") or "") \
+                and results.is_file("status.json"):
             return
         if proc.poll() is not None:
             break
         time.sleep(0.02)
     proc.kill()
-    err = (results / "middlebox.stderr").read_text()[-2000:]
+    err = (results.read_text("middlebox.stderr") or "")[-2000:]
     raise WorldError(f"the middlebox did not start; its stderr ends with:\n{err}")
 
 

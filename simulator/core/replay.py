@@ -162,6 +162,9 @@ class Replay:
     origin: float | None = None
     skipped: int = 0
     """Packets the engine does not model (not TCP/UDP, fragments)."""
+    max_connections: int = 10_000_000
+    """Connections followed; the packets of any beyond are counted in :attr:`over_cap`."""
+    over_cap: int = 0
 
     def __post_init__(self) -> None:
         self.box = Middlebox(self.appliance.with_overrides({"nat": False, "backends": 1,
@@ -197,6 +200,9 @@ class Replay:
         tcp = proto == IPPROTO_TCP
         syn = tcp and flags & (SYN | ACK) == SYN
         if conn is None:
+            if len(self.connections) >= self.max_connections:
+                self.over_cap += 1
+                return
             client, server = (a, b) if syn or a[1] > b[1] else (b, a)
             conn = self.connections[key] = Connection(proto, client, server, t, t)
             conn.inside = (proto, *client, *server)

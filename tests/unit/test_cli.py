@@ -76,3 +76,27 @@ def test_the_demo_tells_simultaneous_steps_in_the_same_order_in_both_columns() -
     rows = [line for line in out.getvalue().splitlines() if line[:8].strip()]  # stamped
     assert len(rows) == 2  # each step once, both columns side by side
     assert "connects" in rows[0] and "request" in rows[1]
+
+
+@pytest.mark.parametrize("args,field", [
+    (["--idle", "-5"], "--idle"),  # answered "SURVIVES at -5 s"
+    (["--idle", "0"], "--idle"),
+    (["--idle", "nan"], "--idle"),
+    (["--idle", "400", "--timeout", "-1"], "--timeout"),
+    (["--idle", "400", "--client-timeout", "inf"], "--client-timeout"),
+    (["--idle", "400", "--keepalive-time", "-30"], "--keepalive-time"),
+    (["nat-gw", "--idle", "400"], "--idle"),  # silently ignored before
+    (["nat-gw", "--appliance", "nlb"], "--appliance"),
+    (["nat-gw", "--client-profile", "curl-default"], "--client-profile"),
+])
+def test_check_refuses_meaningless_numbers_and_flags_it_would_ignore(
+        args: list[str], field: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check", *args]) == 2
+    err = capsys.readouterr().err
+    assert field in err and "SURVIVES" not in err
+
+
+def test_check_still_answers_with_its_defaults(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check", "--idle", "400"]) == 1  # linux-so-keepalive behind nat-gw: fails
+    assert "FAILS" in capsys.readouterr().out
+    assert main(["check", "nat-gw"]) == 0

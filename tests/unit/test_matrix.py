@@ -8,9 +8,19 @@ from pathlib import Path
 
 import pytest
 
+from simulator import cli
 from simulator.fields import ScenarioError
-from simulator.matrix import jobs_default, load_matrix, speed_for
+from simulator.matrix import (
+    _done,
+    collect,
+    exit_status,
+    finish_cell,
+    jobs_default,
+    load_matrix,
+    speed_for,
+)
 from simulator.matrix_report import write_reports
+from simulator.results import Folder
 
 
 def test_the_shipped_matrix_covers_every_profile_and_the_appliances() -> None:
@@ -50,11 +60,14 @@ def test_more_jobs_lower_the_speed() -> None:
     assert 1 <= jobs_default() <= 4
 
 
-def _record(client: str, appliance: str, observed: str, agrees: bool = True) -> dict[str, object]:
+def _record(client: str, appliance: str, observed: str, agrees: bool = True,
+            verdict: str | None = None) -> dict[str, object]:
     return {"index": 0, "client": client, "appliance": appliance, "appliance_title": appliance,
             "idle": 400.0, "speed": 100, "predicted": {"client": observed, "server": "x"},
-            "observed": {"client": observed, "server": "x"}, "verdict": "PASS" if agrees
-            else "FAIL", "agrees": agrees, "error": None, "survives": observed == "answer",
+            "observed": {"client": observed, "server": "x"},
+            "verdict": verdict or ("PASS" if agrees else "FAIL"), "agrees": agrees,
+            "error": "the middlebox was killed by signal 9 during the run"
+            if verdict == "ERROR" else None, "survives": observed == "answer",
             "fixes": ["enable TCP keepalive"], "story": ["because"],
             "results": "/tmp/run"}
 
@@ -63,15 +76,108 @@ def test_reports(tmp_path: Path) -> None:
     records = [_record("curl-default", "nat-gw", "answer"),
                _record("curl-no-keepalive", "nat-gw", "timeout"),
                _record("curl-no-keepalive", "gwlb", "timeout", agrees=False)]
-    write_reports(records, tmp_path, "t")
-    assert len(json.loads((tmp_path / "matrix.json").read_text())["cells"]) == 3
-    suite = ET.parse(tmp_path / "junit.xml").getroot()
+    with Folder.create(tmp_path / "out") as out:
+        write_reports(records, out, "t")
+    out_dir = tmp_path / "out"
+    assert len(json.loads((out_dir / "matrix.json").read_text())["cells"]) == 3
+    suite = ET.parse(out_dir / "junit.xml").getroot()
     assert suite.get("tests") == "3" and suite.get("failures") == "1"
+    assert suite.get("errors") == "0"
     assert len(suite.findall("testcase/failure")) == 1
-    page = (tmp_path / "matrix.html").read_text()
+    page = (out_dir / "matrix.html").read_text()
     assert page.count("class='ok'") == 1 and page.count("class='bad") == 2
     assert "disagree with the model" in page and "fix: enable TCP keepalive" in page
     assert "http" not in page.split("<body>")[0]  # self-contained: nothing fetched
+
+
+def test_an_error_cell_is_an_error_everywhere(tmp_path: Path) -> None:
+    records = [_record("curl-default", "nat-gw", "answer"),
+               _record("curl-no-keepalive", "gwlb", "timeout", agrees=False,
+                       verdict="ERROR")]
+    with Folder.create(tmp_path / "out") as out:
+        write_reports(records, out, "t")
+    suite = ET.parse(tmp_path / "out" / "junit.xml").getroot()
+    assert suite.get("errors") == "1" and suite.get("failures") == "0"
+    assert len(suite.findall("testcase/error")) == 1 and not suite.findall("testcase/failure")
+    page = (tmp_path / "out" / "matrix.html").read_text()
+    assert "ERROR: no verdict" in page and "middlebox was killed" in page
+    assert "disagree with the model" not in page
+    assert exit_status(records) == 4
+    assert exit_status(records[:1]) == 0
+    assert exit_status([_record("c", "nlb", "timeout", agrees=False)]) == 1
+
+
+SAME_NAME = ("clients: [curl-no-keepalive]\n"
+             "appliances: [nlb, {name: nlb, tcp_idle_timeout: 600}]\nidle: [400]\nspeed: 100\n")
+
+
+def test_cells_of_one_appliance_with_overrides_stay_apart(tmp_path: Path) -> None:
+    path = tmp_path / "m.yaml"
+    path.write_text(SAME_NAME)
+    matrix = load_matrix(str(path))
+    assert [c.column for c in matrix.cells] == ["nlb", "nlb (600 s)"]
+    assert [c.scenario.expect_client for c in matrix.cells] == ["timeout", "answer"]
+    # two cells finish, as their runs report: both come back, under their own labels
+    with Folder.create(tmp_path / "out") as out, out.sub("cells") as cells:
+        for cell, observed in zip(matrix.cells, ("timeout", "answer"), strict=True):
+            verdict = {"kind": "verdict", "verdict": "PASS", "client": observed,
+                       "server": "delivered", "error": None}
+            finish_cell(cell, cells, _Finished(json.dumps(verdict)), 1)  # type: ignore[arg-type]
+    records = collect([tmp_path / "out"])
+    assert [(r["appliance"], r["observed"]["client"]) for r in records] == [
+        ("nlb", "timeout"), ("nlb (600 s)", "answer")]
+    with Folder.create(tmp_path / "report") as out:
+        write_reports(records, out, "t")
+    page = (tmp_path / "report" / "matrix.html").read_text()
+    assert "nlb (600 s)" in page and page.count("class='ok'") == 1
+    assert ET.parse(tmp_path / "report" / "junit.xml").getroot().get("tests") == "2"
+
+
+class _Finished:
+    """What finish_cell reads of a cell's ``natsim run --jsonl``."""
+
+    def __init__(self, output: str) -> None:
+        self.output = output
+
+    def communicate(self) -> tuple[str, None]:
+        return self.output + "\n", None
+
+
+def test_the_same_cell_twice_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "m.yaml"
+    path.write_text("clients: [curl-default]\nappliances: [nlb, {name: nlb}]\nidle: [400]\n")
+    with pytest.raises(ScenarioError, match=r"cell 1 .* is cell 0 again"):
+        load_matrix(str(path))
+
+
+def test_a_resumed_matrix_runs_its_error_cells_again(tmp_path: Path) -> None:
+    path = tmp_path / "m.yaml"
+    path.write_text(SAME_NAME)
+    first, second = load_matrix(str(path)).cells
+    with Folder.create(tmp_path / "out") as out, out.sub("cells") as cells:
+        for cell, verdict in ((first, "PASS"), (second, "ERROR")):
+            with cells.sub(f"{cell.index:03d}") as folder:
+                folder.write("cell.json", json.dumps(
+                    {**_record(cell.client, cell.column, "x", verdict=verdict)}))
+                assert _done(folder, cell) is (verdict == "PASS")
+        with cells.sub("000") as folder:  # the record of another cell is not this one's
+            assert not _done(folder, second)
+
+
+def test_a_planted_link_in_the_matrix_folder_is_refused(tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str]
+                                                        ) -> None:
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    out = tmp_path / "out"
+    (out / "cells").mkdir(parents=True)
+    (out / "cells" / "000").symlink_to(victim)
+    assert cli.main(["matrix", "small", "--out", str(out), "--cell", "0"]) == cli.EXIT_USAGE
+    assert "symbolic link" in capsys.readouterr().err
+    assert not any(victim.iterdir())
+    (tmp_path / "file").write_text("x")
+    assert cli.main(["matrix", "small", "--out", str(tmp_path / "file")]) == cli.EXIT_USAGE
+    assert "not a directory" in capsys.readouterr().err
 
 
 def test_the_emitted_job_validates_against_the_kubernetes_schema() -> None:

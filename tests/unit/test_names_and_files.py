@@ -86,25 +86,84 @@ def test_results_are_never_written_through_a_planted_symlink(tmp_path: Path) -> 
     planted.mkdir()
     (planted / "result.json").symlink_to(victim)
     with pytest.raises(ResultsError, match="not empty"):
-        results.prepare(planted)
+        results.Folder.create(planted)
     with pytest.raises(OSError):
         results.write_private(planted / "result.json", "{}")
-    assert victim.read_text() == "precious"
+    with results.Folder.create(planted, reuse=True) as folder:  # a matrix resumes in place
+        with pytest.raises(ResultsError, match="symbolic link"):
+            folder.write("result.json", "{}")
+        (planted / "cells").symlink_to(tmp_path)
+        with pytest.raises(ResultsError, match="symbolic link"):
+            folder.sub("cells")
+        folder.remove("cells")  # the link goes, never what it points to
+    assert victim.read_text() == "precious" and tmp_path.is_dir()
+    assert not (planted / "cells").exists()
 
 
 def test_results_folder_rules(tmp_path: Path) -> None:
-    fresh = results.prepare(tmp_path / "a" / "b")
-    assert fresh.is_dir() and fresh.stat().st_mode & 0o777 == 0o755
-    assert results.prepare(tmp_path / "a" / "b") == fresh  # still empty: fine
+    with results.Folder.create(tmp_path / "a" / "b") as fresh:
+        assert fresh.path.is_dir() and fresh.path.stat().st_mode & 0o777 == 0o755
+        assert (tmp_path / "a").stat().st_mode & 0o777 == 0o755
+    with results.Folder.create(tmp_path / "a" / "b") as again:  # still empty: fine
+        assert again.path == fresh.path
     link = tmp_path / "link"
-    link.symlink_to(fresh)
+    link.symlink_to(fresh.path)
     with pytest.raises(ResultsError, match="symbolic link"):
-        results.prepare(link)
+        results.Folder.create(link)
     open_dir = tmp_path / "open"
     open_dir.mkdir()
     os.chmod(open_dir, 0o777)
     with pytest.raises(ResultsError, match="other users"):
-        results.prepare(open_dir)
+        results.Folder.create(open_dir)
+    file = tmp_path / "file"
+    file.write_text("x")
+    with pytest.raises(ResultsError, match="not a directory"):
+        results.Folder.create(file)
+
+
+def test_a_folder_whose_parent_others_can_write_is_refused(tmp_path: Path) -> None:
+    """Another user could swap the new folder for one full of links while the run goes:
+    refused unless the parent has the sticky bit (as /tmp has)."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    os.chmod(shared, 0o777)
+    with pytest.raises(ResultsError, match=f"{shared} can be written by other users"):
+        results.Folder.create(shared / "run")
+    with pytest.raises(ResultsError, match="other users"):
+        results.Folder.create(shared / "deeper" / "run")
+    assert not (shared / "run").exists() and not (shared / "deeper").exists()
+    os.chmod(shared, 0o1777)
+    with results.Folder.create(shared / "run") as folder:
+        folder.write("result.json", "{}")
+    assert (shared / "run" / "result.json").read_text() == "{}"
+
+
+def test_writes_go_through_the_descriptor_not_the_path(tmp_path: Path) -> None:
+    """Once open, the folder is the one checked: renaming it away and putting another in
+    its place changes nothing about where the files go."""
+    with results.Folder.create(tmp_path / "run") as folder:
+        (tmp_path / "run").rename(tmp_path / "moved")
+        (tmp_path / "run").mkdir()
+        folder.write("result.json", "{}")
+        with folder.sub("logs") as logs:
+            logs.write("client.stderr", "x")
+        folder.replace("result.json", "{1}")
+        assert folder.read_text("result.json") == "{1}"
+    assert sorted(p.name for p in (tmp_path / "moved").iterdir()) == ["logs", "result.json"]
+    assert not any((tmp_path / "run").iterdir())
+
+
+def test_a_requested_file_is_written_only_where_it_is_safe(tmp_path: Path) -> None:
+    victim = tmp_path / "victim"
+    victim.write_text("precious")
+    (tmp_path / "rows.json").symlink_to(victim)
+    with pytest.raises(ResultsError, match="symbolic link"), \
+            results.new_file(tmp_path / "rows.json") as f:
+        f.write("[]")
+    assert victim.read_text() == "precious"
+    with results.new_file(tmp_path / "ok.json") as f:
+        f.write("[]")
+    assert (tmp_path / "ok.json").read_text() == "[]"
 
 
 def test_default_results_follow_the_environment(monkeypatch: pytest.MonkeyPatch,
