@@ -14,7 +14,7 @@ help:
 	@echo "make capacity              the four capacity scenarios at the real numbers, plan vs actual (about 2 min)"
 	@echo "make image                 the natsim Docker image (offline: a debootstrap base, host-built wheels)"
 	@echo "make bench                 the userspace middlebox against kernel forwarding, side by side"
-	@echo "make fuzz                  1,000,000 mutated frames through the dataplane, then through its fast path (FRAMES=N, SEED=N)"
+	@echo "make fuzz                  1,000,000 mutated frames through the dataplane and its fast path (FRAMES=N, SEED=N), then 20,000 mutated scenario/matrix files and captures (INPUTS=N)"
 	@echo "make bench-replay          natsim replay's speed on a 1 GB synthetic capture (MB=N)"
 	@echo "make kill-test             100 runs killed at random moments, then cleanup: nothing left (root)"
 	@echo "make test                  unit and integration tests (needs root; Docker and rootless apart)"
@@ -73,9 +73,12 @@ bench: setup
 FRAMES ?= 1000000
 SEED ?= 1
 
+INPUTS ?= 20000
+
 fuzz: setup
 	@$(BIN)/python -m bench.fuzz --frames "$(FRAMES)" --seed "$(SEED)"
 	@$(BIN)/python -m bench.fuzz --frames "$(FRAMES)" --seed "$(SEED)" --fast
+	@$(BIN)/python -m bench.fuzz_inputs --count "$(INPUTS)" --seed "$(SEED)"
 
 MB ?= 1024
 

@@ -20,6 +20,7 @@ from typing import Any
 
 from simulator.compression import plan as make_plan
 from simulator.core.plan import load_wall
+from simulator.results import new_file
 from simulator.runner import run_scenario
 from simulator.scenario import load_scenario
 
@@ -66,7 +67,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{r['scenario']:<26} {r['verdict']:<8} {r['client']:<48} {r['plan_wall_s']:>7.1f} "
               f"{r['load_wall_s']:>7.1f} {r['ratio']:>6.2f} {r['total_wall_s']:>8.1f}")
     if args.json:
-        args.json.write_text(json.dumps(rows, indent=2))
+        with new_file(args.json) as out:  # never through a link (simulator/results.py)
+            out.write(json.dumps(rows, indent=2))
     late = [r["scenario"] for r in rows if r["total_wall_s"] > WALL_GOAL
             or not r["ratio"] <= PLAN_RATIO]
     failed = [r["scenario"] for r in rows if r["verdict"] != "PASS"]

@@ -60,6 +60,7 @@ from simulator import interrupts, topology
 from simulator.backends import Namespaces, host_command
 from simulator.core import plan
 from simulator.core.appliances import get_appliance
+from simulator.results import new_file
 from simulator.world import middlebox_config
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -502,7 +503,8 @@ def main(argv: list[str] | None = None) -> int:
         rows += held_by_engine(args.held)
     print_table(rows)
     if args.json:
-        args.json.write_text(json.dumps(rows, indent=2))
+        with new_file(args.json) as out:  # never through a link (simulator/results.py)
+            out.write(json.dumps(rows, indent=2))
     return 0
 
 

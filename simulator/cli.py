@@ -224,8 +224,8 @@ def _appliance_from_args(args: argparse.Namespace) -> tuple[Appliance, float, di
 
 def _cmd_up(args: argparse.Namespace) -> int:
     appliance, speed, sysctls = _appliance_from_args(args)
-    live = LiveWorld.up(args.name, appliance, speed, sysctls, backend=args.backend,
-                        capture=not args.no_capture)
+    live = LiveWorld.up(args.name, appliance, speed, sysctls, results_dir=args.results,
+                        backend=args.backend, capture=not args.no_capture)
     timeout = appliance.tcp_idle_timeout
     print(f"world {live.name} is up (run {live.run_id}): {appliance.title}, idle timeout "
           f"{timeout:g} model s = {live.wall(timeout):.3g} wall s at speed {speed:g}")
@@ -329,6 +329,9 @@ def _cmd_status(args: argparse.Namespace) -> int:
         shown = ("ActiveConnectionCount", "ConnectionAttemptCount", "IdleTimeoutCount",
                  "RstSent", "PacketsDropCount", "KeepaliveProbes")
         print("  " + ", ".join(f"{k} {snap['counters'].get(k, 0)}" for k in shown))
+        rest = {k: v for k, v in sorted(snap["counters"].items()) if k not in shown and v}
+        if rest:  # every other counter it keeps, when it has counted anything
+            print("  also: " + ", ".join(f"{k} {v}" for k, v in rest.items()))
         if snap.get("fast_path") is not None:
             print(f"  fast path (no capture): {snap['fast_path']:,} frames of hot flows "
                   "forwarded without the interpreter")
@@ -434,6 +437,9 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--backend", choices=("namespaces", "docker"), default="namespaces",
                     help="hosts as network namespaces (default) or Docker containers "
                          "(`make image` first)")
+    up.add_argument("--results", type=Path, default=None, metavar="DIR",
+                    help="where the world writes its capture, events and status (a new or "
+                         "empty folder of yours; default: results/world-NAME-TIME-RUN/)")
     up.add_argument("--no-capture", action="store_true",
                     help="write no capture.pcap: hot established flows then take the "
                          "dataplane's compiled fast path (for heavy traffic)")

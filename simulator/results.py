@@ -318,10 +318,11 @@ def _step(fd: int, name: str, *, create: bool) -> int:
 
 @contextlib.contextmanager
 def new_file(path: Path, mode: str = "w") -> Iterator[IO[Any]]:
-    """One file a command was told to write (``--json FILE``): its folder checked like a
-    results folder, the file written through its descriptor, never through a link."""
-    with Folder.create(Path(path).parent, reuse=True) as folder, \
-            folder.open(Path(path).name, mode) as f:
+    """One file a command was told to write (``--json FILE``): every folder up to it checked
+    as for a results folder (a shared, sticky folder such as ``/tmp`` is fine), the file
+    written through the folder's descriptor, never through a link."""
+    path = Path(os.path.abspath(path))
+    with Folder(_walk(path.parent), path.parent) as folder, folder.open(path.name, mode) as f:
         yield f
 
 

@@ -73,7 +73,7 @@ def test_curl_with_and_without_keepalive(world_name: str) -> None:
     after = natsim("status", "--name", world_name).stdout
     assert "IdleTimeoutCount 2" in after and "RstSent" in after
     prom = natsim("status", "--name", world_name, "--prometheus").stdout
-    assert f'natsim_idletimeoutcount{{appliance="nat-gw",namespace="AWS/NATGateway",' \
+    assert f'natsim_idletimeoutcount_total{{appliance="nat-gw",namespace="AWS/NATGateway",' \
            f'world="{world_name}"}} 2' in prom
 
 

@@ -196,3 +196,25 @@ def test_bad_input_is_a_clear_error_or_a_counted_skip(tmp_path: Path,
     assert cli.main(["replay", str(good), "--appliance", "nat-gateway"]) == 2
     assert cli.main(["replay", str(good), "--appliance", "nat-gw", "--set", "colour=1"]) == 2
     assert cli.main(["replay", str(tmp_path / "missing.pcap"), "--appliance", "nat-gw"]) == 2
+
+
+def test_pictures_are_never_drawn_through_a_planted_link(tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str]
+                                                         ) -> None:
+    from bench.fuzz_inputs import conversation, pcap_bytes  # noqa: PLC0415
+
+    capture = tmp_path / "c.pcap"
+    capture.write_bytes(pcap_bytes(conversation()))  # one connection the NAT would kill
+    victim = tmp_path / "victim"
+    victim.write_text("precious")
+    pictures = tmp_path / "pictures"
+    pictures.mkdir()
+    (pictures / "flow1.svg").symlink_to(victim)
+    assert cli.main(["replay", str(capture), "--appliance", "nat-gw", "--pictures",
+                     str(pictures)]) == cli.EXIT_USAGE
+    assert "symbolic link" in capsys.readouterr().err
+    assert victim.read_text() == "precious"
+    (pictures / "flow1.svg").unlink()
+    assert cli.main(["replay", str(capture), "--appliance", "nat-gw", "--pictures",
+                     str(pictures)]) == 0
+    assert {"flow1.png", "flow1.svg"} <= {p.name for p in pictures.iterdir()}
