@@ -13,7 +13,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import textwrap
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +21,6 @@ import pytest
 
 from bench.fuzz_inputs import conversation, pcap_bytes
 from simulator.world import WORLDS, LiveWorld
-from tests.integration.test_cleanup import wait_for
 from tests.integration.test_trust import middlebox_pids, natsim, start
 
 REPO = Path(__file__).resolve().parents[2]
