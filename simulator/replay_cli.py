@@ -141,9 +141,9 @@ def _print(args: argparse.Namespace, title: str, timeout: float, stats: CaptureS
            shown: list[Connection], summary: dict[str, int], total: int,
            seconds: float, rest: int) -> None:
     out = sys.stdout
-    skipped = ", ".join(f"{n} {why}" for why, n in stats.skipped.items())
+    skipped = ", ".join(f"{n:,} {why}" for why, n in stats.skipped.items())
     out.write(f"{args.capture}: {stats.packets:,} IPv4 packets"
-              f"{f' (skipped: {skipped})' if skipped else ''}, {total} connection(s), "
+              f"{f' (skipped: {skipped})' if skipped else ''}, {total:,} connection(s), "
               f"through {title} (idle timeout {timeout:g} s), capture taken on the "
               f"{'client' if args.side == 'inside' else 'server'}'s side; "
               f"{stats.packets / max(seconds, 1e-9):,.0f} packets/s\n")

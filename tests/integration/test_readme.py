@@ -26,6 +26,8 @@ SKIPPED_BLOCKS = {
                   "covers these commands",
     "make image": "needs a Docker engine and natsim's image: `make test-docker` runs "
                   "docker-compose.yml for both outcomes",
+    "sudo apt-get install": "a user's own CI job, for their own tests: what it relies on, "
+                            "--natsim-require, is tested in tests/unit/test_plugin_require.py",
     "natsim run nat-gw --backend docker": "needs a Docker engine: `make test-docker` runs "
                                           "the docker backend's run, up, exec and down",
 }
