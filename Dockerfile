@@ -10,6 +10,9 @@ RUN python3 -m venv /opt/natsim \
  && /opt/natsim/bin/pip install --no-cache-dir --no-index --find-links /tmp/wheels natsim \
  && rm -rf /tmp/wheels
 COPY scenarios /opt/natsim/scenarios
+# libfaketime (Debian's, from the host): programs started in a host container run on the
+# world's clock; natsim's timer shim comes in the wheel
+COPY build/faketime/ /usr/lib/faketime/
 ENV PATH=/opt/natsim/bin:$PATH PYTHONUNBUFFERED=1 NATSIM_SCENARIOS=/opt/natsim/scenarios
 ENTRYPOINT ["natsim"]
 CMD ["--help"]

@@ -4,7 +4,7 @@ BIN     := $(VENV)/bin
 NATSIM  := $(BIN)/natsim
 STAMP   := $(VENV)/.installed
 
-.PHONY: help setup scenario list demo test test-fast test-rootless test-docker lint cleanup clean capacity bench image fuzz kill-test bench-replay
+.PHONY: help setup scenario list demo test test-fast test-rootless test-docker lint cleanup clean capacity bench image fuzz kill-test bench-replay verify-model-time
 
 help:
 	@echo "make setup                 install (Debian packages if missing, .venv with natsim)"
@@ -16,6 +16,7 @@ help:
 	@echo "make bench                 the userspace middlebox against kernel forwarding, side by side"
 	@echo "make fuzz                  1,000,000 mutated frames through the dataplane and its fast path (FRAMES=N, SEED=N), then 20,000 mutated scenario/matrix files and captures (INPUTS=N)"
 	@echo "make bench-replay          natsim replay's speed on a 1 GB synthetic capture (MB=N)"
+	@echo "make verify-model-time     real clients in model time (speed 35) against real time (speed 1): verdicts and instants agree (about 8 min)"
 	@echo "make kill-test             100 runs killed at random moments, then cleanup: nothing left (root)"
 	@echo "make test                  unit and integration tests (needs root; Docker and rootless apart)"
 	@echo "make test-docker           docker-compose.yml on a real engine (installs docker.io; root)"
@@ -27,7 +28,7 @@ help:
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml scripts/setup.sh simulator/_fastpath.c
+$(STAMP): pyproject.toml scripts/setup.sh simulator/_fastpath.c simulator/_timershim.c
 	@scripts/setup.sh
 
 # NAME and SPEED reach natsim through the environment, each as one argument: a value is
@@ -54,6 +55,10 @@ image: setup
 	  echo "make image: a running Docker engine is needed (apt-get install docker.io; dockerd)"; exit 3; }
 	@rm -rf build && $(BIN)/pip wheel -q --wheel-dir build/wheels . > .venv/wheels.log 2>&1 || { \
 	  tail -20 .venv/wheels.log; exit 1; }
+	@# libfaketime for programs in model time (simulator/modeltime.py): the host's Debian build,
+	@# the same release as the image's base
+	@mkdir -p build/faketime && cp "$$(ls /usr/lib/*/faketime/libfaketimeMT.so.1 | head -1)" \
+	  build/faketime/ || { echo "make image: libfaketime is needed: apt-get install libfaketime"; exit 3; }
 	@if [ -n "$(BASE)" ]; then base="$(BASE)"; \
 	elif docker image inspect python:3.11-slim-bookworm >/dev/null 2>&1 || \
 	     timeout 30 docker pull -q python:3.11-slim-bookworm >/dev/null 2>&1; then \
@@ -86,6 +91,9 @@ bench-replay: setup
 	@out=$$(mktemp /tmp/natsim-replay-XXXXXX.pcap); \
 	$(BIN)/python -m bench.replay_capture "$$out" --megabytes "$(MB)"; status=$$?; \
 	rm -f "$$out"; exit $$status
+
+verify-model-time: setup
+	$(BIN)/python -m bench.verify_model_time
 
 kill-test: setup
 	NATSIM_KILL_RUNS=$${RUNS:-100} $(BIN)/pytest -q tests/integration/test_trust.py -k killed_at_random

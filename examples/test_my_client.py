@@ -6,7 +6,8 @@ path/to/natsim``) and root, because the ``natsim_world`` fixture builds network 
 ``my_client`` stands for your code: it connects, sends a request and waits for the answer,
 with or without TCP keepalive. The server stands for a slow API (a long Lambda invoke). At
 speed 100, the NAT Gateway's 350-second idle timeout lasts 3.5 wall seconds, and the whole
-file runs in about 20 seconds.
+file runs in about 20 seconds. Every number below is in model seconds, as in production:
+what the fixture starts runs on the world's clock, its socket keepalive included.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ PORT = 8080
 
 def my_client(host: str, port: int, timeout: float, keepalive_idle: int | None) -> bytes:
     """A client as an application writes it: keepalive only if asked for."""
-    sock = socket.create_connection((host, port), timeout=10)
+    sock = socket.create_connection((host, port), timeout=60)
     if keepalive_idle is not None:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, keepalive_idle)
@@ -38,7 +39,7 @@ def my_client(host: str, port: int, timeout: float, keepalive_idle: int | None) 
 
 def start_slow_server(world, model_delay: float) -> None:  # type: ignore[no-untyped-def]
     world.start("server", [sys.executable, "-m", "simulator.workloads.slow_http",
-                           "--port", str(PORT), "--delay", str(world.wall(model_delay))])
+                           "--port", str(PORT), "--delay", str(model_delay)])
     world.wait_for_port("server", PORT)
 
 
@@ -46,8 +47,7 @@ def start_slow_server(world, model_delay: float) -> None:  # type: ignore[no-unt
 def test_keepalive_300s_survives_a_400s_wait(natsim_world) -> None:  # type: ignore[no-untyped-def]
     start_slow_server(natsim_world, model_delay=400)
     answer = natsim_world.call("client", my_client, "server", PORT,
-                               timeout=natsim_world.wall(900),
-                               keepalive_idle=round(natsim_world.wall(300)))
+                               timeout=900, keepalive_idle=300)
     assert b"200 OK" in answer
     assert "keepalive" in natsim_world.kinds()  # the probe is what kept the flow alive
 
@@ -58,6 +58,6 @@ def test_without_keepalive_the_client_hangs(natsim_world) -> None:  # type: igno
     start_slow_server(natsim_world, model_delay=400)
     with pytest.raises(TimeoutError):
         natsim_world.call("client", my_client, "server", PORT,
-                          timeout=natsim_world.wall(450), keepalive_idle=None)
+                          timeout=450, keepalive_idle=None)
     kinds = natsim_world.kinds()
     assert "flow_expired" in kinds and "dropped" in kinds

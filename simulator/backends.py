@@ -15,14 +15,16 @@ import contextlib
 import json
 import os
 import shutil
+import subprocess
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from simulator import interrupts, topology
+from simulator import interrupts, modeltime, topology
 from simulator.core.edge import docker_edge
 from simulator.core.plan import CLIENT_IP, SERVER_IP, WorldPlan
+from simulator.modeltime import WorldClock
 from simulator.results import write_private
 
 
@@ -30,11 +32,14 @@ class BackendError(RuntimeError):
     """The backend cannot be used here; the message says what is missing and how to get it."""
 
 
-def host_command(backend: str, host: str, argv: Sequence[str]) -> list[str]:
+def host_command(backend: str, host: str, argv: Sequence[str],
+                 env: Mapping[str, str] | None = None) -> list[str]:
     """The argv that runs ``argv`` inside ``host`` (a namespace, or a container with
-    ``backend == "docker"``), its output on our pipes: for the runner and ``natsim exec``."""
+    ``backend == "docker"``), its output on our pipes: for the runner and ``natsim exec``.
+    ``env``: variables a container's program must be given (a namespace's inherits ours)."""
     if backend == "docker":
-        return ["docker", "exec", "-i", host, *argv]
+        extra = [f"--env={k}={v}" for k, v in (env or {}).items()]
+        return ["docker", "exec", "-i", *extra, host, *argv]
     if shutil.which("ip") is None:
         raise BackendError("the `ip` command (Debian package iproute2) is needed to run "
                            "programs inside namespaces: apt-get install iproute2")
@@ -58,6 +63,12 @@ class Backend(Protocol):
         SIGTERM to that argv's process)."""
         ...
 
+    def model_time(self, world: topology.World, clock: WorldClock
+                   ) -> tuple[dict[str, str] | None, str]:
+        """Put ``clock`` where the hosts' programs find it; where libfaketime and the timer
+        shim are for them, or None and why model time cannot be had."""
+        ...
+
     def destroy(self, run_id: str) -> None: ...
 
 
@@ -76,8 +87,20 @@ class Namespaces:
         return self.command(world.mbox_ns, ["simulator", "middlebox", "--config",
                                             str(cfg_path.resolve())]), None
 
+    def model_time(self, world: topology.World, clock: WorldClock
+                   ) -> tuple[dict[str, str] | None, str]:
+        """The hosts share our /dev/shm and our files: one segment for the world."""
+        try:
+            libraries = {"faketime": str(modeltime.faketime_library()),
+                         "shim": str(modeltime.shim_library())}
+            clock.create_segment()
+        except (modeltime.ModelTimeError, OSError) as exc:
+            return None, str(exc)
+        return libraries, ""
+
     def destroy(self, run_id: str) -> None:
         topology.destroy_world(run_id)
+        modeltime.remove_segment(run_id)
 
 
 LABEL = "natsim.run"
@@ -220,10 +243,39 @@ class Docker:
         return (["docker", "logs", "--follow", name],
                 lambda: api.kill(name, signal="SIGTERM"))
 
+    def model_time(self, world: topology.World, clock: WorldClock
+                   ) -> tuple[dict[str, str] | None, str]:
+        """Each container has a /dev/shm of its own: the world's segment is made in the
+        client's and the server's, by natsim inside them (the image carries libfaketime and
+        the shim), with the same start instant (containers share the host's clocks)."""
+        record = json.dumps(clock.to_record())
+        found = ""
+        for host in (world.client_ns, world.server_ns):
+            try:
+                done = subprocess.run(["docker", "exec", host, "python3", "-c", _IN_CONTAINER,
+                                       record], capture_output=True, text=True, timeout=60,
+                                      check=False)
+            except (OSError, subprocess.TimeoutExpired) as exc:
+                return None, f"docker exec into {host} failed: {exc}"
+            if done.returncode != 0:
+                last = (done.stderr.strip().splitlines() or ["(no error)"])[-1]
+                return None, f"in container {host}: {last} (`make image` again?)"
+            found = done.stdout.strip()
+        return json.loads(found), ""
+
     def destroy(self, run_id: str) -> None:
         """Every container and network labelled with the run, whatever state it is in."""
         _remove_run(self.client, run_id)
         (topology.REGISTRY / f"{run_id}.json").unlink(missing_ok=True)
+
+
+_IN_CONTAINER = """
+import json, sys
+from simulator import modeltime
+modeltime.WorldClock.from_record(json.loads(sys.argv[1])).create_segment()
+print(json.dumps({"faketime": str(modeltime.faketime_library()),
+                  "shim": str(modeltime.shim_library())}))
+"""
 
 
 def _container_sysctls(values: Mapping[str, int | str]) -> dict[str, str]:

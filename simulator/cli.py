@@ -3,7 +3,9 @@
 Exit status: 0 when a run's outcome is the one its scenario expects, 1 when it differs,
 2 for a bad scenario file or option (the message names the file and field), 3 when the
 machine lacks something a run needs (root, the ``ip`` command), 4 when a run has no verdict
-because its middlebox died or hung (ERROR), 130 on Ctrl-C.
+because its middlebox died or hung (ERROR), 5 when ``natsim exec --model-time`` was asked
+to run a program that cannot run on the world's clock (a static or Go binary), 130 on
+Ctrl-C.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from simulator import (
     docker_host,
     interrupts,
     matrix,
+    modeltime,
     replay_cli,
     rootless,
     topology,
@@ -46,6 +49,7 @@ from simulator.scenario import (
 from simulator.world import ROLES, LiveWorld, WorldError
 
 EXIT_MISMATCH, EXIT_USAGE, EXIT_ENVIRONMENT, EXIT_ERROR, EXIT_INTERRUPTED = 1, 2, 3, 4, 130
+EXIT_NO_MODEL_TIME = 5
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -106,6 +110,9 @@ def _cmd_cleanup(args: argparse.Namespace) -> int:
     topology.check_privileges()
     removed, skipped = topology.cleanup(force=args.force)
     removed += docker_leftovers(keep=set(skipped))
+    for run_id in modeltime.segment_run_ids() - set(skipped):
+        if topology.RUN_ID_RE.fullmatch(run_id):
+            removed += modeltime.remove_segment(run_id)
     for name in LiveWorld.names():  # worlds whose middlebox died with nothing left to run
         live = LiveWorld.load(name)
         if live.run_id not in skipped:
@@ -241,8 +248,13 @@ def _cmd_up(args: argparse.Namespace) -> int:
     print(f"run programs:  natsim exec{name_opt} server -- python3 -m http.server 8080")
     print(f"               natsim exec{name_opt} client -- curl http://server:8080/")
     print(f"watch:         natsim status{name_opt}        remove: natsim down{name_opt}")
-    print("your programs run in wall time: their timeouts and keepalive options are wall "
-          f"seconds (1 wall s = {speed:g} model s)")
+    if live.libraries is not None:
+        print(f"programs you exec run on the world's clock: their timeouts, sleeps and "
+              f"keepalive are model seconds (1 wall s = {speed:g} model s; --wall-time to "
+              "opt out)")
+    else:
+        print(f"natsim: warning: programs you exec run in wall time: {live.no_model_time}; "
+              f"divide their timeouts and keepalive by {speed:g} yourself", file=sys.stderr)
     print(f"{'capture and events' if not args.no_capture else 'events'}: "
           f"{live.results_dir}/")
     return 0
@@ -259,8 +271,26 @@ def _cmd_exec(args: argparse.Namespace) -> int:
     if health is not None:
         print(f"natsim: warning: world {live.name}: {health}; nothing crosses it now "
               f"(`natsim down --name {live.name}`, then `natsim up` again)", file=sys.stderr)
-    command = live.command(args.host, argv)
-    code = _run_passing_signals(command)  # exit status and output pass through unchanged
+    model_time = not args.wall_time
+    if model_time:
+        why = modeltime.cannot_compress(argv[0]) if live.backend != "docker" else None
+        if why is None and live.libraries is None:
+            why = live.no_model_time or "the world has no model clock"
+        if why is not None:
+            if args.model_time:
+                print(f"natsim: error: {why}; it cannot run in model time: "
+                      f"{modeltime.ADVICE}", file=sys.stderr)
+                return EXIT_NO_MODEL_TIME
+            print(f"natsim: warning: {why}: it runs in wall time, its own timeouts and "
+                  f"keepalive unscaled ({live.speed:g} times too slow for this world); "
+                  f"{modeltime.ADVICE}", file=sys.stderr)
+            model_time = False
+    command, env = live.program(args.host, argv, model_time, verbose=args.verbose)
+    if args.verbose:
+        print(f"natsim: {' '.join(argv)} in {args.host}, "
+              + (f"in model time (speed {live.speed:g}; its clock, sleeps and socket timers "
+                 "compressed)" if model_time else "in wall time"), file=sys.stderr)
+    code = _run_passing_signals(command, env)  # exit status and output pass through unchanged
     after = live.health()
     if health is None and after is not None:
         print(f"natsim: error: world {live.name}: {after}; it died while the command ran, "
@@ -269,11 +299,11 @@ def _cmd_exec(args: argparse.Namespace) -> int:
     return code
 
 
-def _run_passing_signals(command: list[str]) -> int:
+def _run_passing_signals(command: list[str], env: dict[str, str] | None = None) -> int:
     """Run ``command`` as a child and return its exit status as a shell would (128+N for a
     signal). Ctrl-C and Ctrl-\\ reach it from the terminal (same process group), so natsim
     ignores them meanwhile; SIGTERM and SIGHUP sent to natsim are passed on."""
-    child = subprocess.Popen(command)
+    child = subprocess.Popen(command, env=env)
     passed = {signal.SIGTERM, signal.SIGHUP}
     old = {sig: signal.signal(sig, lambda n, _f: child.send_signal(n)) for sig in passed}
     old.update({sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT,
@@ -332,6 +362,8 @@ def _cmd_status(args: argparse.Namespace) -> int:
         rest = {k: v for k, v in sorted(snap["counters"].items()) if k not in shown and v}
         if rest:  # every other counter it keeps, when it has counted anything
             print("  also: " + ", ".join(f"{k} {v}" for k, v in rest.items()))
+        for record in live.scaled()[-5:]:
+            print(f"  timer scaled (pid {record.get('pid')}): {modeltime.describe(record)}")
         if snap.get("fast_path") is not None:
             print(f"  fast path (no capture): {snap['fast_path']:,} frames of hot flows "
                   "forwarded without the interpreter")
@@ -446,10 +478,22 @@ def build_parser() -> argparse.ArgumentParser:
     up.set_defaults(func=_cmd_up)
 
     ex = sub.add_parser("exec", help="run a command inside a host of a live world",
-                        description="Run COMMAND inside HOST; its output and exit status pass "
-                                    "through unchanged.",
-                        usage="natsim exec [--name NAME] HOST -- COMMAND [ARGS...]")
+                        description="Run COMMAND inside HOST, on the world's compressed clock "
+                                    "(its timeouts, sleeps and socket keepalive in model "
+                                    "seconds); its output and exit status pass through "
+                                    "unchanged.",
+                        usage="natsim exec [--name NAME] [--wall-time | --model-time] [-v] "
+                              "HOST -- COMMAND [ARGS...]")
     ex.add_argument("--name", default=None, help="which world (default: the only one up)")
+    clock = ex.add_mutually_exclusive_group()
+    clock.add_argument("--wall-time", action="store_true",
+                       help="run COMMAND on the wall clock (its timers then need dividing by "
+                            "the speed)")
+    clock.add_argument("--model-time", action="store_true",
+                       help="insist on model time: a program that cannot run in it (static, "
+                            "Go) is refused with exit status 5 instead of run in wall time")
+    ex.add_argument("-v", "--verbose", action="store_true",
+                    help="say how COMMAND runs, and each socket timer scaled for it")
     ex.add_argument("host", choices=ROLES)
     ex.add_argument("argv", nargs=argparse.REMAINDER)
     ex.set_defaults(func=_cmd_exec)

@@ -6,7 +6,7 @@ Registered through the ``pytest11`` entry point, so installing natsim is enough:
 
     @pytest.mark.natsim(appliance="nat-gw", speed=50)
     def test_my_client_survives_a_400_second_wait(natsim_world):
-        natsim_world.start("server", ["my-server", "--answer-after", str(natsim_world.wall(400))])
+        natsim_world.start("server", ["my-server", "--answer-after", "400"])
         natsim_world.wait_for_port("server", 8080)
         answer = natsim_world.call("client", my_client, "server", 8080)
         assert answer == b"done"
@@ -24,8 +24,13 @@ configures it:
   dataplane; without one, hot established flows take its compiled fast path: for tests
   that move a lot of data).
 
-Everything a test starts runs in wall time: :meth:`NatsimWorld.wall` turns model seconds
-into the wall seconds to give to your own timeouts and keepalive options.
+Everything a test starts in a host runs on the world's clock (:mod:`simulator.modeltime`):
+programs given to ``start`` and ``run``, and functions given to ``call`` (in a fresh
+interpreter; such a function must be importable, defined at a module's top level). Their
+timeouts, sleeps and socket keepalive are model seconds, nobody tells them the speed, and
+``scaled()`` lists the socket timers that were scaled for them. ``wall_time=True`` (on the
+marker, or per call) runs on the wall clock instead, where :meth:`NatsimWorld.wall` turns
+model seconds into the wall seconds to give them.
 
 No verdict without a live middlebox: the world's middlebox is checked before and after
 every call into the world (``run``, ``start``, ``call``, ``wait_for_port``, ``events``,
@@ -55,7 +60,7 @@ import pytest
 
 from simulator.core.appliances import Appliance, get_appliance
 from simulator.scenario import LINUX_KEEPALIVE_DEFAULTS
-from simulator.world import LiveWorld, call_in
+from simulator.world import LiveWorld, call_in, call_on_clock
 
 DEFAULT_SPEED = 50.0
 
@@ -63,8 +68,10 @@ DEFAULT_SPEED = 50.0
 class NatsimWorld:
     """A live world for one test: run commands and functions in its hosts."""
 
-    def __init__(self, live: LiveWorld) -> None:
+    def __init__(self, live: LiveWorld, wall_time: bool = False) -> None:
         self.live = live
+        self.wall_time = wall_time
+        """The marker's default for what this test starts (model time unless it says)."""
         self._procs: list[subprocess.Popen[str]] = []
 
     def check(self, during: str = "") -> None:
@@ -91,31 +98,45 @@ class NatsimWorld:
         """Wall seconds for a duration in model seconds (``wall(400)`` at speed 50 is 8)."""
         return self.live.wall(model_seconds)
 
-    def run(self, host: str, argv: Sequence[str],
+    def _model_time(self, wall_time: bool | None) -> bool:
+        return not (self.wall_time if wall_time is None else wall_time)
+
+    def run(self, host: str, argv: Sequence[str], wall_time: bool | None = None,
             **kwargs: Any) -> subprocess.CompletedProcess[str]:
-        """Run a command in ``host`` to completion (output captured as text)."""
+        """Run a command in ``host`` to completion (output captured as text), on the
+        world's clock unless ``wall_time``."""
         self.check()
-        done = self.live.run(host, argv, **kwargs)
+        done = self.live.run(host, argv, self._model_time(wall_time), **kwargs)
         self.check(f"run {list(argv)[:1]}")
         return done
 
-    def start(self, host: str, argv: Sequence[str], **kwargs: Any) -> subprocess.Popen[str]:
-        """Start a command in ``host`` in the background; it is killed when the test ends."""
+    def start(self, host: str, argv: Sequence[str], wall_time: bool | None = None,
+              **kwargs: Any) -> subprocess.Popen[str]:
+        """Start a command in ``host`` in the background, on the world's clock unless
+        ``wall_time``; it is killed when the test ends."""
         kwargs.setdefault("stdout", subprocess.PIPE)
         kwargs.setdefault("stderr", subprocess.STDOUT)
         self.check()
-        proc = self.live.popen(host, argv, start_new_session=True, **kwargs)
+        proc = self.live.popen(host, argv, self._model_time(wall_time),
+                               start_new_session=True, **kwargs)
         self._procs.append(proc)
         return proc
 
-    def call(self, host: str, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    def call(self, host: str, func: Callable[..., Any], *args: Any,
+             wall_time: bool | None = None, **kwargs: Any) -> Any:
         """Run ``func(*args, **kwargs)`` inside ``host`` and return its result.
 
-        ``func`` runs in a forked child that has joined the host's namespace (its sockets
-        are the host's, and the name ``server`` resolves); exceptions come back raised.
+        On the world's clock, ``func`` runs in a fresh interpreter started in the host
+        (so it must be importable: a module's top-level function); with ``wall_time``, in
+        a forked child that has joined the host's namespace (any function, closures too).
+        Either way its sockets are the host's, the name ``server`` resolves, and its
+        exceptions come back raised.
         """
         self.check()
-        value = call_in(self.live.namespace(host), func, args, kwargs)
+        if self._model_time(wall_time):
+            value = call_on_clock(self.live, host, func, args, kwargs)
+        else:
+            value = call_in(self.live.namespace(host), func, args, kwargs)
         self.check(f"call {getattr(func, '__name__', func)}")
         return value
 
@@ -138,6 +159,11 @@ class NatsimWorld:
     def status(self) -> dict[str, Any]:
         self.check()
         return self.live.status()
+
+    def scaled(self) -> list[dict[str, Any]]:
+        """The socket timers scaled for this test's programs (option, model and wall
+        values, and what the wall value really is in model time)."""
+        return self.live.scaled()
 
     def close(self) -> dict[str, Any] | None:
         """Stop what the test started and remove the world; the middlebox's final report,
@@ -195,7 +221,8 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
         "natsim(appliance='nat-gw', appliances=[...], timeout=S, late_from_outside='rst', "
-        "speed=K, sysctls={...}, capture=True): configure the natsim_world fixture",
+        "speed=K, sysctls={...}, capture=True, wall_time=False): configure the natsim_world "
+        "fixture",
     )
 
 
@@ -229,7 +256,7 @@ def natsim_world(request: pytest.FixtureRequest,
     live = LiveWorld.up(f"pytest-{secrets.token_hex(3)}", appliance,
                         float(kwargs.get("speed", DEFAULT_SPEED)), sysctls, results,
                         capture=bool(kwargs.get("capture", True)))
-    world = NatsimWorld(live)
+    world = NatsimWorld(live, wall_time=bool(kwargs.get("wall_time", False)))
     try:
         yield world
     finally:

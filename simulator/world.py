@@ -11,9 +11,11 @@ leaves the world alone for as long as it lives. What the world needs to be found
 (names, speed, the middlebox's pid, the results folder) is kept in
 ``/run/natsim/worlds/NAME.json``.
 
-Time compression applies to the appliance (its idle timeout is divided by the speed) and to
-the client's keepalive sysctls; the programs you run are not compressed, so their own
-timeouts and keepalive options are wall seconds. :meth:`LiveWorld.wall` converts.
+Time compression applies to the appliance (its idle timeout is divided by the speed), to
+the hosts' keepalive sysctls, and to the programs natsim starts in the hosts: they run on the
+world's clock (:mod:`simulator.modeltime`), so their own timeouts and keepalive options are
+model seconds, as their authors meant them. ``--wall-time`` (and ``model_time=False``)
+starts a program on the wall clock instead; :meth:`LiveWorld.wall` converts for it.
 """
 
 from __future__ import annotations
@@ -28,9 +30,10 @@ import re
 import select
 import signal
 import subprocess
+import sys
 import time
 import traceback
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -38,7 +41,7 @@ from typing import Any
 
 from pyroute2 import netns
 
-from simulator import topology
+from simulator import modeltime, topology
 from simulator.backends import get_backend, host_command
 from simulator.core.appliances import Appliance
 from simulator.core.plan import keepalive_sysctls, world_plan
@@ -139,6 +142,12 @@ class LiveWorld:
     backend: str = "namespaces"
     sysctls: dict[str, dict[str, int]] = field(default_factory=dict)
     """What ``up`` set in each host, in wall seconds (``natsim up`` prints it)."""
+    clock: dict[str, Any] | None = None
+    """The world's clock (:class:`simulator.modeltime.WorldClock`) for its programs."""
+    libraries: dict[str, str] | None = None
+    """Where libfaketime and the timer shim are for the hosts' programs (in a container,
+    its own paths); None where model time cannot be had (the reason is in ``no_model_time``)."""
+    no_model_time: str = ""
 
     # -- finding ------------------------------------------------------------------------
 
@@ -226,6 +235,8 @@ class LiveWorld:
             _CHILDREN[mbox.pid] = mbox
             _wait_for_ready(mbox, folder)
             topology.register(run_id, owner=mbox.pid)
+            clock = modeltime.WorldClock.starting_now(speed, run_id)
+            libraries, why_not = hosts.model_time(world, clock)
             live = cls(name=name, run_id=run_id, speed=speed,
                        appliance={"name": appliance.name, "title": appliance.title,
                                   "tcp_idle_timeout": appliance.tcp_idle_timeout,
@@ -239,12 +250,14 @@ class LiveWorld:
                        started=datetime.now(UTC).isoformat(timespec="seconds"),
                        backend=hosts.name,
                        sysctls={"client": {f"net.ipv4.{k}": v for k, v in client.items()},
-                                "server": {f"net.ipv4.{k}": v for k, v in server.items()}})
+                                "server": {f"net.ipv4.{k}": v for k, v in server.items()}},
+                       clock=clock.to_record(), libraries=libraries, no_model_time=why_not)
             topology.private_dir(WORLDS)
             replace_private(cls.state_file(name), json.dumps(asdict(live), indent=2))
             return live
         except BaseException:
             hosts.destroy(run_id)
+            modeltime.remove_segment(run_id)
             raise
         finally:
             folder.close()
@@ -276,6 +289,7 @@ class LiveWorld:
             time.sleep(0.02)
         final = self.final_report()
         get_backend(self.backend).destroy(self.run_id)
+        modeltime.remove_segment(self.run_id)
         self.state_file(self.name).unlink(missing_ok=True)
         child = _CHILDREN.pop(self.middlebox_pid, None)
         if child is not None:
@@ -309,21 +323,63 @@ class LiveWorld:
                              f"{', '.join(self.namespaces)}")
         return self.namespaces[role]
 
-    def command(self, role: str, argv: Sequence[str]) -> list[str]:
-        """The command line that runs ``argv`` inside host ``role``."""
+    def command(self, role: str, argv: Sequence[str],
+                env: Mapping[str, str] | None = None) -> list[str]:
+        """The command line that runs ``argv`` inside host ``role`` (with ``env`` added to
+        its environment, for a container whose programs do not inherit ours)."""
         if not argv:
             raise WorldError("no command given")
-        return host_command(self.backend, self.namespace(role), argv)
+        return host_command(self.backend, self.namespace(role), argv, env)
 
-    def run(self, role: str, argv: Sequence[str],
+    def world_clock(self) -> modeltime.WorldClock | None:
+        return modeltime.WorldClock.from_record(self.clock) if self.clock else None
+
+    def timer_log(self) -> Path:
+        """Where the timer shim reports what it scaled (in a container: its own /tmp)."""
+        if self.backend == "docker":
+            return Path("/tmp/natsim-timers.jsonl")
+        return Path(self.results_dir) / "timers.jsonl"
+
+    def model_time_env(self, verbose: bool = False) -> dict[str, str]:
+        """What to add to a program's environment to put it on the world's clock; raises
+        :class:`~simulator.modeltime.ModelTimeError` where that cannot be had."""
+        clock = self.world_clock()
+        if clock is None or self.libraries is None:
+            raise modeltime.ModelTimeError(
+                f"world {self.name} has no model clock for its programs"
+                f"{f': {self.no_model_time}' if self.no_model_time else ''}")
+        return clock.environment({}, self.timer_log(), verbose,
+                                 libraries=(self.libraries["faketime"], self.libraries["shim"]))
+
+    def program(self, role: str, argv: Sequence[str], model_time: bool = True,
+                verbose: bool = False, base: Mapping[str, str] | None = None
+                ) -> tuple[list[str], dict[str, str]]:
+        """The command line and environment that run ``argv`` in host ``role``, on the
+        world's clock unless ``model_time`` is false."""
+        env = dict(os.environ if base is None else base)
+        extra = self.model_time_env(verbose) if model_time else {}
+        if extra.get("LD_PRELOAD") and env.get("LD_PRELOAD"):
+            extra["LD_PRELOAD"] += ":" + env["LD_PRELOAD"]
+        env.update(extra)
+        # a container's program gets only what `docker exec -e` gives it
+        return self.command(role, argv, extra if self.backend == "docker" else None), env
+
+    def scaled(self) -> list[dict[str, Any]]:
+        """What the timer shim scaled in this world's programs (``timers.jsonl``)."""
+        return modeltime.scaled_settings(Path(self.results_dir) / "timers.jsonl")
+
+    def run(self, role: str, argv: Sequence[str], model_time: bool = True,
             **kwargs: Any) -> subprocess.CompletedProcess[str]:
         kwargs.setdefault("capture_output", True)
         kwargs.setdefault("text", True)
-        return subprocess.run(self.command(role, argv), check=False, **kwargs)
+        command, env = self.program(role, argv, model_time, base=kwargs.pop("env", None))
+        return subprocess.run(command, check=False, env=env, **kwargs)
 
-    def popen(self, role: str, argv: Sequence[str], **kwargs: Any) -> subprocess.Popen[str]:
+    def popen(self, role: str, argv: Sequence[str], model_time: bool = True,
+              **kwargs: Any) -> subprocess.Popen[str]:
         kwargs.setdefault("text", True)
-        return subprocess.Popen(self.command(role, argv), **kwargs)
+        command, env = self.program(role, argv, model_time, base=kwargs.pop("env", None))
+        return subprocess.Popen(command, env=env, **kwargs)
 
     def wall(self, model_seconds: float) -> float:
         """Wall seconds for a duration in the appliance's model time."""
@@ -405,6 +461,34 @@ def _enter_host(ns: str) -> None:
     if hosts.exists() and libc.unshare(_CLONE_NEWNS) == 0:
         libc.mount(None, b"/", None, _MS_SLAVE | _MS_REC, None)
         libc.mount(str(hosts).encode(), b"/etc/hosts", None, _MS_BIND, None)
+
+
+def call_on_clock(live: LiveWorld, role: str, func: Any, args: Sequence[Any] = (),
+                  kwargs: dict[str, Any] | None = None, limit: float | None = None) -> Any:
+    """Run ``func(*args, **kwargs)`` in a fresh interpreter inside host ``role``, on the
+    world's clock (:mod:`simulator.host_call`). ``func`` must be importable by name."""
+    name = getattr(func, "__qualname__", repr(func))
+    try:
+        payload = pickle.dumps((func, tuple(args), dict(kwargs or {})))
+    except (pickle.PicklingError, AttributeError, TypeError) as exc:
+        raise WorldError(f"{name} cannot run in model time: it runs in a fresh interpreter, "
+                         f"which must import it by name ({exc}); define it at the top level "
+                         "of a module, or call with wall_time=True") from None
+    command, env = live.program(role, [sys.executable, "-m", "simulator.host_call"])
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), *(p for p in sys.path if p)])
+    try:
+        done = subprocess.run(command, input=payload, capture_output=True, env=env,
+                              timeout=limit, check=False)
+    except subprocess.TimeoutExpired:
+        raise TimeoutError(f"{name} did not finish within {limit:g} s in {role}") from None
+    if not done.stdout:
+        raise WorldError(f"the interpreter running {name} in {role} died (status "
+                         f"{done.returncode}): {done.stderr.decode(errors='replace')[-1500:]}")
+    sys.stderr.write(done.stderr.decode(errors="replace"))
+    status, value = pickle.loads(done.stdout)
+    if status == "error":
+        raise value
+    return value
 
 
 def call_in(ns: str, func: Any, args: Sequence[Any] = (), kwargs: dict[str, Any] | None = None,

@@ -4,11 +4,12 @@ fix, and three answers that must agree -- the real client's outcome, what the em
 profile (``natsim check``).
 
 The server thinks for 420 model seconds (the NAT Gateway forgets after 350). Everything runs
-compressed at speed 100, so the settings a client takes in wall seconds are compressed too:
-a keepalive "every 300 s" is 3 wall seconds here, and a default that is a fixed socket option
-(curl's 60 s) is given as its compressed value (1 s). Defaults that come from the operating
-system are the real defaults: the world's ``tcp_keepalive_time`` is Linux's 7200 s
-(72 wall s), or the documented fix, 300 s.
+compressed at speed 100, and every client runs on the world's clock (``simulator/modeltime.py``):
+each is given its settings in model seconds, as in production, and its own defaults are left
+alone (curl's 60 s keepalive, Node's agent's 1 s, a 300 s ``TCP_KEEPIDLE`` set by Java): the
+timer shim scales what they set on their sockets, libfaketime their timeouts. Nobody tells a
+client the speed. Defaults that come from the operating system are the real defaults: the
+world's ``tcp_keepalive_time`` is Linux's 7200 s, or the documented fix, 300 s.
 """
 
 from __future__ import annotations
@@ -35,8 +36,10 @@ SPEED = 100
 IDLE = 420.0
 """Model seconds the server thinks."""
 CLIENT_TIMEOUT = 900.0
+"""Model seconds each client waits, given to it as such."""
 FIX_KEEPALIVE_TIME = 300
-WALL_LIMIT = CLIENT_TIMEOUT / SPEED
+WALL_LIMIT = CLIENT_TIMEOUT / SPEED + 30
+"""Wall seconds the test waits for a client at most (its own timeout ends it well before)."""
 
 
 def needs(*tools: str) -> pytest.MarkDecorator:
@@ -47,7 +50,7 @@ def needs(*tools: str) -> pytest.MarkDecorator:
 
 def slow_server(world: NatsimWorld, port: int = 8080) -> None:
     world.start("server", [sys.executable, "-m", "simulator.workloads.slow_http",
-                           "--port", str(port), "--delay", str(world.wall(IDLE))])
+                           "--port", str(port), "--delay", str(IDLE)])
     world.wait_for_port("server", port)
 
 
@@ -71,13 +74,13 @@ def agree(world: NatsimWorld, profile: str, real_survived: bool, keepalive_time:
 @needs("curl")
 @pytest.mark.natsim(appliance="nat-gw", speed=SPEED)
 @pytest.mark.parametrize("profile,args", [
-    ("curl-default", ["--keepalive-time", "1"]),  # curl's 60 s default, compressed
+    ("curl-default", []),  # curl's own 60 s keepalive, left alone
     ("curl-no-keepalive", ["--no-keepalive"]),
 ])
 def test_curl(natsim_world: NatsimWorld, profile: str, args: list[str]) -> None:
     slow_server(natsim_world)
-    done = natsim_world.run("client", ["curl", "-sS", "-m", str(WALL_LIMIT), *args,
-                                       "http://server:8080/"])
+    done = natsim_world.run("client", ["curl", "-sS", "-m", f"{CLIENT_TIMEOUT:g}", *args,
+                                       "http://server:8080/"], timeout=WALL_LIMIT)
     agree(natsim_world, profile, done.returncode == 0 and "slow answer" in done.stdout)
 
 
@@ -113,7 +116,8 @@ s.on('error', (e) => { console.log('error', e.code); process.exit(1); });
 ])
 def test_node(natsim_world: NatsimWorld, profile: str, script: str) -> None:
     slow_server(natsim_world)
-    done = natsim_world.run("client", ["node", "-e", script % (WALL_LIMIT * 1000)])
+    done = natsim_world.run("client", ["node", "-e", script % (CLIENT_TIMEOUT * 1000)],
+                            timeout=WALL_LIMIT)
     agree(natsim_world, profile, done.returncode == 0)
 
 
@@ -135,7 +139,8 @@ print("answer" if data else "closed"); sys.exit(0 if data else 1)
 @pytest.mark.natsim(appliance="nat-gw", speed=SPEED)
 def test_so_keepalive_with_linux_defaults_fails(natsim_world: NatsimWorld) -> None:
     slow_server(natsim_world)
-    done = natsim_world.run("client", [sys.executable, "-c", SO_KEEPALIVE_CLIENT % WALL_LIMIT])
+    done = natsim_world.run("client", [sys.executable, "-c",
+                                       SO_KEEPALIVE_CLIENT % CLIENT_TIMEOUT], timeout=WALL_LIMIT)
     agree(natsim_world, "linux-so-keepalive", done.returncode == 0)
 
 
@@ -143,7 +148,8 @@ def test_so_keepalive_with_linux_defaults_fails(natsim_world: NatsimWorld) -> No
                     sysctls={"tcp_keepalive_time": FIX_KEEPALIVE_TIME})
 def test_so_keepalive_with_the_sysctl_fix_survives(natsim_world: NatsimWorld) -> None:
     slow_server(natsim_world)
-    done = natsim_world.run("client", [sys.executable, "-c", SO_KEEPALIVE_CLIENT % WALL_LIMIT])
+    done = natsim_world.run("client", [sys.executable, "-c",
+                                       SO_KEEPALIVE_CLIENT % CLIENT_TIMEOUT], timeout=WALL_LIMIT)
     agree(natsim_world, "linux-so-keepalive", done.returncode == 0,
           keepalive_time=FIX_KEEPALIVE_TIME)
 
@@ -171,7 +177,8 @@ print("answer"); sys.exit(0)
 def _botocore(world: NatsimWorld, keepalive: bool) -> bool:
     slow_server(world)
     done = world.run("client", [sys.executable, "-c",
-                                BOTOCORE_CLIENT % (WALL_LIMIT, keepalive)])
+                                BOTOCORE_CLIENT % (CLIENT_TIMEOUT, keepalive)],
+                     timeout=WALL_LIMIT)
     assert "ModuleNotFoundError" not in done.stdout + done.stderr, done.stderr
     return done.returncode == 0
 
@@ -249,8 +256,8 @@ def java_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 def test_jdk(natsim_world: NatsimWorld, java_client: Path, mode: str, profile: str) -> None:
     slow_server(natsim_world)
     done = natsim_world.run("client", ["java", "-cp", str(java_client), "Client", mode,
-                                       str(int(WALL_LIMIT * 1000)),
-                                       str(FIX_KEEPALIVE_TIME // SPEED)])
+                                       str(int(CLIENT_TIMEOUT * 1000)),
+                                       str(FIX_KEEPALIVE_TIME)], timeout=WALL_LIMIT)
     agree(natsim_world, profile, done.returncode == 0)
 
 
@@ -289,16 +296,25 @@ def _start_postgres(natsim_world: NatsimWorld, bin_dir: Path, data: Path) -> Non
                    capture_output=True, timeout=120)
     with (data / "pg_hba.conf").open("a") as hba:
         hba.write("host all all 0.0.0.0/0 trust\n")
+    # the server runs as the postgres user, who cannot attach to the world's clock (natsim's,
+    # root's alone): it runs on the wall clock, and pg_sleep is given wall seconds below
     natsim_world.start("server", ["runuser", "-u", "postgres", "--", str(bin_dir / "postgres"),
                                   "-D", str(data), "-c", "listen_addresses=*",
-                                  "-c", f"unix_socket_directories={data}", "-p", "5432"])
+                                  "-c", f"unix_socket_directories={data}", "-p", "5432"],
+                       wall_time=True)
     natsim_world.wait_for_port("server", 5432, timeout=30)
 
 
 def _psql(world: NatsimWorld) -> bool:
-    sleep = world.wall(IDLE)
-    done = world.run("client", ["timeout", str(WALL_LIMIT), "psql", "-h", "server", "-U",
-                                "postgres", "-At", "-c", f"select 'answer', pg_sleep({sleep})"])
+    """psql has no timeout of its own: one that hangs past the client's 900 model s (9 wall
+    s) is one that did not get its answer."""
+    sleep = world.wall(IDLE)  # the server's pg_sleep runs on the wall clock (see above)
+    try:
+        done = world.run("client", ["psql", "-h", "server", "-U", "postgres", "-At", "-c",
+                                    f"select 'answer', pg_sleep({sleep})"],
+                         timeout=CLIENT_TIMEOUT / SPEED)
+    except subprocess.TimeoutExpired:
+        return False
     return done.returncode == 0 and "answer" in done.stdout
 
 
