@@ -113,7 +113,7 @@ def one(client: Client, speed: float, idle_timeout: float, delay: float, limit: 
 
 def timeline(events: list[dict[str, Any]], survived: bool) -> Timeline:
     """Key instants from the middlebox's events, from the client's connection on."""
-    start = next((e["t"] for e in events if e.get("kind") == "flow_created"), None)
+    start = next((float(e["t"]) for e in events if e.get("kind") == "flow_created"), None)
     if start is None:
         return Timeline(survived, None, None, None, events)
 

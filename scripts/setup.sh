@@ -16,8 +16,8 @@ command -v "$cc" >/dev/null 2>&1 || need_apt+=(gcc)
   >/dev/null 2>&1 || need_apt+=(python3-dev)
 # libfaketime: programs natsim starts in a world run on its compressed clock
 # (simulator/modeltime.py); the timer shim beside it is built with the package
-ls /usr/lib/*/faketime/libfaketimeMT.so.1 /usr/lib/faketime/libfaketimeMT.so.1 >/dev/null 2>&1 \
-  || need_apt+=(libfaketime)
+{ ls /usr/lib/*/faketime/libfaketimeMT.so.1 || ls /usr/lib/faketime/libfaketimeMT.so.1; } \
+  >/dev/null 2>&1 || need_apt+=(libfaketime)
 # haproxy: the L4-proxy contrast (l4-proxy-keepalive, the demo's third story); optional
 # for an ordinary user, who is told how to add it
 if ! command -v haproxy >/dev/null 2>&1; then

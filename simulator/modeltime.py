@@ -21,8 +21,10 @@ runs under two preload libraries:
 
 A program that loads neither library cannot be compressed: a statically linked binary has
 no dynamic linker to load them, and a Go program reads the clock itself (through the vDSO,
-not the C library) even when it is linked dynamically. :func:`cannot_compress` says so
-before it starts, and natsim then names it instead of judging it silently.
+not the C library) even when it is linked dynamically. A program that uses jemalloc (Redis's
+own binaries) hangs as libfaketime starts: Debian's build lacks its jemalloc fix.
+:func:`cannot_compress` says so before it starts, and natsim then names it instead of
+judging it silently.
 
 The shared segment's layout is libfaketime's own (``struct ft_shared_s`` of 0.9.10, as
 Debian ships it): the suite checks, with two programs started a second apart, that they
@@ -38,6 +40,7 @@ import os
 import shutil
 import stat
 import struct
+import subprocess
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -62,8 +65,8 @@ class ModelTimeError(RuntimeError):
 
 def faketime_library() -> Path:
     """Debian's libfaketime (multiarch folders first)."""
-    for folder in sorted(Path("/usr/lib").glob("*/faketime")) + [Path("/usr/lib/faketime"),
-                                                                  Path("/usr/local/lib/faketime")]:
+    for folder in [*sorted(Path("/usr/lib").glob("*/faketime")), Path("/usr/lib/faketime"),
+                   Path("/usr/local/lib/faketime")]:
         path = folder / FAKETIME_LIBRARY
         if path.is_file():
             return path
@@ -134,11 +137,34 @@ def _elf_verdict(path: Path) -> str | None:
                     return (f"{path} is a Go program: Go's runtime reads the clock itself "
                             "(vDSO), not through the C library, so libfaketime cannot "
                             "compress its timers")
+                if JEMALLOC_MARK in chunk:
+                    return f"{path} {JEMALLOC_WHY}"
                 f.seek(f.tell() - len(GO_MAGIC))
                 if len(chunk) < (1 << 20):
                     break
     except (OSError, struct.error):
         return None
+    return _linked_jemalloc(path)
+
+
+JEMALLOC_MARK = b"je_malloc_conf"
+"""A symbol of jemalloc built into a program (redis builds embed it)."""
+JEMALLOC_WHY = ("uses jemalloc, which reads the clock while libfaketime itself starts: "
+                "Debian's libfaketime 0.9.10 (built without JEMALLOC_COMPAT) stops it there")
+
+
+def _linked_jemalloc(path: Path) -> str | None:
+    """Whether the dynamic linker would load jemalloc for ``path`` (Debian's redis)."""
+    ldd = shutil.which("ldd")
+    if ldd is None:
+        return None
+    try:
+        done = subprocess.run([ldd, str(path)], capture_output=True, text=True, timeout=10,
+                              check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if "libjemalloc" in done.stdout:
+        return f"{path} {JEMALLOC_WHY}"
     return None
 
 

@@ -93,9 +93,15 @@ PROFILES: dict[str, ClientProfile] = {p.name: p for p in (
     ClientProfile("mysql-connector-j", "MySQL Connector/J default", "os",
                   source="Connector/J tcpKeepAlive default true since 5.0.7: SO_KEEPALIVE, "
                          "OS timing"),
-    ClientProfile("redis-py-default", "redis-py default", "off",
-                  source="redis-py Redis(socket_keepalive=None): off; health_check_interval "
-                         "0"),
+    ClientProfile("redis-py-default", "redis-py 8 default (socket_timeout=None for a "
+                  "blocking command)", "socket", 30, 5, 3,
+                  source="redis-py 8.2 redis/_defaults.py: socket_keepalive on, "
+                         "TCP_KEEPIDLE 30, TCP_KEEPINTVL 5, TCP_KEEPCNT 3 (redis-py 7 and "
+                         "earlier: off); its default socket_timeout of 5 s ends a blocking "
+                         "BLPOP itself (retried, about 60 s in all), so a long BLPOP needs "
+                         "socket_timeout=None",
+                  real_client="redis-py (PyPI) BLPOP against redis-server, on the world's "
+                              "clock"),
 )}
 
 
