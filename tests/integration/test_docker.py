@@ -200,9 +200,16 @@ def test_up_exec_status_down_with_docker(image: str) -> None:
            "python3 -m http.server 8080 >/dev/null 2>&1 &")
         time.sleep(1.0)
         curl = sh(sys.executable, "-m", "simulator", "exec", "--name", name, "client", "--",
-                  "curl", "-s", "-m", "5", "-o", "/dev/null", "-w", "%{http_code}",
-                  "http://server:8080/", check=False)
+                  "curl", "-s", "-m", "500", "-o", "/dev/null", "-w", "%{http_code}",
+                  "http://server:8080/", check=False)  # -m: model seconds (5 wall s)
         assert curl.stdout == "200", curl.stderr
+        # a program in a container runs on the world's clock too (the image's libfaketime)
+        started = time.monotonic()
+        slept = sh(sys.executable, "-m", "simulator", "exec", "--name", name, "client", "--",
+                   "python3", "-c", "import time; m = time.monotonic(); time.sleep(350); "
+                   "print(round(time.monotonic() - m))", check=False)
+        assert slept.stdout.strip() == "350", slept.stdout + slept.stderr
+        assert time.monotonic() - started < 350 / 100 + 10
         # the flow, NATed, in the live table (the middlebox rewrites it 4 times a second)
         deadline = time.monotonic() + 3
         while True:

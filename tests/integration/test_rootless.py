@@ -134,6 +134,13 @@ def test_up_exec_status_down_as_an_ordinary_user() -> None:
         # a later command finds the world: it joins the same namespaces
         hosts = natsim("exec", "--name", name, "client", "--", "getent", "hosts", "server")
         assert hosts.returncode == 0 and "198.19.1.10" in hosts.stdout, hosts.stderr
+        # a program runs on the world's clock here too: 350 model s in about 3.5 wall s
+        started = time.monotonic()
+        slept = natsim("exec", "--name", name, "client", "--", sys.executable, "-c",
+                       "import time; m = time.monotonic(); time.sleep(350); "
+                       "print(round(time.monotonic() - m))")
+        assert slept.stdout.strip() == "350", slept.stdout + slept.stderr
+        assert time.monotonic() - started < 350 / 100 + 10
         status = natsim("status", "--name", name)
         assert f"world {name}:" in status.stdout, status.stderr
     finally:

@@ -170,7 +170,7 @@ def test_exec_exits_4_when_the_world_dies_while_it_runs(world: str) -> None:
     ok = natsim("exec", "--name", world, "client", "--", "sh", "-c", "exit 3")
     assert ok.returncode == 3, ok.stderr  # the program's own status, unchanged
     live = LiveWorld.load(world)
-    proc = start("exec", "--name", world, "client", "--", "sleep", "2")
+    proc = start("exec", "--name", world, "client", "--", "sleep", "200")  # model s: 2 wall s
     time.sleep(0.5)
     os.kill(live.middlebox_pid, signal.SIGKILL)
     output, _ = proc.communicate(timeout=30)
