@@ -144,14 +144,11 @@ class Folder:
         finally:
             os.close(fd)
         folder = cls(sub, Path(os.path.abspath(path)))
-        if not created:
-            why = _unsafe(os.fstat(sub), {os.geteuid()})
-            if why is None and not reuse and os.listdir(sub):
-                why = "is not empty"
-            if why is not None:
-                folder.close()
-                raise ResultsError(f"results folder {path} {why}: give a new folder (natsim "
-                                   "creates it) or an empty one of yours")
+        why = None if created else folder._not_ours(reuse)
+        if why is not None:
+            folder.close()
+            raise ResultsError(f"results folder {path} {why}: give a new folder (natsim "
+                               "creates it) or an empty one of yours")
         return folder
 
     def sub(self, name: str, *, reuse: bool = True) -> Folder:
@@ -161,14 +158,19 @@ class Folder:
         created = _mkdir(self.fd, name)
         fd = _open_dir(self.fd, name, self.path / name)
         folder = Folder(fd, self.path / name)
-        if not created:
-            why = _unsafe(os.fstat(fd), {os.geteuid()})
-            if why is None and not reuse and os.listdir(fd):
-                why = "is not empty"
-            if why is not None:
-                folder.close()
-                raise ResultsError(f"{self.path / name} {why}")
+        why = None if created else folder._not_ours(reuse)
+        if why is not None:
+            folder.close()
+            raise ResultsError(f"{self.path / name} {why}")
         return folder
+
+    def _not_ours(self, reuse: bool) -> str | None:
+        """Why an existing folder is not one to write into (None: it is): owned by someone
+        else, writable by others, or (unless ``reuse``) not empty."""
+        why = _unsafe(os.fstat(self.fd), {os.geteuid()})
+        if why is None and not reuse and os.listdir(self.fd):
+            why = "is not empty"
+        return why
 
     def close(self) -> None:
         if self.fd >= 0:
