@@ -282,7 +282,7 @@ class LiveWorld:
         else:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.middlebox_pid, signal.SIGTERM)
-        deadline = time.monotonic() + 2.0
+        deadline = time.monotonic() + 5.0  # a large flow table makes a long last line
         while time.monotonic() < deadline and self.alive() and self.final_report() is None:
             time.sleep(0.02)
         while time.monotonic() < deadline and self.alive():  # it reported; let it exit
@@ -303,17 +303,30 @@ class LiveWorld:
             _lock_file(self.name).unlink(missing_ok=True)
 
     def final_report(self) -> dict[str, Any] | None:
-        """The middlebox's ``stopped`` line (its final counters), once it has written it."""
+        """The middlebox's ``stopped`` line (its final counters), once it has written it:
+        the last line of ``events.jsonl``, however long (it lists every flow still held)."""
         path = Path(self.results_dir) / "events.jsonl"
-        with contextlib.suppress(OSError), path.open("rb") as f:
-            f.seek(max(0, path.stat().st_size - 256_000))
-            for raw in reversed(f.read().splitlines()):
-                if b'"stopped"' in raw:
-                    with contextlib.suppress(ValueError):
-                        line = json.loads(raw)
-                        if isinstance(line, dict) and line.get("kind") == "stopped":
-                            return line
-        return None
+        try:
+            with path.open("rb") as f:
+                size = f.seek(0, os.SEEK_END)
+                span = 1 << 16
+                while True:
+                    f.seek(max(0, size - span))
+                    tail = f.read().rstrip(b"\n")
+                    cut = tail.rfind(b"\n")
+                    if cut >= 0 or span >= size:
+                        break
+                    span *= 4
+        except OSError:
+            return None
+        last = tail[cut + 1:]
+        if b'"stopped"' not in last:
+            return None
+        try:
+            line = json.loads(last)
+        except ValueError:  # still being written
+            return None
+        return line if isinstance(line, dict) and line.get("kind") == "stopped" else None
 
     # -- using --------------------------------------------------------------------------
 

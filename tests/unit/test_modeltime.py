@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -41,7 +42,8 @@ for name, level, opt, value in (("idle", socket.IPPROTO_TCP, socket.TCP_KEEPIDLE
         s2 = socket.socket(); s2.setsockopt(level, opt, value); sock = s2
     else:
         s.setsockopt(level, opt, value); sock = s
-    out[name] = [sock.getsockopt(level, opt), struct.unpack("i", kernel(sock.fileno(), level, opt))[0]]
+    held = struct.unpack("i", kernel(sock.fileno(), level, opt))[0]
+    out[name] = [sock.getsockopt(level, opt), held]
 s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", 70, 0))
 seen = struct.unpack("ll", s.getsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, 16))
 raw = struct.unpack("ll", kernel(s.fileno(), socket.SOL_SOCKET, socket.SO_RCVTIMEO, 16))
@@ -50,7 +52,7 @@ print(json.dumps(out))
 """
 
 
-def _probe(speed: str, tmp_path: Path) -> tuple[dict[str, list[int]], list[dict[str, object]]]:
+def _probe(speed: str, tmp_path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     log = tmp_path / "timers.jsonl"
     env = {**os.environ, "LD_PRELOAD": str(SHIM), "NATSIM_SPEED": speed,
            "NATSIM_TIMER_LOG": str(log)}

@@ -190,3 +190,22 @@ def test_make_passes_name_as_one_argument(tmp_path: Path) -> None:
     assert not marker.exists(), done.stdout + done.stderr
     assert done.returncode != 0  # natsim refused the name, and make says so
     assert "no such scenario" in done.stderr
+
+
+def test_the_final_report_is_found_however_long_it_is(tmp_path: Path) -> None:
+    """The middlebox's last line lists every flow it still holds: 10,000 closed flows made
+    it 518 KB, past what a fixed tail read, and `natsim down` called a clean stop a failure."""
+    live = LiveWorld(**{**json.loads(_state("w")), "results_dir": str(tmp_path)})
+    events = tmp_path / "events.jsonl"
+    flows = [{"flow": i, "state": "CLOSING", "idle": 1.0} for i in range(20_000)]
+    stopped = json.dumps({"kind": "stopped", "counters": {"IdleTimeoutCount": 3},
+                          "flows": flows})
+    assert len(stopped) > 900_000
+    events.write_text('{"kind": "ready"}\n' + '{"kind": "flow_created"}\n' * 50)
+    assert live.final_report() is None  # still running
+    with events.open("a") as f:
+        f.write(stopped[:300_000])  # being written
+    assert live.final_report() is None
+    events.write_text('{"kind": "ready"}\n' + stopped + "\n")
+    report = live.final_report()
+    assert report is not None and report["counters"] == {"IdleTimeoutCount": 3}
