@@ -16,7 +16,7 @@ help:
 	@echo "make bench                 the userspace middlebox against kernel forwarding, side by side"
 	@echo "make fuzz                  1,000,000 mutated frames through the dataplane and its fast path (FRAMES=N, SEED=N), then 20,000 mutated scenario/matrix files and captures (INPUTS=N)"
 	@echo "make bench-replay          natsim replay's speed on a 1 GB synthetic capture (MB=N)"
-	@echo "make verify-model-time     real clients in model time (speed 35) against real time (speed 1): verdicts and instants agree (about 8 min)"
+	@echo "make verify-model-time     real clients in model time (speed 35) against real time (speed 1): verdicts and instants agree (about 9 min)"
 	@echo "make kill-test             100 runs killed at random moments, then cleanup: nothing left (root)"
 	@echo "make test                  unit and integration tests (needs root; Docker and rootless apart)"
 	@echo "make test-docker           docker-compose.yml on a real engine (installs docker.io; root)"

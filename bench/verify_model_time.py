@@ -84,6 +84,10 @@ def clients(timeout: float, keepalive: int) -> list[Client]:
         Client("node, the default global agent", ["node", "-e", NODE_GLOBAL_AGENT], "node"),
         Client("curl, its defaults", ["curl", "-sS", "-m", f"{timeout:g}",
                                       "http://server:8080/"], "curl"),
+        # one that fails, for the expiry: silent for good, until its own -m
+        Client("curl --no-keepalive", ["curl", "-sS", "--no-keepalive", "-m",
+                                       f"{min(timeout, 500):g}", "http://server:8080/"],
+               "curl"),
     ]
 
 
@@ -92,7 +96,7 @@ def one(client: Client, speed: float, idle_timeout: float, delay: float, limit: 
     """One client in a world of its own at ``speed``; its timeline in model seconds."""
     appliance = get_appliance("nat-gw").with_overrides({"tcp_idle_timeout": idle_timeout})
     live = LiveWorld.up(f"v{secrets.token_hex(3)}", appliance, speed,
-                        results_dir=results / f"{client.needs.rsplit('/', 1)[-1]}-{speed:g}")
+                        results_dir=results / f"{secrets.token_hex(3)}-{speed:g}")
     try:
         server = live.popen("server", [sys.executable, "-m", "simulator.workloads.slow_http",
                                        "--port", "8080", "--delay", f"{delay:g}"],
