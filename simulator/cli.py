@@ -273,9 +273,7 @@ def _cmd_exec(args: argparse.Namespace) -> int:
               f"(`natsim down --name {live.name}`, then `natsim up` again)", file=sys.stderr)
     model_time = not args.wall_time
     if model_time:
-        why = modeltime.cannot_compress(argv[0]) if live.backend != "docker" else None
-        if why is None and live.libraries is None:
-            why = live.no_model_time or "the world has no model clock"
+        why = live.why_not_model_time(argv[0])
         if why is not None:
             if args.model_time:
                 print(f"natsim: error: {why}; it cannot run in model time: "

@@ -220,9 +220,6 @@ class WorldClock:
         finally:
             os.close(fd)
 
-    def remove_segment(self) -> None:
-        remove_segment(self.run_id)
-
     def environment(self, base: Mapping[str, str], timer_log: Path | None = None,
                     verbose: bool = False, libraries: tuple[str, str] | None = None
                     ) -> dict[str, str]:

@@ -80,6 +80,12 @@ class RunError(RuntimeError):
     """The run could not be carried out (not a verdict): a process failed to start, ..."""
 
 
+def _ended(code: int | None) -> str:
+    """How a process ended, from its return code."""
+    return f"was killed by signal {-code}" if code is not None and code < 0 else \
+        f"exited with status {code}"
+
+
 class MiddleboxFailedError(Exception):
     """The middlebox died or hung before the run could start: the run is an ERROR (a
     verdict without a working middlebox would mean nothing), with its reason."""
@@ -191,8 +197,7 @@ class Runner:
             select.select([proc.stdout], [], [], 0.05)
         if proc.role == Role.MIDDLEBOX:
             code = proc.popen.poll()
-            how = (f"was killed by signal {-code}" if code is not None and code < 0 else
-                   f"exited with status {code}" if code is not None else
+            how = (_ended(code) if code is not None else
                    f"gave no 'ready' line within {READY_TIMEOUT:g} s (stopped or hung)")
             raise MiddleboxFailedError(f"the middlebox {how} before the run could start")
         log = self._log_tail(proc.role)
@@ -438,10 +443,9 @@ class Runner:
         if mbox is None or self.session.error is not None or self.session.middlebox_final:
             return
         code = mbox.popen.returncode
-        how = (f"was killed by signal {-code}" if code is not None and code < 0 and
-               code != -signal.SIGKILL else
-               "did not answer the request to stop (stopped or hung), and was killed"
-               if code == -signal.SIGKILL else f"exited with status {code}")
+        # _stop_all kills with SIGKILL a middlebox that does not stop when asked
+        how = ("did not answer the request to stop (stopped or hung), and was killed"
+               if code == -signal.SIGKILL else _ended(code))
         self.session.middlebox_failed(f"the middlebox gave no final report at the end of the "
                                       f"run: it {how}", self._middlebox_stderr())
 
@@ -454,7 +458,7 @@ class Runner:
         self._take(mbox)
         code = mbox.popen.poll()
         if code is not None:
-            how = f"was killed by signal {-code}" if code < 0 else f"exited with status {code}"
+            how = _ended(code)
             return f"the middlebox {how} during the run"
         silent = time.monotonic() - self._last_beat
         if silent > STALL_AFTER:

@@ -256,8 +256,7 @@ class LiveWorld:
             replace_private(cls.state_file(name), json.dumps(asdict(live), indent=2))
             return live
         except BaseException:
-            hosts.destroy(run_id)
-            modeltime.remove_segment(run_id)
+            hosts.destroy(run_id)  # the world's clock segment with it
             raise
         finally:
             folder.close()
@@ -288,8 +287,7 @@ class LiveWorld:
         while time.monotonic() < deadline and self.alive():  # it reported; let it exit
             time.sleep(0.02)
         final = self.final_report()
-        get_backend(self.backend).destroy(self.run_id)
-        modeltime.remove_segment(self.run_id)
+        get_backend(self.backend).destroy(self.run_id)  # the clock segment with it
         self.state_file(self.name).unlink(missing_ok=True)
         child = _CHILDREN.pop(self.middlebox_pid, None)
         if child is not None:
@@ -353,16 +351,23 @@ class LiveWorld:
             return Path("/tmp/natsim-timers.jsonl")
         return Path(self.results_dir) / "timers.jsonl"
 
-    def model_time_env(self, verbose: bool = False) -> dict[str, str]:
-        """What to add to a program's environment to put it on the world's clock; raises
+    def model_time_env(self, base: Mapping[str, str], verbose: bool = False) -> dict[str, str]:
+        """``base`` with what puts a program on the world's clock; raises
         :class:`~simulator.modeltime.ModelTimeError` where that cannot be had."""
         clock = self.world_clock()
         if clock is None or self.libraries is None:
             raise modeltime.ModelTimeError(
                 f"world {self.name} has no model clock for its programs"
                 f"{f': {self.no_model_time}' if self.no_model_time else ''}")
-        return clock.environment({}, self.timer_log(), verbose,
+        return clock.environment(base, self.timer_log(), verbose,
                                  libraries=(self.libraries["faketime"], self.libraries["shim"]))
+
+    def why_not_model_time(self, program: str) -> str | None:
+        """Why ``program`` cannot run on this world's clock (None: it can)."""
+        if self.libraries is None:
+            return self.no_model_time or f"world {self.name} has no model clock"
+        # a container's programs are its image's: judged there by what they do
+        return None if self.backend == "docker" else modeltime.cannot_compress(program)
 
     def program(self, role: str, argv: Sequence[str], model_time: bool = True,
                 verbose: bool = False, base: Mapping[str, str] | None = None
@@ -370,12 +375,16 @@ class LiveWorld:
         """The command line and environment that run ``argv`` in host ``role``, on the
         world's clock unless ``model_time`` is false."""
         env = dict(os.environ if base is None else base)
-        extra = self.model_time_env(verbose) if model_time else {}
-        if extra.get("LD_PRELOAD") and env.get("LD_PRELOAD"):
-            extra["LD_PRELOAD"] += ":" + env["LD_PRELOAD"]
-        env.update(extra)
-        # a container's program gets only what `docker exec -e` gives it
-        return self.command(role, argv, extra if self.backend == "docker" else None), env
+        if not model_time:
+            return self.command(role, argv), env
+        why = self.why_not_model_time(argv[0]) if argv else None
+        if why is not None:  # never judged silently
+            raise modeltime.ModelTimeError(f"{why}; it cannot run in model time: "
+                                           f"{modeltime.ADVICE} (wall_time=True in the "
+                                           "pytest plugin)")
+        if self.backend == "docker":  # a container's program gets only what `docker exec -e`
+            return self.command(role, argv, self.model_time_env({}, verbose)), env  # gives it
+        return self.command(role, argv), self.model_time_env(env, verbose)
 
     def scaled(self) -> list[dict[str, Any]]:
         """What the timer shim scaled in this world's programs (``timers.jsonl``)."""

@@ -212,3 +212,13 @@ def test_model_time_agrees_with_real_time_a_slice() -> None:
     out = io.StringIO()
     assert verify_model_time.main(["--quick"], out) == 0, out.getvalue()
     assert "1 of 1 agree" in out.getvalue()
+
+
+@pytest.mark.natsim(appliance="nat-gw", speed=SPEED)
+def test_the_plugin_names_a_program_it_cannot_compress(natsim_world: NatsimWorld,
+                                                       static_program: Path) -> None:
+    from simulator.modeltime import ModelTimeError  # noqa: PLC0415
+
+    with pytest.raises(ModelTimeError, match=r"statically linked.*wall_time=True"):
+        natsim_world.run("client", [str(static_program)])
+    assert natsim_world.run("client", [str(static_program)], wall_time=True).stdout == "hello\n"
