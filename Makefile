@@ -28,7 +28,9 @@ help:
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml scripts/setup.sh simulator/_fastpath.c simulator/_timershim.c
+$(STAMP): pyproject.toml scripts/setup.sh simulator/dataplane/_fastpath.c \
+		simulator/dataplane/_fastpath_forward.c simulator/dataplane/_fastpath.h \
+		simulator/world/_timershim.c
 	@scripts/setup.sh
 
 # NAME and SPEED reach natsim through the environment, each as one argument: a value is
@@ -55,7 +57,7 @@ image: setup
 	  echo "make image: a running Docker engine is needed (apt-get install docker.io; dockerd)"; exit 3; }
 	@rm -rf build && $(BIN)/pip wheel -q --wheel-dir build/wheels . > .venv/wheels.log 2>&1 || { \
 	  tail -20 .venv/wheels.log; exit 1; }
-	@# libfaketime for programs in model time (simulator/modeltime.py): the host's Debian build,
+	@# libfaketime for programs in model time (simulator/world/modeltime.py): the host's Debian build,
 	@# the same release as the image's base
 	@mkdir -p build/faketime && cp "$$(ls /usr/lib/*/faketime/libfaketimeMT.so.1 | head -1)" \
 	  build/faketime/ || { echo "make image: libfaketime is needed: apt-get install libfaketime"; exit 3; }

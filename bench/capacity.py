@@ -18,11 +18,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from simulator.compression import plan as make_plan
 from simulator.core.plan import load_wall
-from simulator.results import new_file
-from simulator.runner import run_scenario
-from simulator.scenario import load_scenario
+from simulator.runs.runner import run_scenario
+from simulator.spec.compression import plan as make_plan
+from simulator.spec.scenario import load_scenario
+from simulator.support.results import new_file
 
 SCENARIOS = ("nat-gw-port-exhaustion", "nat-gw-secondary-ips", "hyperplane-eni-limit",
              "hyperplane-more-subnets")
@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{r['scenario']:<26} {r['verdict']:<8} {r['client']:<48} {r['plan_wall_s']:>7.1f} "
               f"{r['load_wall_s']:>7.1f} {r['ratio']:>6.2f} {r['total_wall_s']:>8.1f}")
     if args.json:
-        with new_file(args.json) as out:  # never through a link (simulator/results.py)
+        with new_file(args.json) as out:  # never through a link (simulator/support/results.py)
             out.write(json.dumps(rows, indent=2))
     late = [r["scenario"] for r in rows if r["total_wall_s"] > WALL_GOAL
             or not r["ratio"] <= PLAN_RATIO]

@@ -33,12 +33,13 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
-from simulator import dataplane, fastpath
 from simulator.core.appliances import CATALOGUE, Appliance
 from simulator.core.engine import Middlebox
 from simulator.core.events import Side
 from simulator.core.packets import build_tcp, ip_from_str
-from simulator.dataplane import ETH_P_IP, Dataplane
+from simulator.dataplane import fastpath
+from simulator.dataplane import packet_loop as dataplane
+from simulator.dataplane.packet_loop import ETH_P_IP, Dataplane
 
 CLIENT, SERVER, PUBLIC = (ip_from_str(a) for a in ("198.18.1.10", "198.19.1.10",
                                                     "203.0.113.1"))

@@ -33,8 +33,8 @@ from typing import Any
 
 import yaml
 
-from simulator import cli
-from simulator.scenario import SCENARIO_DIR
+from simulator.cli import main as cli
+from simulator.spec.scenario import SCENARIO_DIR
 
 ODD_VALUES: list[Any] = [
     0, -5, -1e308, 1e308, float("nan"), float("inf"), 10 ** 400, 2 ** 64, True, None, "",

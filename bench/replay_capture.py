@@ -14,10 +14,10 @@ import sys
 import time
 from pathlib import Path
 
-from simulator.capture import CaptureStats, read
 from simulator.core.appliances import get_appliance
 from simulator.core.packets import build_tcp, ip_from_str
 from simulator.core.replay import Replay
+from simulator.dataplane.capture import CaptureStats, read
 
 ETH = bytes.fromhex("020000000002020000000001") + b"\x08\x00"
 REC = struct.Struct("<IIII")

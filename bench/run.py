@@ -56,12 +56,13 @@ from typing import Any
 from pyroute2 import IPRoute
 
 from bench.held import PUBLIC_IPS, rss_kib
-from simulator import interrupts, topology
-from simulator.backends import Namespaces, host_command
 from simulator.core import plan
 from simulator.core.appliances import get_appliance
-from simulator.results import new_file
-from simulator.world import middlebox_config
+from simulator.support import interrupts
+from simulator.support.results import new_file
+from simulator.world import topology
+from simulator.world.backends import Namespaces, host_command
+from simulator.world.live import middlebox_config
 
 ROOT = Path(__file__).resolve().parent.parent
 NAT_TIMEOUT = 350
@@ -503,7 +504,7 @@ def main(argv: list[str] | None = None) -> int:
         rows += held_by_engine(args.held)
     print_table(rows)
     if args.json:
-        with new_file(args.json) as out:  # never through a link (simulator/results.py)
+        with new_file(args.json) as out:  # never through a link (simulator/support/results.py)
             out.write(json.dumps(rows, indent=2))
     return 0
 

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from simulator.core.appliances import get_appliance
-from simulator.world import LiveWorld
+from simulator.world.live import LiveWorld
 
 PYTHON_KEEPALIVE = """
 import socket, sys

@@ -8,14 +8,14 @@ PY=${PY:-python3}
 need_apt=()
 command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
 "$PY" -c 'import venv, ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
-# a C compiler and the Python headers: the dataplane's fast path (simulator/_fastpath.c) is
+# a C compiler and the Python headers: the dataplane's fast path (simulator/dataplane/_fastpath.c) is
 # compiled when natsim is installed
 cc=$("$PY" -c 'import sysconfig; print((sysconfig.get_config_var("CC") or "cc").split()[0])' 2>/dev/null || echo cc)
 command -v "$cc" >/dev/null 2>&1 || need_apt+=(gcc)
 "$PY" -c 'import os, sysconfig, sys; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' \
   >/dev/null 2>&1 || need_apt+=(python3-dev)
 # libfaketime: programs natsim starts in a world run on its compressed clock
-# (simulator/modeltime.py); the timer shim beside it is built with the package
+# (simulator/world/modeltime.py); the timer shim beside it is built with the package
 { ls /usr/lib/*/faketime/libfaketimeMT.so.1 || ls /usr/lib/faketime/libfaketimeMT.so.1; } \
   >/dev/null 2>&1 || need_apt+=(libfaketime)
 # haproxy: the L4-proxy contrast (l4-proxy-keepalive, the demo's third story); optional

@@ -2,8 +2,8 @@
 
 The engine never asks what time it is; callers pass ``now`` in. A clock object is the
 caller's side of that contract: :class:`ManualClock` for tests, and the compressed wall clock
-that the dataplane builds (``simulator.dataplane.CompressedClock``) for real runs, where one
-wall second is ``speed`` model seconds.
+that the dataplane builds (``simulator.dataplane.packet_loop.CompressedClock``) for real
+runs, where one wall second is ``speed`` model seconds.
 """
 
 from __future__ import annotations

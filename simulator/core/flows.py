@@ -163,7 +163,7 @@ class FlowTable:
         self._seq = 0
         self.removed: list[Flow] | None = None
         """When a list, every flow removed is appended (the dataplane's fast path drops its
-        copy of the flow's rules from it: ``simulator/fastpath.py``)."""
+        copy of the flow's rules from it: ``simulator/dataplane/fastpath.py``)."""
 
     def __len__(self) -> int:
         return len(self.by_inside)

@@ -8,8 +8,8 @@ one below the next expected sequence number, at most one byte), a FIN or an RST.
 of the contrast is visible in its events: the client's probes arrive on the client-side
 connection and nothing at all crosses on the server side.
 
-Pure: packets and model time in, events out (the watcher, ``simulator/proxy.py``, reads the
-links).
+Pure: packets and model time in, events out (the watcher, ``simulator/dataplane/proxy.py``,
+reads the links).
 """
 
 from __future__ import annotations

@@ -143,7 +143,7 @@ def load_wall(s: Any, speed: float) -> float:
 
 
 def programs(s: Any, p: Any) -> Programs:
-    """The workloads of scenario ``s`` at plan ``p`` (a :class:`simulator.scenario.Plan`):
+    """The workloads of scenario ``s`` at plan ``p`` (a :class:`simulator.spec.scenario.Plan`):
     their configurations in wall seconds."""
     if s.load is not None:
         load = s.load

@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable
 
 from simulator.core.messages import Kind
-from simulator.interrupts import die_with_parent
+from simulator.support.interrupts import die_with_parent
 from simulator.workloads import report, role_and_config
 
 FIRST_PORT = 1024

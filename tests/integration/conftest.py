@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from simulator import topology
+from simulator.world import topology
 from tests.conftest import SESSION_PREFIX
 
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from simulator.runner import run_scenario
-from simulator.scenario import load_scenario
+from simulator.runs.runner import run_scenario
+from simulator.spec.scenario import load_scenario
 
 
 @pytest.fixture

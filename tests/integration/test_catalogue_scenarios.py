@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from simulator.compression import max_safe_speed
-from simulator.runner import run_scenario
-from simulator.scenario import load_scenario, parse_scenario, scaled, scenario_names
+from simulator.runs.runner import run_scenario
+from simulator.spec.compression import max_safe_speed
+from simulator.spec.scenario import load_scenario, parse_scenario, scaled, scenario_names
 from tests.integration.test_path_events_live import EVENT_SCENARIOS
 
 DETAILED = {"nat-gw", "nat-gw-edge", "nat-gw-keepalive", "nat-gw-os-defaults",

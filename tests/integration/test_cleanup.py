@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from pyroute2 import netns
 
-from simulator import topology
 from simulator.core.plan import world_plan
+from simulator.world import topology
 from tests.integration.conftest import natsim_namespaces
 
 REPO = Path(__file__).resolve().parents[2]

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import io
 
-from simulator.demo import run_demo
+from simulator.views.demo import run_demo
 
 
 def test_demo_tells_the_three_stories_side_by_side() -> None:

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import pytest
 
-from simulator.runner import run_scenario
-from simulator.scenario import load_scenario
+from simulator.runs.runner import run_scenario
+from simulator.spec.scenario import load_scenario
 from tests import hostnet
 
 REPO = Path(__file__).resolve().parents[2]
@@ -248,7 +248,7 @@ def test_matrix_cells_as_an_indexed_job_in_containers(image: str, tmp_path: Path
     """The Kubernetes Indexed Job path on the engine the suite has: the image run as one
     container per cell with $JOB_COMPLETION_INDEX and only the capabilities the emitted Job
     asks for, each writing its cell folder; then `natsim matrix merge` on the host."""
-    from simulator.matrix import RUN_CAPABILITIES  # noqa: PLC0415
+    from simulator.runs.matrix import RUN_CAPABILITIES  # noqa: PLC0415
 
     folders = []
     for index in (0, 3):

@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from simulator.pytest_plugin import NatsimWorld
+from simulator.cli.pytest_plugin import NatsimWorld
 from tests.integration.test_live_world import _SINK, _send_bulk
 
 pytestmark = pytest.mark.integration

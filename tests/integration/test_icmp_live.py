@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from simulator.pytest_plugin import NatsimWorld
+from simulator.cli.pytest_plugin import NatsimWorld
 
 
 @pytest.mark.skipif(shutil.which("ping") is None, reason="ping not installed (.ci/run "

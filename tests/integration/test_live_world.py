@@ -18,8 +18,8 @@ import pytest
 from scapy.layers.inet import IP, TCP
 from scapy.utils import rdpcap
 
-from simulator.pytest_plugin import NatsimWorld
-from simulator.world import LiveWorld
+from simulator.cli.pytest_plugin import NatsimWorld
+from simulator.world.live import LiveWorld
 from tests.unit.helpers import checksums_valid
 
 REPO = Path(__file__).resolve().parents[2]

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from bench import verify_model_time
-from simulator.pytest_plugin import NatsimWorld
-from simulator.world import LiveWorld
+from simulator.cli.pytest_plugin import NatsimWorld
+from simulator.world.live import LiveWorld
 from tests.integration.test_trust import natsim, start
 
 REPO = Path(__file__).resolve().parents[2]
@@ -217,7 +217,7 @@ def test_model_time_agrees_with_real_time_a_slice() -> None:
 @pytest.mark.natsim(appliance="nat-gw", speed=SPEED)
 def test_the_plugin_names_a_program_it_cannot_compress(natsim_world: NatsimWorld,
                                                        static_program: Path) -> None:
-    from simulator.modeltime import ModelTimeError  # noqa: PLC0415
+    from simulator.world.modeltime import ModelTimeError  # noqa: PLC0415
 
     with pytest.raises(ModelTimeError, match=r"statically linked.*wall_time=True"):
         natsim_world.run("client", [str(static_program)])

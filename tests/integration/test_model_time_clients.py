@@ -1,6 +1,7 @@
 """Real clients at their own defaults, unchanged and never told the speed, through a NAT
 Gateway world at speed 35, against servers that answer after 400 model seconds: the
-verdicts are production's. Every program runs on the world's clock (``simulator/modeltime.py``).
+verdicts are production's. Every program runs on the world's clock
+(``simulator/world/modeltime.py``).
 
 * redis-py (the installed PyPI release, 8.2) blocked in ``BLPOP`` while another client
   pushes the item 400 s later: with its defaults (its own 5 s socket timeout ends the BLPOP
@@ -21,7 +22,7 @@ import sys
 
 import pytest
 
-from simulator.pytest_plugin import NatsimWorld
+from simulator.cli.pytest_plugin import NatsimWorld
 
 SPEED = 35
 IDLE = 400.0
@@ -75,7 +76,7 @@ def _redis(world: NatsimWorld, options: str) -> tuple[bool, str, str]:
     client said, how many items the list holds once the push is done)."""
     _require("redis")
     # redis-server and redis-cli use jemalloc, which cannot start beside Debian's
-    # libfaketime (simulator/modeltime.py): they run on the wall clock; a BLPOP without a
+    # libfaketime (simulator/world/modeltime.py): they run on the wall clock; a BLPOP without a
     # timeout does not depend on the server's clock. The clients are judged.
     world.start("server", ["redis-server", "--port", "6379", "--bind", "0.0.0.0",
                            "--protected-mode", "no", "--save", "", "--appendonly", "no"],

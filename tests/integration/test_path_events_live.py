@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from simulator.compression import max_safe_speed
-from simulator.report import RunResult
-from simulator.runner import run_scenario
-from simulator.scenario import load_scenario
+from simulator.runs.runner import run_scenario
+from simulator.spec.compression import max_safe_speed
+from simulator.spec.scenario import load_scenario
+from simulator.views.report import RunResult
 
 EVENT_SCENARIOS = ("lambda-late-attach", "lambda-late-attach-retry", "appliance-restart",
                    "nat-gw-replaced", "nlb-deregister", "nlb-deregister-drain",

@@ -4,7 +4,8 @@ fix, and three answers that must agree -- the real client's outcome, what the em
 profile (``natsim check``).
 
 The server thinks for 420 model seconds (the NAT Gateway forgets after 350). Everything runs
-compressed at speed 100, and every client runs on the world's clock (``simulator/modeltime.py``):
+compressed at speed 100, and every client runs on the world's clock
+(``simulator/world/modeltime.py``):
 each is given its settings in model seconds, as in production, and its own defaults are left
 alone (curl's 60 s keepalive, Node's agent's 1 s, a 300 s ``TCP_KEEPIDLE`` set by Java): the
 timer shim scales what they set on their sockets, libfaketime their timeouts. Nobody tells a
@@ -27,10 +28,10 @@ from pathlib import Path
 
 import pytest
 
+from simulator.cli.pytest_plugin import NatsimWorld
 from simulator.core.advice import check
 from simulator.core.appliances import get_appliance
 from simulator.core.profiles import get_profile
-from simulator.pytest_plugin import NatsimWorld
 
 SPEED = 100
 IDLE = 420.0

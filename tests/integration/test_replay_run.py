@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from simulator.runner import run_scenario
-from simulator.scenario import load_scenario
+from simulator.runs.runner import run_scenario
+from simulator.spec.scenario import load_scenario
 
 REPO = Path(__file__).resolve().parents[2]
 

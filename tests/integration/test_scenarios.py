@@ -16,8 +16,8 @@ import pytest
 from scapy.layers.inet import IP, TCP
 from scapy.utils import rdpcap
 
-from simulator.runner import RunResult, run_scenario
-from simulator.scenario import load_scenario
+from simulator.runs.runner import RunResult, run_scenario
+from simulator.spec.scenario import load_scenario
 
 
 def run(name: str, speed: float, tmp_path: Path) -> RunResult:

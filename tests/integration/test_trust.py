@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from simulator import topology
-from simulator.pytest_plugin import NatsimWorld
-from simulator.world import LiveWorld, call_in
+from simulator.cli.pytest_plugin import NatsimWorld
+from simulator.world import topology
+from simulator.world.live import LiveWorld, call_in
 from tests.integration.conftest import OURS, natsim_namespaces
 from tests.integration.test_cleanup import wait_for
 from tests.unit.test_frames import crafted_syn

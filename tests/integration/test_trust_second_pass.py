@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from bench.fuzz_inputs import conversation, pcap_bytes
-from simulator.world import WORLDS, LiveWorld
+from simulator.world.live import WORLDS, LiveWorld
 from tests.integration.test_trust import middlebox_pids, natsim, start
 
 REPO = Path(__file__).resolve().parents[2]

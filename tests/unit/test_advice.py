@@ -4,11 +4,11 @@ from pathlib import Path
 
 import pytest
 
-from simulator.cli import main
+from simulator.cli.main import main
 from simulator.core.advice import check, suggested_keepalive
 from simulator.core.appliances import get_appliance
 from simulator.core.profiles import PROFILES, get_profile
-from simulator.scenario import ScenarioError, load_scenario
+from simulator.spec.scenario import ScenarioError, load_scenario
 
 
 def test_every_profile_cites_its_source() -> None:

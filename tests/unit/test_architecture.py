@@ -1,6 +1,7 @@
-"""The core stays pure, by an allow-list: it imports pure standard-library modules and
-``simulator.core.*`` only. Checked on the source (every import statement, wherever it is)
-and on a fresh interpreter (what importing the whole core really loads)."""
+"""The layers, by allow-lists. The core stays pure: it imports pure standard-library modules
+and ``simulator.core.*`` only, checked on the source (every import statement, wherever it
+is) and on a fresh interpreter (what importing the whole core really loads). Every other
+folder of ``simulator/`` imports only the folders below it (:data:`LAYERS`)."""
 
 from __future__ import annotations
 
@@ -45,11 +46,11 @@ def test_core_imports_only_allowed_modules() -> None:
     assert {k: v for k, v in bad.items() if v} == {}
 
 
-@pytest.mark.parametrize("module", ["simulator.runner", "random", "ctypes", "signal", "time",
+@pytest.mark.parametrize("module", ["simulator.runs.runner", "random", "ctypes", "signal", "time",
                                     "os", "socket", "scapy.all"])
 def test_the_allow_list_refuses_what_the_deny_list_let_through(module: str,
                                                                 tmp_path: Path) -> None:
-    """The old deny-list passed ``simulator.runner``, ``random``, ``ctypes`` and ``signal``."""
+    """The old deny-list passed ``simulator.runs.runner``, ``random``, ``ctypes`` and ``signal``."""
     planted = tmp_path / "planted.py"
     planted.write_text(f"import {module}\n")
     assert offenders(imports_of(planted)) == [module]
@@ -71,8 +72,9 @@ def test_a_fresh_interpreter_loads_nothing_impure_with_the_core() -> None:
     out = subprocess.run([sys.executable, "-I", "-c", code], capture_output=True, text=True,
                          check=True, cwd=REPO).stdout.split()
     forbidden = {"socket", "subprocess", "select", "selectors", "threading", "time",
-                 "random", "ctypes", "signal", "asyncio", "pyroute2", "scapy", "simulator.runner",
-                 "simulator.dataplane", "simulator.topology", "multiprocessing", "fcntl"}
+                 "random", "ctypes", "signal", "asyncio", "pyroute2", "scapy",
+                 "simulator.runs.runner", "simulator.dataplane.packet_loop",
+                 "simulator.world.topology", "multiprocessing", "fcntl"}
     loaded = {m for m in out if m.split(".")[0] in forbidden or m in forbidden}
     assert loaded == set()
 
@@ -87,9 +89,77 @@ def test_core_never_reads_the_clock() -> None:
 
 
 def test_no_module_is_over_600_lines() -> None:
+    """Python and C alike (the fast path and the timer shim are ours to read too)."""
     sizes = {str(p.relative_to(REPO)): len(p.read_text().splitlines())
-             for p in (REPO / "simulator").rglob("*.py")}
+             for p in (REPO / "simulator").rglob("*") if p.suffix in (".py", ".c", ".h")}
     assert {k: v for k, v in sizes.items() if v > MAX_LINES} == {}
+
+
+LAYERS = {
+    "cli": {"runs", "views", "world", "dataplane", "workloads", "spec", "support", "core"},
+    "runs": {"views", "world", "spec", "support", "core"},
+    "views": {"spec", "support", "core"},
+    "world": {"dataplane", "workloads", "spec", "support", "core"},
+    "dataplane": {"spec", "support", "core"},
+    "workloads": {"support", "core"},
+    "spec": {"support", "core"},
+    "support": set(),
+    "core": set(),
+}
+"""What each folder of ``simulator/`` may import of the others: the front ends (``cli``:
+the command line and the pytest plugin) over runs (a driver, a script and a verdict), the
+views (which read results and never drive a world), the world (one driver and its
+backends), the middlebox's process, the programs in the hosts, what users write, the shell's
+shared helpers and the pure core."""
+
+
+def layer_offences(root: Path) -> list[str]:
+    """``path imports module`` for every import of a folder its layer may not use."""
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        parts = path.relative_to(root).parts
+        layer = parts[0] if len(parts) > 1 else None
+        for name in imports_of(path):
+            if not name.startswith("simulator."):
+                continue
+            target = name.split(".")[1]
+            if layer is None or target == layer:
+                continue
+            if target not in LAYERS:
+                found.append(f"{path.relative_to(root)} imports {name} (no such layer)")
+            elif target not in LAYERS[layer]:
+                found.append(f"{path.relative_to(root)} imports {name}")
+    return found
+
+
+def test_every_module_lives_in_a_layer() -> None:
+    """Only the package's own entry points sit at the top of ``simulator/``."""
+    top = sorted(p.name for p in (REPO / "simulator").glob("*.py"))
+    assert top == ["__init__.py", "__main__.py"]
+    folders = {p.name for p in (REPO / "simulator").iterdir()
+               if p.is_dir() and (p / "__init__.py").exists()}
+    assert folders == set(LAYERS)
+
+
+def test_each_layer_imports_only_the_layers_below_it() -> None:
+    assert layer_offences(REPO / "simulator") == []
+
+
+@pytest.mark.parametrize(("where", "line", "offence"), [
+    ("views/page.py", "from simulator.world.live import LiveWorld",
+     "views/page.py imports simulator.world.live"),
+    ("core/x.py", "import simulator.spec.scenario", "core/x.py imports simulator.spec.scenario"),
+    ("workloads/w.py", "from simulator.dataplane import frames",
+     "workloads/w.py imports simulator.dataplane"),
+    ("spec/s.py", "from simulator.gadgets import x", "spec/s.py imports simulator.gadgets "
+     "(no such layer)"),
+])
+def test_the_layer_check_catches_an_upward_import(tmp_path: Path, where: str, line: str,
+                                                  offence: str) -> None:
+    planted = tmp_path / where
+    planted.parent.mkdir(parents=True)
+    planted.write_text(line + "\n")
+    assert layer_offences(tmp_path) == [offence]
 
 
 def test_long_functions_say_why() -> None:

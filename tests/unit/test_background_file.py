@@ -1,4 +1,5 @@
-"""The dataplane's status file is written off the packet loop (``simulator/background_file.py``):
+"""The dataplane's status file is written off the packet loop
+(``simulator/dataplane/background_file.py``):
 a slow disk must not hold up packets, which the engine judges at the time it handles them."""
 
 from __future__ import annotations
@@ -13,13 +14,14 @@ from typing import Any
 import pytest
 
 from bench.fuzz import SteppedClock
-from simulator import background_file, dataplane
-from simulator.background_file import BackgroundFile
 from simulator.core.appliances import get_appliance
 from simulator.core.engine import Middlebox
 from simulator.core.events import Side
-from simulator.dataplane import Dataplane
-from simulator.results import replace_private
+from simulator.dataplane import background_file
+from simulator.dataplane import packet_loop as dataplane
+from simulator.dataplane.background_file import BackgroundFile
+from simulator.dataplane.packet_loop import Dataplane
+from simulator.support.results import replace_private
 
 STALL = 0.5
 """Wall seconds each write takes here, as a rename over an existing file took on ext4."""

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from simulator import rootless
-from simulator.cli import main
+from simulator.cli.main import main
+from simulator.world import rootless
 
 
 def test_list_shows_scenarios_and_largest_safe_speed(capsys: pytest.CaptureFixture[str]) -> None:
@@ -65,7 +65,7 @@ def test_check_says_one_thing_about_the_keepalive_time(
 def test_the_demo_tells_simultaneous_steps_in_the_same_order_in_both_columns() -> None:
     import io  # noqa: PLC0415
 
-    from simulator.demo import LEFT, RIGHT, Columns, _print_rows  # noqa: PLC0415
+    from simulator.views.demo import LEFT, RIGHT, Columns, _print_rows  # noqa: PLC0415
 
     created = {"source": "middlebox", "kind": "flow_created"}
     sent = {"source": "client", "kind": "request_sent"}

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from simulator import docs
+from simulator.views import docs
 
 
 def test_the_committed_readme_matches_the_code() -> None:
     text = docs.README.read_text()
-    assert docs.render(text) == text, "README.md is out of date: run `python -m simulator.docs`"
+    assert docs.render(text) == text, \
+        "README.md is out of date: run `python -m simulator.views.docs`"
 
 
 def test_a_drifted_figure_is_caught() -> None:

@@ -85,7 +85,7 @@ def test_the_docker_middlebox_reads_the_runners_configuration() -> None:
     """The runner sends appliance records (not names): the container's entry point names
     them from there (a dict where a name was expected failed only on a real engine)."""
     from simulator.core.appliances import get_appliance  # noqa: PLC0415
-    from simulator.docker_host import chain_title  # noqa: PLC0415
+    from simulator.world.docker_host import chain_title  # noqa: PLC0415
 
     cfg = {"chain": [{"appliance": get_appliance("nat-gw").to_record()},
                      {"appliance": get_appliance("nlb").to_record()}]}

@@ -14,8 +14,8 @@ import pytest
 
 from simulator.core.messages import Kind, Message, Role, Verdict
 from simulator.core.session import RunSession
-from simulator.fakenet import FakeUnsupportedError, run_fake
-from simulator.scenario import load_scenario, scenario_names
+from simulator.spec.scenario import load_scenario, scenario_names
+from simulator.world.fakenet import FakeUnsupportedError, run_fake
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -86,8 +86,8 @@ def test_the_fake_backend_needs_no_capability_at_all() -> None:
     code = ("import sys\n"
             "caps = [l for l in open('/proc/self/status') if l.startswith('CapEff')]\n"
             "assert caps[0].split()[1] == '0' * 16, caps\n"
-            "from simulator.fakenet import run_fake\n"
-            "from simulator.scenario import load_scenario\n"
+            "from simulator.world.fakenet import run_fake\n"
+            "from simulator.spec.scenario import load_scenario\n"
             "r = run_fake(load_scenario('nat-gw-keepalive'))\n"
             "print(r.verdict, r.client, r.server)\n")
     argv = [sys.executable, "-c", code]

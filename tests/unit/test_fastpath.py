@@ -1,7 +1,7 @@
 """The compiled fast path against the engine: the same frames in, the same frames out.
 
 Two dataplanes on datagram socket pairs take the same conversation at the same model times,
-one with the fast path (``simulator/fastpath.py``, ``_fastpath.c``) and one without. After
+one with the fast path (``simulator/dataplane/fastpath.py``, ``_fastpath.c``) and one without. After
 every step the frames each sent must be byte for byte the same, and at the end so must the
 events, the counters and every flow's state. Conversations are drawn by hypothesis: TCP and
 UDP flows that get hot, keepalive probes, FINs, RSTs, partial checksums, UDP without a
@@ -22,7 +22,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from simulator import fastpath
 from simulator.core.appliances import Appliance, ExpiryAction, get_appliance
 from simulator.core.chain import Chain
 from simulator.core.engine import Middlebox
@@ -39,8 +38,9 @@ from simulator.core.packets import (
     internet_checksum,
 )
 from simulator.core.path_events import PathEvent, PathKind
-from simulator.dataplane import ETH_P_IP, CompressedClock, Dataplane
-from simulator.frames import PcapWriter
+from simulator.dataplane import fastpath
+from simulator.dataplane.frames import PcapWriter
+from simulator.dataplane.packet_loop import ETH_P_IP, CompressedClock, Dataplane
 
 MAC_A, MAC_B = bytes.fromhex("020000000001"), bytes.fromhex("020000000002")
 HEADER = MAC_B + MAC_A + ETH_P_IP
@@ -245,8 +245,8 @@ def converse(appliance: Appliance, protos: tuple[int, int],
 
 def test_the_compiled_module_is_built() -> None:
     # `make setup` builds it; the tests below would all fail without it, this one says why
-    assert fastpath.available(), "simulator._fastpath is not built: run make setup"
-    from simulator import _fastpath  # noqa: PLC0415 (after the check that says why)
+    assert fastpath.available(), "simulator.dataplane._fastpath is not built: run make setup"
+    from simulator.dataplane import _fastpath  # noqa: PLC0415 (after the check that says why)
 
     assert (fastpath.DRAINED, fastpath.BUDGET_SPENT, fastpath.SEND_FAILED) \
         == (_fastpath.DRAINED, _fastpath.BUDGET_SPENT, _fastpath.SEND_FAILED)

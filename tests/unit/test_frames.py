@@ -18,7 +18,7 @@ from bench.fuzz import EXPECTED, SteppedClock, fuzz
 from simulator.core.appliances import CATALOGUE, get_appliance
 from simulator.core.engine import Middlebox
 from simulator.core.events import Side
-from simulator.dataplane import ETH_P_IP, Dataplane
+from simulator.dataplane.packet_loop import ETH_P_IP, Dataplane
 from tests.unit.helpers import CLIENT, SERVER, tcp, udp
 
 MAC_A, MAC_B = bytes.fromhex("020000000001"), bytes.fromhex("020000000002")
@@ -196,7 +196,7 @@ def test_a_peer_mac_is_learnt_from_the_peer_not_from_the_hosts_bridge() -> None:
     network may speak first (an ARP request of its own); learning its MAC sent every frame
     for the client through the host's routing, which only worked with ip_forward on."""
     from simulator.core.edge import EdgeMap, docker_edge  # noqa: PLC0415
-    from simulator.dataplane import UNKNOWN_MAC  # noqa: PLC0415
+    from simulator.dataplane.packet_loop import UNKNOWN_MAC  # noqa: PLC0415
 
     h = Harness()
     try:

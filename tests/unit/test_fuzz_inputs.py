@@ -25,8 +25,8 @@ from bench.fuzz_inputs import (
     pcapng_bytes,
     yaml_seeds,
 )
-from simulator import cli
-from simulator.scenario import ScenarioError, load_scenario
+from simulator.cli import main as cli
+from simulator.spec.scenario import ScenarioError, load_scenario
 from tests.unit.test_scenario import GOOD
 
 SEEDS = yaml_seeds()

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from simulator import cli
-from simulator.compression import plan
+from simulator.cli import main as cli
 from simulator.core.appliances import CATALOGUE, ApplianceError, check_field, get_appliance
-from simulator.fields import MAX_FILE_BYTES
-from simulator.scenario import ScenarioError, load_scenario
+from simulator.spec.compression import plan
+from simulator.spec.fields import MAX_FILE_BYTES
+from simulator.spec.scenario import ScenarioError, load_scenario
 from tests.unit.test_scenario import GOOD, write
 
 
@@ -96,7 +96,7 @@ def test_cli_exits_2_naming_the_field(tmp_path: Path, capsys: pytest.CaptureFixt
 
 
 def test_speed_from_the_command_line_is_range_checked() -> None:
-    from simulator.compression import SpeedError  # noqa: PLC0415
+    from simulator.spec.compression import SpeedError  # noqa: PLC0415
 
     with pytest.raises(SpeedError, match="from 1 to 10000"):
         plan(load_scenario("nat-gw"), 0.0001)

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from simulator import interrupts
+from simulator.support import interrupts
 
 
 @pytest.fixture(autouse=True)

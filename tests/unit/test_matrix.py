@@ -8,9 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from simulator import cli
-from simulator.fields import ScenarioError
-from simulator.matrix import (
+from simulator.cli import main as cli
+from simulator.runs.matrix import (
     _done,
     collect,
     exit_status,
@@ -19,8 +18,9 @@ from simulator.matrix import (
     load_matrix,
     speed_for,
 )
-from simulator.matrix_report import write_reports
-from simulator.results import Folder
+from simulator.spec.fields import ScenarioError
+from simulator.support.results import Folder
+from simulator.views.matrix_report import write_reports
 
 
 def test_the_shipped_matrix_covers_every_profile_and_the_appliances() -> None:
@@ -183,7 +183,7 @@ def test_a_planted_link_in_the_matrix_folder_is_refused(tmp_path: Path,
 def test_the_emitted_job_validates_against_the_kubernetes_schema() -> None:
     import kubernetes_validate  # noqa: PLC0415
 
-    from simulator.matrix import k8s_job  # noqa: PLC0415
+    from simulator.runs.matrix import k8s_job  # noqa: PLC0415
 
     matrix = load_matrix("keepalive")
     job = k8s_job(matrix, "registry.example/natsim:1")

@@ -2,10 +2,10 @@ from __future__ import annotations
 
 import pytest
 
-from simulator.compression import nominal_prediction
 from simulator.core.appliances import LateAction
 from simulator.core.model import Exchange, decisive_gap, predict
-from simulator.scenario import load_scenario, scenario_names
+from simulator.spec.compression import nominal_prediction
+from simulator.spec.scenario import load_scenario, scenario_names
 
 RST, DROP = LateAction.RST, LateAction.DROP
 
@@ -94,8 +94,8 @@ def test_probes_that_do_not_count_make_no_margin_of_their_own() -> None:
     """Found by the keepalive matrix: node's 1 s probes behind Global Accelerator, whose
     340 s timeout is a multiple of 1 s, made the probe and the expiry "coincide" and the
     scenario unsafe at every speed; the order of those two decides nothing."""
-    from simulator.compression import max_safe_speed  # noqa: PLC0415
-    from simulator.matrix import load_matrix  # noqa: PLC0415
+    from simulator.runs.matrix import load_matrix  # noqa: PLC0415
+    from simulator.spec.compression import max_safe_speed  # noqa: PLC0415
 
     cell = next(c for c in load_matrix("keepalive").cells
                 if c.client == "node-http-agent" and c.scenario.appliance.name

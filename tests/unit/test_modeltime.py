@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from simulator import modeltime
+from simulator.world import modeltime
 
 SHIM = modeltime.shim_library()
 

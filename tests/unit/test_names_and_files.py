@@ -12,9 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from simulator import results, topology, world
-from simulator.results import ResultsError
-from simulator.world import LiveWorld, WorldError, check_name
+from simulator.support import results
+from simulator.support.results import ResultsError
+from simulator.world import live as world
+from simulator.world import topology
+from simulator.world.live import LiveWorld, WorldError, check_name
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -14,7 +14,7 @@ from simulator.core.appliances import get_appliance
 from simulator.core.engine import Middlebox
 from simulator.core.events import Side
 from simulator.core.packets import ones_complement_sum
-from simulator.frames import (
+from simulator.dataplane.frames import (
     ETH_HLEN,
     F_NEEDS_CSUM,
     VNET_HDR,

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from simulator import cli
+from simulator.cli import main as cli
 from simulator.core.path_events import PathKind
-from simulator.scenario import ScenarioError, load_scenario
+from simulator.spec.scenario import ScenarioError, load_scenario
 from tests.unit.test_scenario import GOOD, write
 
 NLB2 = GOOD.replace("appliance: nat-gw", "appliance: {name: nlb, backends: 2}")

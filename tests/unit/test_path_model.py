@@ -6,7 +6,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from simulator.compression import _exchange, _keepalive_model
 from simulator.core.appliances import LateAction
 from simulator.core.model import Exchange, predict
 from simulator.core.path_events import PathEvent, PathKind
@@ -19,7 +18,8 @@ from simulator.core.path_model import (
     predict_proxy,
     retransmits,
 )
-from simulator.scenario import load_scenario, scenario_names
+from simulator.spec.compression import _exchange, _keepalive_model
+from simulator.spec.scenario import load_scenario, scenario_names
 
 RST, DROP = LateAction.RST, LateAction.DROP
 NO_EVENTS = PathEffects()

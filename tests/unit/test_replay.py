@@ -12,10 +12,10 @@ from scapy.layers.l2 import CookedLinux, Ether
 from scapy.packet import Packet, Raw
 from scapy.utils import PcapNgWriter, wrpcap
 
-from simulator import cli
-from simulator.capture import CaptureError, CaptureStats, read
+from simulator.cli import main as cli
 from simulator.core.appliances import get_appliance
 from simulator.core.replay import Fate, Replay
+from simulator.dataplane.capture import CaptureError, CaptureStats, read
 
 C, S = "198.18.1.10", "198.19.1.10"
 T0 = 1_700_000_000.0

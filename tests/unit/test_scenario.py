@@ -5,8 +5,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from simulator.compression import SpeedError, max_safe_speed, plan
-from simulator.scenario import ScenarioError, load_scenario, parse_scenario, scaled, scenario_names
+from simulator.spec.compression import SpeedError, max_safe_speed, plan
+from simulator.spec.scenario import (
+    ScenarioError,
+    load_scenario,
+    parse_scenario,
+    scaled,
+    scenario_names,
+)
 
 GOOD = """
 appliance: nat-gw

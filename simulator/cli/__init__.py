@@ -1,0 +1,1 @@
+"""The front ends: the ``natsim`` command line and the pytest plugin."""

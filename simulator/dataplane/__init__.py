@@ -1,0 +1,1 @@
+"""The middlebox process: the packet loop, the compiled fast path, frames, capture."""

@@ -1,0 +1,1 @@
+"""What users write: scenario and matrix files, their fields, and time compression."""
