@@ -58,11 +58,12 @@ from pyroute2 import IPRoute
 from bench.held import PUBLIC_IPS, rss_kib
 from simulator.core import plan
 from simulator.core.appliances import get_appliance
+from simulator.core.configs import encode
 from simulator.support import interrupts
-from simulator.support.results import new_file
+from simulator.support.results import new_file, write_private
 from simulator.world import topology
-from simulator.world.backends import Namespaces, host_command
-from simulator.world.live import middlebox_config
+from simulator.world.backends import host_command
+from simulator.world.backends.netns import Namespaces
 
 ROOT = Path(__file__).resolve().parent.parent
 NAT_TIMEOUT = 350
@@ -128,8 +129,11 @@ def start_dataplane(side: Side, tmp: Path, speed: float = 1.0,
         appliance = appliance.with_overrides({"on_expiry": "rst_both"})
     stamp = time.monotonic_ns()
     status = tmp / f"status-{stamp}.json"
-    cfg = middlebox_config(side.world, [appliance], speed, None, status)
-    argv, _ = Namespaces().middlebox(side.world, cfg, tmp / "middlebox.json")
+    inside, outside = side.world.ports()
+    cfg = plan.middlebox_config([appliance], speed, inside, outside, status=str(status))
+    write_private(tmp / "middlebox.json", encode(cfg))
+    argv = Namespaces().command(side.world.mbox_ns, ["simulator", "middlebox", "--config",
+                                                     str(tmp / "middlebox.json")])
     events = tmp / f"events-{stamp}.jsonl"
     with events.open("wb") as out:
         proc = subprocess.Popen(argv, cwd=ROOT, stdout=out, stderr=subprocess.DEVNULL)

@@ -40,7 +40,9 @@ from simulator.support import interrupts
 from simulator.support.results import ResultsError
 from simulator.views.demo import run_demo
 from simulator.world import docker_host, modeltime, rootless, topology
-from simulator.world.backends import BackendError, docker_leftovers
+from simulator.world.backends import BackendError
+from simulator.world.backends.docker import docker_leftovers
+from simulator.world.driver import StartError
 from simulator.world.live import ROLES, LiveWorld, WorldError
 
 EXIT_MISMATCH, EXIT_USAGE, EXIT_ENVIRONMENT, EXIT_ERROR, EXIT_INTERRUPTED = 1, 2, 3, 4, 130
@@ -555,7 +557,7 @@ def main(argv: list[str] | None = None) -> int:
     except (WorldError, ApplianceError, ResultsError, CaptureError) as exc:
         print(f"natsim: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except (topology.TopologyError, RunError, BackendError) as exc:
+    except (topology.TopologyError, RunError, StartError, BackendError) as exc:
         print(f"natsim: error: {exc}", file=sys.stderr)
         return EXIT_ENVIRONMENT
     except KeyboardInterrupt:

@@ -24,8 +24,8 @@ import ipaddress
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
+from simulator.core.configs import Edge
 from simulator.core.events import Side
 from simulator.core.packets import ip_from_str, parse, rewrite_destination, rewrite_source
 
@@ -53,13 +53,13 @@ class EdgeMap:
             for side in (Side.INSIDE, Side.OUTSIDE)})
 
     @classmethod
-    def from_config(cls, cfg: dict[str, Any]) -> EdgeMap:
+    def from_config(cls, cfg: Edge) -> EdgeMap:
         """From the dataplane configuration's ``edge`` (dotted addresses: :func:`docker_edge`)."""
         inside, outside = ({ip_from_str(seen): ip_from_str(model)
-                            for seen, model in cfg[side].items()}
-                           for side in ("inside", "outside"))
+                            for seen, model in side.items()}
+                           for side in (cfg.inside, cfg.outside))
         return cls(inside, outside, peers={Side(side): frozenset(map(ip_from_str, ips))
-                                           for side, ips in cfg.get("peers", {}).items()})
+                                           for side, ips in cfg.peers.items()})
 
     def from_peer(self, side: Side, packet: bytes | bytearray) -> bool:
         allowed = self.peers.get(side)
@@ -99,14 +99,14 @@ class EdgeMap:
 
 
 def docker_edge(public_ips: Sequence[str], client: str, server: str, server_vip: str
-                ) -> dict[str, Any]:
+                ) -> Edge:
     """The dataplane's ``edge`` configuration for two Docker networks: the server behind
     ``server_vip`` on the client's network; on the server's, aliases from .3 of its /24 up,
     for the NAT's public addresses and then the client; only client and server as peers."""
     first = ipaddress.ip_network(f"{server}/24", strict=False).network_address + 3
     aliases = {str(first + i): model for i, model in enumerate([*public_ips, client])}
-    return {"inside": {server_vip: server}, "outside": aliases,
-            "peers": {"inside": [client], "outside": [server]}}
+    return Edge(inside={server_vip: server}, outside=aliases,
+                peers={"inside": (client,), "outside": (server,)})
 
 
 def sender_address(frame: bytes) -> bytes | None:

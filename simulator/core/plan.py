@@ -16,10 +16,23 @@ The keepalive sysctls are compressed in the **whole** world: the client's and th
 
 from __future__ import annotations
 
-import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+from simulator.core.appliances import Appliance
+from simulator.core.configs import (
+    ClientConfig,
+    Edge,
+    LoadClientConfig,
+    LoadServerConfig,
+    MiddleboxConfig,
+    Port,
+    ServerConfig,
+    UdpClientConfig,
+    UdpServerConfig,
+)
+from simulator.core.path_events import PathEvent
 
 CLIENT_IP, CLIENT_GW = "198.18.1.10", "198.18.1.1"
 SERVER_IP, SERVER_GW = "198.19.1.10", "198.19.1.1"
@@ -72,6 +85,10 @@ class WorldPlan:
         default_factory=lambda: {**QUIET, "net.ipv4.ip_forward": 0})
     """The middlebox's kernel never forwards: every packet crosses the dataplane."""
     vip: str | None = None
+    middlebox_addresses: Mapping[str, str] = field(default_factory=dict)
+    """Addresses on the middlebox's own interfaces (``inside`` -> the client's gateway):
+    only for the L4-proxy contrast, whose proxy terminates TCP there; natsim's dataplane
+    owns no address."""
 
     @property
     def hosts(self) -> tuple[HostPlan, ...]:
@@ -115,7 +132,8 @@ def world_plan(run_id: str, client_sysctls: Mapping[str, int], backends: int = 1
         sysctls={**QUIET, **{f"net.ipv4.{k}": v for k, v in (server_sysctls or {}).items()},
                  "net.core.somaxconn": 65535, "net.ipv4.tcp_max_syn_backlog": 65535},
         hosts=hosts) for i in range(backends))
-    return WorldPlan(run_id, client, servers, vip=vip)
+    return WorldPlan(run_id, client, servers, vip=vip, middlebox_addresses={
+        "inside": CLIENT_GW, "outside": SERVER_GW} if front else {})
 
 
 # -- the programs a scenario runs -----------------------------------------------------------
@@ -123,16 +141,12 @@ def world_plan(run_id: str, client_sysctls: Mapping[str, int], backends: int = 1
 
 @dataclass(frozen=True)
 class Programs:
-    """``python -m`` arguments of the server (each backend runs the same) and the client."""
+    """The server (each backend runs the same) and the client of one scenario."""
 
-    server: list[str]
-    client: list[str]
+    server: ServerConfig | UdpServerConfig | LoadServerConfig
+    client: ClientConfig | UdpClientConfig | LoadClientConfig
     wall_limit: float
     """Wall seconds after which client and server must both have finished."""
-
-
-def _args(module: str, role: str | None, cfg: Mapping[str, Any]) -> list[str]:
-    return [module, *([role] if role else []), "--config", json.dumps(dict(cfg))]
 
 
 def load_wall(s: Any, speed: float) -> float:
@@ -149,42 +163,57 @@ def programs(s: Any, p: Any) -> Programs:
         load = s.load
         wall = load_wall(s, p.speed)
         return Programs(
-            _args("simulator.workloads.load", "server",
-                  {"port": s.server_port, "expected": load.connections,
-                   "duration": wall + 3.0}),
-            _args("simulator.workloads.load", "client",
-                  {"host": "server", "port": s.server_port, "connections": load.connections,
-                   "rate": load.rate, "hold": load.hold / p.speed,
-                   "connect_timeout": load.connect_timeout / p.speed,
-                   "addresses": [client_address(i) for i in range(load.addresses)]}),
+            LoadServerConfig(port=s.server_port, expected=load.connections,
+                             duration=wall + 3.0),
+            LoadClientConfig(host="server", port=s.server_port, connections=load.connections,
+                             rate=load.rate, hold=load.hold / p.speed,
+                             connect_timeout=load.connect_timeout / p.speed,
+                             addresses=tuple(client_address(i)
+                                             for i in range(load.addresses))),
             wall + 15.0)
     answer_after = p.server_delay.wall
     if s.protocol == "udp":
         return Programs(
-            _args("simulator.workloads.udp", "server",
-                  {"port": s.server_port, "delay": answer_after,
-                   "delay_label": f"{s.server_delay:g} s",
-                   "wait_limit": p.client_timeout.wall + 1.0}),
-            _args("simulator.workloads.udp", "client",
-                  {"host": "server", "port": s.server_port, "timeout": p.client_timeout.wall,
-                   "heartbeat": p.heartbeat.wall if p.heartbeat is not None else None}),
+            UdpServerConfig(port=s.server_port, delay=answer_after,
+                            delay_label=f"{s.server_delay:g} s",
+                            wait_limit=p.client_timeout.wall + 1.0),
+            UdpClientConfig(host="server", port=s.server_port, timeout=p.client_timeout.wall,
+                            heartbeat=p.heartbeat.wall if p.heartbeat is not None else None),
             p.client_timeout.wall + 15.0)
     # a client that waits for its network resolves its server's name over the network
-    host = DNS_NAME if s.attach is not None else "server"
-    client: dict[str, Any] = {"host": host, "port": s.server_port, "request": s.request,
-                              "timeout": p.client_timeout.wall, "keepalive": s.keepalive.mode,
-                              "retries": s.retries, "backoff": s.backoff / p.speed,
-                              "resolve": s.resolve}
+    keepalive: dict[str, int] = {}
     if p.keepalive_idle is not None and p.keepalive_interval is not None:
-        client.update(idle=int(p.keepalive_idle.wall), interval=int(p.keepalive_interval.wall),
-                      count=p.keepalive_count)
+        keepalive = {"idle": int(p.keepalive_idle.wall),
+                     "interval": int(p.keepalive_interval.wall), "count": p.keepalive_count}
     retrying = s.backoff * (2 ** s.retries - 1) / p.speed  # the last attempt, wall seconds
     return Programs(
-        _args("simulator.workloads.server", None,
-              {"port": s.server_port, "delay": answer_after,
-               "delay_label": f"{s.server_delay:g} s",
-               "answer": "HTTP/1.1 200 OK (the slow answer)",
-               "wait_limit": max(1.0, p.client_timeout.wall - answer_after + 1.0),
-               "accept_limit": retrying + 3.0 if s.retries else None}),
-        _args("simulator.workloads.client", None, client),
+        ServerConfig(port=s.server_port, delay=answer_after,
+                     delay_label=f"{s.server_delay:g} s",
+                     answer="HTTP/1.1 200 OK (the slow answer)",
+                     wait_limit=max(1.0, p.client_timeout.wall - answer_after + 1.0),
+                     accept_limit=retrying + 3.0 if s.retries else None),
+        ClientConfig(host=DNS_NAME if s.attach is not None else "server", port=s.server_port,
+                     request=s.request, timeout=p.client_timeout.wall,
+                     keepalive=s.keepalive.mode, retries=s.retries,
+                     backoff=s.backoff / p.speed, resolve=s.resolve, **keepalive),
         p.client_timeout.wall + retrying + 15.0)
+
+
+def middlebox_config(chain: Sequence[Appliance], speed: float, inside: Port,
+                     outside: Sequence[Port], *, pcap: str | None = None,
+                     status: str | None = None, metrics: str | None = None,
+                     sample_every: float = 1.0, heartbeat: bool = False,
+                     path_events: Sequence[PathEvent] = (), edge: Edge | None = None
+                     ) -> MiddleboxConfig:
+    """The dataplane's configuration: the one place it is made (a scenario run, a live
+    world and the bench all come here). Backends with several targets get their addresses
+    here too, so that the appliance spreads flows over the ports it really has."""
+    if len(outside) > 1:
+        chain = [a.with_overrides({"backend_ips": [backend_address(i)[0]
+                                                   for i in range(len(outside))]})
+                 if a.backends > 1 else a for a in chain]
+    return MiddleboxConfig(
+        chain=tuple(chain), speed=speed, inside=inside, outside=tuple(outside), pcap=pcap,
+        status=status, metrics=metrics, sample_every=sample_every, heartbeat=heartbeat,
+        # the late attach is the driver's to carry out (on the client's host), not the engine's
+        path_events=tuple(e for e in path_events if not e.on_host), edge=edge)

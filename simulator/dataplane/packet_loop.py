@@ -43,16 +43,16 @@ import time
 import traceback
 from collections import Counter
 from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import IO, Any
 
-from simulator.core.appliances import Appliance
 from simulator.core.chain import Chain
+from simulator.core.clock import ModelClock
+from simulator.core.configs import ConfigError, MiddleboxConfig, Port, decode
 from simulator.core.edge import EdgeMap, sender_address
 from simulator.core.engine import Middlebox, Transmit
 from simulator.core.events import Side
 from simulator.core.messages import Kind, Message, Role
 from simulator.core.packets import ip_to_str
-from simulator.core.path_events import PathEvent
 from simulator.dataplane import fastpath
 from simulator.dataplane.background_file import BackgroundFile
 from simulator.dataplane.frames import (
@@ -97,17 +97,6 @@ without the pause, 112-115 with 100 us, 97 with 200 us, 74 with 400 us (bursts t
 overflow the receiver's socket buffer). Light traffic never pauses, so it adds no delay to
 a handshake or a keepalive; under load it adds at most 0.1 ms, and none when a timer falls
 due within the pause."""
-
-
-class ModelClock(Protocol):
-    """What the dataplane asks of a clock: model time now, and how long to wait for a
-    model time in wall seconds (the real one is compressed; the fuzzer's steps)."""
-
-    speed: float
-
-    def now(self) -> float: ...
-
-    def wall_until(self, model_t: float) -> float: ...
 
 
 class CompressedClock:
@@ -544,34 +533,36 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", required=True, type=Path,
                         help="JSON: appliance, overrides, speed, interfaces and MACs")
     args = parser.parse_args(argv)
-    cfg = json.loads(args.config.read_text())
-    appliances = [Appliance.from_record(stage["appliance"])
-                  for stage in cfg["chain"]]
+    try:
+        cfg = decode(MiddleboxConfig, args.config.read_text())
+    except (OSError, ConfigError) as exc:
+        parser.error(f"{args.config}: {exc}")
+    appliances = list(cfg.chain)
     engine: Middlebox | Chain = Middlebox(appliances[0]) if len(appliances) == 1 \
         else Chain(appliances)
     if isinstance(engine, Middlebox):  # scenarios refuse path events on chains
-        engine.path_events([PathEvent.from_record(e) for e in cfg.get("path_events", [])])
-    clock = CompressedClock(float(cfg["speed"]))
-    def port(spec: dict[str, str | None]) -> tuple[socket.socket, bytes]:
+        engine.path_events(cfg.path_events)
+    clock = CompressedClock(cfg.speed)
+
+    def port(spec: Port) -> tuple[socket.socket, bytes]:
         # no peer MAC: learnt from the first frame that arrives (Docker, where the client
         # may start after the middlebox)
-        peer_mac = spec.get("peer_mac")
-        peer = _mac_bytes(peer_mac) if peer_mac else UNKNOWN_MAC
-        header = peer + _mac_bytes(str(spec["mac"])) + ETH_P_IP
-        return open_port(str(spec["if"])), header
+        peer = _mac_bytes(spec.peer_mac) if spec.peer_mac else UNKNOWN_MAC
+        header = peer + _mac_bytes(spec.mac) + ETH_P_IP
+        return open_port(spec.ifname), header
 
-    ports = {Side.INSIDE: [port(cfg["inside"])],
-             Side.OUTSIDE: [port(spec) for spec in cfg["outside"]]}
-    pcap = PcapWriter(Path(cfg["pcap"])) if cfg.get("pcap") else None
+    ports = {Side.INSIDE: [port(cfg.inside)],
+             Side.OUTSIDE: [port(spec) for spec in cfg.outside]}
+    pcap = PcapWriter(Path(cfg.pcap)) if cfg.pcap else None
     plane = Dataplane(engine, clock, ports, sys.stdout, pcap)
-    if cfg.get("status"):
-        plane.status_path = Path(cfg["status"])
-    plane.heartbeat = bool(cfg.get("heartbeat"))
-    if cfg.get("edge"):
-        plane.edge = EdgeMap.from_config(cfg["edge"])
-    if cfg.get("metrics"):
-        plane.metrics_file = create_new(Path(cfg["metrics"]))
-        plane.sample_every = float(cfg.get("sample_every", 1.0))
+    if cfg.status:
+        plane.status_path = Path(cfg.status)
+    plane.heartbeat = cfg.heartbeat
+    if cfg.edge is not None:
+        plane.edge = EdgeMap.from_config(cfg.edge)
+    if cfg.metrics:
+        plane.metrics_file = create_new(Path(cfg.metrics))
+        plane.sample_every = cfg.sample_every
     fast_off = plane.use_fast_path()
     steady_under_load()
     signal.signal(signal.SIGTERM, plane.stop)

@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from simulator.core.configs import ConfigError, ProxyConfig, decode
 from simulator.core.messages import Kind, Message, Role
 from simulator.core.observer import Observer
 from simulator.dataplane.frames import PcapWriter
@@ -64,12 +65,12 @@ def _emit(out: Any, record: dict[str, Any]) -> None:
     out.flush()
 
 
-def run(cfg: dict[str, Any], out: Any = sys.stdout) -> int:  # noqa: C901
+def run(cfg: ProxyConfig, out: Any = sys.stdout) -> int:  # noqa: C901
     # long: start, wait, watch and stop in one place: the order is the point
-    speed = float(cfg["speed"])
-    conf = Path(cfg["haproxy_cfg"])
-    write_private(conf, haproxy_config(cfg["front"], cfg["back"], int(cfg["port"]),
-                                       max(1, round(1000 * float(cfg["timeout"]) / speed))))
+    speed = cfg.speed
+    conf = Path(cfg.haproxy_cfg)
+    write_private(conf, haproxy_config(cfg.front, cfg.back, cfg.port,
+                                       max(1, round(1000 * cfg.timeout / speed))))
     haproxy = subprocess.Popen(["haproxy", "-db", "-f", str(conf)], stdin=subprocess.DEVNULL,
                                stdout=sys.stderr, stderr=sys.stderr)
     stopping = False
@@ -85,15 +86,15 @@ def run(cfg: dict[str, Any], out: Any = sys.stdout) -> int:  # noqa: C901
         sock.bind((ifname, 0))
         socks[sock] = link
     deadline = time.monotonic() + 10.0
-    while not listening(cfg["front"], int(cfg["port"])):
+    while not listening(cfg.front, cfg.port):
         if haproxy.poll() is not None or time.monotonic() > deadline:
             print(f"haproxy did not start (exit status {haproxy.poll()})", file=sys.stderr)
             haproxy.kill()
             return 1
         time.sleep(0.02)
-    observer = Observer({cfg["front"]: "proxy", cfg["back_self"]: "proxy",
-                         cfg["client"]: "client", cfg["back"]: "server"})
-    pcap = PcapWriter(Path(cfg["pcap"])) if cfg.get("pcap") else None
+    observer = Observer({cfg.front: "proxy", cfg.back_self: "proxy",
+                         cfg.client: "client", cfg.back: "server"})
+    pcap = PcapWriter(Path(cfg.pcap)) if cfg.pcap else None
     origin = time.monotonic()
     _emit(out, Message(Role.MIDDLEBOX, Kind.READY, "HAProxy listening", data={
         "origin": origin}).to_dict())
@@ -134,7 +135,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="natsim proxy", description=__doc__.split("\n")[0])
     parser.add_argument("--config", required=True, help="JSON object with the settings")
     args = parser.parse_args(argv)
-    return run(json.loads(args.config))
+    try:
+        cfg = decode(ProxyConfig, args.config)
+    except ConfigError as exc:
+        parser.error(f"--config: {exc}")
+    return run(cfg)
 
 
 if __name__ == "__main__":

@@ -204,6 +204,15 @@ class Folder:
         os.fchmod(fd, 0o644)
         return os.fdopen(fd, mode)
 
+    def reader(self, name: str) -> IO[bytes]:
+        """``name`` (a regular file here, never a link) opened to read."""
+        _name(name)
+        try:
+            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=self.fd)
+        except OSError as exc:
+            raise ResultsError(f"{self.path / name}: {exc.strerror}") from None
+        return os.fdopen(fd, "rb")
+
     def write(self, name: str, data: str | bytes) -> Path:
         with self.open(name, "wb") as f:
             f.write(data.encode() if isinstance(data, str) else data)

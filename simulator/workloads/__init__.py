@@ -9,31 +9,43 @@ middlebox's log.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, TypeVar
 
+from simulator.core.configs import ConfigError, decode
 from simulator.core.messages import Kind, Message
 
+T = TypeVar("T")
 
-def config_from_argv(prog: str, description: str | None,
-                     argv: list[str] | None) -> dict[str, Any]:
-    """The ``--config JSON`` every workload takes (the runner writes it)."""
-    return role_and_config(prog, description, argv, ())[1]
+
+def config_from_argv(prog: str, description: str | None, argv: list[str] | None,
+                     cls: type[T]) -> T:
+    """The ``--config JSON`` every workload takes (the driver writes it with
+    :func:`~simulator.core.configs.encode`), read back strictly."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("--config", required=True, help="JSON object with the settings")
+    args = parser.parse_args(argv)
+    return _decode(parser, cls, args.config)
 
 
 def role_and_config(prog: str, description: str | None, argv: list[str] | None,
-                    roles: tuple[str, ...] = ("client", "server")) -> tuple[str, dict[str, Any]]:
-    """``ROLE --config JSON`` for workloads with a client and a server side (no ROLE when
-    ``roles`` is empty)."""
+                    roles: Mapping[str, type[object]]) -> tuple[str, object]:
+    """``ROLE --config JSON`` for workloads with a client and a server side; the config
+    is decoded as the role's class."""
     parser = argparse.ArgumentParser(prog=prog, description=description)
-    if roles:
-        parser.add_argument("role", choices=roles)
+    parser.add_argument("role", choices=list(roles))
     parser.add_argument("--config", required=True, help="JSON object with the settings")
     args = parser.parse_args(argv)
-    config: dict[str, Any] = json.loads(args.config)
-    return getattr(args, "role", ""), config
+    return args.role, _decode(parser, roles[args.role], args.config)
+
+
+def _decode(parser: argparse.ArgumentParser, cls: type[T], text: str) -> T:
+    try:
+        return decode(cls, text)
+    except ConfigError as exc:
+        parser.error(f"--config: {exc}")
 
 
 def report(source: str, kind: Kind, text: str, **data: Any) -> None:

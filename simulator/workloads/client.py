@@ -13,6 +13,7 @@ import errno
 import socket
 import time
 
+from simulator.core.configs import ClientConfig
 from simulator.core.messages import Kind
 from simulator.workloads import config_from_argv, report
 
@@ -145,12 +146,10 @@ def run(host: str, port: int, request: str, timeout: float, keepalive: str,
 
 
 def main(argv: list[str] | None = None) -> int:
-    cfg = config_from_argv("natsim-client", __doc__, argv)
+    cfg = config_from_argv("natsim-client", __doc__, argv, ClientConfig)
     report(SOURCE, Kind.READY, "client started")
-    outcome = run(cfg["host"], int(cfg["port"]), cfg["request"], float(cfg["timeout"]),
-                  cfg["keepalive"], cfg.get("idle"), cfg.get("interval"), cfg.get("count"),
-                  int(cfg.get("retries", 0)), float(cfg.get("backoff", 1.0)),
-                  cfg.get("resolve", "each"))
+    outcome = run(cfg.host, cfg.port, cfg.request, cfg.timeout, cfg.keepalive, cfg.idle,
+                  cfg.interval, cfg.count, cfg.retries, cfg.backoff, cfg.resolve)
     report(SOURCE, Kind.OUTCOME, outcome, outcome=outcome)
     return 0
 

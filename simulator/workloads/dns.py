@@ -16,6 +16,7 @@ from __future__ import annotations
 import socket
 import struct
 
+from simulator.core.configs import DnsConfig
 from simulator.core.messages import Kind
 from simulator.workloads import config_from_argv, report
 
@@ -74,8 +75,8 @@ def serve(port: int, names: dict[str, str]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    cfg = config_from_argv("natsim-dns", __doc__, argv)
-    serve(int(cfg.get("port", 53)), {str(k).lower(): str(v) for k, v in cfg["names"].items()})
+    cfg = config_from_argv("natsim-dns", __doc__, argv, DnsConfig)
+    serve(cfg.port, {k.lower(): v for k, v in cfg.names.items()})
     return 0
 
 

@@ -32,6 +32,7 @@ import socket
 import time
 from collections.abc import Callable
 
+from simulator.core.configs import LoadClientConfig, LoadServerConfig
 from simulator.core.messages import Kind
 from simulator.support.interrupts import die_with_parent
 from simulator.workloads import report, role_and_config
@@ -194,15 +195,16 @@ async def _hold(listener: socket.socket, duration: float) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    role, cfg = role_and_config("natsim-load", __doc__, argv)
-    if role == "client":
-        counts = client(cfg["host"], int(cfg["port"]), int(cfg["connections"]),
-                        float(cfg["rate"]), float(cfg["hold"]), float(cfg["connect_timeout"]),
-                        list(cfg["addresses"]))
+    _role, cfg = role_and_config("natsim-load", __doc__, argv,
+                                 {"client": LoadClientConfig, "server": LoadServerConfig})
+    if isinstance(cfg, LoadClientConfig):
+        counts = client(cfg.host, cfg.port, cfg.connections, cfg.rate, cfg.hold,
+                        cfg.connect_timeout, list(cfg.addresses))
         outcome = " ".join(f"{k}={v}" for k, v in counts.items())
         report("client", Kind.OUTCOME, outcome, outcome=outcome, **counts)
     else:
-        accepted = server(int(cfg["port"]), float(cfg["duration"]), int(cfg["expected"]))
+        assert isinstance(cfg, LoadServerConfig)
+        accepted = server(cfg.port, cfg.duration, cfg.expected)
         report("server", Kind.OUTCOME, f"accepted={accepted}", outcome=f"accepted={accepted}",
                accepted=accepted)
     return 0

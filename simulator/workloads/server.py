@@ -16,6 +16,7 @@ import socket
 import struct
 import time
 
+from simulator.core.configs import ServerConfig
 from simulator.core.messages import Kind
 from simulator.workloads import config_from_argv, report
 
@@ -136,10 +137,9 @@ def run(port: int, delay: float, answer: str, wait_limit: float, delay_label: st
 
 
 def main(argv: list[str] | None = None) -> int:
-    cfg = config_from_argv("natsim-server", __doc__, argv)
-    outcome = run(int(cfg["port"]), float(cfg["delay"]), cfg["answer"],
-                  float(cfg["wait_limit"]), cfg.get("delay_label", f"{cfg['delay']} s"),
-                  cfg.get("accept_limit"))
+    cfg = config_from_argv("natsim-server", __doc__, argv, ServerConfig)
+    outcome = run(cfg.port, cfg.delay, cfg.answer, cfg.wait_limit, cfg.delay_label,
+                  cfg.accept_limit)
     report(SOURCE, Kind.OUTCOME, outcome, outcome=outcome)
     return 0
 

@@ -16,6 +16,7 @@ import time
 
 import asyncio_dgram
 
+from simulator.core.configs import UdpClientConfig, UdpServerConfig
 from simulator.core.messages import Kind
 from simulator.workloads import report, role_and_config
 
@@ -90,14 +91,13 @@ async def server(port: int, delay: float, delay_label: str, wait_limit: float) -
 
 
 def main(argv: list[str] | None = None) -> int:
-    role, cfg = role_and_config("natsim-udp", __doc__, argv)
-    if role == "client":
-        outcome = asyncio.run(client(cfg["host"], int(cfg["port"]), float(cfg["timeout"]),
-                                     cfg.get("heartbeat")))
+    role, cfg = role_and_config("natsim-udp", __doc__, argv,
+                                {"client": UdpClientConfig, "server": UdpServerConfig})
+    if isinstance(cfg, UdpClientConfig):
+        outcome = asyncio.run(client(cfg.host, cfg.port, cfg.timeout, cfg.heartbeat))
     else:
-        outcome = asyncio.run(server(int(cfg["port"]), float(cfg["delay"]),
-                                     cfg.get("delay_label", f"{cfg['delay']} s"),
-                                     float(cfg["wait_limit"])))
+        assert isinstance(cfg, UdpServerConfig)
+        outcome = asyncio.run(server(cfg.port, cfg.delay, cfg.delay_label, cfg.wait_limit))
     report(role, Kind.OUTCOME, outcome, outcome=outcome)
     return 0
 

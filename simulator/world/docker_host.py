@@ -30,14 +30,16 @@ import socket
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 from pyroute2 import IPRoute
 
 from simulator.core.appliances import ApplianceError, get_appliance
+from simulator.core.configs import ConfigError, MiddleboxConfig, Port, decode, encode
 from simulator.core.edge import docker_edge
 from simulator.core.messages import Kind, Message, Role
+from simulator.core.plan import middlebox_config
 from simulator.dataplane import packet_loop as dataplane
 
 ENV = {
@@ -125,10 +127,9 @@ def resolve_mac(ip: str, timeout: float = 60.0) -> str:
                            "container up, with that address?")
 
 
-def chain_title(cfg: dict[str, Any]) -> str:
-    """The appliances of a runner's dataplane configuration, by name (records, in order)."""
-    return f"{'+'.join(str(stage['appliance']['name']) for stage in cfg['chain'])} " \
-        "(from the runner)"
+def chain_title(cfg: MiddleboxConfig) -> str:
+    """The appliances of a runner's dataplane configuration, by name, in order."""
+    return f"{'+'.join(a.name for a in cfg.chain)} (from the runner)"
 
 
 def middlebox_main(argv: list[str]) -> int:
@@ -144,29 +145,33 @@ def middlebox_main(argv: list[str]) -> int:
     parser.add_argument("--config", type=Path, default=None)
     args = parser.parse_args(argv)
     sides = interfaces()
-    if args.config is not None:
-        cfg = json.loads(args.config.read_text())
-        title = chain_title(cfg)
-    else:
-        cfg, title = _config_from_env()
     # the server is up first; the client may start after us (compose waits for our health
     # check), so its MAC is learnt from its first frame (dataplane.py)
-    server_mac = resolve_mac(env("NATSIM_SERVER"))
-    cfg["inside"] = {"if": sides["inside"][0], "mac": sides["inside"][1], "peer_mac": None}
-    cfg["outside"] = [{"if": sides["outside"][0], "mac": sides["outside"][1],
-                       "peer_mac": server_mac}]
+    inside = Port(sides["inside"][0], sides["inside"][1], None)
+    outside = Port(sides["outside"][0], sides["outside"][1],
+                   resolve_mac(env("NATSIM_SERVER")))
+    if args.config is not None:
+        try:
+            cfg = replace(decode(MiddleboxConfig, args.config.read_text()), inside=inside,
+                          outside=(outside,))
+        except (OSError, ConfigError) as exc:
+            raise DockerSetupError(f"{args.config}: {exc}") from None
+        title = chain_title(cfg)
+    else:
+        cfg, title = _config_from_env(inside, outside)
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
-        json.dump(cfg, f)
+        f.write(encode(cfg))
     READY_FILE.touch()  # compose's health check: the client may start
-    aliases = ", ".join(f"{k} for {v}" for k, v in cfg["edge"]["outside"].items())
+    assert cfg.edge is not None
+    aliases = ", ".join(f"{k} for {v}" for k, v in cfg.edge.outside.items())
     print(Message(Role.MIDDLEBOX, Kind.DOCKER,
-                  f"{title}, speed {cfg['speed']:g}; inside {sides['inside'][0]} (server "
-                  f"seen as {next(iter(cfg['edge']['inside']))}), outside "
+                  f"{title}, speed {cfg.speed:g}; inside {sides['inside'][0]} (server "
+                  f"seen as {next(iter(cfg.edge.inside))}), outside "
                   f"{sides['outside'][0]} (aliases {aliases})").to_line(), flush=True)
     return dataplane.main(["--config", f.name])
 
 
-def _config_from_env() -> tuple[dict[str, Any], str]:
+def _config_from_env(inside: Port, outside: Port) -> tuple[MiddleboxConfig, str]:
     try:
         appliance = get_appliance(env("NATSIM_APPLIANCE"))
         if env("NATSIM_TIMEOUT"):
@@ -174,14 +179,11 @@ def _config_from_env() -> tuple[dict[str, Any], str]:
                 {"tcp_idle_timeout": float(env("NATSIM_TIMEOUT"))})
     except (ApplianceError, KeyError, ValueError) as exc:
         raise DockerSetupError(f"NATSIM_APPLIANCE / NATSIM_TIMEOUT: {exc}") from None
-    # each network sees only its own subnet (core/edge.py)
-    cfg = {
-        "edge": docker_edge(appliance.public_ips, env("NATSIM_CLIENT"), env("NATSIM_SERVER"),
-                            env("NATSIM_SERVER_VIP")),
-        "chain": [{"appliance": appliance.to_record()}],
-        "speed": speed(),
-        "pcap": os.environ.get("NATSIM_PCAP") or None,
-    }
+    cfg = middlebox_config(
+        [appliance], speed(), inside, [outside], pcap=os.environ.get("NATSIM_PCAP") or None,
+        # each network sees only its own subnet (core/edge.py)
+        edge=docker_edge(appliance.public_ips, env("NATSIM_CLIENT"), env("NATSIM_SERVER"),
+                         env("NATSIM_SERVER_VIP")))
     title = f"{appliance.title}, idle timeout {appliance.tcp_idle_timeout:g} model s"
     return cfg, title
 

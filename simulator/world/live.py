@@ -42,11 +42,13 @@ from typing import Any
 from pyroute2 import netns
 
 from simulator.core.appliances import Appliance
-from simulator.core.plan import keepalive_sysctls, world_plan
+from simulator.core.plan import keepalive_sysctls, middlebox_config, world_plan
 from simulator.spec.scenario import LINUX_KEEPALIVE_DEFAULTS
 from simulator.support.results import Folder, default_dir, replace_private
 from simulator.world import modeltime, topology
-from simulator.world.backends import get_backend, host_command
+from simulator.world.backends import Backend, get_backend, host_command
+from simulator.world.driver import MiddleboxFailedError, WorldDriver
+from simulator.world.process import Process, ended
 
 WORLDS = topology.REGISTRY / "worlds"
 NAME_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,19}")
@@ -100,30 +102,6 @@ def _name_lock(name: str) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
-
-
-def middlebox_config(world: topology.World, appliances: Sequence[Appliance], speed: float,
-                     pcap: Path | None, status: Path | None, metrics: Path | None = None,
-                     sample_every: float = 1.0) -> dict[str, Any]:
-    """The dataplane's configuration (``natsim middlebox --config``) for one world.
-
-    ``appliances`` is the path from the client's side to the server's: one appliance, or a
-    chain of them in one dataplane.
-    """
-    return {
-        "chain": [{"appliance": a.to_record()} for a in appliances],
-        "speed": speed,
-        "inside": {"if": world.mbox_inside_if, "mac": world.mbox_inside_mac,
-                   "peer_mac": world.client_mac},
-        "outside": [{"if": b.mbox_if, "mac": b.mbox_mac, "peer_mac": b.mac}
-                    for b in world.backends],
-        "pcap": str(pcap.resolve()) if pcap else None,
-        "status": str(status.resolve()) if status else None,
-        "metrics": str(metrics.resolve()) if metrics else None,
-        "sample_every": sample_every,
-    }
-
-
 
 
 @dataclass
@@ -212,54 +190,73 @@ class LiveWorld:
     def _up(cls, name: str, appliance: Appliance, speed: float,
             sysctls: dict[str, int] | None, results_dir: Path | None,
             backend: str, capture: bool) -> LiveWorld:
+        """The world driver's stages up to the middlebox, left running: build, start the
+        middlebox detached (its lines in events.jsonl), wait for it, then the clock."""
         hosts = get_backend(backend)
         run_id = topology.new_run_id()
         folder = Folder.create(results_dir or default_dir(f"world-{name}", run_id))
         results = folder.path
+        driver = WorldDriver(hosts, folder)
         # the whole world is compressed: the client's keepalive sysctls (the scenario's or
         # Linux's defaults) and the server's (Linux's defaults), in whole wall seconds
         client = keepalive_sysctls(sysctls or LINUX_KEEPALIVE_DEFAULTS, speed)
         server = keepalive_sysctls(LINUX_KEEPALIVE_DEFAULTS, speed)
-        plan = world_plan(run_id, client, server_sysctls=server)
-        world = hosts.build(plan, results)
         try:
-            cfg = middlebox_config(world, [appliance], speed,
-                                   results / "capture.pcap" if capture else None,
-                                   results / "status.json", results / "metrics.jsonl",
-                                   sample_every=speed)
-            argv, _ = hosts.middlebox(world, cfg, results / "middlebox.json")
-            with folder.open("events.jsonl", "wb") as events, \
-                    folder.open("middlebox.stderr", "wb") as errors:
-                mbox = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=events,
-                                        stderr=errors, start_new_session=True, cwd=REPO_ROOT)
-            _CHILDREN[mbox.pid] = mbox
-            _wait_for_ready(mbox, folder)
+            world = driver.build(world_plan(run_id, client, server_sysctls=server))
+            inside, outside = world.ports()
+            driver.start_middlebox(middlebox_config(
+                [appliance], speed, inside, outside,
+                pcap=str(results / "capture.pcap") if capture else None,
+                status=str(results / "status.json"), metrics=str(results / "metrics.jsonl"),
+                sample_every=speed), detached=True)
+            mbox = driver.middlebox
+            assert isinstance(mbox, Process)
+            _CHILDREN[mbox.pid] = mbox.popen
+            mbox.close()
+            _wait_for_status(mbox, folder)
             topology.register(run_id, owner=mbox.pid)
-            clock = modeltime.WorldClock.starting_now(speed, run_id)
-            libraries, why_not = hosts.model_time(world, clock)
-            live = cls(name=name, run_id=run_id, speed=speed,
-                       appliance={"name": appliance.name, "title": appliance.title,
-                                  "tcp_idle_timeout": appliance.tcp_idle_timeout,
-                                  "late_from_inside": str(appliance.late_from_inside),
-                                  "late_from_outside": str(appliance.late_from_outside)},
-                       namespaces={"client": world.client_ns, "server": world.server_ns,
-                                   "middlebox": world.mbox_ns},
-                       addresses={"client": world.client_ip, "server": world.server_ip,
-                                  "nat": appliance.public_ips[0]},
-                       results_dir=str(results), middlebox_pid=mbox.pid,
-                       started=datetime.now(UTC).isoformat(timespec="seconds"),
-                       backend=hosts.name,
-                       sysctls={"client": {f"net.ipv4.{k}": v for k, v in client.items()},
-                                "server": {f"net.ipv4.{k}": v for k, v in server.items()}},
-                       clock=clock.to_record(), libraries=libraries, no_model_time=why_not)
+            live = cls._record(name, hosts, world, appliance, speed, results, mbox.pid,
+                               {"client": client, "server": server})
             topology.private_dir(WORLDS)
             replace_private(cls.state_file(name), json.dumps(asdict(live), indent=2))
             return live
+        except MiddleboxFailedError as exc:
+            for program in driver.programs:
+                program.kill()
+            err = (folder.read_text("middlebox.stderr") or "")[-2000:]
+            driver.destroy()  # the world's clock segment with it
+            raise WorldError(f"the middlebox did not start ({exc}); its stderr ends "
+                             f"with:\n{err}") from None
         except BaseException:
-            hosts.destroy(run_id)  # the world's clock segment with it
+            for program in driver.programs:
+                program.kill()
+            driver.destroy()
             raise
         finally:
             folder.close()
+
+    @classmethod
+    def _record(cls, name: str, hosts: Backend, world: topology.World, appliance: Appliance,
+                speed: float, results: Path, pid: int, sysctls: dict[str, dict[str, int]]
+                ) -> LiveWorld:
+        """What finds the world again: its names, its clock, its middlebox."""
+        clock = modeltime.WorldClock.starting_now(speed, world.run_id)
+        libraries, why_not = hosts.model_time(world, clock)
+        return cls(name=name, run_id=world.run_id, speed=speed,
+                   appliance={"name": appliance.name, "title": appliance.title,
+                              "tcp_idle_timeout": appliance.tcp_idle_timeout,
+                              "late_from_inside": str(appliance.late_from_inside),
+                              "late_from_outside": str(appliance.late_from_outside)},
+                   namespaces={"client": world.client_ns, "server": world.server_ns,
+                               "middlebox": world.mbox_ns},
+                   addresses={"client": world.client_ip, "server": world.server_ip,
+                              "nat": appliance.public_ips[0]},
+                   results_dir=str(results), middlebox_pid=pid,
+                   started=datetime.now(UTC).isoformat(timespec="seconds"),
+                   backend=hosts.name,
+                   sysctls={role: {f"net.ipv4.{k}": v for k, v in values.items()}
+                            for role, values in sysctls.items()},
+                   clock=clock.to_record(), libraries=libraries, no_model_time=why_not)
 
     def down(self) -> dict[str, Any] | None:
         """Stop the middlebox, remove the hosts, the state file and the lock file.
@@ -453,20 +450,18 @@ class LiveWorld:
         return bool(topology.pids_in(self.namespaces["middlebox"]))
 
 
-def _wait_for_ready(proc: subprocess.Popen[bytes], results: Folder,
-                    timeout: float = 15.0) -> None:
+def _wait_for_status(mbox: Process, results: Folder, timeout: float = 15.0) -> None:
+    """Ready, and its first status written: health() reads it from the first call on."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        # ready, and its first status written: health() reads it from the first call on
-        if '"ready"' in (results.read_text("events.jsonl") or "") \
-                and results.is_file("status.json"):
+        if results.is_file("status.json"):
             return
-        if proc.poll() is not None:
+        if mbox.poll() is not None:
             break
         time.sleep(0.02)
-    proc.kill()
-    err = (results.read_text("middlebox.stderr") or "")[-2000:]
-    raise WorldError(f"the middlebox did not start; its stderr ends with:\n{err}")
+    code = mbox.poll()
+    how = f"it {ended(code)}" if code is not None else "stalled"
+    raise MiddleboxFailedError(f"the middlebox wrote no status within {timeout:g} s ({how})")
 
 
 # -- running Python code inside a host ------------------------------------------------------

@@ -46,6 +46,7 @@ from pathlib import Path
 
 from pyroute2 import IPRoute, netns
 
+from simulator.core.configs import Port
 from simulator.core.plan import CLIENT_IP, PREFIXLEN, SERVER_IP, HostPlan, WorldPlan
 from simulator.support import interrupts
 from simulator.support.results import replace_private
@@ -96,6 +97,11 @@ class World:
 
     def to_dict(self) -> dict[str, str]:
         return asdict(self)
+
+    def ports(self) -> tuple[Port, tuple[Port, ...]]:
+        """The middlebox's interfaces: the client's side, and one per backend."""
+        return (Port(self.mbox_inside_if, self.mbox_inside_mac, self.client_mac),
+                tuple(Port(b.mbox_if, b.mbox_mac, b.mac) for b in self.backends))
 
 
 RUN_ID_RE = re.compile(r"[a-z0-9]{6,14}")
@@ -291,6 +297,8 @@ def build_world(plan: WorldPlan) -> World:
                 ipr.link("set", index=ipr.link_lookup(ifname=ifname)[0], state="up")
             mbox_macs = {ifname: _mac(ipr, ifname) for ifname in ("inside", *mbox_ifs)}
         write_sysctls(mbox_ns, plan.middlebox_sysctls)
+        if plan.middlebox_addresses:
+            give_addresses(mbox_ns, plan.middlebox_addresses)
         macs = {ns: _configure_host(ns, host, mbox_macs[ifname]) for ns, ifname, host in ends}
         backend_list = tuple(
             Backend(ns, host.address, macs[ns], ifname, mbox_macs[ifname])

@@ -65,10 +65,10 @@ def test_only_the_simulated_hosts_packets_are_the_appliances() -> None:
 
 def test_docker_edge_aliases_follow_the_servers_subnet() -> None:
     cfg = docker_edge(["203.0.113.1", "203.0.113.2"], CLIENT, SERVER, VIP)
-    assert cfg["inside"] == {VIP: SERVER}
-    assert cfg["outside"] == {"198.19.1.3": "203.0.113.1", "198.19.1.4": "203.0.113.2",
-                              "198.19.1.5": CLIENT}
-    assert cfg["peers"] == {"inside": [CLIENT], "outside": [SERVER]}
+    assert cfg.inside == {VIP: SERVER}
+    assert cfg.outside == {"198.19.1.3": "203.0.113.1", "198.19.1.4": "203.0.113.2",
+                           "198.19.1.5": CLIENT}
+    assert cfg.peers == {"inside": (CLIENT,), "outside": (SERVER,)}
 
 
 def test_the_dataplane_reads_the_edge_docker_edge_writes() -> None:
@@ -82,11 +82,17 @@ def test_the_dataplane_reads_the_edge_docker_edge_writes() -> None:
 
 
 def test_the_docker_middlebox_reads_the_runners_configuration() -> None:
-    """The runner sends appliance records (not names): the container's entry point names
-    them from there (a dict where a name was expected failed only on a real engine)."""
+    """The runner sends the typed dataplane configuration, appliances whole (not names): it
+    crosses into the container through the codec, edge and all, and the container's entry
+    point names the chain from there."""
     from simulator.core.appliances import get_appliance  # noqa: PLC0415
+    from simulator.core.configs import MiddleboxConfig, Port, decode, encode  # noqa: PLC0415
+    from simulator.core.plan import middlebox_config  # noqa: PLC0415
     from simulator.world.docker_host import chain_title  # noqa: PLC0415
 
-    cfg = {"chain": [{"appliance": get_appliance("nat-gw").to_record()},
-                     {"appliance": get_appliance("nlb").to_record()}]}
-    assert chain_title(cfg) == "nat-gw+nlb (from the runner)"
+    sent = middlebox_config([get_appliance("nat-gw"), get_appliance("nlb")], 35.0,
+                            Port("eth0", "02:00:00:00:00:01"), [Port("eth1", "02:00:00:00:00:02")],
+                            edge=docker_edge(["203.0.113.1"], CLIENT, SERVER, VIP))
+    received = decode(MiddleboxConfig, encode(sent))
+    assert received == sent
+    assert chain_title(received) == "nat-gw+nlb (from the runner)"

@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 
 from simulator.core.appliances import Appliance, ExpiryAction, get_appliance
 from simulator.core.chain import Chain
+from simulator.core.clock import ManualClock
 from simulator.core.engine import Middlebox
 from simulator.core.events import Side
 from simulator.core.flows import NEXT_SEQ, PACKETS
@@ -50,19 +51,6 @@ SERVER = bytes([198, 19, 1, 10])
 BACKENDS = ("198.19.1.10", "198.19.1.11")
 
 
-class ManualClock:
-    speed = 1.0
-
-    def __init__(self) -> None:
-        self.t = 0.0
-
-    def now(self) -> float:
-        return self.t
-
-    def wall_until(self, model_t: float) -> float:
-        return 0.0
-
-
 class Twin:
     """One dataplane whose ports are datagram socket pairs, with or without the fast path."""
 
@@ -84,7 +72,7 @@ class Twin:
 
     def step(self, t: float, side: Side, port: int, frame: bytes) -> list[tuple[Side, int, bytes]]:
         """Advance to ``t``, let due timers fire, take ``frame`` in: what was sent."""
-        self.clock.t = t
+        self.clock.set(t)
         if self.fast is not None:
             self.fast.pin(t)
         # the frame is there before the loop's own expiry pass, as when a packet arrives

@@ -1,13 +1,6 @@
-"""Where a run's hosts live: network namespaces (the default) or Docker containers.
-
-The runner needs four things of a backend, whatever it is made of: build the world (three
-hosts on two networks with the middlebox between), start a program in a host and read its
-JSON lines from a pipe, start the middlebox with the runner's dataplane configuration, and
-tear it all down. :class:`Namespaces` does it with pyroute2 and ``ip netns exec``;
-:class:`Docker` with the Docker SDK (networks, containers, labels, removal) and ``docker
-exec -i`` for the programs, so that their output arrives on a pipe exactly as it does from
-``ip netns exec``. The engine, the workloads, the events and the verdict are the same.
-"""
+"""Hosts as Docker containers: the SDK makes the networks and containers (labelled with
+the run, so that removal finds them whatever state they are in), and ``docker exec -i``
+runs the programs, their output on a pipe exactly as from ``ip netns exec``."""
 
 from __future__ import annotations
 
@@ -16,93 +9,20 @@ import json
 import os
 import shutil
 import subprocess
-import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import IO, Any
 
+from simulator.core.configs import MiddleboxConfig, ProgramConfig, encode, module_args
 from simulator.core.edge import docker_edge
-from simulator.core.plan import CLIENT_IP, SERVER_IP, WorldPlan
+from simulator.core.plan import CLIENT_IP, SERVER_IP, HostPlan, WorldPlan
 from simulator.support import interrupts
 from simulator.support.results import write_private
-from simulator.world import modeltime, topology
+from simulator.world import topology
+from simulator.world.backends import BackendError, RealTime, host_command
 from simulator.world.modeltime import WorldClock
-
-
-class BackendError(RuntimeError):
-    """The backend cannot be used here; the message says what is missing and how to get it."""
-
-
-def host_command(backend: str, host: str, argv: Sequence[str],
-                 env: Mapping[str, str] | None = None) -> list[str]:
-    """The argv that runs ``argv`` inside ``host`` (a namespace, or a container with
-    ``backend == "docker"``), its output on our pipes: for the runner and ``natsim exec``.
-    ``env``: variables a container's program must be given (a namespace's inherits ours)."""
-    if backend == "docker":
-        extra = [f"--env={k}={v}" for k, v in (env or {}).items()]
-        return ["docker", "exec", "-i", *extra, host, *argv]
-    if shutil.which("ip") is None:
-        raise BackendError("the `ip` command (Debian package iproute2) is needed to run "
-                           "programs inside namespaces: apt-get install iproute2")
-    return ["ip", "netns", "exec", host, *argv]
-
-
-class Backend(Protocol):
-    name: str
-
-    def build(self, plan: WorldPlan, results_dir: Path) -> topology.World:
-        """Apply ``plan``: make its hosts and networks."""
-        ...
-
-    def command(self, host: str, module_args: list[str]) -> list[str]:
-        """The argv that runs ``python -m MODULE_ARGS`` inside ``host``."""
-        ...
-
-    def middlebox(self, world: topology.World, cfg: dict[str, Any], cfg_path: Path
-                  ) -> tuple[list[str], Callable[[], None] | None]:
-        """The argv whose stdout is the middlebox's JSON lines, and how to stop it (None:
-        SIGTERM to that argv's process)."""
-        ...
-
-    def model_time(self, world: topology.World, clock: WorldClock
-                   ) -> tuple[dict[str, str] | None, str]:
-        """Put ``clock`` where the hosts' programs find it; where libfaketime and the timer
-        shim are for them, or None and why model time cannot be had."""
-        ...
-
-    def destroy(self, run_id: str) -> None: ...
-
-
-class Namespaces:
-    name = "namespaces"
-
-    def build(self, plan: WorldPlan, results_dir: Path) -> topology.World:
-        return topology.build_world(plan)
-
-    def command(self, host: str, module_args: list[str]) -> list[str]:
-        return host_command(self.name, host, [sys.executable, "-m", *module_args])
-
-    def middlebox(self, world: topology.World, cfg: dict[str, Any], cfg_path: Path
-                  ) -> tuple[list[str], Callable[[], None] | None]:
-        write_private(cfg_path, json.dumps(cfg, indent=2))
-        return self.command(world.mbox_ns, ["simulator", "middlebox", "--config",
-                                            str(cfg_path.resolve())]), None
-
-    def model_time(self, world: topology.World, clock: WorldClock
-                   ) -> tuple[dict[str, str] | None, str]:
-        """The hosts share our /dev/shm and our files: one segment for the world."""
-        try:
-            libraries = {"faketime": str(modeltime.faketime_library()),
-                         "shim": str(modeltime.shim_library())}
-            clock.create_segment()
-        except (modeltime.ModelTimeError, OSError) as exc:
-            return None, str(exc)
-        return libraries, ""
-
-    def destroy(self, run_id: str) -> None:
-        topology.destroy_world(run_id)
-        modeltime.remove_segment(run_id)
-
+from simulator.world.process import Program, spawn
 
 LABEL = "natsim.run"
 DEFAULT_IMAGE = "natsim:local"
@@ -114,7 +34,7 @@ SERVER_VIP = "198.18.1.3"
 own subnet: ``core/edge.py``)."""
 
 
-class Docker:
+class Docker(RealTime):
     """Hosts as containers on two ``internal`` Docker networks (``make image`` first)."""
 
     name = "docker"
@@ -157,6 +77,9 @@ class Docker:
         links and addresses (its own subnets, see ``core/edge.py``); the plan's sysctls and
         names are applied as they are."""
         run_id = plan.run_id
+        if plan.middlebox_addresses:
+            raise BackendError("the L4-proxy contrast runs HAProxy in the middlebox's "
+                               "namespace: use namespaces")
         if len(plan.servers) > 1 or len(plan.client.addresses) > 1:
             raise BackendError("the docker backend runs one client address and one server "
                                "(no target groups, no multi-address load): use namespaces")
@@ -212,22 +135,27 @@ class Docker:
     def command(self, host: str, module_args: list[str]) -> list[str]:
         return host_command(self.name, host, ["python3", "-m", *module_args])
 
-    def middlebox(self, world: topology.World, cfg: dict[str, Any], cfg_path: Path
-                  ) -> tuple[list[str], Callable[[], None] | None]:
+    def start(self, host: str, config: ProgramConfig, stderr: IO[bytes]) -> Program:
+        return spawn(config.role or config.module.rsplit(".", 1)[-1],
+                     self.command(host, module_args(config)), stderr)
+
+    def middlebox(self, world: topology.World, config: MiddleboxConfig, config_path: Path,
+                  stderr: IO[bytes], detached: tuple[IO[bytes], IO[bytes]] | None = None
+                  ) -> Program:
         """The middlebox is its container's main process (``natsim docker-middlebox``,
         which finds its interfaces and the MACs in Docker's world); SIGTERM reaches it
         through ``docker kill``, and its output is the container's log."""
         api = self.client.api
         run_id = world.run_id
-        cfg = {**cfg, "edge": docker_edge(cfg["chain"][0]["appliance"]["public_ips"],
-                                          CLIENT_IP, SERVER_IP, SERVER_VIP)}
-        write_private(cfg_path, json.dumps(cfg, indent=2))
+        config = replace(config, edge=docker_edge(config.chain[0].public_ips, CLIENT_IP,
+                                                  SERVER_IP, SERVER_VIP))
+        write_private(config_path, encode(config))
         assert self.results_dir is not None
         name = self._name(run_id, "middlebox")
         with interrupts.deferred():  # as in build()
             container = api.create_container(
                 self.images["middlebox"], command=["docker-middlebox", "--config",
-                                                   str(cfg_path.resolve())],
+                                                   str(config_path.resolve())],
                 name=name, labels={LABEL: run_id},
                 environment={"NATSIM_CLIENT": CLIENT_IP,
                              "NATSIM_SERVER": SERVER_IP},
@@ -241,8 +169,12 @@ class Docker:
             api.connect_container_to_network(container, self._name(run_id, "serverside"),
                                              ipv4_address=MBOX_OUTSIDE)
         api.start(container)
-        return (["docker", "logs", "--follow", name],
-                lambda: api.kill(name, signal="SIGTERM"))
+        return spawn("middlebox", ["docker", "logs", "--follow", name], stderr,
+                     stop=lambda: api.kill(name, signal="SIGTERM"), detached=detached)
+
+    def attach(self, world: topology.World, client: HostPlan, attached: bool) -> None:
+        raise BackendError("a late attach takes the client's interface away, which Docker "
+                           "does not let a container's network do: use namespaces")
 
     def model_time(self, world: topology.World, clock: WorldClock
                    ) -> tuple[dict[str, str] | None, str]:
@@ -284,12 +216,6 @@ def _container_sysctls(values: Mapping[str, int | str]) -> dict[str, str]:
     IPv6 switches, which its networks handle themselves)."""
     allowed = ("net.ipv4.tcp_", "net.ipv4.ip_local_port_range", "net.core.somaxconn")
     return {k: str(v) for k, v in values.items() if k.startswith(allowed)}
-
-
-def get_backend(name: str, images: dict[str, str] | None = None) -> Backend:
-    if name == "docker":
-        return Docker(images)
-    return Namespaces()
 
 
 def docker_leftovers(keep: set[str]) -> list[str]:

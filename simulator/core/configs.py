@@ -1,0 +1,316 @@
+"""Every program's configuration, typed, and the one codec that carries it across a process.
+
+The driver decides what each program does (:mod:`simulator.core.plan` builds these once,
+from the scenario, in wall seconds); the program reads it back on the other side of
+``--config``. Between the two there is JSON, and JSON is where typos hide: a key spelt
+``wait_limt`` would have been read as "no limit" by ``cfg.get``. So the codec is strict both
+ways. :func:`encode` writes the config's fields with a ``version`` and the config's
+``type``; :func:`decode` refuses a document of another version or type, a key it does not
+know, a key that is missing (unless the field has a default) and a value of the wrong
+type, and names the field at fault (``MiddleboxConfig.outside[1].mac``).
+
+Types the codec knows: ``str``, ``int``, ``float`` (an integer is accepted), ``bool``,
+``X | None``, ``tuple[X, ...]``, ``Mapping[str, X]``, nested dataclasses, and classes that
+carry their own record (``to_record``/``from_record``: the appliance, a path event).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import ClassVar, TypeVar, Union, cast
+
+from simulator.core.appliances import Appliance
+from simulator.core.path_events import PathEvent
+
+VERSION = 1
+"""Bumped when a config's meaning changes, so that a stale program refuses a new config."""
+
+Json = typing.Union[None, bool, int, float, str, list["Json"], dict[str, "Json"]]  # noqa: UP007
+
+
+class ConfigError(ValueError):
+    """A configuration that is not what the program expects; the message names the field."""
+
+
+# -- the configurations ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Port:
+    """One of the middlebox's interfaces: its name, its MAC and its peer's (None: learnt
+    from the first frame the peer sends, as in Docker)."""
+
+    ifname: str
+    mac: str
+    peer_mac: str | None = None
+
+
+@dataclass(frozen=True)
+class Edge:
+    """Docker's networks: per side ``{address seen there: address in the model}``, and
+    the only hosts whose packets count on each side (:mod:`simulator.core.edge`)."""
+
+    inside: Mapping[str, str]
+    outside: Mapping[str, str]
+    peers: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class MiddleboxConfig:
+    """``natsim middlebox --config FILE``: the dataplane of one world."""
+
+    module: ClassVar[str] = "simulator.dataplane"
+
+    chain: tuple[Appliance, ...]
+    """The path from the client's side to the server's: one appliance, or a chain."""
+    speed: float
+    inside: Port
+    outside: tuple[Port, ...]
+    """One port per backend (target groups have several)."""
+    pcap: str | None = None
+    status: str | None = None
+    """Where a live world's middlebox rewrites its status four times a second."""
+    metrics: str | None = None
+    sample_every: float = 1.0
+    """Model seconds between two metric samples."""
+    heartbeat: bool = False
+    """Say so every 0.5 s wall: a scenario run's driver tells a hung middlebox by silence."""
+    path_events: tuple[PathEvent, ...] = ()
+    edge: Edge | None = None
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """The built-in TCP server (``simulator.workloads.server``)."""
+
+    module: ClassVar[str] = "simulator.workloads.server"
+    role: ClassVar[str | None] = None
+
+    port: int
+    delay: float
+    """Wall seconds between the request and the answer."""
+    delay_label: str
+    answer: str
+    wait_limit: float
+    """Wall seconds it waits for the answer's acknowledgement."""
+    accept_limit: float | None = None
+    """Wall seconds it keeps accepting (a client that retries connects several times)."""
+
+
+@dataclass(frozen=True)
+class ClientConfig:
+    """The built-in TCP client (``simulator.workloads.client``)."""
+
+    module: ClassVar[str] = "simulator.workloads.client"
+    role: ClassVar[str | None] = None
+
+    host: str
+    port: int
+    request: str
+    timeout: float
+    keepalive: str
+    """``off``, ``os`` (SO_KEEPALIVE, the sysctls time it) or ``socket`` (TCP_KEEP*)."""
+    retries: int = 0
+    backoff: float = 1.0
+    resolve: str = "each"
+    idle: int | None = None
+    interval: int | None = None
+    count: int | None = None
+
+
+@dataclass(frozen=True)
+class UdpServerConfig:
+    module: ClassVar[str] = "simulator.workloads.udp"
+    role: ClassVar[str | None] = "server"
+
+    port: int
+    delay: float
+    delay_label: str
+    wait_limit: float
+
+
+@dataclass(frozen=True)
+class UdpClientConfig:
+    module: ClassVar[str] = "simulator.workloads.udp"
+    role: ClassVar[str | None] = "client"
+
+    host: str
+    port: int
+    timeout: float
+    heartbeat: float | None = None
+
+
+@dataclass(frozen=True)
+class LoadServerConfig:
+    module: ClassVar[str] = "simulator.workloads.load"
+    role: ClassVar[str | None] = "server"
+
+    port: int
+    expected: int
+    duration: float
+
+
+@dataclass(frozen=True)
+class LoadClientConfig:
+    module: ClassVar[str] = "simulator.workloads.load"
+    role: ClassVar[str | None] = "client"
+
+    host: str
+    port: int
+    connections: int
+    rate: float
+    hold: float
+    connect_timeout: float
+    addresses: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class DnsConfig:
+    """The world's DNS server (a client that waits for its network resolves over it)."""
+
+    module: ClassVar[str] = "simulator.workloads.dns"
+    role: ClassVar[str | None] = None
+
+    names: Mapping[str, str]
+    port: int = 53
+
+
+@dataclass(frozen=True)
+class ProxyConfig:
+    """The L4-proxy contrast: HAProxy where the dataplane would be (``simulator.proxy``)."""
+
+    module: ClassVar[str] = "simulator.proxy"
+    role: ClassVar[str | None] = None
+
+    speed: float
+    timeout: float
+    port: int
+    front: str
+    back: str
+    back_self: str
+    client: str
+    haproxy_cfg: str
+    pcap: str | None = None
+
+
+ProgramConfig = Union[  # noqa: UP007 (a runtime value: isinstance and the fake backend use it)
+    ServerConfig, ClientConfig, UdpServerConfig, UdpClientConfig, LoadServerConfig,
+    LoadClientConfig, DnsConfig, ProxyConfig]
+"""What a backend can start in a host (the middlebox is started by its own call)."""
+
+
+def module_args(config: ProgramConfig) -> list[str]:
+    """``python -m`` arguments that start the program ``config`` describes."""
+    role = config.role
+    return [config.module, *([role] if role else []), "--config", encode(config)]
+
+
+# -- the codec -------------------------------------------------------------------------------
+
+T = TypeVar("T")
+
+
+def to_json(value: object) -> Json:
+    """A config (or any value in one) as JSON-able data."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        record = getattr(value, "to_record", None)
+        if callable(record):
+            return cast(Json, record())
+        return {f.name: to_json(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, tuple | list):
+        return [to_json(v) for v in value]
+    if isinstance(value, Mapping):
+        return {str(k): to_json(v) for k, v in value.items()}
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    raise ConfigError(f"cannot encode {type(value).__name__} {value!r}")
+
+
+def encode(config: object) -> str:
+    """One line of JSON: ``{"version": 1, "type": "ClientConfig", ...fields}``."""
+    body = to_json(config)
+    assert isinstance(body, dict)
+    return json.dumps({"version": VERSION, "type": type(config).__name__, **body})
+
+
+def decode(cls: type[T], text: str | bytes) -> T:
+    """The ``cls`` that :func:`encode` wrote; anything else raises :class:`ConfigError`."""
+    try:
+        raw = json.loads(text)
+    except ValueError as exc:
+        raise ConfigError(f"{cls.__name__}: not JSON ({exc})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{cls.__name__}: expected a JSON object, got {type(raw).__name__}")
+    version, kind = raw.pop("version", None), raw.pop("type", None)
+    if version != VERSION:
+        raise ConfigError(f"{cls.__name__}: version {version!r}, this natsim reads "
+                          f"version {VERSION}")
+    if kind != cls.__name__:
+        raise ConfigError(f"expected a {cls.__name__}, got type {kind!r}")
+    return cast(T, _dataclass(cls, raw, cls.__name__))
+
+
+def _dataclass(cls: type, raw: object, where: str) -> object:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected an object, got {type(raw).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key {unknown[0]!r} (known: "
+                          f"{', '.join(fields)})")
+    values = {}
+    for name, f in fields.items():
+        if name not in raw:
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise ConfigError(f"{where}: missing key {name!r}")
+            continue
+        values[name] = _value(hints[name], raw[name], f"{where}.{name}")
+    return cls(**values)
+
+
+def _value(tp: object, raw: object, where: str) -> object:
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (Union, types.UnionType):
+        if raw is None and type(None) in args:
+            return None
+        options = [a for a in args if a is not type(None)]
+        if len(options) == 1:
+            return _value(options[0], raw, where)
+        raise ConfigError(f"{where}: a union of several types cannot be decoded")
+    if origin is tuple:
+        if not isinstance(raw, list):
+            raise ConfigError(f"{where}: expected a list, got {type(raw).__name__}")
+        return tuple(_value(args[0], v, f"{where}[{i}]") for i, v in enumerate(raw))
+    if origin in (Mapping, dict):
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{where}: expected an object, got {type(raw).__name__}")
+        return {str(k): _value(args[1], v, f"{where}[{k!r}]") for k, v in raw.items()}
+    if isinstance(tp, type):
+        return _typed(tp, raw, where)
+    raise ConfigError(f"{where}: no decoder for {tp!r}")
+
+
+def _typed(tp: type, raw: object, where: str) -> object:
+    record = getattr(tp, "from_record", None)
+    if callable(record):
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{where}: expected an object, got {type(raw).__name__}")
+        try:
+            return record(raw)
+        except (ValueError, TypeError, KeyError) as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+    if dataclasses.is_dataclass(tp):
+        return _dataclass(tp, raw, where)
+    if tp is float and isinstance(raw, int | float) and not isinstance(raw, bool):
+        return float(raw)
+    if tp is int and isinstance(raw, int) and not isinstance(raw, bool):
+        return raw
+    if tp in (str, bool) and type(raw) is tp:
+        return raw
+    raise ConfigError(f"{where}: expected {tp.__name__}, got {type(raw).__name__} {raw!r}")
