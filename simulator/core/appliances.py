@@ -142,10 +142,11 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+
+from simulator.core.jsonvalue import Json, JsonObject, fields_json, from_json, to_json
 
 
 class LateAction(StrEnum):
@@ -235,7 +236,7 @@ class Appliance:
     ``RejectedFlowCount`` (bounded memory whatever a client sends)."""
     sources: tuple[str, ...] = ()
 
-    def with_overrides(self, overrides: dict[str, Any]) -> Appliance:
+    def with_overrides(self, overrides: Mapping[str, object]) -> Appliance:
         """A copy with ``overrides`` applied; unknown fields raise ``KeyError`` naming them,
         a value of the wrong type or out of range ``ApplianceError`` naming the field."""
         known = set(self.overridable_fields())
@@ -244,20 +245,11 @@ class Appliance:
             raise KeyError(", ".join(unknown))
         for key, value in overrides.items():
             check_field(key, value)
-        values = dict(overrides)
-        for key in ("late_from_inside", "late_from_outside"):
-            if key in values:
-                values[key] = LateAction(values[key])
-        if "on_expiry" in values:
-            values["on_expiry"] = ExpiryAction(values["on_expiry"])
-        for key in ("public_ips", "backend_ips"):
-            if key in values:
-                values[key] = tuple(values[key])
-        if "tcp_timeout_range" in values and values["tcp_timeout_range"] is not None:
-            values["tcp_timeout_range"] = tuple(values["tcp_timeout_range"])
-        result = dataclasses.replace(self, **values)
+        # each value is checked: the record's conversions (enumerations, tuples) cannot fail
+        result = from_json(Appliance, {**self.to_record(), **{
+            key: to_json(value) for key, value in overrides.items()}})
         if result.send_tcp_reset_on_idle_timeout or (
-                "on_expiry" in values and result.on_expiry is ExpiryAction.RST_BOTH):
+                "on_expiry" in overrides and result.on_expiry is ExpiryAction.RST_BOTH):
             # GWLB's reset option; Azure LB with TCP reset "resets for any subsequent
             # packets" too
             result = dataclasses.replace(result, late_from_inside=LateAction.RST,
@@ -301,18 +293,13 @@ class Appliance:
             return None
         return self.scaled(self.connections_per_eni) * self.enis
 
-    def to_record(self) -> dict[str, Any]:
-        """The whole appliance as JSON-able data: how it crosses a process boundary (the
+    def to_record(self) -> JsonObject:
+        """The whole appliance as JSON data: how it crosses a process boundary (the
         dataplane rebuilds exactly this, not the catalogue entry with overrides re-applied)."""
-        out: dict[str, Any] = {}
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            out[f.name] = list(value) if isinstance(value, tuple) else (
-                str(value) if isinstance(value, StrEnum) else value)
-        return out
+        return fields_json(self)
 
     @classmethod
-    def from_record(cls, record: dict[str, Any]) -> Appliance:
+    def from_record(cls, record: Mapping[str, Json]) -> Appliance:
         """The appliance :meth:`to_record` wrote; every field checked as an override is."""
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(record) - names)
@@ -325,7 +312,7 @@ class Appliance:
                    tcp_idle_timeout=1.0, udp_idle_timeout=1.0,
                    late_from_inside=LateAction.DROP, late_from_outside=LateAction.DROP,
                    tcp_timeout_range=_pair(record.get("tcp_timeout_range")),
-                   sources=tuple(str(x) for x in record.get("sources", ())),
+                   sources=tuple(str(x) for x in _list(record.get("sources", ()))),
                    checked=str(record.get("checked", "")))
         return base.with_overrides({k: v for k, v in record.items()
                                     if k not in ("name", "title", "tcp_timeout_range",
@@ -339,7 +326,7 @@ class Appliance:
                 if f.name not in ("name", "title", "sources", "tcp_timeout_range", "checked")]
 
 
-def _pair(value: Any) -> tuple[float, float] | None:
+def _pair(value: object) -> tuple[float, float] | None:
     if value is None:
         return None
     if not isinstance(value, list | tuple) or len(value) != 2 or not all(
@@ -372,13 +359,19 @@ _PUBLIC_NETS = ("203.0.113.", "198.51.100.")
 """NAT public addresses: the documentation ranges (never the host's own networks)."""
 
 
+def _list(value: Json) -> Sequence[Json]:
+    if not isinstance(value, list | tuple):
+        raise ApplianceError(f"sources: must be a list, got {value!r}")
+    return value
+
+
 def _ipv4(value: object) -> bool:
     parts = value.split(".") if isinstance(value, str) else []
     return len(parts) == 4 and all(p.isdigit() and len(p) <= 3 and int(p) <= 255
                                    for p in parts)
 
 
-def check_field(key: str, value: Any) -> None:
+def check_field(key: str, value: object) -> None:
     """Refuse a value of the wrong type or out of range for appliance field ``key``, with a
     message that starts with the field's name (callers prefix the file and path)."""
     if key in _NULLABLE and value is None:
@@ -395,7 +388,7 @@ def check_field(key: str, value: Any) -> None:
         _CHECKS[kind](key, value, low, high)
 
 
-def _check_number(key: str, value: Any, low: float, high: float) -> None:
+def _check_number(key: str, value: object, low: float, high: float) -> None:
     if isinstance(value, bool) or not isinstance(value, int | float) \
             or not low <= value <= high:  # NaN fails both comparisons
         unit = " model seconds" if _FIELD_RULES[key][0] == "seconds" else ""
@@ -403,7 +396,7 @@ def _check_number(key: str, value: Any, low: float, high: float) -> None:
                              f"got {value!r}")
 
 
-def _check_integer(key: str, value: Any, low: float, high: float) -> None:
+def _check_integer(key: str, value: object, low: float, high: float) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
         raise ApplianceError(f"{key}: must be a whole number from {low:g} to {high:g}, "
                              f"got {value!r}")
@@ -411,13 +404,13 @@ def _check_integer(key: str, value: Any, low: float, high: float) -> None:
         raise ApplianceError(f"stickiness: must be 5, 3 or 2 (tuple), got {value!r}")
 
 
-def _check_address(key: str, value: Any, low: float, high: float) -> None:
+def _check_address(key: str, value: object, low: float, high: float) -> None:
     if not _ipv4(value) or not str(value).startswith("198.19."):
         raise ApplianceError(f"{key}: must be an IPv4 address in 198.19.0.0/16 (the "
                              f"server side), got {value!r}")
 
 
-def _check_addresses(key: str, value: Any, low: float, high: float) -> None:
+def _check_addresses(key: str, value: object, low: float, high: float) -> None:
     if not isinstance(value, list | tuple) or not low <= len(value) <= high \
             or not all(_ipv4(v) for v in value):
         raise ApplianceError(f"{key}: must be a list of {low:g} to {high:g} IPv4 "

@@ -16,24 +16,19 @@ carry their own record (``to_record``/``from_record``: the appliance, a path eve
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import types
-import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import ClassVar, TypeVar, Union, cast
+from typing import ClassVar, TypeVar, Union
 
 from simulator.core.appliances import Appliance
+from simulator.core.jsonvalue import JsonShapeError, from_json, to_json
 from simulator.core.path_events import PathEvent
 
 VERSION = 1
 """Bumped when a config's meaning changes, so that a stale program refuses a new config."""
 
-Json = typing.Union[None, bool, int, float, str, list["Json"], dict[str, "Json"]]  # noqa: UP007
-
-
-class ConfigError(ValueError):
+class ConfigError(JsonShapeError):
     """A configuration that is not what the program expects; the message names the field."""
 
 
@@ -215,22 +210,6 @@ def module_args(config: ProgramConfig) -> list[str]:
 T = TypeVar("T")
 
 
-def to_json(value: object) -> Json:
-    """A config (or any value in one) as JSON-able data."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        record = getattr(value, "to_record", None)
-        if callable(record):
-            return cast(Json, record())
-        return {f.name: to_json(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, tuple | list):
-        return [to_json(v) for v in value]
-    if isinstance(value, Mapping):
-        return {str(k): to_json(v) for k, v in value.items()}
-    if value is None or isinstance(value, bool | int | float | str):
-        return value
-    raise ConfigError(f"cannot encode {type(value).__name__} {value!r}")
-
-
 def encode(config: object) -> str:
     """One line of JSON: ``{"version": 1, "type": "ClientConfig", ...fields}``."""
     body = to_json(config)
@@ -252,65 +231,9 @@ def decode(cls: type[T], text: str | bytes) -> T:
                           f"version {VERSION}")
     if kind != cls.__name__:
         raise ConfigError(f"expected a {cls.__name__}, got type {kind!r}")
-    return cast(T, _dataclass(cls, raw, cls.__name__))
+    try:
+        return from_json(cls, raw)
+    except JsonShapeError as exc:
+        raise ConfigError(str(exc)) from None
 
 
-def _dataclass(cls: type, raw: object, where: str) -> object:
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{where}: expected an object, got {type(raw).__name__}")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(raw) - set(fields))
-    if unknown:
-        raise ConfigError(f"{where}: unknown key {unknown[0]!r} (known: "
-                          f"{', '.join(fields)})")
-    values = {}
-    for name, f in fields.items():
-        if name not in raw:
-            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-                raise ConfigError(f"{where}: missing key {name!r}")
-            continue
-        values[name] = _value(hints[name], raw[name], f"{where}.{name}")
-    return cls(**values)
-
-
-def _value(tp: object, raw: object, where: str) -> object:
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if origin in (Union, types.UnionType):
-        if raw is None and type(None) in args:
-            return None
-        options = [a for a in args if a is not type(None)]
-        if len(options) == 1:
-            return _value(options[0], raw, where)
-        raise ConfigError(f"{where}: a union of several types cannot be decoded")
-    if origin is tuple:
-        if not isinstance(raw, list):
-            raise ConfigError(f"{where}: expected a list, got {type(raw).__name__}")
-        return tuple(_value(args[0], v, f"{where}[{i}]") for i, v in enumerate(raw))
-    if origin in (Mapping, dict):
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{where}: expected an object, got {type(raw).__name__}")
-        return {str(k): _value(args[1], v, f"{where}[{k!r}]") for k, v in raw.items()}
-    if isinstance(tp, type):
-        return _typed(tp, raw, where)
-    raise ConfigError(f"{where}: no decoder for {tp!r}")
-
-
-def _typed(tp: type, raw: object, where: str) -> object:
-    record = getattr(tp, "from_record", None)
-    if callable(record):
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{where}: expected an object, got {type(raw).__name__}")
-        try:
-            return record(raw)
-        except (ValueError, TypeError, KeyError) as exc:
-            raise ConfigError(f"{where}: {exc}") from None
-    if dataclasses.is_dataclass(tp):
-        return _dataclass(tp, raw, where)
-    if tp is float and isinstance(raw, int | float) and not isinstance(raw, bool):
-        return float(raw)
-    if tp is int and isinstance(raw, int) and not isinstance(raw, bool):
-        return raw
-    if tp in (str, bool) and type(raw) is tp:
-        return raw
-    raise ConfigError(f"{where}: expected {tp.__name__}, got {type(raw).__name__} {raw!r}")

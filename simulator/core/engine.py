@@ -20,9 +20,8 @@ The rules, read from the :class:`~simulator.core.appliances.Appliance` record:
 * A flow idle for ``timeout`` seconds is removed silently (no FIN, no RST), and its port is
   freed. Expiry is checked before each packet is handled, so a packet arriving one
   microsecond after the deadline finds the flow gone even if no timer fired in between.
-* A late packet from side S is dropped; if the appliance's rule for S is ``rst`` and it is a
-  TCP segment that is not itself an RST, an RST goes back out of S to its sender, and the
-  other side hears nothing.
+* A late packet from side S is dropped; with the rule ``rst`` for S, a TCP segment that is
+  not itself an RST gets an RST back out of S to its sender; the other side hears nothing.
 * An RST that passes through ends the flow at once; FINs move the state table along.
 
 Beyond the NAT Gateway, the same record describes the rest of the catalogue:
@@ -46,7 +45,6 @@ from simulator.core.events import Event, EventKind, Side
 from simulator.core.flows import (
     DATA_EVENT,
     FIN_SEEN,
-    NEXT_SEQ,
     OCTETS,
     PACKETS,
     TCP_TRANSITIONS,
@@ -59,6 +57,7 @@ from simulator.core.flows import (
     Timer,
 )
 from simulator.core.icmp import IcmpRules, Transmit
+from simulator.core.jsonvalue import Json
 from simulator.core.packets import (
     ACK,
     FIN,
@@ -450,7 +449,7 @@ class Middlebox(IcmpRules, PathRules):
         if pkt.proto != IPPROTO_TCP:
             self._maybe_data_event(flow, pkt, direction, now)
             return
-        expected = dirs[NEXT_SEQ + direction]
+        expected = flow.seq(direction)
         if (expected is not None and pkt.payload_len <= 1
                 and not pkt.flags & (SYN | FIN | RST)
                 and pkt.seq == (expected - 1) & 0xFFFFFFFF):
@@ -596,5 +595,5 @@ class Middlebox(IcmpRules, PathRules):
         self.counters["ActiveConnectionCount"] = len(self.flows)
 
     def _emit(self, t: float, kind: EventKind, flow: int | None, side: Side | None,
-              text: str, **data: object) -> None:
+              text: str, **data: Json) -> None:
         self._events.append(Event(t, kind, text, flow, side, dict(data)))

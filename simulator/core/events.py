@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+
+from simulator.core.jsonvalue import JsonObject
 
 
 class Side(StrEnum):
@@ -49,10 +50,10 @@ class Event:
     text: str
     flow: int | None = None
     side: Side | None = None
-    data: dict[str, Any] = field(default_factory=dict)
+    data: JsonObject = field(default_factory=dict)
 
-    def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"t": round(self.t, 6), "source": "middlebox",
+    def to_dict(self) -> JsonObject:
+        out: JsonObject = {"t": round(self.t, 6), "source": "middlebox",
                                "kind": str(self.kind), "text": self.text}
         if self.flow is not None:
             out["flow"] = self.flow

@@ -27,7 +27,6 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
 
 CURSORS_KEPT = 65_536
 """Destinations whose NAT port cursor is remembered after their last connection ended."""
@@ -64,6 +63,8 @@ TCP_TRANSITIONS: dict[tuple[TcpState, TcpSignal], TcpState] = {
 
 NEXT_SEQ, FIN_SEEN, PACKETS, OCTETS, DATA_EVENT = 0, 2, 4, 6, 8
 """Offsets into :attr:`Flow.dirs`, each followed by its value for the other direction."""
+UNKNOWN_SEQ = -1
+"""``dirs[NEXT_SEQ + d]`` before the first segment of direction ``d``."""
 NEVER = float("-inf")
 
 
@@ -86,11 +87,13 @@ class Flow:
     """Which of the outside interfaces the flow leaves by (one per backend host)."""
     echoing: bool = False
     """The appliance sends its own keepalives on this flow (NLB TLS listener)."""
-    dirs: list[Any] = field(default_factory=lambda: [None, None, False, False, 0, 0, 0, 0,
-                                                     NEVER, NEVER])
-    """Per direction (0: inside->outside, 1: the reverse), at the offsets ``NEXT_SEQ``,
-    ``FIN_SEEN``, ``PACKETS``, ``OCTETS``, ``DATA_EVENT`` plus the direction: one list of
-    ten rather than five lists of two (at 100,000 flows, 220 bytes a flow less)."""
+    dirs: list[float] = field(default_factory=lambda: [UNKNOWN_SEQ, UNKNOWN_SEQ, False, False,
+                                                       0, 0, 0, 0, NEVER, NEVER])
+    """Per direction (0: inside->outside, 1: the reverse), at the offsets ``NEXT_SEQ``
+    (:data:`UNKNOWN_SEQ` until seen), ``FIN_SEEN``, ``PACKETS``, ``OCTETS``, ``DATA_EVENT``
+    plus the direction: one list of ten rather than five lists of two (at 100,000 flows,
+    220 bytes a flow less). Typed ``float`` for all: the counts and sequence numbers are
+    Python ints in it, read back with ``int()`` where arithmetic on bits needs one."""
 
     @property
     def public_ip(self) -> bytes:
@@ -104,17 +107,21 @@ class Flow:
     @property
     def next_seq(self) -> tuple[int | None, int | None]:
         """The next sequence number each direction should send (None: not seen yet)."""
-        return self.dirs[NEXT_SEQ], self.dirs[NEXT_SEQ + 1]
+        return self.seq(0), self.seq(1)
+
+    def seq(self, direction: int) -> int | None:
+        expected = int(self.dirs[NEXT_SEQ + direction])
+        return None if expected == UNKNOWN_SEQ else expected
 
     @property
     def packets(self) -> tuple[int, int]:
-        return self.dirs[PACKETS], self.dirs[PACKETS + 1]
+        return int(self.dirs[PACKETS]), int(self.dirs[PACKETS + 1])
 
     def advance(self, direction: int, end: int) -> None:
         """Move the next expected sequence number of ``direction`` to ``end`` unless that
         is behind it (a retransmission or a probe), modulo 2**32."""
-        expected = self.dirs[NEXT_SEQ + direction]
-        if expected is None or (end - expected) & 0xFFFFFFFF < 0x80000000:
+        expected = int(self.dirs[NEXT_SEQ + direction])
+        if expected == UNKNOWN_SEQ or (end - expected) & 0xFFFFFFFF < 0x80000000:
             self.dirs[NEXT_SEQ + direction] = end
 
     @property

@@ -16,11 +16,11 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any
 
 from simulator.core.appliances import Appliance
 from simulator.core.events import EventKind, Side
 from simulator.core.flows import FlowTable
+from simulator.core.jsonvalue import Json
 from simulator.core.packets import (
     ICMP_ECHO_REPLY,
     ICMP_ECHO_REQUEST,
@@ -56,7 +56,7 @@ class IcmpRules:
     flows: FlowTable
 
     def _emit(self, t: float, kind: EventKind, flow: int | None, side: Side | None,
-              text: str, **data: Any) -> None:
+              text: str, **data: Json) -> None:
         raise NotImplementedError  # the engine's
 
     def _worth_logging(self, counter: str) -> bool:

@@ -22,9 +22,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from types import MappingProxyType
-from typing import Any
 
 from simulator.core.events import EventKind
+from simulator.core.jsonvalue import Json, JsonObject, number
 
 
 class Role(StrEnum):
@@ -125,20 +125,29 @@ class LoadCounts:
                 f"failed={self.failed}")
 
     @classmethod
-    def from_data(cls, data: Mapping[str, Any]) -> LoadCounts:
-        return cls(int(data.get("established", 0)), int(data.get("timed_out", 0)),
-                   int(data.get("failed", 0)))
+    def from_data(cls, data: Mapping[str, Json]) -> LoadCounts:
+        return cls(*(int(number(data, key, 0)) for key in ("established", "timed_out",
+                                                             "failed")))
 
     def scaled(self, factor: float) -> LoadCounts:
         return LoadCounts(*(round(n * factor) for n in (self.established, self.timed_out,
                                                          self.failed)))
 
 
-def _frozen(data: Mapping[str, Any]) -> Mapping[str, Any]:
+def _frozen(data: Mapping[str, Json]) -> Mapping[str, Json]:
     return MappingProxyType(dict(data))
 
 
-_KINDS = {str(k) for k in Kind} | {str(k) for k in EventKind}
+def kind_of(name: Json) -> Kind | EventKind | None:
+    """The kind a line names, or None: a workload's (:class:`Kind`) or the engine's."""
+    if not isinstance(name, str):
+        return None
+    for kinds in (Kind, EventKind):
+        try:
+            return kinds(name)
+        except ValueError:
+            continue
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,25 +155,21 @@ class Message:
     """One thing one program saw."""
 
     source: str
-    kind: str
+    kind: Kind | EventKind
     text: str = ""
     mono: float | None = None
     """Workloads: ``time.monotonic()`` when it happened."""
     t: float | None = None
     """The dataplane: model seconds since its origin."""
-    data: Mapping[str, Any] = field(default_factory=lambda: _frozen({}))
+    data: Mapping[str, Json] = field(default_factory=lambda: _frozen({}))
 
     @property
     def outcome(self) -> str | None:
         value = self.data.get("outcome")
         return None if value is None else str(value)
 
-    @property
-    def known(self) -> bool:
-        return self.kind in _KINDS
-
-    def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"source": self.source, "kind": self.kind, "text": self.text}
+    def to_dict(self) -> JsonObject:
+        out: JsonObject = {"source": self.source, "kind": str(self.kind), "text": self.text}
         if self.mono is not None:
             out["mono"] = self.mono
         if self.t is not None:
@@ -176,11 +181,15 @@ class Message:
         return json.dumps(self.to_dict())
 
     @classmethod
-    def from_dict(cls, raw: Mapping[str, Any], default_source: str = "") -> Message:
+    def from_dict(cls, raw: Mapping[str, Json], default_source: str = "") -> Message:
+        """A message as a program wrote it; one of a kind natsim does not know is kept as
+        OUTPUT, its kind in front of its text (never dropped, never mistaken for another)."""
         data = {k: v for k, v in raw.items() if k not in ("source", "kind", "text", "mono", "t")}
         mono, t = raw.get("mono"), raw.get("t")
-        return cls(source=str(raw.get("source") or default_source),
-                   kind=str(raw.get("kind", Kind.OUTPUT)), text=str(raw.get("text", "")),
+        kind, text = kind_of(raw.get("kind", Kind.OUTPUT)), str(raw.get("text", ""))
+        if kind is None:
+            kind, text = Kind.OUTPUT, f"{raw.get('kind')}: {text}"
+        return cls(source=str(raw.get("source") or default_source), kind=kind, text=text,
                    mono=float(mono) if isinstance(mono, int | float) else None,
                    t=float(t) if isinstance(t, int | float) else None,
                    data=_frozen(data))

@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from simulator.core.events import Event, EventKind
+from simulator.core.jsonvalue import JsonObject
 from simulator.core.packets import FIN, IPPROTO_TCP, RST, SYN, ip_to_str, parse
 
 Endpoint = tuple[bytes, int]
@@ -76,7 +77,7 @@ class Observer:
         end = (pkt.seq + pkt.payload_len + (1 if pkt.flags & (SYN | FIN) else 0)) & 0xFFFFFFFF
         if expected is None or (end - expected) & 0xFFFFFFFF < 0x80000000:
             conn.next_seq[src] = end
-        data = {"link": link}
+        data: JsonObject = {"link": link}
         if pkt.flags & RST:
             self.counters[f"Rst:{link}"] += 1
             return [Event(now, EventKind.FLOW_CLOSED, f"{link}: RST from the {sender} to the "

@@ -39,16 +39,16 @@ them due. What each kind does, from the providers' documentation where there is 
 from __future__ import annotations
 
 from collections import Counter, OrderedDict
-from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
 
 from simulator.core.appliances import Appliance
 from simulator.core.balancing import Balancer
 from simulator.core.events import EventKind, Side
 from simulator.core.flows import Flow, FlowTable, Key, PortAllocator, Timer
 from simulator.core.icmp import Transmit
+from simulator.core.jsonvalue import Json, JsonObject, fields_json, from_json
 from simulator.core.packets import IPPROTO_TCP, ip_from_str
 
 __all__ = ["DEFAULT_DEREGISTRATION_DELAY", "FAILOVER_MODES", "PathEvent", "PathKind",
@@ -111,12 +111,12 @@ class PathEvent:
         done = "restarted" if self.kind is PathKind.RESTART else "replaced"
         return f"the appliance is {done} at {self.at:g} s"
 
-    def to_record(self) -> dict[str, Any]:
-        return {k: str(v) if k == "kind" else v for k, v in asdict(self).items()}
+    def to_record(self) -> JsonObject:
+        return fields_json(self)
 
     @classmethod
-    def from_record(cls, record: Mapping[str, Any]) -> PathEvent:
-        return cls(**{**record, "kind": PathKind(record["kind"])})
+    def from_record(cls, record: JsonObject) -> PathEvent:
+        return from_json(cls, record)
 
 
 def replacement_addresses(public_ips: Sequence[str]) -> tuple[str, ...]:
@@ -187,7 +187,7 @@ class PathRules:
             return self._deregister(due, phase, target, event, data)
         return self._target_failure(due, phase, target, event, data)
 
-    def _restart(self, now: float, event: PathEvent, data: dict[str, Any]) -> list[Transmit]:
+    def _restart(self, now: float, event: PathEvent, data: JsonObject) -> list[Transmit]:
         lost = list(self.flows)
         for flow in lost:
             self.flows.remove(flow)
@@ -220,7 +220,7 @@ class PathRules:
         return oldest.port
 
     def _deregister(self, now: float, phase: str, target: int, event: PathEvent,
-                    data: dict[str, Any]) -> list[Transmit]:
+                    data: JsonObject) -> list[Transmit]:
         balancer = self.balancer
         if phase == "start":
             balancer.unavailable_backends.add(target)
@@ -249,7 +249,7 @@ class PathRules:
         return out
 
     def _target_failure(self, now: float, phase: str, target: int, event: PathEvent,
-                        data: dict[str, Any]) -> list[Transmit]:
+                        data: JsonObject) -> list[Transmit]:
         balancer = self.balancer
         if phase == "start":
             balancer.fail(target)
@@ -281,5 +281,5 @@ class PathRules:
         raise NotImplementedError  # the engine's
 
     def _emit(self, t: float, kind: EventKind, flow: int | None, side: Side | None,
-              text: str, **data: Any) -> None:
+              text: str, **data: Json) -> None:
         raise NotImplementedError  # the engine's

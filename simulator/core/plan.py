@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Protocol
 
 from simulator.core.appliances import Appliance
 from simulator.core.configs import (
@@ -33,6 +33,7 @@ from simulator.core.configs import (
     UdpServerConfig,
 )
 from simulator.core.path_events import PathEvent
+from simulator.core.timescale import kernel_seconds
 
 CLIENT_IP, CLIENT_GW = "198.18.1.10", "198.18.1.1"
 SERVER_IP, SERVER_GW = "198.19.1.10", "198.19.1.1"
@@ -101,7 +102,7 @@ DNS_NAME = "api.internal"
 
 def keepalive_sysctls(values: Mapping[str, int], speed: float) -> dict[str, int]:
     """The keepalive sysctls in whole wall seconds (at least 1); the count unchanged."""
-    return {key: value if key == "tcp_keepalive_probes" else max(1, round(value / speed))
+    return {key: value if key == "tcp_keepalive_probes" else kernel_seconds(value, speed)
             for key, value in values.items()}
 
 
@@ -139,6 +140,73 @@ def world_plan(run_id: str, client_sysctls: Mapping[str, int], backends: int = 1
 # -- the programs a scenario runs -----------------------------------------------------------
 
 
+class _Load(Protocol):
+    @property
+    def connections(self) -> int: ...
+    @property
+    def rate(self) -> float: ...
+    @property
+    def hold(self) -> float: ...
+    @property
+    def connect_timeout(self) -> float: ...
+    @property
+    def addresses(self) -> int: ...
+
+
+class _Keepalive(Protocol):
+    @property
+    def mode(self) -> str: ...
+
+
+class ScenarioView(Protocol):
+    """What the programs' configurations read of a scenario (``simulator.spec.scenario``)."""
+
+    @property
+    def load(self) -> _Load | None: ...
+    @property
+    def protocol(self) -> str: ...
+    @property
+    def server_port(self) -> int: ...
+    @property
+    def server_delay(self) -> float: ...
+    @property
+    def attach(self) -> object | None: ...
+    @property
+    def request(self) -> str: ...
+    @property
+    def keepalive(self) -> _Keepalive: ...
+    @property
+    def retries(self) -> int: ...
+    @property
+    def backoff(self) -> float: ...
+    @property
+    def resolve(self) -> str: ...
+
+
+class _Scaled(Protocol):
+    @property
+    def wall(self) -> float: ...
+
+
+class PlanView(Protocol):
+    """What they read of a run's compressed settings (``simulator.spec.compression.Plan``)."""
+
+    @property
+    def speed(self) -> float: ...
+    @property
+    def server_delay(self) -> _Scaled: ...
+    @property
+    def client_timeout(self) -> _Scaled: ...
+    @property
+    def heartbeat(self) -> _Scaled | None: ...
+    @property
+    def keepalive_idle(self) -> _Scaled | None: ...
+    @property
+    def keepalive_interval(self) -> _Scaled | None: ...
+    @property
+    def keepalive_count(self) -> int | None: ...
+
+
 @dataclass(frozen=True)
 class Programs:
     """The server (each backend runs the same) and the client of one scenario."""
@@ -149,14 +217,15 @@ class Programs:
     """Wall seconds after which client and server must both have finished."""
 
 
-def load_wall(s: Any, speed: float) -> float:
+def load_wall(s: ScenarioView, speed: float) -> float:
     """Wall seconds a capacity scenario's load takes: opening every connection at its
     rate (per wall second), then the connect timeout and the hold (model seconds)."""
     load = s.load
+    assert load is not None
     return float(load.connections / load.rate + (load.connect_timeout + load.hold) / speed)
 
 
-def programs(s: Any, p: Any) -> Programs:
+def programs(s: ScenarioView, p: PlanView) -> Programs:
     """The workloads of scenario ``s`` at plan ``p`` (a :class:`simulator.spec.scenario.Plan`):
     their configurations in wall seconds."""
     if s.load is not None:
@@ -181,10 +250,9 @@ def programs(s: Any, p: Any) -> Programs:
                             heartbeat=p.heartbeat.wall if p.heartbeat is not None else None),
             p.client_timeout.wall + 15.0)
     # a client that waits for its network resolves its server's name over the network
-    keepalive: dict[str, int] = {}
+    idle = interval = None
     if p.keepalive_idle is not None and p.keepalive_interval is not None:
-        keepalive = {"idle": int(p.keepalive_idle.wall),
-                     "interval": int(p.keepalive_interval.wall), "count": p.keepalive_count}
+        idle, interval = int(p.keepalive_idle.wall), int(p.keepalive_interval.wall)
     retrying = s.backoff * (2 ** s.retries - 1) / p.speed  # the last attempt, wall seconds
     return Programs(
         ServerConfig(port=s.server_port, delay=answer_after,
@@ -195,7 +263,8 @@ def programs(s: Any, p: Any) -> Programs:
         ClientConfig(host=DNS_NAME if s.attach is not None else "server", port=s.server_port,
                      request=s.request, timeout=p.client_timeout.wall,
                      keepalive=s.keepalive.mode, retries=s.retries,
-                     backoff=s.backoff / p.speed, resolve=s.resolve, **keepalive),
+                     backoff=s.backoff / p.speed, resolve=s.resolve, idle=idle,
+                     interval=interval, count=p.keepalive_count if idle is not None else None),
         p.client_timeout.wall + retrying + 15.0)
 
 

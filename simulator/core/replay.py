@@ -28,12 +28,12 @@ import struct
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
 
 from simulator.core.appliances import Appliance, LateAction
 from simulator.core.engine import Middlebox
 from simulator.core.events import Side
 from simulator.core.flows import Flow, Key, TcpState
+from simulator.core.jsonvalue import JsonObject
 from simulator.core.packets import (
     ACK,
     FIN,
@@ -142,7 +142,7 @@ class Connection:
                        f"{t:.1f} s: {why}")
         return out
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JsonObject:
         return {"flow": self.name, "first": round(self.first, 6), "last": round(self.last, 6),
                 "packets": self.packets, "longest_gap": round(self.longest_gap, 3),
                 "gap_at": round(self.gap_at, 3), "verdict": str(self.fate),

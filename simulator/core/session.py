@@ -26,8 +26,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
+from simulator.core.jsonvalue import Json, JsonObject, number, obj
 from simulator.core.messages import (
     NO_OUTCOME,
     NOT_SERVED,
@@ -77,10 +77,10 @@ class TimelineEvent:
     source: str
     kind: str
     text: str
-    raw: Mapping[str, Any] = field(compare=False, default_factory=dict)
+    raw: Mapping[str, Json] = field(compare=False, default_factory=dict)
 
-    def to_dict(self) -> dict[str, Any]:
-        out = {k: v for k, v in self.raw.items() if k not in ("mono", "t")}
+    def to_dict(self) -> JsonObject:
+        out: JsonObject = {k: v for k, v in self.raw.items() if k not in ("mono", "t")}
         out.update({"t": round(self.t, 3), "wall": round(self.wall, 4), "source": self.source,
                     "kind": self.kind, "text": self.text})
         return out
@@ -117,7 +117,7 @@ class RunSession:
         self._pending: list[Message] = []
         self.timeline: list[TimelineEvent] = []
         self.counters: dict[str, int] = {}
-        self.middlebox_final: Mapping[str, Any] = {}
+        self.middlebox_final: Mapping[str, Json] = {}
         self.error: str | None = None
         self.error_detail: list[str] = []
         self._pinned = False
@@ -136,8 +136,8 @@ class RunSession:
     def feed(self, msg: Message) -> None:
         self.messages.append(msg)
         if msg.kind == Kind.STOPPED and msg.source == Role.MIDDLEBOX:
-            self.counters = {str(k): int(v) for k, v in dict(msg.data.get("counters", {}))
-                             .items()}
+            counters = obj(msg.data, "counters")
+            self.counters = {str(k): int(number(counters, k)) for k in counters}
             self.middlebox_final = msg.data
         if msg.kind in _SILENT:
             return
@@ -209,7 +209,7 @@ class RunSession:
             verdict = Verdict.PASS if (client, server) == self.expected else Verdict.FAIL
         return Judgement(verdict, client, server, self.expected, self.predicted, self.error)
 
-    def document(self, **extra: Any) -> dict[str, Any]:
+    def document(self, **extra: Json) -> JsonObject:
         """``result.json``: the judgement, the timeline, the counters, and ``extra`` (the
         scenario, the settings, what only the driver knows) in front."""
         j = self.judge()

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from simulator.core.jsonvalue import JsonObject
+
 
 @dataclass(frozen=True, slots=True)
 class Scaled:
@@ -28,7 +30,7 @@ class Scaled:
     def rounded(self) -> bool:
         return abs(self.effective_model - self.model) > 1e-9
 
-    def to_dict(self) -> dict[str, object]:
+    def to_dict(self) -> JsonObject:
         return {"setting": self.name, "model_s": self.model, "wall_s": self.wall,
                 "effective_model_s": self.effective_model, "kernel_whole_seconds": self.kernel}
 
@@ -38,9 +40,16 @@ def scale(name: str, model: float, speed: float) -> Scaled:
     return Scaled(name, model, model / speed, model, False)
 
 
+def kernel_seconds(model: float, speed: float) -> int:
+    """The one rounding rule for what the kernel times in whole seconds (the ``TCP_KEEP*``
+    options, the ``tcp_keepalive_*`` sysctls): ``model / speed``, rounded, at least 1. A
+    run at that speed really models ``kernel_seconds(model, speed) * speed``."""
+    return max(1, round(model / speed))
+
+
 def scale_kernel(name: str, model: float, speed: float) -> Scaled:
     """A kernel setting in whole seconds (minimum 1): divided, then rounded."""
-    wall = max(1, round(model / speed))
+    wall = kernel_seconds(model, speed)
     return Scaled(name, model, float(wall), wall * speed, True)
 
 

@@ -184,7 +184,7 @@ class FastForwarder:
             return True
         return (flow.proto == IPPROTO_TCP and flow.state is TcpState.ESTABLISHED
                 and not dirs[FIN_SEEN] and not dirs[FIN_SEEN + 1]
-                and dirs[NEXT_SEQ] is not None and dirs[NEXT_SEQ + 1] is not None)
+                and flow.seq(0) is not None and flow.seq(1) is not None)
 
     def _hold(self, flow: Flow) -> None:
         c = _fastpath
@@ -205,7 +205,7 @@ class FastForwarder:
                 (1, outside, to_inside, (c.STEP_SRC if backend else c.STEP_NONE,
                                          c.STEP_DST if nat else c.STEP_NONE),
                  self._port_index[Side.INSIDE, 0])):
-            seq = flow.dirs[NEXT_SEQ + direction]
+            seq = flow.seq(direction)
             self._c.add(packed(key), flow, direction,
                         flags | (c.SEQ_KNOWN if seq is not None else 0), port, *steps, final,
                         seq or 0, flow.last_seen, flow.dirs[DATA_EVENT + direction])

@@ -51,6 +51,7 @@ from simulator.core.configs import ConfigError, MiddleboxConfig, Port, decode
 from simulator.core.edge import EdgeMap, sender_address
 from simulator.core.engine import Middlebox, Transmit
 from simulator.core.events import Side
+from simulator.core.jsonvalue import JsonObject
 from simulator.core.messages import Kind, Message, Role
 from simulator.core.packets import ip_to_str
 from simulator.dataplane import fastpath
@@ -525,6 +526,12 @@ def steady_under_load() -> None:
         os.nice(NICE)
 
 
+def _held_flows(engine: Middlebox | Chain, now: float) -> list[JsonObject]:
+    """The flows the middlebox still holds at the end, for its final report."""
+    return [{"flow": f.id, "state": str(f.state), "idle": round(now - f.last_seen, 3)}
+            for f in engine.flows]
+
+
 def main(argv: list[str] | None = None) -> int:
     """``natsim middlebox --config FILE``: run inside the middlebox namespace."""
     parser = argparse.ArgumentParser(prog="natsim middlebox",
@@ -577,10 +584,8 @@ def main(argv: list[str] | None = None) -> int:
         if plane.metrics_file is not None:
             plane.sample()
             plane.metrics_file.close()
-        flows = [{"flow": f.id, "state": str(f.state), "idle": round(clock.now() - f.last_seen, 3)}
-                 for f in engine.flows]
         print(Message(Role.MIDDLEBOX, Kind.STOPPED, t=clock.now(), data={
-            "counters": plane.counters(), "flows": flows,
+            "counters": plane.counters(), "flows": _held_flows(engine, clock.now()),
             "fast_path": {"state": fast_off or "on",
                           "forwarded": plane.fast.forwarded() if plane.fast else 0},
             "expiry_lateness": plane.lateness_summary()}).to_line(), flush=True)

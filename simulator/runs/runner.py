@@ -27,7 +27,8 @@ from rich.console import Console
 
 from simulator.core.configs import DnsConfig, ProxyConfig
 from simulator.core.events import EventKind
-from simulator.core.messages import Message, Role
+from simulator.core.jsonvalue import number
+from simulator.core.messages import Kind, Message, Role
 from simulator.core.metrics import cloud_metrics, namespace_of
 from simulator.core.plan import (
     CLIENT_GW,
@@ -237,7 +238,7 @@ class Runner:
                 path_events=s.events)
             ready, after = driver.start_middlebox(config)
         assert ready is not None
-        self.session.middlebox_ready(float(ready.data["origin"]))
+        self.session.middlebox_ready(number(ready.data, "origin"))
         for msg in after:
             self._feed(Role.MIDDLEBOX, msg)
 
@@ -342,7 +343,8 @@ class Runner:
         if text and self.session.started:
             for raw in text.splitlines():
                 line = json.loads(raw)
-                t = self.session.timebase.model(Message(Role.MIDDLEBOX, "", t=line["t"]))
+                t = self.session.timebase.model(Message(Role.MIDDLEBOX, Kind.OUTPUT,
+                                                        t=line["t"]))
                 samples.append({"t": round(t, 3), **cloud_metrics(name, line["counters"])})
         return {"namespace": namespace_of(name), "samples": samples}
 

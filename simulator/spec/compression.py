@@ -12,6 +12,7 @@ import math
 from dataclasses import dataclass, field
 
 from simulator.core.appliances import ExpiryAction
+from simulator.core.jsonvalue import JsonObject
 from simulator.core.model import (
     MIN_WALL_MARGIN,
     DatagramExchange,
@@ -34,7 +35,13 @@ from simulator.core.path_model import (
     retransmits,
 )
 from simulator.core.plan import load_wall
-from simulator.core.timescale import Scaled, kernel_timer_lateness, scale, scale_kernel
+from simulator.core.timescale import (
+    Scaled,
+    kernel_seconds,
+    kernel_timer_lateness,
+    scale,
+    scale_kernel,
+)
 from simulator.spec.scenario import MAX_SPEED, MIN_SPEED, Scenario, load_outcome
 
 
@@ -59,16 +66,17 @@ class Plan:
         """The client's keepalive sysctls as the kernel takes them: whole wall seconds."""
         return {k: v if isinstance(v, int) else int(v.wall) for k, v in self.sysctls.items()}
 
-    def settings(self) -> list[dict[str, object]]:
+    def settings(self) -> list[JsonObject]:
         rows = [self.idle_timeout, self.server_delay, self.client_timeout]
         rows += [s for s in (self.keepalive_idle, self.keepalive_interval, self.heartbeat)
                  if s is not None]
         rows += [v for v in self.sysctls.values() if isinstance(v, Scaled)]
-        out = [r.to_dict() for r in rows]
+        out: list[JsonObject] = [r.to_dict() for r in rows]
         if self.keepalive_count is not None:
             out.append({"setting": "client.keepalive.count", "count": self.keepalive_count})
-        out.append({"setting": "sysctl net.ipv4.tcp_keepalive_probes",
-                    "count": self.sysctls["tcp_keepalive_probes"]})
+        probes = self.sysctls["tcp_keepalive_probes"]
+        assert not isinstance(probes, Scaled)  # a count: never scaled
+        out.append({"setting": "sysctl net.ipv4.tcp_keepalive_probes", "count": probes})
         return out
 
 
@@ -164,7 +172,7 @@ def _effective_exchange(s: Scenario, k: float) -> Exchange:
     idle, intvl, count = _keepalive_model(s)
 
     def kernel(v: float | None) -> float | None:
-        return None if v is None else max(1, round(v / k)) * k
+        return None if v is None else kernel_seconds(v, k) * k
 
     return _exchange(s, s.appliance.tcp_idle_timeout, s.server_delay, s.client_timeout,
                      kernel(idle), kernel(intvl), count)

@@ -24,6 +24,7 @@ import matplotlib.pyplot as plt
 from matplotlib.axes import Axes
 from matplotlib.ticker import MaxNLocator
 
+from simulator.core.jsonvalue import number, text
 from simulator.core.session import TimelineEvent
 from simulator.support.results import Folder
 
@@ -82,8 +83,8 @@ def draw(events: Sequence[TimelineEvent], timeout: float, speed: float, title: s
     labelled_once: set[str] = set()
     for index, (flow_label, evs) in enumerate(_flows(events).items()):
         first = index == 0
-        flow_timeout = float(next((e.raw["timeout"] for e in evs if "timeout" in e.raw),
-                                  timeout))
+        flow_timeout = next((number(e.raw, "timeout") for e in evs if "timeout" in e.raw),
+                            timeout)
         created = next((e.t for e in evs if e.kind == "flow_created"), evs[0].t)
         ended = next((e.t for e in evs if e.kind in ("flow_expired",)), None)
         closed = next((e.t for e in evs if e.kind == "flow_closed"), None)
@@ -118,7 +119,7 @@ def draw(events: Sequence[TimelineEvent], timeout: float, speed: float, title: s
             elif e.kind == "flow_expired":
                 ax.plot(e.t, y_mb, marker="X", ms=13, color=COLOURS["bad"],
                         label="flow expired" if first else None)
-                stage = e.raw.get("appliance")
+                stage = text(e.raw, "appliance")
                 ax.annotate(f"{stage + ' ' if stage else ''}expired after {flow_timeout:g} s "
                             "idle", (e.t, y_mb), xytext=(-8, 10 + 11 * index),
                             textcoords="offset points", fontsize=8,
@@ -313,7 +314,7 @@ def draw_ladder(events: Sequence[TimelineEvent], timeout: float, title: str,
             _ladder_arrow(ax, 2.0, 1.0, y, blue, "the answer")
         elif step == ("middlebox", "keepalive"):
             refreshed = e.raw.get("refreshed", True)
-            idle = float(e.raw.get("idle", e.t - last_activity))
+            idle = number(e.raw, "idle", e.t - last_activity)
             from_client = e.raw.get("side") == "inside"
             _ladder_arrow(ax, 0.0 if from_client else 2.0, 1.0, y, blue,
                           f"keepalive probe ({idle:.0f} s idle)")

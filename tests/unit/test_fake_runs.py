@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from simulator.core.jsonvalue import obj
 from simulator.core.messages import Kind, Message, Role, Verdict
 from simulator.core.session import RunSession
 from simulator.runs.runner import RunResult, run_scenario
@@ -113,7 +114,7 @@ def test_a_dead_middlebox_is_an_error_whatever_the_workloads_said() -> None:
     session.middlebox_failed("the middlebox was killed by signal 9 during the run")
     judgement = session.judge()
     assert judgement.verdict is Verdict.ERROR and not judgement.passed
-    assert session.document()["middlebox"]["healthy"] is False
+    assert obj(session.document(), "middlebox")["healthy"] is False
 
 
 def test_the_fake_backend_needs_no_capability_at_all() -> None:

@@ -27,7 +27,7 @@ from simulator.core.chain import Chain
 from simulator.core.clock import ManualClock
 from simulator.core.engine import Middlebox
 from simulator.core.events import Side
-from simulator.core.flows import NEXT_SEQ, PACKETS
+from simulator.core.flows import PACKETS
 from simulator.core.packets import (
     ACK,
     FIN,
@@ -288,7 +288,7 @@ def test_probes_and_data_refresh_a_held_flow_as_the_engine_does() -> None:
     engine = twin.plane.engine
     assert isinstance(engine, Middlebox)
     flow = next(iter(engine.flows))
-    assert flow.dirs[PACKETS] >= 12 and flow.dirs[NEXT_SEQ] is not None
+    assert flow.dirs[PACKETS] >= 12 and flow.seq(0) is not None
 
 
 @pytest.mark.parametrize("name", ["nat-gw", "nlb-two-backends"])

@@ -31,6 +31,7 @@ from simulator.core.clock import ManualClock
 from simulator.core.configs import ClientConfig, MiddleboxConfig, ProgramConfig, ServerConfig
 from simulator.core.engine import Middlebox, Transmit
 from simulator.core.events import Side
+from simulator.core.jsonvalue import Json
 from simulator.core.messages import ClientOutcome, Kind, Message, Role, ServerOutcome
 from simulator.core.packets import SYN, ip_from_str
 from simulator.core.plan import HostPlan, WorldPlan
@@ -61,7 +62,7 @@ class FakeProgram:
         self.status: int | None = None
         self._said: list[Message] = []
 
-    def say(self, kind: Kind, text: str = "", **data: object) -> None:
+    def say(self, kind: Kind, text: str = "", **data: Json) -> None:
         if self.status is None:
             self._said.append(Message(self.role, kind, text, mono=self.net.now(), data=data))
 
