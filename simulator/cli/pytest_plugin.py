@@ -52,15 +52,18 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
 from simulator.core.appliances import Appliance, get_appliance
+from simulator.core.jsonvalue import JsonObject
 from simulator.spec.scenario import LINUX_KEEPALIVE_DEFAULTS
 from simulator.world.live import LiveWorld, call_in, call_on_clock
+
+T = TypeVar("T")
 
 DEFAULT_SPEED = 50.0
 
@@ -122,8 +125,8 @@ class NatsimWorld:
         self._procs.append(proc)
         return proc
 
-    def call(self, host: str, func: Callable[..., Any], *args: Any,
-             wall_time: bool | None = None, **kwargs: Any) -> Any:
+    def call(self, host: str, func: Callable[..., T], *args: object,
+             wall_time: bool | None = None, **kwargs: object) -> T:
         """Run ``func(*args, **kwargs)`` inside ``host`` and return its result.
 
         On the world's clock, ``func`` runs in a fresh interpreter started in the host
@@ -160,12 +163,12 @@ class NatsimWorld:
         self.check()
         return self.live.status()
 
-    def scaled(self) -> list[dict[str, Any]]:
+    def scaled(self) -> list[JsonObject]:
         """The socket timers scaled for this test's programs (option, model and wall
         values, and what the wall value really is in model time)."""
         return self.live.scaled()
 
-    def close(self) -> dict[str, Any] | None:
+    def close(self) -> JsonObject | None:
         """Stop what the test started and remove the world; the middlebox's final report,
         or None when it could give none."""
         for proc in self._procs:
@@ -185,10 +188,10 @@ def _wait_for_local_port(port: int, timeout: float) -> bool:
     return False
 
 
-def _appliance(spec: str | dict[str, Any], marker_kwargs: dict[str, Any]) -> Appliance:
-    if isinstance(spec, str):
-        spec = {"name": spec}
-    overrides = {k: v for k, v in spec.items() if k != "name"}
+def _appliance(spec: object, marker_kwargs: Mapping[str, object]) -> Appliance:
+    if not isinstance(spec, Mapping):
+        spec = {"name": str(spec)}
+    overrides = {str(k): v for k, v in spec.items() if k != "name"}
     if "timeout" in marker_kwargs:
         overrides.setdefault("tcp_idle_timeout", marker_kwargs["timeout"])
         overrides.setdefault("udp_idle_timeout", marker_kwargs["timeout"])
@@ -197,9 +200,9 @@ def _appliance(spec: str | dict[str, Any], marker_kwargs: dict[str, Any]) -> App
     return get_appliance(str(spec.get("name", "nat-gw"))).with_overrides(overrides)
 
 
-def _spec_id(spec: str | dict[str, Any]) -> str:
-    if isinstance(spec, str):
-        return spec
+def _spec_id(spec: object) -> str:
+    if not isinstance(spec, Mapping):
+        return str(spec)
     extra = ",".join(f"{k}={v}" for k, v in spec.items() if k != "name")
     return f"{spec.get('name', 'nat-gw')}[{extra}]" if extra else str(spec.get("name"))
 

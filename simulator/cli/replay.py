@@ -14,11 +14,10 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import yaml
 
-from simulator.core.appliances import ApplianceError, get_appliance
+from simulator.core.appliances import Appliance, ApplianceError, get_appliance
 from simulator.core.packets import ip_from_str
 from simulator.core.replay import KILLED, Connection, Fate, Replay
 from simulator.core.session import TimelineEvent
@@ -34,7 +33,7 @@ SHOWN = 50
 """Connections listed one by one before the rest are summarised (``--all`` lists all)."""
 
 
-def add_parser(sub: Any) -> None:
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     rep = sub.add_parser(
         "replay", help="a real capture through an appliance's rules: which connections it "
                        "would have killed, when, and why",
@@ -66,7 +65,7 @@ def add_parser(sub: Any) -> None:
                           "MB); the packets of any beyond are counted, not replayed")
 
 
-def _appliance(args: argparse.Namespace) -> Any:
+def _appliance(args: argparse.Namespace) -> Appliance:
     if args.max_connections < 1:
         raise ScenarioError("--max-connections", "", f"must be 1 or more, got "
                             f"{args.max_connections}")
@@ -74,7 +73,7 @@ def _appliance(args: argparse.Namespace) -> Any:
         appliance = get_appliance(args.appliance)
     except KeyError as exc:
         raise ScenarioError("--appliance", "", str(exc.args[0])) from None
-    overrides: dict[str, Any] = {}
+    overrides: dict[str, object] = {}
     for item in args.set:
         field, sep, value = item.partition("=")
         if not sep:

@@ -1,6 +1,6 @@
 """JSON values, typed: what crosses a process boundary or lands in a result file.
 
-The core never says ``Any``: a message's payload, an event's data, a record of an
+The core has no untyped value: a message's payload, an event's data, a record of an
 appliance are :data:`Json`, and whoever reads a number or a text out of one says what it
 expects (:func:`number`, :func:`text`), so a payload of the wrong shape is an error that
 names the key, not a ``TypeError`` three calls later.
@@ -106,6 +106,8 @@ def _dataclass(cls: type, raw: object, where: str) -> object:
 
 def _value(tp: object, raw: object, where: str) -> object:
     origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (Union, types.UnionType) and {bool, int, float, str} <= set(args):
+        return raw  # Json itself: what json.loads gave is kept as it is
     if origin in (Union, types.UnionType):
         if raw is None and type(None) in args:
             return None

@@ -43,7 +43,7 @@ import time
 import traceback
 from collections import Counter
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 from simulator.core.chain import Chain
 from simulator.core.clock import ModelClock
@@ -190,7 +190,7 @@ class Dataplane:
                                                self.ports)
         return why
 
-    def stop(self, *_: Any) -> None:
+    def stop(self, *_: object) -> None:
         self.running = False
 
     def _beat(self) -> None:
@@ -439,7 +439,7 @@ class Dataplane:
         while self._next_sample <= now:
             self._next_sample += self.sample_every
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self) -> JsonObject:
         """The live flow table and counters, for ``natsim status``.
 
         At most :data:`STATUS_FLOWS` flows are listed (with the total): the file is rewritten

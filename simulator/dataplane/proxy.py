@@ -29,9 +29,10 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TextIO
 
 from simulator.core.configs import ConfigError, ProxyConfig, decode
+from simulator.core.jsonvalue import JsonObject
 from simulator.core.messages import Kind, Message, Role
 from simulator.core.observer import Observer
 from simulator.dataplane.frames import PcapWriter
@@ -60,12 +61,12 @@ def listening(ip: str, port: int) -> bool:
     return False
 
 
-def _emit(out: Any, record: dict[str, Any]) -> None:
+def _emit(out: TextIO, record: JsonObject) -> None:
     out.write(json.dumps(record) + "\n")
     out.flush()
 
 
-def run(cfg: ProxyConfig, out: Any = sys.stdout) -> int:  # noqa: C901
+def run(cfg: ProxyConfig, out: TextIO = sys.stdout) -> int:  # noqa: C901
     # long: start, wait, watch and stop in one place: the order is the point
     speed = cfg.speed
     conf = Path(cfg.haproxy_cfg)

@@ -26,14 +26,18 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TextIO
 
 import yaml
 
-from simulator.core.advice import check
+from simulator.core import jsonvalue
+from simulator.core.advice import Advice, check
+from simulator.core.jsonvalue import Json, JsonObject, from_json, to_json
 from simulator.core.profiles import get_profile
+from simulator.core.records import CellRecord, Outcomes
 from simulator.spec.compression import max_safe_speed, nominal_prediction
 from simulator.spec.fields import ScenarioError, mapping, number, read_yaml, text
 from simulator.spec.scenario import SCENARIO_DIR, Scenario, parse_appliance, parse_scenario
@@ -51,7 +55,7 @@ MAX_CELLS = 1000
 class Cell:
     index: int
     client: str
-    appliance: Any
+    appliance: str | Mapping[str, Json]
     """A catalogue name, or a mapping {name:, overrides...}."""
     idle: float
     scenario: Scenario
@@ -65,7 +69,7 @@ class Cell:
     def label(self) -> str:
         return f"{self.client} / {self.column} / {self.idle:g} s"
 
-    def document(self) -> dict[str, Any]:
+    def document(self) -> JsonObject:
         s = self.scenario
         return {"description": s.description, "appliance": self.appliance, "speed": s.speed,
                 "client": {"timeout": s.client_timeout, "profile": self.client},
@@ -73,10 +77,10 @@ class Cell:
                 "expect": {"client": s.expect_client, "server": s.expect_server}}
 
 
-def appliance_label(spec: Any) -> str:
+def appliance_label(spec: object) -> str:
     """``nlb``, ``nlb (600 s)`` (an idle timeout), ``gwlb (600 s, send_tcp_reset=True)``."""
-    if isinstance(spec, str):
-        return spec
+    if not isinstance(spec, Mapping):
+        return str(spec)
     parts = []
     for key, value in spec.items():
         if key == "name":
@@ -104,20 +108,23 @@ def load_matrix(path_or_name: str) -> Matrix:
     src = str(path)
     top = mapping(src, "", read_yaml(path), ("description", "clients", "appliances", "idle",
                                              "speed", "client_timeout"))
+    lists: dict[str, list[object]] = {}
     for key in ("clients", "appliances", "idle"):
-        if not isinstance(top.get(key), list) or not top[key]:
+        value = top.get(key)
+        if not isinstance(value, list) or not value:
             raise ScenarioError(src, key, "must be a non-empty list")
-    for i, client in enumerate(top["clients"]):
+        lists[key] = value
+    for i, client in enumerate(lists["clients"]):
         try:
             get_profile(str(client))
         except KeyError as exc:
             raise ScenarioError(src, f"clients[{i}]", str(exc.args[0])) from None
-    for i, spec in enumerate(top["appliances"]):
+    for i, spec in enumerate(lists["appliances"]):
         parse_appliance(src, f"appliances[{i}]", spec)
-    idles = [number(src, f"idle[{i}]", v) for i, v in enumerate(top["idle"])]
+    idles = [number(src, f"idle[{i}]", v) for i, v in enumerate(lists["idle"])]
     speed = number(src, "speed", top.get("speed", 100))
     limit = number(src, "client_timeout", top.get("client_timeout", 900))
-    combos = list(itertools.product(top["clients"], top["appliances"], idles))
+    combos = list(itertools.product(lists["clients"], lists["appliances"], idles))
     seen: dict[tuple[str, str, float], int] = {}
     for i, (c, a, idle) in enumerate(combos):
         first = seen.setdefault((str(c), appliance_label(a), idle), i)
@@ -133,7 +140,7 @@ def load_matrix(path_or_name: str) -> Matrix:
                   speed)
 
 
-def _cell(src: str, index: int, client: str, appliance: Any, idle: float, speed: float,
+def _cell(src: str, index: int, client: str, appliance: object, idle: float, speed: float,
           limit: float) -> Cell:
     doc = {"appliance": appliance, "speed": speed,
            "client": {"timeout": limit, "profile": client}, "server": {"delay": idle},
@@ -147,7 +154,10 @@ def _cell(src: str, index: int, client: str, appliance: Any, idle: float, speed:
     if safe < speed:
         scenario = parse_scenario({**doc, "speed": max(1.0, safe)}, scenario.source,
                                   scenario.name)
-    return Cell(index, client, appliance, idle, scenario)
+    # parse_scenario took it, so it is a name or a mapping of one with overrides
+    spec = to_json(appliance)
+    assert isinstance(spec, str | Mapping)
+    return Cell(index, client, spec, idle, scenario)
 
 
 def jobs_default() -> int:
@@ -190,9 +200,9 @@ def run_cell(cell: Cell, cells: Folder, jobs: int) -> subprocess.Popen[str] | No
 
 
 def finish_cell(cell: Cell, cells: Folder, proc: subprocess.Popen[str],
-                jobs: int) -> dict[str, Any]:
+                jobs: int) -> CellRecord:
     output, _ = proc.communicate()
-    verdict: dict[str, Any] = {}
+    verdict: JsonObject = {}
     for line in output.splitlines():
         if line.startswith("{") and '"kind": "verdict"' in line:
             verdict = json.loads(line)
@@ -200,40 +210,38 @@ def finish_cell(cell: Cell, cells: Folder, proc: subprocess.Popen[str],
     advice = check(s.appliance, get_profile(cell.client), cell.idle, s.client_timeout)
     with cells.sub(f"{cell.index:03d}") as folder:
         record = _record(cell, jobs, verdict, output, advice, folder)
-        folder.replace("cell.json", json.dumps(record, indent=2))
+        folder.replace("cell.json", json.dumps(to_json(record), indent=2))
     return record
 
 
-def _record(cell: Cell, jobs: int, verdict: dict[str, Any], output: str, advice: Any,
-            folder: Folder) -> dict[str, Any]:
+def _record(cell: Cell, jobs: int, verdict: JsonObject, output: str, advice: Advice,
+            folder: Folder) -> CellRecord:
     s = cell.scenario
-    observed = (verdict.get("client"), verdict.get("server"))
-    return {
-        "index": cell.index, "client": cell.client, "appliance": cell.column,
-        "appliance_name": s.appliance.name, "appliance_title": s.appliance.title,
-        "overrides": {} if isinstance(cell.appliance, str) else
+    observed = Outcomes(*(None if verdict.get(who) is None else jsonvalue.text(verdict, who)
+                          for who in ("client", "server")))
+    error = jsonvalue.text(verdict, "error") or (None if verdict else output[-2000:])
+    return CellRecord(
+        index=cell.index, client=cell.client, appliance=cell.column,
+        appliance_name=s.appliance.name, appliance_title=s.appliance.title,
+        overrides={} if isinstance(cell.appliance, str) else
         {k: v for k, v in cell.appliance.items() if k != "name"},
-        "idle": cell.idle,
-        "speed": speed_for(cell, jobs),
-        "predicted": {"client": s.expect_client, "server": s.expect_server},
-        "observed": {"client": observed[0], "server": observed[1]},
-        "verdict": verdict.get("verdict", "ERROR"),
-        "agrees": verdict.get("verdict") == "PASS",
-        "error": verdict.get("error") or (None if verdict else output[-2000:]),
-        "survives": advice.survives, "fixes": advice.fixes, "story": advice.prediction.story,
-        "results": str(folder / "run"),
-    }
+        idle=cell.idle, speed=speed_for(cell, jobs),
+        predicted=Outcomes(s.expect_client, s.expect_server), observed=observed,
+        verdict=jsonvalue.text(verdict, "verdict", "ERROR"),
+        agrees=verdict.get("verdict") == "PASS",
+        error=error or None, survives=advice.survives, fixes=tuple(advice.fixes),
+        story=tuple(advice.prediction.story), results=str(folder / "run"))
 
 
 def run_matrix(matrix: Matrix, out: Folder, jobs: int, only: int | None = None,
-               progress: Any = sys.stderr) -> list[dict[str, Any]]:
+               progress: TextIO = sys.stderr) -> list[CellRecord]:
     with out.sub("cells") as cells:
         _run_cells(matrix, cells, jobs, only, progress)
     return collect([out.path])
 
 
 def _run_cells(matrix: Matrix, out: Folder, jobs: int, only: int | None,
-               progress: Any) -> None:
+               progress: TextIO) -> None:
     cells = matrix.cells if only is None else [matrix.cells[only]]
     queue = list(cells)
     running: list[tuple[Cell, subprocess.Popen[str]]] = []
@@ -253,38 +261,38 @@ def _run_cells(matrix: Matrix, out: Folder, jobs: int, only: int | None,
                 record = finish_cell(cell, out, proc, jobs)
                 running.remove((cell, proc))
                 done += 1
-                progress.write(f"  [{done}/{len(cells)}] {cell.label}: {record['verdict']} "
-                               f"(client {record['observed']['client']}, model "
-                               f"{record['predicted']['client']}) "
+                progress.write(f"  [{done}/{len(cells)}] {cell.label}: {record.verdict} "
+                               f"(client {record.observed.client}, model "
+                               f"{record.predicted.client}) "
                                f"{time.monotonic() - started:.0f} s\n")
                 progress.flush()
         time.sleep(0.1)
 
 
-def collect(folders: list[Path]) -> list[dict[str, Any]]:
+def collect(folders: list[Path]) -> list[CellRecord]:
     """Every cell record under ``folders``; the same cell (client, appliance with its
     overrides, wait) found twice is kept once, the one with a verdict before an ERROR."""
-    records: dict[tuple[str, str, float], dict[str, Any]] = {}
+    records: dict[tuple[str, str, float], CellRecord] = {}
     for folder in folders:
         for path in sorted((folder / "cells").glob("*/cell.json")):
             if path.is_symlink() or path.parent.is_symlink():
                 continue
             try:
-                record = json.loads(path.read_text())
-                key = (str(record["client"]), str(record["appliance"]), float(record["idle"]))
-            except (OSError, ValueError, KeyError, TypeError) as exc:
+                record = from_json(CellRecord, json.loads(path.read_text()))
+            except (OSError, ValueError) as exc:
                 raise ScenarioError(str(path), "", f"not a natsim cell record ({exc})") from None
-            if key not in records or records[key].get("verdict") == "ERROR":
+            key = (record.client, record.appliance, record.idle)
+            if key not in records or records[key].is_error:
                 records[key] = record
-    return sorted(records.values(), key=lambda r: (r["client"], r["appliance"], r["idle"]))
+    return sorted(records.values(), key=lambda r: (r.client, r.appliance, r.idle))
 
 
-def exit_status(records: list[dict[str, Any]]) -> int:
+def exit_status(records: list[CellRecord]) -> int:
     """0 when every cell agrees, 4 when any has no verdict (its middlebox died: ERROR), 1
     when a cell disagrees with the model (or there are none)."""
-    if any(r.get("verdict") == "ERROR" for r in records):
+    if any(r.is_error for r in records):
         return 4
-    return 0 if records and all(r["agrees"] for r in records) else 1
+    return 0 if records and all(r.agrees for r in records) else 1
 
 
 RUN_CAPABILITIES = ["NET_ADMIN", "NET_RAW", "SYS_ADMIN"]
@@ -292,7 +300,7 @@ RUN_CAPABILITIES = ["NET_ADMIN", "NET_RAW", "SYS_ADMIN"]
 links, addresses, routes and sysctls (NET_ADMIN), the dataplane's packet sockets (NET_RAW)."""
 
 
-def k8s_job(matrix: Matrix, image: str, name: str | None = None) -> dict[str, Any]:
+def k8s_job(matrix: Matrix, image: str, name: str | None = None) -> JsonObject:
     """A Kubernetes Indexed Job that runs every cell of ``matrix`` as one pod each: the pod
     runs ``natsim matrix FILE``, which takes its cell from ``$JOB_COMPLETION_INDEX``; each
     writes its cell folder under /results (mount a volume there, then ``natsim matrix merge``).
@@ -349,15 +357,15 @@ def main(args: argparse.Namespace) -> int:
               f"results in {out.path}/", file=sys.stderr)
         records = run_matrix(matrix, out, 1 if only is not None else jobs, only)
         write_reports(records, out, matrix.description or matrix.name)
-    agree = sum(r["agrees"] for r in records)
-    errors = sum(r.get("verdict") == "ERROR" for r in records)
+    agree = sum(r.agrees for r in records)
+    errors = sum(r.is_error for r in records)
     print(f"{agree} of {len(records)} cells agree with the model"
           f"{f'; {errors} ERROR (no verdict: the middlebox died)' if errors else ''}; reports: "
           f"{out.path}/matrix.html, {out.path}/junit.xml, {out.path}/matrix.json")
     return exit_status(records)
 
 
-def add_parser(sub: Any) -> None:
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     mat = sub.add_parser(
         "matrix", help="clients x appliances x waits: every cell a real run beside the model",
         description="Run every cell of a matrix file (scenarios/matrix/*.yaml), in parallel, "

@@ -21,13 +21,13 @@ import json
 import shutil
 import sys
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TextIO
 
 from rich.console import Console
 
 from simulator.core.configs import DnsConfig, ProxyConfig
 from simulator.core.events import EventKind
-from simulator.core.jsonvalue import number
+from simulator.core.jsonvalue import JsonObject, number
 from simulator.core.messages import Kind, Message, Role
 from simulator.core.metrics import cloud_metrics, namespace_of
 from simulator.core.plan import (
@@ -334,21 +334,21 @@ class Runner:
         text = self.driver.stderr_tail(Role.MIDDLEBOX, 64_000)
         return text.strip().splitlines()[-lines:]
 
-    def _metrics(self) -> dict[str, Any]:
+    def _metrics(self) -> list[JsonObject]:
         """The sampled counters, renamed for the cloud namespace, on the report's time axis."""
         name = self.scenario.appliance.name
         assert self.folder is not None
         text = self.folder.read_text("metrics.jsonl")
-        samples = []
+        samples: list[JsonObject] = []
         if text and self.session.started:
             for raw in text.splitlines():
                 line = json.loads(raw)
                 t = self.session.timebase.model(Message(Role.MIDDLEBOX, Kind.OUTPUT,
                                                         t=line["t"]))
                 samples.append({"t": round(t, 3), **cloud_metrics(name, line["counters"])})
-        return {"namespace": namespace_of(name), "samples": samples}
+        return samples
 
-    def _draw(self, events: list[TimelineEvent], metrics: dict[str, Any]) -> list[Path]:
+    def _draw(self, events: list[TimelineEvent], samples: list[JsonObject]) -> list[Path]:
         s, p, out = self.scenario, self.plan, self.folder
         assert out is not None
         from simulator.views.timeline import (  # noqa: PLC0415 (matplotlib: 0.5 s)
@@ -362,8 +362,8 @@ class Runner:
         if s.load is None:  # a ladder of 55,000 connections would be a wall
             pictures += draw_ladder(events, s.appliance.tcp_idle_timeout,
                                     f"{s.name}: {s.description}", out, "ladder")
-        if metrics["samples"]:
-            pictures += draw_metrics(metrics["samples"], metrics["namespace"], p.speed, s.name,
+        if samples:
+            pictures += draw_metrics(samples, namespace_of(s.appliance.name), p.speed, s.name,
                                      out, "metrics")
         return pictures
 
@@ -374,9 +374,10 @@ class Runner:
                            wall)
         out = self.folder
         assert out is not None
-        metrics = self._metrics()
-        pictures = self._draw(events, metrics) if self.pictures else []
-        write_result(out, result_document(session, s, p, self.run_id, wall, metrics))
+        samples = self._metrics()
+        pictures = self._draw(events, samples) if self.pictures else []
+        write_result(out, result_document(session, s, p, self.run_id, wall, {
+            "namespace": namespace_of(s.appliance.name), "samples": samples}))
         if self.jsonl:
             self.out.write(json.dumps({
                 "kind": "verdict", "verdict": result.verdict, "error": result.error,

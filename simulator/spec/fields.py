@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 import unicodedata
 from pathlib import Path
-from typing import Any
 
 import yaml
 
@@ -29,7 +28,7 @@ class ScenarioError(ValueError):
                          else f"{source}: {message}")
 
 
-def number(src: str, path: str, value: Any, *, positive: bool = True,
+def number(src: str, path: str, value: object, *, positive: bool = True,
             high: float = MAX_MODEL_SECONDS) -> float:
     if isinstance(value, int) and not isinstance(value, bool) and abs(value) > 10 ** 15:
         raise ScenarioError(src, path, f"must be at most {high:g}, got a number of "
@@ -45,7 +44,7 @@ def number(src: str, path: str, value: Any, *, positive: bool = True,
     return float(value)
 
 
-def text(src: str, path: str, value: Any) -> str:
+def text(src: str, path: str, value: object) -> str:
     if not isinstance(value, str | int | float) or isinstance(value, bool):
         raise ScenarioError(src, path, f"must be text, got {value!r}")
     text = str(value).strip()
@@ -59,14 +58,14 @@ def text(src: str, path: str, value: Any) -> str:
     return text
 
 
-def integer(src: str, path: str, value: Any, low: int, high: int) -> int:
+def integer(src: str, path: str, value: object, low: int, high: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
         raise ScenarioError(src, path, f"must be a whole number from {low} to {high}, "
                                        f"got {value!r}")
     return value
 
 
-def mapping(src: str, path: str, value: Any, allowed: tuple[str, ...]) -> dict[str, Any]:
+def mapping(src: str, path: str, value: object, allowed: tuple[str, ...]) -> dict[str, object]:
     if not isinstance(value, dict):
         raise ScenarioError(src, path, f"must be a mapping with keys {', '.join(allowed)}; "
                                        f"got {value!r}")
@@ -77,7 +76,7 @@ def mapping(src: str, path: str, value: Any, allowed: tuple[str, ...]) -> dict[s
     return value
 
 
-def choice(src: str, path: str, value: Any, allowed: tuple[str, ...]) -> str:
+def choice(src: str, path: str, value: object, allowed: tuple[str, ...]) -> str:
     if isinstance(value, bool):
         raise ScenarioError(src, path, f"YAML read this as {str(value).lower()}; write one of "
                             f"{', '.join(allowed)} (in quotes if it is a YAML word)")
@@ -100,7 +99,7 @@ class _StrictLoader(yaml.SafeLoader):
 
     _depth = 0
 
-    def compose_node(self, parent: Any, index: Any) -> Any:
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
         if self.check_event(yaml.AliasEvent):
             raise yaml.constructor.ConstructorError(
                 None, None, "anchors and aliases (*name) are not allowed in natsim files",
@@ -115,8 +114,9 @@ class _StrictLoader(yaml.SafeLoader):
         finally:
             self._depth -= 1
 
-    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
-        seen: set[Any] = set()
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False
+                          ) -> dict[object, object]:
+        seen: set[object] = set()
         for key_node, _ in node.value:
             if not isinstance(key_node, yaml.ScalarNode):  # a list or a map as a key
                 raise yaml.constructor.ConstructorError(
@@ -129,7 +129,7 @@ class _StrictLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
-def read_yaml(path: Path) -> Any:
+def read_yaml(path: Path) -> object:
     """A natsim YAML file, size-limited and strictly parsed; errors name the file.
 
     Whatever the bytes, only :class:`ScenarioError` comes out: a FIFO or a device is refused

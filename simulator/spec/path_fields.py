@@ -7,7 +7,7 @@ event after the run) stops the run before it starts, naming the field (exit stat
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import replace
 
 from simulator.core.appliances import Appliance, did_you_mean
 from simulator.core.path_events import FAILOVER_MODES, PathEvent, PathKind
@@ -28,7 +28,7 @@ _FIELDS: dict[PathKind, tuple[str, ...]] = {
 KINDS = tuple(str(k) for k in PathKind)
 
 
-def parse_events(src: str, raw: Any, appliance: Appliance, *, chain: int, run_end: float,
+def parse_events(src: str, raw: object, appliance: Appliance, *, chain: int, run_end: float,
                  backend: str, protocol: str) -> tuple[PathEvent, ...]:
     """``events:`` as a tuple of :class:`PathEvent`, in time order.
 
@@ -52,7 +52,7 @@ def parse_events(src: str, raw: Any, appliance: Appliance, *, chain: int, run_en
     return tuple(sorted(events, key=lambda e: e.at))
 
 
-def _event(src: str, path: str, item: Any, appliance: Appliance, run_end: float,
+def _event(src: str, path: str, item: object, appliance: Appliance, run_end: float,
            backend: str, protocol: str) -> PathEvent:
     if not isinstance(item, dict) or "kind" not in item:
         raise ScenarioError(src, f"{path}.kind", f"missing; every event has a kind (one of "
@@ -71,24 +71,25 @@ def _event(src: str, path: str, item: Any, appliance: Appliance, run_end: float,
         raise ScenarioError(src, f"{path}.at", f"{at:g} s is outside the run: it ends at the "
                             f"client's timeout, {run_end:g} s")
     _applies(src, path, kind, appliance, backend, protocol)
-    fields: dict[str, Any] = {}
+    event = PathEvent(kind, at)
     if kind is PathKind.BLACKHOLE:
         if "duration" not in spec:
             raise ScenarioError(src, f"{path}.duration", "missing: how long packets are "
                                 "dropped, in model seconds")
-        fields["duration"] = number(src, f"{path}.duration", spec["duration"])
+        event = replace(event, duration=number(src, f"{path}.duration", spec["duration"]))
     if "delay" in spec:
-        fields["delay"] = number(src, f"{path}.delay", spec["delay"], positive=False,
-                                 high=MAX_DEREGISTRATION_DELAY)
+        event = replace(event, delay=number(src, f"{path}.delay", spec["delay"],
+                                            positive=False, high=MAX_DEREGISTRATION_DELAY))
     if "termination" in spec:
-        if not isinstance(spec["termination"], bool):
+        termination = spec["termination"]
+        if not isinstance(termination, bool):
             raise ScenarioError(src, f"{path}.termination", "must be true or false "
                                 "(deregistration_delay.connection_termination.enabled)")
-        fields["termination"] = spec["termination"]
+        event = replace(event, termination=termination)
     if "failover" in spec:
-        fields["failover"] = choice(src, f"{path}.failover", spec["failover"],
-                                    FAILOVER_MODES)
-    return PathEvent(kind, at, **fields)
+        event = replace(event, failover=choice(src, f"{path}.failover", spec["failover"],
+                                               FAILOVER_MODES))
+    return event
 
 
 def _applies(src: str, path: str, kind: PathKind, appliance: Appliance, backend: str,

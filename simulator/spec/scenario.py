@@ -12,7 +12,6 @@ import difflib
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
 from simulator.core.appliances import (
     Appliance,
@@ -132,7 +131,7 @@ class Scenario:
 # -- loading --------------------------------------------------------------------------------
 
 
-def _keepalive(src: str, value: Any) -> Keepalive:
+def _keepalive(src: str, value: object) -> Keepalive:
     path = "client.keepalive"
     if value is True:  # YAML 1.1 reads an unquoted on/yes/true as a boolean: which mode?
         raise ScenarioError(src, path, "YAML read this as true (an unquoted on/yes/true): "
@@ -155,7 +154,7 @@ def _keepalive(src: str, value: Any) -> Keepalive:
                         f"sysctls) or a mapping {{idle, interval, count}}; got {value!r}")
 
 
-def parse_appliance(source: str, path: str, spec: Any) -> Appliance:
+def parse_appliance(source: str, path: str, spec: object) -> Appliance:
     if isinstance(spec, str):
         spec = {"name": spec}
     spec = mapping(source, path, spec, ("name", *Appliance.overridable_fields()))
@@ -179,7 +178,7 @@ def parse_appliance(source: str, path: str, spec: Any) -> Appliance:
         raise ScenarioError(source, path, str(exc)) from None
 
 
-def parse_scenario(data: Any, source: str, name: str) -> Scenario:
+def parse_scenario(data: object, source: str, name: str) -> Scenario:
     """Validate a scenario document (already parsed from YAML)."""
     top = mapping(source, "", data, ("description", "story", "appliance", "speed", "client",
                                       "server", "expect", "protocol", "load", "backend",
@@ -227,8 +226,9 @@ def parse_scenario(data: Any, source: str, name: str) -> Scenario:
     client_outcomes = CLIENT_OUTCOMES if protocol == "tcp" else UDP_CLIENT_OUTCOMES
     server_outcomes = SERVER_OUTCOMES if protocol == "tcp" else UDP_SERVER_OUTCOMES
     events, proxy = _path(source, top, chain, client_timeout, backend, protocol)
+    retries, backoff, resolve = _attempts(source, client)
     return Scenario(
-        events=events, proxy=proxy, **_attempts(source, client),
+        events=events, proxy=proxy, retries=retries, backoff=backoff, resolve=resolve,
         name=name, source=source, appliance=appliance, chain=chain, speed=speed,
         description=text(source, "description", top.get("description", "")),
         story=text(source, "story", top.get("story", "")),
@@ -240,7 +240,7 @@ def parse_scenario(data: Any, source: str, name: str) -> Scenario:
         request=text(source, "client.request", client.get("request", "GET /slow-answer")))
 
 
-def _sysctls(source: str, client: dict[str, Any]) -> dict[str, int]:
+def _sysctls(source: str, client: dict[str, object]) -> dict[str, int]:
     """``client.sysctls``: the namespace's keepalive sysctls over Linux's defaults."""
     spec = mapping(source, "client.sysctls", client.get("sysctls", {}),
                    tuple(LINUX_KEEPALIVE_DEFAULTS))
@@ -251,15 +251,14 @@ def _sysctls(source: str, client: dict[str, Any]) -> dict[str, int]:
     return sysctls
 
 
-def _attempts(source: str, client: dict[str, Any]) -> dict[str, Any]:
+def _attempts(source: str, client: dict[str, object]) -> tuple[int, float, str]:
     """``client.retries``, ``backoff`` and ``resolve``: how the client tries again."""
-    return {"retries": integer(source, "client.retries", client.get("retries", 0), 0, 20),
-            "backoff": number(source, "client.backoff", client.get("backoff", 1)),
-            "resolve": choice(source, "client.resolve", client.get("resolve", "each"),
-                              ("each", "once"))}
+    return (integer(source, "client.retries", client.get("retries", 0), 0, 20),
+            number(source, "client.backoff", client.get("backoff", 1)),
+            choice(source, "client.resolve", client.get("resolve", "each"), ("each", "once")))
 
 
-def _path(source: str, top: dict[str, Any], chain: tuple[Appliance, ...], run_end: float,
+def _path(source: str, top: dict[str, object], chain: tuple[Appliance, ...], run_end: float,
           backend: str, protocol: str) -> tuple[tuple[PathEvent, ...], str | None]:
     """``events`` and ``proxy``: what happens to the path, and what stands on it."""
     events = parse_events(source, top.get("events"), chain[0], chain=len(chain),
@@ -276,7 +275,7 @@ def _path(source: str, top: dict[str, Any], chain: tuple[Appliance, ...], run_en
     return events, proxy
 
 
-def _parse_chain(source: str, spec: Any) -> tuple[Appliance, ...]:
+def _parse_chain(source: str, spec: object) -> tuple[Appliance, ...]:
     """``appliance:``, one or a list from the client's side to the server's."""
     if isinstance(spec, list):
         if not spec:
@@ -293,14 +292,14 @@ def _parse_chain(source: str, spec: Any) -> tuple[Appliance, ...]:
     return chain
 
 
-def _speed(source: str, top: dict[str, Any], default: float = 35) -> float:
+def _speed(source: str, top: dict[str, object], default: float = 35) -> float:
     speed = number(source, "speed", top.get("speed", default), high=MAX_SPEED)
     if speed < MIN_SPEED:
         raise ScenarioError(source, "speed", f"must be at least {MIN_SPEED:g}, got {speed:g}")
     return speed
 
 
-def _client_keepalive(source: str, client: dict[str, Any]) -> Keepalive:
+def _client_keepalive(source: str, client: dict[str, object]) -> Keepalive:
     """``client.profile`` (a named client's defaults) or ``client.keepalive``."""
     if "profile" not in client:
         return _keepalive(source, client.get("keepalive", "off"))
@@ -314,7 +313,7 @@ def _client_keepalive(source: str, client: dict[str, Any]) -> Keepalive:
     return Keepalive(profile.keepalive, profile.idle, profile.interval, profile.count)
 
 
-def _parse_load_scenario(top: dict[str, Any], source: str, name: str) -> Scenario:
+def _parse_load_scenario(top: dict[str, object], source: str, name: str) -> Scenario:
     """A capacity scenario: ``load`` instead of ``client``, counts instead of outcomes."""
     for required in ("appliance", "load", "expect"):
         if required not in top:

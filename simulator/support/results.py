@@ -38,7 +38,7 @@ import stat
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Literal, overload
 
 RESULTS_VAR = "NATSIM_RESULTS"
 _WALK_FLAGS = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -188,7 +188,13 @@ class Folder:
 
     # -- files --------------------------------------------------------------------------------
 
-    def open(self, name: str, mode: str = "w", *, replace: bool = True) -> IO[Any]:
+    @overload
+    def open(self, name: str, mode: Literal["w"] = "w", *, replace: bool = True
+             ) -> IO[str]: ...
+    @overload
+    def open(self, name: str, mode: Literal["wb"], *, replace: bool = True) -> IO[bytes]: ...
+    def open(self, name: str, mode: Literal["w", "wb"] = "w", *, replace: bool = True
+             ) -> IO[str] | IO[bytes]:
         """A new file ``name`` to write (``mode`` "w" or "wb"). With ``replace``, an
         earlier regular file of that name is removed first; a link or anything else there
         is refused."""
@@ -328,16 +334,20 @@ def _step(fd: int, name: str, *, create: bool) -> int:
 
 
 @contextlib.contextmanager
-def new_file(path: Path, mode: str = "w") -> Iterator[IO[Any]]:
+def new_file(path: Path) -> Iterator[IO[str]]:
     """One file a command was told to write (``--json FILE``): every folder up to it checked
     as for a results folder (a shared, sticky folder such as ``/tmp`` is fine), the file
     written through the folder's descriptor, never through a link."""
     path = Path(os.path.abspath(path))
-    with Folder(_walk(path.parent), path.parent) as folder, folder.open(path.name, mode) as f:
+    with Folder(_walk(path.parent), path.parent) as folder, folder.open(path.name) as f:
         yield f
 
 
-def create_new(path: Path, mode: str = "w") -> IO[Any]:
+@overload
+def create_new(path: Path, mode: Literal["w"] = "w") -> IO[str]: ...
+@overload
+def create_new(path: Path, mode: Literal["wb"]) -> IO[bytes]: ...
+def create_new(path: Path, mode: Literal["w", "wb"] = "w") -> IO[str] | IO[bytes]:
     """A new file at ``path`` (in a results folder already checked), never through a link
     and never over an existing file: what the middlebox's process writes (capture,
     metrics)."""

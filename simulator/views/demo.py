@@ -24,8 +24,11 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TextIO
+
+from simulator.core.jsonvalue import Json, number
 
 LEFT, RIGHT, PROXY = "nat-gw", "nat-gw-keepalive", "l4-proxy-keepalive"
 STORIES = (LEFT, RIGHT, PROXY)
@@ -97,7 +100,7 @@ STEP_ORDER = {step: i for i, step in enumerate(NARRATION)}
 """Within one second of model time, steps print in the story's order (NARRATION's)."""
 
 
-def _sentence(ev: dict[str, Any], story: str = LEFT) -> str | None:
+def _sentence(ev: Mapping[str, Json], story: str = LEFT) -> str | None:
     kind, source = str(ev.get("kind")), str(ev.get("source"))
     if story == PROXY:
         if kind == "flow_created" and ev.get("link") == "server side":
@@ -118,7 +121,7 @@ def _sentence(ev: dict[str, Any], story: str = LEFT) -> str | None:
     return text
 
 
-def _print_rows(cols: Columns, due: list[tuple[float, str, dict[str, Any]]]) -> None:
+def _print_rows(cols: Columns, due: list[tuple[float, str, Mapping[str, Json]]]) -> None:
     """One row per event; the same step on both sides at the same moment shares a row."""
     # within one second of model time, the story's own order (NARRATION's), so that both
     # columns tell their t = 0 steps in the same order whatever order the lines arrived in
@@ -155,8 +158,8 @@ def run_demo(speed: float = 35.0, width: int | None = None,  # noqa: C901
     cols.rule()
     procs = {name: _spawn(name, speed) for name in STORIES}
     buffers = {name: b"" for name in procs}
-    pending: list[tuple[float, float, str, dict[str, Any]]] = []  # (arrived, t, side, event)
-    verdicts: dict[str, dict[str, Any]] = {}
+    pending: list[tuple[float, float, str, Mapping[str, Json]]] = []  # (arrived, t, side, event)
+    verdicts: dict[str, Mapping[str, Json]] = {}
     errors: dict[str, str] = {}
     try:
         for proc in procs.values():
@@ -175,7 +178,7 @@ def run_demo(speed: float = 35.0, width: int | None = None,  # noqa: C901
                     if ev.get("kind") == "verdict":
                         verdicts[name] = ev
                     elif "t" in ev and "source" in ev:
-                        pending.append((time.monotonic(), float(ev["t"]), name, ev))
+                        pending.append((time.monotonic(), number(ev, "t"), name, ev))
             now = time.monotonic()
             finished = all(p.poll() is not None for p in procs.values())
             due = sorted((p for p in pending if finished or now - p[0] >= HOLD),
@@ -204,7 +207,7 @@ def run_demo(speed: float = 35.0, width: int | None = None,  # noqa: C901
     ends = [verdicts[name] for name in STORIES]  # the runs' verdict lines
     cols.row("outcome", *(f"client {v['client']}, server {v['server']}" for v in ends))
 
-    def said(v: dict[str, Any]) -> str:
+    def said(v: Mapping[str, Json]) -> str:
         return {"PASS": "PASS: as the model predicts", "FAIL": "FAIL: not as predicted"}.get(
             str(v["verdict"]), f"ERROR: {v.get('error')}")
 

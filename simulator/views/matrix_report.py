@@ -18,43 +18,41 @@ import html
 import json
 import xml.etree.ElementTree as ET
 from pathlib import Path
-from typing import Any
 
+from simulator.core.jsonvalue import to_json
+from simulator.core.records import CellRecord
 from simulator.support.results import Folder
 
 HOW = {"answer": "survives", "timeout": "silent: the client times out",
        "reset": "reset", "keepalive_failed": "keepalive gives up (ETIMEDOUT)"}
 
 
-def write_reports(records: list[dict[str, Any]], out: Folder, title: str) -> None:
-    out.replace("matrix.json", json.dumps({"title": title, "cells": records}, indent=2))
+def write_reports(records: list[CellRecord], out: Folder, title: str) -> None:
+    out.replace("matrix.json", json.dumps({"title": title, "cells": [to_json(r) for r in records]},
+                                          indent=2))
     out.replace("junit.xml", junit(records, title))
     out.replace("matrix.html", page(records, title, out.path))
 
 
-def _error(r: dict[str, Any]) -> bool:
-    return r.get("verdict") == "ERROR"
-
-
-def junit(records: list[dict[str, Any]], title: str) -> str:
+def junit(records: list[CellRecord], title: str) -> str:
     suite = ET.Element("testsuite", name=f"natsim matrix: {title}", tests=str(len(records)),
-                       failures=str(sum(not r["agrees"] and not _error(r) for r in records)),
-                       errors=str(sum(_error(r) for r in records)))
+                       failures=str(sum(not r.agrees and not r.is_error for r in records)),
+                       errors=str(sum(r.is_error for r in records)))
     for r in records:
-        case = ET.SubElement(suite, "testcase", classname=f"natsim.matrix.{r['appliance']}",
-                             name=f"{r['client']} idle {r['idle']:g}s")
-        if _error(r):
+        case = ET.SubElement(suite, "testcase", classname=f"natsim.matrix.{r.appliance}",
+                             name=f"{r.client} idle {r.idle:g}s")
+        if r.is_error:
             error = ET.SubElement(case, "error", message=(
-                "no verdict: " + str(r.get("error") or "the run ended without one")[:500]))
-            error.text = str(r.get("error") or "")
-        elif not r["agrees"]:
+                "no verdict: " + str(r.error or "the run ended without one")[:500]))
+            error.text = str(r.error or "")
+        elif not r.agrees:
             failure = ET.SubElement(case, "failure", message=(
-                f"observed client {r['observed']['client']}, server {r['observed']['server']}; "
-                f"the model predicted client {r['predicted']['client']}, server "
-                f"{r['predicted']['server']}"))
-            failure.text = r.get("error") or ""
+                f"observed client {r.observed.client}, server {r.observed.server}; "
+                f"the model predicted client {r.predicted.client}, server "
+                f"{r.predicted.server}"))
+            failure.text = r.error or ""
         ET.SubElement(case, "system-out").text = (
-            "; ".join(r["story"]) + f"\nresults: {r['results']}")
+            "; ".join(r.story) + f"\nresults: {r.results}")
     return ET.tostring(suite, encoding="unicode", xml_declaration=True) + "\n"
 
 
@@ -82,40 +80,40 @@ function filter() {
 """
 
 
-def _cell(r: dict[str, Any], out: Path) -> str:
-    if _error(r):
-        return (f"<td class='error' data-appliance='{html.escape(r['appliance'])}'>"
+def _cell(r: CellRecord, out: Path) -> str:
+    if r.is_error:
+        return (f"<td class='error' data-appliance='{html.escape(r.appliance)}'>"
                 f"<div class='how'>ERROR: no verdict</div><div class='small'>"
-                f"{html.escape(str(r.get('error') or 'the run ended without one')[:300])}"
+                f"{html.escape(str(r.error or 'the run ended without one')[:300])}"
                 "</div></td>")
-    survives = r["observed"]["client"] == "answer"
+    survives = r.observed.client == "answer"
     cls = "ok" if survives else "bad"
-    if not r["agrees"]:
+    if not r.agrees:
         cls += " wrong"
-    how = HOW.get(str(r["observed"]["client"]), str(r["observed"]["client"]))
-    fix = "" if survives or not r["fixes"] else \
-        f"<div class='fix'>fix: {html.escape(r['fixes'][0])}</div>"
-    timeline = Path(r["results"]) / "timeline.svg"
+    how = HOW.get(str(r.observed.client), str(r.observed.client))
+    fix = "" if survives or not r.fixes else \
+        f"<div class='fix'>fix: {html.escape(r.fixes[0])}</div>"
+    timeline = Path(r.results) / "timeline.svg"
     try:
         link = timeline.relative_to(out)
     except ValueError:
         link = timeline
-    wrong = "" if r["agrees"] else (
-        f"<div class='alert'>the model predicted {html.escape(str(r['predicted']['client']))}"
+    wrong = "" if r.agrees else (
+        f"<div class='alert'>the model predicted {html.escape(str(r.predicted.client))}"
         "</div>")
-    return (f"<td class='{cls}' data-appliance='{html.escape(r['appliance'])}'>"
+    return (f"<td class='{cls}' data-appliance='{html.escape(r.appliance)}'>"
             f"<div class='how'>{html.escape(how)}</div>{wrong}{fix}"
             f"<div class='small'><a href='{html.escape(str(link))}'>timeline</a> · "
-            f"server {html.escape(str(r['observed']['server']))}</div></td>")
+            f"server {html.escape(str(r.observed.server))}</div></td>")
 
 
-def page(records: list[dict[str, Any]], title: str, out: Path) -> str:
-    clients = sorted({r["client"] for r in records})
-    columns = sorted({(r["appliance"], r["idle"]) for r in records})
-    by = {(r["client"], r["appliance"], r["idle"]): r for r in records}
-    survive = sum(r["observed"]["client"] == "answer" for r in records if not _error(r))
-    errors = [r for r in records if _error(r)]
-    wrong = [r for r in records if not r["agrees"] and not _error(r)]
+def page(records: list[CellRecord], title: str, out: Path) -> str:
+    clients = sorted({r.client for r in records})
+    columns = sorted({(r.appliance, r.idle) for r in records})
+    by = {(r.client, r.appliance, r.idle): r for r in records}
+    survive = sum(r.observed.client == "answer" for r in records if not r.is_error)
+    errors = [r for r in records if r.is_error]
+    wrong = [r for r in records if not r.agrees and not r.is_error]
     head = "".join(f"<th data-appliance='{html.escape(a)}'>{html.escape(a)}<br>"
                    f"<span class='small'>silent {idle:g} s</span></th>" for a, idle in columns)
     rows = []

@@ -10,10 +10,11 @@ import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TextIO
 
 from rich.text import Text
 
+from simulator.core.jsonvalue import JsonObject, number
 from simulator.core.session import Judgement, RunSession, TimelineEvent
 from simulator.spec.compression import Plan
 from simulator.spec.scenario import Scenario
@@ -44,18 +45,19 @@ def styled_event(ev: TimelineEvent) -> Text:
 TIMELINE_HEADER = f"{'model s':>9} {'wall s':>8}  {'who':<9}  what"
 
 
-def write_result(out: Folder, data: dict[str, Any]) -> None:
+def write_result(out: Folder, data: JsonObject) -> None:
     out.write("result.json", json.dumps(data, indent=2) + "\n")
 
 
-def print_settings(out: TextIO, settings: list[dict[str, Any]]) -> None:
+def print_settings(out: TextIO, settings: list[JsonObject]) -> None:
     """The compressed settings, with the effective model value of every rounded one."""
     for row in settings:
         if "count" in row:
             out.write(f"    {row['setting']:<44} {row['count']} (a count: not scaled)\n")
             continue
         note = ""
-        if row["kernel_whole_seconds"] and abs(row["effective_model_s"] - row["model_s"]) > 1e-9:
+        if row["kernel_whole_seconds"] and abs(number(row, "effective_model_s")
+                                               - number(row, "model_s")) > 1e-9:
             note = f"  -> really {row['effective_model_s']:g} model s (whole wall seconds)"
         out.write(f"    {row['setting']:<44} {row['model_s']:>7g} model s = "
                   f"{row['wall_s']:.3g} wall s{note}\n")
@@ -125,7 +127,7 @@ def header_text(s: Scenario, p: Plan, run_id: str) -> str:
     return out.getvalue()
 
 
-def header_record(s: Scenario, p: Plan, run_id: str) -> dict[str, Any]:
+def header_record(s: Scenario, p: Plan, run_id: str) -> JsonObject:
     return {"kind": "header", "scenario": s.name, "run_id": run_id, "speed": p.speed,
             "description": s.description, "settings": p.settings(),
             "path_events": [e.to_record() for e in s.events], "proxy": s.proxy,
@@ -133,7 +135,7 @@ def header_record(s: Scenario, p: Plan, run_id: str) -> dict[str, Any]:
 
 
 def result_document(session: RunSession, s: Scenario, p: Plan, run_id: str, wall: float,
-                    metrics: dict[str, Any]) -> dict[str, Any]:
+                    metrics: JsonObject) -> JsonObject:
     """``result.json``: the session's judgement and timeline, with the scenario around it."""
     pred = p.prediction
     return session.document(

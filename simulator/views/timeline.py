@@ -13,7 +13,7 @@ display is needed.
 from __future__ import annotations
 
 import textwrap
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +22,10 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from simulator.core.jsonvalue import number, text
+from simulator.core.jsonvalue import Json, number, text
 from simulator.core.session import TimelineEvent
 from simulator.support.results import Folder
 
@@ -181,7 +182,7 @@ def draw(events: Sequence[TimelineEvent], timeout: float, speed: float, title: s
     ax.set_ylim(-0.85, 3.15)
     ax.set_yticks([])
     ax.set_xlabel("model time (s)")
-    def to_wall(t: Any) -> Any:
+    def to_wall(t: Any) -> Any:  # matplotlib passes arrays
         return t / speed
 
     def to_model(w: Any) -> Any:
@@ -215,7 +216,7 @@ def _path_events(ax: Axes, events: Sequence[TimelineEvent]) -> None:
                                              "alpha": 0.85, "pad": 0.6})
 
 
-def _save(fig: Any, out: Folder, stem: str) -> list[Path]:
+def _save(fig: Figure, out: Folder, stem: str) -> list[Path]:
     """``stem``.svg (its text stays searchable text) and .png in ``out``, written through
     the folder's descriptor; closes the figure."""
     fig.tight_layout()
@@ -242,7 +243,7 @@ def _arrow(ax: Axes, x0: float, y0: float, x1: float, y1: float, colour: str) ->
                 arrowprops={"arrowstyle": "-|>", "color": colour, "lw": 1.5, "alpha": 0.8})
 
 
-def draw_metrics(samples: Sequence[dict[str, Any]], namespace: str, speed: float, title: str,
+def draw_metrics(samples: Sequence[Mapping[str, Json]], namespace: str, speed: float, title: str,
                  out: Folder, stem: str) -> list[Path]:
     """The cloud-named counters over model time, one step line each (SVG and PNG)."""
     keys = [k for k in ("ActiveConnectionCount", "ActiveFlowCount", "NewFlowCount",
@@ -251,7 +252,7 @@ def draw_metrics(samples: Sequence[dict[str, Any]], namespace: str, speed: float
             if any(k in s for s in samples)]
     fig, axes = plt.subplots(len(keys), 1, figsize=(10, 1.3 * len(keys) + 1.2), dpi=100,
                              sharex=True, squeeze=False)
-    times = [float(s["t"]) for s in samples]
+    times = [number(s, "t") for s in samples]
     for ax, key in zip(axes[:, 0], keys, strict=True):
         ax.step(times, [s.get(key, 0) for s in samples], where="post", color=COLOURS["info"])
         ax.set_ylabel(key, rotation=0, ha="right", va="center", fontsize=8)

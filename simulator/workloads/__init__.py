@@ -12,9 +12,10 @@ import argparse
 import sys
 import time
 from collections.abc import Mapping
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from simulator.core.configs import ConfigError, decode
+from simulator.core.jsonvalue import Json
 from simulator.core.messages import Kind, Message
 
 T = TypeVar("T")
@@ -48,7 +49,7 @@ def _decode(parser: argparse.ArgumentParser, cls: type[T], text: str) -> T:
         parser.error(f"--config: {exc}")
 
 
-def report(source: str, kind: Kind, text: str, **data: Any) -> None:
+def report(source: str, kind: Kind, text: str, **data: Json) -> None:
     """One message on stdout (:mod:`simulator.core.messages`), flushed at once so that the
     runner can show it live."""
     msg = Message(source, kind, text, mono=time.monotonic(), data=data)

@@ -33,15 +33,16 @@ import subprocess
 import sys
 import time
 import traceback
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from pyroute2 import netns
 
 from simulator.core.appliances import Appliance
+from simulator.core.jsonvalue import JsonObject
 from simulator.core.plan import keepalive_sysctls, middlebox_config, world_plan
 from simulator.spec.scenario import LINUX_KEEPALIVE_DEFAULTS
 from simulator.support.results import Folder, default_dir, replace_private
@@ -50,6 +51,7 @@ from simulator.world.backends import Backend, get_backend, host_command
 from simulator.world.driver import MiddleboxFailedError, WorldDriver
 from simulator.world.process import Process, ended
 
+T = TypeVar("T")
 WORLDS = topology.REGISTRY / "worlds"
 NAME_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,19}")
 ROLES = ("client", "server", "middlebox")
@@ -120,7 +122,7 @@ class LiveWorld:
     backend: str = "namespaces"
     sysctls: dict[str, dict[str, int]] = field(default_factory=dict)
     """What ``up`` set in each host, in wall seconds (``natsim up`` prints it)."""
-    clock: dict[str, Any] | None = None
+    clock: JsonObject | None = None
     """The world's clock (:class:`simulator.world.modeltime.WorldClock`) for its programs."""
     libraries: dict[str, str] | None = None
     """Where libfaketime and the timer shim are for the hosts' programs (in a container,
@@ -258,7 +260,7 @@ class LiveWorld:
                             for role, values in sysctls.items()},
                    clock=clock.to_record(), libraries=libraries, no_model_time=why_not)
 
-    def down(self) -> dict[str, Any] | None:
+    def down(self) -> JsonObject | None:
         """Stop the middlebox, remove the hosts, the state file and the lock file.
 
         Returns the middlebox's final report (its counters when asked to stop), or None
@@ -269,7 +271,7 @@ class LiveWorld:
             _lock_file(self.name).unlink(missing_ok=True)
         return final
 
-    def _down(self) -> dict[str, Any] | None:
+    def _down(self) -> JsonObject | None:
         if self.backend == "docker":
             with contextlib.suppress(Exception):  # the container may be gone already
                 subprocess.run(["docker", "kill", "--signal", "TERM",
@@ -297,7 +299,7 @@ class LiveWorld:
             self.state_file(self.name).unlink(missing_ok=True)
             _lock_file(self.name).unlink(missing_ok=True)
 
-    def final_report(self) -> dict[str, Any] | None:
+    def final_report(self) -> JsonObject | None:
         """The middlebox's ``stopped`` line (its final counters), once it has written it:
         the last line of ``events.jsonl``, however long (it lists every flow still held)."""
         path = Path(self.results_dir) / "events.jsonl"
@@ -383,7 +385,7 @@ class LiveWorld:
             return self.command(role, argv, self.model_time_env({}, verbose)), env  # gives it
         return self.command(role, argv), self.model_time_env(env, verbose)
 
-    def scaled(self) -> list[dict[str, Any]]:
+    def scaled(self) -> list[JsonObject]:
         """What the timer shim scaled in this world's programs (``timers.jsonl``)."""
         return modeltime.scaled_settings(Path(self.results_dir) / "timers.jsonl")
 
@@ -480,8 +482,9 @@ def _enter_host(ns: str) -> None:
         libc.mount(str(hosts).encode(), b"/etc/hosts", None, _MS_BIND, None)
 
 
-def call_on_clock(live: LiveWorld, role: str, func: Any, args: Sequence[Any] = (),
-                  kwargs: dict[str, Any] | None = None, limit: float | None = None) -> Any:
+def call_on_clock(live: LiveWorld, role: str, func: Callable[..., T],
+                  args: Sequence[object] = (), kwargs: Mapping[str, object] | None = None,
+                  limit: float | None = None) -> T:
     """Run ``func(*args, **kwargs)`` in a fresh interpreter inside host ``role``, on the
     world's clock (:mod:`simulator.world.host_call`). ``func`` must be importable by name."""
     name = getattr(func, "__qualname__", repr(func))
@@ -502,14 +505,19 @@ def call_on_clock(live: LiveWorld, role: str, func: Any, args: Sequence[Any] = (
         raise WorldError(f"the interpreter running {name} in {role} died (status "
                          f"{done.returncode}): {done.stderr.decode(errors='replace')[-1500:]}")
     sys.stderr.write(done.stderr.decode(errors="replace"))
-    status, value = pickle.loads(done.stdout)
+    return cast(T, _outcome(done.stdout))  # what func returned, pickled
+
+
+def _outcome(data: bytes) -> object:
+    """What the child sent back: its value, or its exception raised here."""
+    status, value = pickle.loads(data)
     if status == "error":
         raise value
     return value
 
 
-def call_in(ns: str, func: Any, args: Sequence[Any] = (), kwargs: dict[str, Any] | None = None,
-            limit: float | None = None) -> Any:
+def call_in(ns: str, func: Callable[..., T], args: Sequence[object] = (),
+            kwargs: Mapping[str, object] | None = None, limit: float | None = None) -> T:
     """Run ``func(*args, **kwargs)`` in a child process inside namespace ``ns``.
 
     The child is a fork of this process, so ``func`` may be any function or closure; its
@@ -541,7 +549,4 @@ def call_in(ns: str, func: Any, args: Sequence[Any] = (), kwargs: dict[str, Any]
     os.waitpid(pid, 0)
     if not data:
         raise WorldError(f"the child running {getattr(func, '__name__', func)} in {ns} died")
-    status, value = pickle.loads(data)
-    if status == "error":
-        raise value
-    return value
+    return cast(T, _outcome(data))

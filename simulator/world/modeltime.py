@@ -45,7 +45,8 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+
+from simulator.core.jsonvalue import Json, JsonObject, JsonShapeError, fields_json, from_json
 
 FAKETIME_LIBRARY = "libfaketimeMT.so.1"
 """The multithreaded build: Java, Node and grpcio run threads."""
@@ -186,13 +187,16 @@ class WorldClock:
         stamps = tuple(time.clock_gettime_ns(c) for c in _CLOCKS)
         return cls(float(speed), stamps, run_id)  # type: ignore[arg-type]
 
-    def to_record(self) -> dict[str, Any]:
-        return {"speed": self.speed, "start_ns": list(self.start_ns), "run_id": self.run_id}
+    def to_record(self) -> JsonObject:
+        return fields_json(self)
 
     @classmethod
-    def from_record(cls, record: Mapping[str, Any]) -> WorldClock:
-        stamps = tuple(int(x) for x in record["start_ns"])
-        return cls(float(record["speed"]), stamps, str(record["run_id"]))  # type: ignore[arg-type]
+    def from_record(cls, record: Mapping[str, Json]) -> WorldClock:
+        clock = from_json(cls, dict(record))
+        if len(clock.start_ns) != len(_CLOCKS):
+            raise JsonShapeError(f"WorldClock.start_ns: {len(_CLOCKS)} clocks, got "
+                                 f"{len(clock.start_ns)}")
+        return clock
 
     def model_now(self) -> float:
         """The world's clock now, as ``time.time()`` reads it in its programs."""
@@ -278,7 +282,7 @@ def _sem_create(name: str) -> None:
     libc.sem_close(ctypes.c_void_p(sem))
 
 
-def scaled_settings(log: Path) -> list[dict[str, Any]]:
+def scaled_settings(log: Path) -> list[JsonObject]:
     """What the timer shim scaled, from a world's ``timers.jsonl``."""
     try:
         text = log.read_text(errors="replace")
@@ -295,7 +299,7 @@ def scaled_settings(log: Path) -> list[dict[str, Any]]:
     return out
 
 
-def describe(record: Mapping[str, Any]) -> str:
+def describe(record: Mapping[str, Json]) -> str:
     """``TCP_KEEPIDLE 30 model s -> 1 wall s, really 35 model s``."""
     unit = record.get("unit", "s")
     return (f"{record.get('option')} {record.get('model'):g} model {unit} -> "

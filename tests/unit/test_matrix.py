@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 import xml.etree.ElementTree as ET
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from simulator.cli import main as cli
+from simulator.core.jsonvalue import to_json
+from simulator.core.records import CellRecord, Outcomes
 from simulator.runs.matrix import (
     _done,
     collect,
@@ -61,15 +64,14 @@ def test_more_jobs_lower_the_speed() -> None:
 
 
 def _record(client: str, appliance: str, observed: str, agrees: bool = True,
-            verdict: str | None = None) -> dict[str, object]:
-    return {"index": 0, "client": client, "appliance": appliance, "appliance_title": appliance,
-            "idle": 400.0, "speed": 100, "predicted": {"client": observed, "server": "x"},
-            "observed": {"client": observed, "server": "x"},
-            "verdict": verdict or ("PASS" if agrees else "FAIL"), "agrees": agrees,
-            "error": "the middlebox was killed by signal 9 during the run"
-            if verdict == "ERROR" else None, "survives": observed == "answer",
-            "fixes": ["enable TCP keepalive"], "story": ["because"],
-            "results": "/tmp/run"}
+            verdict: str | None = None) -> CellRecord:
+    return CellRecord(
+        index=0, client=client, appliance=appliance, appliance_title=appliance, idle=400.0,
+        speed=100, predicted=Outcomes(observed, "x"), observed=Outcomes(observed, "x"),
+        verdict=verdict or ("PASS" if agrees else "FAIL"), agrees=agrees,
+        error="the middlebox was killed by signal 9 during the run"
+        if verdict == "ERROR" else None, survives=observed == "answer",
+        fixes=("enable TCP keepalive",), story=("because",), results="/tmp/run")
 
 
 def test_reports(tmp_path: Path) -> None:
@@ -124,7 +126,7 @@ def test_cells_of_one_appliance_with_overrides_stay_apart(tmp_path: Path) -> Non
                        "server": "delivered", "error": None}
             finish_cell(cell, cells, _Finished(json.dumps(verdict)), 1)  # type: ignore[arg-type]
     records = collect([tmp_path / "out"])
-    assert [(r["appliance"], r["observed"]["client"]) for r in records] == [
+    assert [(r.appliance, r.observed.client) for r in records] == [
         ("nlb", "timeout"), ("nlb (600 s)", "answer")]
     with Folder.create(tmp_path / "report") as out:
         write_reports(records, out, "t")
@@ -158,7 +160,7 @@ def test_a_resumed_matrix_runs_its_error_cells_again(tmp_path: Path) -> None:
         for cell, verdict in ((first, "PASS"), (second, "ERROR")):
             with cells.sub(f"{cell.index:03d}") as folder:
                 folder.write("cell.json", json.dumps(
-                    {**_record(cell.client, cell.column, "x", verdict=verdict)}))
+                    to_json(_record(cell.client, cell.column, "x", verdict=verdict))))
                 assert _done(folder, cell) is (verdict == "PASS")
         with cells.sub("000") as folder:  # the record of another cell is not this one's
             assert not _done(folder, second)
@@ -186,7 +188,7 @@ def test_the_emitted_job_validates_against_the_kubernetes_schema() -> None:
     from simulator.runs.matrix import k8s_job  # noqa: PLC0415
 
     matrix = load_matrix("keepalive")
-    job = k8s_job(matrix, "registry.example/natsim:1")
+    job: dict[str, Any] = json.loads(json.dumps(k8s_job(matrix, "registry.example/natsim:1")))
     kubernetes_validate.validate(job, "1.30", strict=True)
     assert job["spec"]["completionMode"] == "Indexed"
     assert job["spec"]["completions"] == len(matrix.cells)
