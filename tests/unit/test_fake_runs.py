@@ -35,8 +35,6 @@ WHY_NOT_FAKE = {
             "the fake network has one TCP client",
     "udp": "the fake network models TCP only",
     "proxy": "the L4-proxy contrast runs a real HAProxy",
-    "attach": "a late attach resolves the server over the world's DNS server, which the "
-              "fake network does not model",
 }
 
 
@@ -47,8 +45,6 @@ def why_not_fake(s: Scenario) -> str | None:
         return WHY_NOT_FAKE["udp"]
     if s.proxy is not None:
         return WHY_NOT_FAKE["proxy"]
-    if s.attach is not None:
-        return WHY_NOT_FAKE["attach"]
     return None
 
 

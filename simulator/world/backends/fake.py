@@ -22,21 +22,27 @@ a driver that does not wait for it shows; the middlebox may be told to hang or d
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import IO
 
 from simulator.core.chain import Chain
 from simulator.core.clock import ManualClock
-from simulator.core.configs import ClientConfig, MiddleboxConfig, ProgramConfig, ServerConfig
+from simulator.core.configs import (
+    ClientConfig,
+    DnsConfig,
+    MiddleboxConfig,
+    ProgramConfig,
+    ServerConfig,
+)
 from simulator.core.engine import Middlebox, Transmit
 from simulator.core.events import Side
 from simulator.core.jsonvalue import Json
 from simulator.core.messages import ClientOutcome, Kind, Message, Role, ServerOutcome
-from simulator.core.packets import SYN, ip_from_str
+from simulator.core.packets import SYN, ip_from_str, ip_to_str
 from simulator.core.plan import HostPlan, WorldPlan
 from simulator.world import topology
-from simulator.world.backends.fake_tcp import Host, Tcp
+from simulator.world.backends.fake_kernel import Host, Tcp
 from simulator.world.modeltime import WorldClock
 from simulator.world.process import Program
 
@@ -46,11 +52,13 @@ LINK_DELAY = 1e-4
 """Seconds a packet takes over a link (keeps causality without a real network)."""
 BEAT = 0.5
 """Seconds between two of the middlebox's heartbeats, as the dataplane's."""
+DNS_PORT, DNS_CLIENT_PORT, RESOLVER_TIMEOUT = 53, 33000, 5.0
+"""The world's DNS server's port; the client resolver's ports and its timeout (glibc's)."""
 
 
 class FakeUnsupportedError(ValueError):
-    """The scenario needs something the fake network does not model (UDP, load, a DNS
-    server, a proxy, Docker): the integration suite runs it for real."""
+    """The scenario needs something the fake network does not model (UDP workloads, load,
+    a proxy): the integration suite runs it for real."""
 
 
 class FakeProgram:
@@ -253,35 +261,82 @@ class FakeServer(FakeProgram):
                         "the answer was never acknowledged (still retransmitting)")
 
 
+class FakeDns(FakeProgram):
+    """The world's DNS server (``workloads/dns.py``): a name in, its address out, over UDP
+    through the middlebox, as a real resolver's query goes."""
+
+    def __init__(self, net: FakeBackend, host: Host, config: DnsConfig) -> None:
+        super().__init__(Role.DNS, net)
+        self.host, self.names = host, {k.lower(): v for k, v in config.names.items()}
+        host.datagrams[config.port] = self._query
+        self.say(Kind.READY, f"answering for {', '.join(self.names)}")
+
+    def _query(self, src: bytes, sport: int, payload: bytes) -> None:
+        name = payload.decode(errors="replace").lower()
+        answer = self.names.get(name)
+        if answer is not None and self.status is None:
+            self.host.send_datagram(DNS_PORT, src, sport, answer.encode())
+            self.say(Kind.DNS_ANSWER, f"DNS query from {ip_to_str(src)}: {name} -> {answer}")
+
+
 class FakeClient(FakeProgram):
-    """The built-in client (``workloads/client.py``) on a fake host."""
+    """The built-in client (``workloads/client.py``) on a fake host: resolve (its hosts
+    file, or the world's DNS server), connect, send one request, wait for the answer; try
+    again on failure as configured."""
 
     def __init__(self, net: FakeBackend, host: Host, config: ClientConfig,
-                 keepalive: tuple[float, float, int] | None, address: bytes,
-                 startup: float) -> None:
+                 keepalive: tuple[float, float, int] | None, startup: float) -> None:
         super().__init__(Role.CLIENT, net)
         self.host, self.config, self.keepalive = host, config, keepalive
-        self.address = address
         self.conn: Tcp | None = None
         self.attempt = 0
         self.connected = False
         self.started = 0.0
+        self.lookup: tuple[bytes | None, str] | None = None
+        """The last answer for the server's name: its address, or the error's name."""
         net.clock.call_at(net.now() + startup, self._start)
 
     def _start(self) -> None:
         if self.status is None:
             self.say(Kind.READY, "client started")
             self.started = self.net.now()
-            self._connect()
+            self._attempt()
 
-    def _connect(self) -> None:
+    def _label(self) -> str:
+        c = self.config
+        return f"attempt {self.attempt} of {c.retries + 1}: " if c.retries else ""
+
+    def _attempt(self) -> None:
         if self.status is not None:
             return
         self.attempt += 1
+        if self.lookup is None or self.config.resolve == "each":
+            self.net.resolve(self.host, self.config.host, self.attempt, self._resolved)
+        else:
+            self._resolved(self.lookup, kept=True)
+
+    def _resolved(self, lookup: tuple[bytes | None, str], kept: bool = False) -> None:
+        if self.status is not None:
+            return
+        self.lookup = lookup
+        address, error = lookup
+        if address is None:
+            said = " (.NET: 'Resource temporarily unavailable')" if error == "EAI_AGAIN" else ""
+            self.say(Kind.CONNECT_FAILED, f"{self._label()}resolving {self.config.host} "
+                     f"failed: {error}: Temporary failure in name resolution{said}"
+                     + (" (kept from the first lookup)" if kept else ""), error=error,
+                     attempt=self.attempt)
+            self._again()
+        elif not self.host.link_up:
+            self._connect_failed("Network is unreachable", "ENETUNREACH")
+        else:
+            self._connect(address)
+
+    def _connect(self, address: bytes) -> None:
         port = 40000 + self.attempt
-        conn = Tcp(self.host, (self.host.address, port), (self.address, self.config.port),
+        conn = Tcp(self.host, (self.host.address, port), (address, self.config.port),
                    snd_nxt=1001, snd_una=1000, keepalive=self.keepalive)
-        self.host.conns[(port, self.address, self.config.port)] = conn
+        self.host.conns[(port, address, self.config.port)] = conn
         self.conn = conn
         conn.on_event = self._event
         conn.send(SYN, seq=1000)
@@ -302,12 +357,15 @@ class FakeClient(FakeProgram):
 
     def _connect_failed(self, why: str, name: str) -> None:
         c = self.config
-        label = f"attempt {self.attempt} of {c.retries + 1}: " if c.retries else ""
-        self.say(Kind.CONNECT_FAILED, f"{label}connect to {c.host}:{c.port} failed: "
+        self.say(Kind.CONNECT_FAILED, f"{self._label()}connect to {c.host}:{c.port} failed: "
                  f"{why} ({name})", error=name, attempt=self.attempt)
+        self._again()
+
+    def _again(self) -> None:
+        c = self.config
         if self.attempt <= c.retries:
             when = self.started + c.backoff * (2 ** self.attempt - 1)
-            self.net.clock.call_at(when, self._connect)
+            self.net.clock.call_at(when, self._attempt)
         else:
             self._outcome(ClientOutcome.CONNECT_FAILED)
 
@@ -395,10 +453,12 @@ class FakeBackend:
             program = FakeServer(self, where, config, self.startup.get("server", 0.0))
         elif isinstance(config, ClientConfig):
             program = FakeClient(self, where, config, self._keepalive(config),
-                                 self._resolve(config.host), self.startup.get("client", 0.0))
+                                 self.startup.get("client", 0.0))
+        elif isinstance(config, DnsConfig):
+            program = FakeDns(self, where, config)
         else:
             raise FakeUnsupportedError(f"the fake network does not model {config.module} "
-                                       "(UDP, load, DNS and the proxy run for real)")
+                                       "(UDP workloads, load and the proxy run for real)")
         self.programs.append(program)
         return program
 
@@ -434,13 +494,35 @@ class FakeBackend:
 
     # -- the links ------------------------------------------------------------------------
 
-    def _resolve(self, name: str) -> bytes:
-        """The client's ``/etc/hosts`` (the plan's): a name resolved over DNS is not here."""
-        found = next((ip for ip, host in self.plans["client"].hosts if host == name), None)
-        if found is None:
-            raise FakeUnsupportedError(f"{name!r} is resolved over the world's DNS, which the "
-                                       "fake network does not model")
-        return ip_from_str(found)
+    def resolve(self, host: Host, name: str, attempt: int,
+                then: Callable[[tuple[bytes | None, str]], None]) -> None:
+        """``name`` as the client's resolver finds it: in its hosts file at once, or from
+        the world's DNS server over the network (which fails at once without a link, and
+        after the resolver's timeout without an answer)."""
+        plan = self.plans["client"]
+        found = next((ip for ip, known in plan.hosts if known == name), None)
+        if found is not None:
+            then((ip_from_str(found), ""))
+            return
+        if plan.nameserver is None or not host.link_up:
+            then((None, "EAI_AGAIN"))
+            return
+        port = DNS_CLIENT_PORT + attempt
+        answered: list[bool] = []
+
+        def answer(src: bytes, sport: int, payload: bytes) -> None:
+            host.datagrams.pop(port, None)
+            answered.append(True)
+            then((ip_from_str(payload.decode()), ""))
+
+        def give_up() -> None:
+            if not answered:
+                host.datagrams.pop(port, None)
+                then((None, "EAI_AGAIN"))
+
+        host.datagrams[port] = answer
+        host.send_datagram(port, ip_from_str(plan.nameserver), DNS_PORT, name.encode())
+        self.clock.call_at(self.clock.now() + RESOLVER_TIMEOUT, give_up)
 
     def _keepalive(self, config: ClientConfig) -> tuple[float, float, int] | None:
         """(idle, interval, count) as the kernel times them: the socket's, or the client

@@ -1,21 +1,34 @@
-"""As much of a kernel's TCP as a scenario's outcome depends on, in virtual time: the fake
+"""As much of a kernel as a scenario's outcome depends on, in virtual time: the fake
 backend's hosts (:mod:`simulator.world.backends.fake`).
 
-Handshake, data and ACKs, retransmission with Linux's back-off (200 ms doubling to 120 s,
-15 tries), keepalive probes timed as Linux times them (one below the next sequence number,
-``count`` unanswered ones and the connection is given up), RST handling, and an RST from a
-host that has no socket for a segment. Times are the kernel's: wall seconds, on the fake
-network's :class:`~simulator.core.clock.ManualClock`.
+TCP: handshake, data and ACKs, retransmission with Linux's back-off (200 ms doubling to
+120 s, 15 tries), keepalive probes timed as Linux times them (one below the next sequence
+number, ``count`` unanswered ones and the connection is given up), RST handling, and an RST
+from a host that has no socket for a segment. UDP: datagrams to a port's handler (the DNS
+query of a client that waits for its network). A host whose link is down sends nothing.
+Times are the kernel's: wall seconds, on the fake network's
+:class:`~simulator.core.clock.ManualClock`.
 """
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from simulator.core.clock import ManualClock
 from simulator.core.events import Side
-from simulator.core.packets import ACK, FIN, PSH, RST, SYN, build_tcp, parse
+from simulator.core.packets import (
+    ACK,
+    FIN,
+    IPPROTO_UDP,
+    PSH,
+    RST,
+    SYN,
+    build_tcp,
+    internet_checksum,
+    parse,
+)
 
 RTO_MIN, RTO_MAX, RETRIES2 = 0.2, 120.0, 15
 """Linux: the first retransmission after 200 ms, doubling up to 120 s, 15 tries."""
@@ -154,14 +167,24 @@ class Host:
     conns: dict[tuple[int, bytes, int], Tcp] = field(default_factory=dict)
     listening: dict[int, Callable[[Tcp], None]] = field(default_factory=dict)
 
+    datagrams: dict[int, Callable[[bytes, int, bytes], None]] = field(default_factory=dict)
+    """UDP handlers by local port: ``handler(source address, source port, payload)``."""
     link_up: bool = True
 
     def transmit(self, packet: bytearray) -> None:
         if self.link_up:
             self.send_out(packet, self.side)
 
+    def send_datagram(self, sport: int, dst: bytes, dport: int, payload: bytes) -> None:
+        self.transmit(build_udp(self.address, sport, dst, dport, payload))
+
     def deliver(self, packet: bytearray) -> None:
         pkt = parse(packet)
+        if pkt is not None and pkt.proto == IPPROTO_UDP:
+            handler = self.datagrams.get(pkt.dport)
+            if handler is not None:
+                handler(pkt.src, pkt.sport, bytes(packet[pkt.l4 + 8:pkt.total_len]))
+            return
         if pkt is None or pkt.proto != 6:
             return
         payload = bytes(packet[pkt.l4 + 20:pkt.total_len])
@@ -179,3 +202,14 @@ class Host:
             seq = pkt.ack if pkt.flags & ACK else 0
             self.transmit(build_tcp(self.address, pkt.dport, pkt.src, pkt.sport, seq,
                                     pkt.seq + pkt.seg_len, RST | ACK))
+
+
+def build_udp(src: bytes, sport: int, dst: bytes, dport: int, payload: bytes) -> bytearray:
+    """An IPv4+UDP datagram, checksums filled in."""
+    ip = bytearray(struct.pack("!BBHHHBBH4s4s", 0x45, 0, 28 + len(payload), 0, 0x4000, 64,
+                               IPPROTO_UDP, 0, src, dst))
+    struct.pack_into("!H", ip, 10, internet_checksum(ip))
+    udp = bytearray(struct.pack("!HHHH", sport, dport, 8 + len(payload), 0)) + payload
+    pseudo = src + dst + struct.pack("!BBH", 0, IPPROTO_UDP, len(udp))
+    struct.pack_into("!H", udp, 6, internet_checksum(pseudo + udp) or 0xFFFF)
+    return ip + udp
