@@ -181,7 +181,10 @@ class WorldDriver:
         return said
 
     def destroy(self) -> None:
-        """Remove the world (once: a second call only closes what is still open)."""
+        """Remove the world (once: a second call only closes what is still open); the
+        programs' pipes are closed (a middlebox left running keeps its own files)."""
+        for program in self.programs:
+            program.close()
         run_id = self.world.run_id if self.world is not None else \
             self.plan.run_id if self.plan is not None else None  # build failed half way
         self.world = self.plan = None

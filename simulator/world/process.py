@@ -46,6 +46,10 @@ class Program(Protocol):
         """What to wait on for its next words (None: it has no descriptor, or said all)."""
         ...
 
+    def close(self) -> None:
+        """Let go of what it is read through (once it has ended, or been left running)."""
+        ...
+
 
 def ended(code: int | None) -> str:
     """How a program ended, from its exit status."""

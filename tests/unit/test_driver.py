@@ -22,6 +22,7 @@ from simulator.core.plan import keepalive_sysctls, middlebox_config, world_plan
 from simulator.runs.runner import RunResult, run_scenario
 from simulator.spec.scenario import LINUX_KEEPALIVE_DEFAULTS, load_scenario
 from simulator.support.results import Folder
+from simulator.world import driver as driver_module
 from simulator.world.backends.fake import FakeBackend
 from simulator.world.driver import MiddleboxFailedError, StartError, WorldDriver
 from simulator.world.process import Program
@@ -176,3 +177,29 @@ def test_a_middlebox_failure_is_its_own_error_type(tmp_path: Path) -> None:
                                                 outside))
     driver.destroy()
     folder.close()
+
+
+def test_stop_all_asks_then_kills_what_will_not_stop(tmp_path: Path) -> None:
+    """A hung middlebox does not answer SIGTERM: after the grace period it is killed, before
+    the world is destroyed (a process left running would keep its sockets)."""
+    backend = FakeBackend(hang_at=1.0)
+    folder = Folder.create(tmp_path / "w")
+    driver = WorldDriver(backend, folder)
+    world = driver.build(world_plan("fakeup3", {}))
+    inside, outside = world.ports()
+    driver.start_middlebox(middlebox_config([get_appliance("nat-gw")], 35.0, inside, outside))
+    server, _, _ = driver.start_program(Role.SERVER, world.server_ns, ServerConfig(
+        port=8080, delay=1.0, delay_label="35 s", answer="a", wait_limit=60.0))
+    while driver.now() < 2.0:  # the middlebox hangs at 1 s
+        list(driver.take())
+        driver.wait(0.1)
+    before = driver.now()
+    said = driver.stop_all()
+    assert driver.middlebox is not None and driver.middlebox.poll() == -9  # killed
+    assert server.poll() == -15  # stopped when asked
+    assert driver.now() - before >= driver_module.STOP_GRACE  # it was given its chance
+    assert not [m for _, m in said if m.kind == Kind.STOPPED]
+    assert backend.destroyed == []  # not yet: the world goes after its programs
+    driver.destroy()
+    folder.close()
+    assert backend.destroyed == ["fakeup3"]

@@ -99,6 +99,9 @@ class FakeProgram:
     def fileno(self) -> int | None:
         return None
 
+    def close(self) -> None:
+        """Nothing to let go of: its words are in memory."""
+
 
 class FakeMiddlebox(FakeProgram):
     """The engine on the fake network, speaking the dataplane's protocol: ready with its
