@@ -22,9 +22,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from types import MappingProxyType
+from typing import TypeVar
 
 from simulator.core.events import EventKind
-from simulator.core.jsonvalue import Json, JsonObject, number
+from simulator.core.jsonvalue import Json, JsonObject, fields_json, from_json, number
+
+T = TypeVar("T")
 
 
 class Role(StrEnum):
@@ -112,6 +115,34 @@ class Verdict(StrEnum):
     """No verdict: the run cannot be trusted (its middlebox died or hung)."""
 
 
+@dataclass(frozen=True)
+class MiddleboxReady:
+    """``ready`` from the middlebox (the dataplane, or the proxy's watcher)."""
+
+    origin: float
+    """``time.monotonic()`` at its model time zero: its events' ``t`` count from there."""
+    fast_path: str = "on"
+    """``on``, or why the compiled fast path is off."""
+
+
+@dataclass(frozen=True)
+class HeldFlow:
+    flow: int
+    state: str
+    idle: float
+
+
+@dataclass(frozen=True)
+class MiddleboxStopped:
+    """``stopped``: the middlebox's final report, the proof it was alive to the end."""
+
+    counters: Mapping[str, int]
+    flows: tuple[HeldFlow, ...] = ()
+    """Every flow it still held."""
+    fast_path: Json = None
+    expiry_lateness: Json = None
+
+
 @dataclass(frozen=True, slots=True)
 class LoadCounts:
     """A capacity run's outcome: how the client's connection attempts ended."""
@@ -176,6 +207,17 @@ class Message:
             out["t"] = self.t
         out.update(self.data)
         return out
+
+    @classmethod
+    def carrying(cls, source: str, kind: Kind, payload: object, text: str = "",
+                 t: float | None = None) -> Message:
+        """A message whose data is a typed payload (:class:`MiddleboxReady`...)."""
+        return cls(source, kind, text, t=t, data=_frozen(fields_json(payload)))
+
+    def payload(self, cls: type[T]) -> T:
+        """The data as the typed payload ``cls``; :class:`JsonShapeError` names the field
+        at fault in one that is not."""
+        return from_json(cls, dict(self.data), f"{self.source} {self.kind}")
 
     def to_line(self) -> str:
         return json.dumps(self.to_dict())

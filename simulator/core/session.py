@@ -27,12 +27,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from simulator.core.jsonvalue import Json, JsonObject, number, obj
+from simulator.core.jsonvalue import Json, JsonObject, JsonShapeError
 from simulator.core.messages import (
     NO_OUTCOME,
     NOT_SERVED,
     Kind,
     Message,
+    MiddleboxStopped,
     Role,
     Verdict,
 )
@@ -136,9 +137,12 @@ class RunSession:
     def feed(self, msg: Message) -> None:
         self.messages.append(msg)
         if msg.kind == Kind.STOPPED and msg.source == Role.MIDDLEBOX:
-            counters = obj(msg.data, "counters")
-            self.counters = {str(k): int(number(counters, k)) for k in counters}
-            self.middlebox_final = msg.data
+            try:
+                self.counters = dict(msg.payload(MiddleboxStopped).counters)
+            except JsonShapeError as exc:  # no trustworthy last word: no verdict
+                self.middlebox_failed(f"the middlebox's final report is not natsim's: {exc}")
+            else:
+                self.middlebox_final = msg.data
         if msg.kind in _SILENT:
             return
         if msg.source == Role.CLIENT and msg.kind in (Kind.REQUEST_SENT, Kind.LOAD_START) \

@@ -52,7 +52,14 @@ from simulator.core.edge import EdgeMap, sender_address
 from simulator.core.engine import Middlebox, Transmit
 from simulator.core.events import Side
 from simulator.core.jsonvalue import JsonObject
-from simulator.core.messages import Kind, Message, Role
+from simulator.core.messages import (
+    HeldFlow,
+    Kind,
+    Message,
+    MiddleboxReady,
+    MiddleboxStopped,
+    Role,
+)
 from simulator.core.packets import ip_to_str
 from simulator.dataplane import fastpath
 from simulator.dataplane.background_file import BackgroundFile
@@ -526,10 +533,10 @@ def steady_under_load() -> None:
         os.nice(NICE)
 
 
-def _held_flows(engine: Middlebox | Chain, now: float) -> list[JsonObject]:
+def _held_flows(engine: Middlebox | Chain, now: float) -> tuple[HeldFlow, ...]:
     """The flows the middlebox still holds at the end, for its final report."""
-    return [{"flow": f.id, "state": str(f.state), "idle": round(now - f.last_seen, 3)}
-            for f in engine.flows]
+    return tuple(HeldFlow(f.id, str(f.state), round(now - f.last_seen, 3))
+                 for f in engine.flows)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -574,8 +581,8 @@ def main(argv: list[str] | None = None) -> int:
     steady_under_load()
     signal.signal(signal.SIGTERM, plane.stop)
     signal.signal(signal.SIGINT, plane.stop)
-    print(Message(Role.MIDDLEBOX, Kind.READY, data={
-        "origin": clock.origin, "fast_path": fast_off or "on"}).to_line(), flush=True)
+    print(Message.carrying(Role.MIDDLEBOX, Kind.READY, MiddleboxReady(
+        clock.origin, fast_off or "on")).to_line(), flush=True)
     try:
         plane.run()
     finally:
@@ -584,9 +591,9 @@ def main(argv: list[str] | None = None) -> int:
         if plane.metrics_file is not None:
             plane.sample()
             plane.metrics_file.close()
-        print(Message(Role.MIDDLEBOX, Kind.STOPPED, t=clock.now(), data={
-            "counters": plane.counters(), "flows": _held_flows(engine, clock.now()),
-            "fast_path": {"state": fast_off or "on",
-                          "forwarded": plane.fast.forwarded() if plane.fast else 0},
-            "expiry_lateness": plane.lateness_summary()}).to_line(), flush=True)
+        print(Message.carrying(Role.MIDDLEBOX, Kind.STOPPED, MiddleboxStopped(
+            plane.counters(), _held_flows(engine, clock.now()),
+            fast_path={"state": fast_off or "on",
+                       "forwarded": plane.fast.forwarded() if plane.fast else 0},
+            expiry_lateness=plane.lateness_summary()), t=clock.now()).to_line(), flush=True)
     return 0

@@ -33,7 +33,7 @@ from typing import TextIO
 
 from simulator.core.configs import ConfigError, ProxyConfig, decode
 from simulator.core.jsonvalue import JsonObject
-from simulator.core.messages import Kind, Message, Role
+from simulator.core.messages import Kind, Message, MiddleboxReady, MiddleboxStopped, Role
 from simulator.core.observer import Observer
 from simulator.dataplane.frames import PcapWriter
 from simulator.support.results import write_private
@@ -97,8 +97,8 @@ def run(cfg: ProxyConfig, out: TextIO = sys.stdout) -> int:  # noqa: C901
                          cfg.client: "client", cfg.back: "server"})
     pcap = PcapWriter(Path(cfg.pcap)) if cfg.pcap else None
     origin = time.monotonic()
-    _emit(out, Message(Role.MIDDLEBOX, Kind.READY, "HAProxy listening", data={
-        "origin": origin}).to_dict())
+    _emit(out, Message.carrying(Role.MIDDLEBOX, Kind.READY, MiddleboxReady(origin),
+                                "HAProxy listening").to_dict())
     beat = 0.0
     try:
         while not stopping:
@@ -127,8 +127,8 @@ def run(cfg: ProxyConfig, out: TextIO = sys.stdout) -> int:  # noqa: C901
             haproxy.wait(5)
         if pcap is not None:
             pcap.close()
-    _emit(out, Message(Role.MIDDLEBOX, Kind.STOPPED, "stopped", data={
-        "counters": dict(observer.counters)}).to_dict())
+    _emit(out, Message.carrying(Role.MIDDLEBOX, Kind.STOPPED, MiddleboxStopped(
+        dict(observer.counters)), "stopped").to_dict())
     return 0
 
 

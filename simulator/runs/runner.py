@@ -27,8 +27,8 @@ from rich.console import Console
 
 from simulator.core.configs import DnsConfig, ProxyConfig
 from simulator.core.events import EventKind
-from simulator.core.jsonvalue import JsonObject, number
-from simulator.core.messages import Kind, Message, Role
+from simulator.core.jsonvalue import JsonObject, JsonShapeError
+from simulator.core.messages import Kind, Message, MiddleboxReady, Role
 from simulator.core.metrics import cloud_metrics, namespace_of
 from simulator.core.plan import (
     CLIENT_GW,
@@ -238,7 +238,12 @@ class Runner:
                 path_events=s.events)
             ready, after = driver.start_middlebox(config)
         assert ready is not None
-        self.session.middlebox_ready(number(ready.data, "origin"))
+        try:
+            origin = ready.payload(MiddleboxReady).origin
+        except JsonShapeError as exc:
+            raise MiddleboxFailedError(f"the middlebox's ready line is not natsim's: {exc}"
+                                       ) from None
+        self.session.middlebox_ready(origin)
         for msg in after:
             self._feed(Role.MIDDLEBOX, msg)
 

@@ -102,7 +102,7 @@ class Scenario:
     heartbeat: float | None = None
     """UDP only: the client sends a heartbeat datagram this often while it waits."""
     backend: str = "namespaces"
-    """Where the hosts live: ``namespaces`` or ``docker`` (containers, ``backends.py``)."""
+    """Where the hosts live: ``namespaces`` or ``docker`` (containers: ``world/backends/``)."""
     images: dict[str, str] = field(default_factory=dict)
     """Docker only: image per role (client, server, middlebox); natsim:local otherwise."""
     events: tuple[PathEvent, ...] = ()

@@ -203,3 +203,11 @@ def test_stop_all_asks_then_kills_what_will_not_stop(tmp_path: Path) -> None:
     driver.destroy()
     folder.close()
     assert backend.destroyed == ["fakeup3"]
+
+
+def test_a_user_can_never_get_the_fake_backend() -> None:
+    """A fake kernel never gives a user's verdict: only the unit suite builds one."""
+    from simulator.world.backends import BackendError, get_backend  # noqa: PLC0415
+
+    with pytest.raises(BackendError, match="never gives a user's verdict"):
+        get_backend("fake")

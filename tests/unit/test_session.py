@@ -8,7 +8,7 @@ client's request (or, for a client that starts before its network, its start).
 from __future__ import annotations
 
 from simulator.core.events import EventKind
-from simulator.core.messages import Kind, Message, Role, Verdict
+from simulator.core.messages import Kind, Message, MiddleboxStopped, Role, Verdict
 from simulator.core.session import RunSession
 
 SPEED = 35.0
@@ -82,3 +82,16 @@ def test_an_unknown_kind_is_kept_as_output_never_dropped() -> None:
     assert msg.kind is Kind.OUTPUT and msg.text == "frobnicated: hello"
     stray = Message.from_line("not json at all", "server")
     assert stray.kind is Kind.OUTPUT and stray.text == "not json at all"
+
+
+def test_a_final_report_of_the_wrong_shape_is_no_proof_of_life() -> None:
+    """The middlebox's last word is read as its typed payload: counters that are not
+    counts mean the report is not natsim's, and the run has no verdict."""
+    s = session()
+    s.feed(Message(Role.MIDDLEBOX, Kind.STOPPED, t=10.0, data={"counters": {"RstSent": "1"}}))
+    assert s.judge().verdict is Verdict.ERROR
+    assert "counters['RstSent']: expected int" in (s.error or "")
+    good = session()
+    good.feed(Message.carrying(Role.MIDDLEBOX, Kind.STOPPED,
+                               MiddleboxStopped({"RstSent": 1}), t=10.0))
+    assert good.counters == {"RstSent": 1} and good.middlebox_final

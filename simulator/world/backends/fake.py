@@ -38,7 +38,15 @@ from simulator.core.configs import (
 from simulator.core.engine import Middlebox, Transmit
 from simulator.core.events import Side
 from simulator.core.jsonvalue import Json
-from simulator.core.messages import ClientOutcome, Kind, Message, Role, ServerOutcome
+from simulator.core.messages import (
+    ClientOutcome,
+    Kind,
+    Message,
+    MiddleboxReady,
+    MiddleboxStopped,
+    Role,
+    ServerOutcome,
+)
 from simulator.core.packets import SYN, ip_from_str, ip_to_str
 from simulator.core.plan import HostPlan, WorldPlan
 from simulator.world import topology
@@ -139,7 +147,8 @@ class FakeMiddlebox(FakeProgram):
         if self.status is not None:
             return
         self.origin = self.net.now()
-        self.say(Kind.READY, "fake dataplane ready", origin=self.origin)
+        self._said.append(Message.carrying(Role.MIDDLEBOX, Kind.READY,
+                                           MiddleboxReady(self.origin, "fake")))
         self._beat()
 
     def _beat(self) -> None:
@@ -178,8 +187,8 @@ class FakeMiddlebox(FakeProgram):
         if self.status is not None or self.hung:
             return
         if self.origin is not None:
-            self._said.append(Message(Role.MIDDLEBOX, Kind.STOPPED, t=self.model(), data={
-                "counters": dict(self.engine.counters)}))
+            self._said.append(Message.carrying(Role.MIDDLEBOX, Kind.STOPPED, MiddleboxStopped(
+                dict(self.engine.counters)), t=self.model()))
         self.exit(0)
 
 
