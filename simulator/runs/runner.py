@@ -223,9 +223,7 @@ class Runner:
                                 back_self=SERVER_GW, client=CLIENT_IP,
                                 haproxy_cfg=str(self.results_dir / "haproxy.cfg"),
                                 pcap=str(self.results_dir / "capture.pcap"))
-            program, ready, after = driver.start_program(Role.MIDDLEBOX, world.mbox_ns, proxy)
-            driver.middlebox = program
-            driver.last_beat = driver.now()
+            _, ready, after = driver.start_program(Role.MIDDLEBOX, world.mbox_ns, proxy)
         else:
             inside, outside = world.ports()
             config = middlebox_config(

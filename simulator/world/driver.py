@@ -93,14 +93,19 @@ class WorldDriver:
 
     def start_program(self, role: str, host: str, config: ProgramConfig,
                       wait: bool = True) -> tuple[Program, Message | None, list[Message]]:
-        """A program in ``host``, as ``role``; with ``wait``, until it says ``ready``."""
+        """A program in ``host``, as ``role``; with ``wait``, until it says ``ready``. As
+        ``middlebox`` (the L4-proxy contrast stands where the dataplane would), it is
+        watched as the middlebox is."""
         with self._stderr(role) as stderr:
             program = self.backend.start(host, config, stderr)
         program.role = role
         self.programs.append(program)
+        if role == Role.MIDDLEBOX:
+            self.middlebox = program
         if not wait:
             return program, None, []
         ready, after = self.wait_ready(program)
+        self.last_beat = self.backend.now()
         return program, ready, after
 
     def wait_ready(self, program: Program) -> tuple[Message, list[Message]]:
