@@ -59,7 +59,7 @@ class Edge:
 class MiddleboxConfig:
     """``natsim middlebox --config FILE``: the dataplane of one world."""
 
-    module: ClassVar[str] = "simulator.dataplane"
+    module: ClassVar[str] = "simulator.dataplane.packet_loop"
 
     chain: tuple[Appliance, ...]
     """The path from the client's side to the server's: one appliance, or a chain."""
@@ -179,7 +179,7 @@ class DnsConfig:
 class ProxyConfig:
     """The L4-proxy contrast: HAProxy where the dataplane would be (``simulator.proxy``)."""
 
-    module: ClassVar[str] = "simulator.proxy"
+    module: ClassVar[str] = "simulator.dataplane.proxy"
     role: ClassVar[str | None] = None
 
     speed: float

@@ -8,6 +8,7 @@ error that names the field, not a ``cfg.get`` that quietly reads ``None``.
 
 from __future__ import annotations
 
+import importlib
 import json
 import subprocess
 import sys
@@ -26,6 +27,7 @@ from simulator.core.configs import (
     LoadClientConfig,
     MiddleboxConfig,
     Port,
+    ProxyConfig,
     ServerConfig,
     UdpServerConfig,
     decode,
@@ -136,3 +138,12 @@ def test_a_workload_refuses_a_bad_config_at_its_command_line() -> None:
                          check=False, timeout=30)
     assert out.returncode == 2
     assert "ServerConfig: unknown key 'dealy'" in out.stderr
+
+
+@pytest.mark.parametrize("cls", [MiddleboxConfig, ServerConfig, ClientConfig, UdpServerConfig,
+                                 LoadClientConfig, DnsConfig, ProxyConfig])
+def test_every_config_names_a_program_that_exists(cls: type) -> None:
+    """``python -m MODULE`` must start it (a module moved without its config: the
+    L4-proxy contrast once failed to start this way)."""
+    module = importlib.import_module(cls.module)
+    assert callable(getattr(module, "main", None))
