@@ -320,10 +320,7 @@ def _parse_load_scenario(top: dict[str, object], source: str, name: str) -> Scen
             raise ScenarioError(source, required, "missing")
     if "client" in top:
         raise ScenarioError(source, "client", "a load scenario describes its client in `load`")
-    spec = top["appliance"]
-    items = spec if isinstance(spec, list) else [spec]
-    chain = tuple(parse_appliance(source, f"appliance[{i}]" if isinstance(spec, list)
-                                   else "appliance", item) for i, item in enumerate(items))
+    chain = _parse_chain(source, top["appliance"])  # one rule for both: never empty
     load = mapping(source, "load", top["load"], ("connections", "rate", "hold",
                                                    "connect_timeout", "addresses"))
     if "connections" not in load:

@@ -174,3 +174,12 @@ def test_scaled_capacity_scenario_keeps_its_proportions() -> None:
     assert err.value.field == "load.connections"
     with pytest.raises(ScenarioError, match="only to capacity"):
         scaled(load_scenario("nat-gw"), 0.1)
+
+
+def test_a_load_scenario_with_an_empty_chain_is_refused_naming_it(tmp_path: Path) -> None:
+    """Found by ``make fuzz``: ``appliance: []`` in a capacity scenario reached ``min()`` of
+    nothing (the load parser had a copy of the chain rule without its check)."""
+    err = error_of(tmp_path, "appliance: []\nload: {connections: 10, rate: 10}\n"
+                             "server: {}\nexpect: {client: {established: 10}, "
+                             "server: {accepted: 10}}\n")
+    assert str(err).endswith("appliance: an empty chain; name at least one")
