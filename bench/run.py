@@ -58,7 +58,7 @@ from pyroute2 import IPRoute
 from bench.held import PUBLIC_IPS, rss_kib
 from simulator.core import plan
 from simulator.core.appliances import get_appliance
-from simulator.core.configs import encode
+from simulator.core.configs import LoadClientConfig, LoadServerConfig, encode, module_args
 from simulator.support import interrupts
 from simulator.support.results import new_file, write_private
 from simulator.world import topology
@@ -228,9 +228,9 @@ def load(side: Side, connections: int, rate: float, hold: float, addresses: list
     for n in range(len(addresses)):
         mine = min(share, connections - n * share)
         server = side.popen(side.world.server_ns, [
-            sys.executable, "-m", "simulator.workloads.load", "server", "--config", json.dumps(
-                {"port": 9000 + n, "duration": mine / rate * len(addresses) + hold + 60,
-                 "expected": mine})], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+            sys.executable, "-m", *module_args(LoadServerConfig(
+                port=9000 + n, duration=mine / rate * len(addresses) + hold + 60,
+                expected=mine))], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
         assert server.stdout is not None
         server.stdout.readline()  # ready
         servers.append(server)
@@ -238,10 +238,10 @@ def load(side: Side, connections: int, rate: float, hold: float, addresses: list
     for n, address in enumerate(addresses):
         mine = min(share, connections - n * share)
         clients.append(side.popen(side.world.client_ns, [
-            sys.executable, "-m", "simulator.workloads.load", "client", "--config", json.dumps(
-                {"host": side.world.server_ip, "port": 9000 + n, "connections": mine,
-                 "rate": rate / len(addresses), "hold": hold, "connect_timeout": 3,
-                 "addresses": [plan.client_address(address)]})],
+            sys.executable, "-m", *module_args(LoadClientConfig(
+                host=side.world.server_ip, port=9000 + n, connections=mine,
+                rate=rate / len(addresses), hold=hold, connect_timeout=3,
+                addresses=(plan.client_address(address),)))],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL))
     opened = 0.0
     counts: dict[str, int] = {"established": 0, "timed_out": 0, "failed": 0}
