@@ -145,5 +145,5 @@ def test_a_workload_refuses_a_bad_config_at_its_command_line() -> None:
 def test_every_config_names_a_program_that_exists(cls: type) -> None:
     """``python -m MODULE`` must start it (a module moved without its config: the
     L4-proxy contrast once failed to start this way)."""
-    module = importlib.import_module(cls.module)
+    module = importlib.import_module(getattr(cls, "module"))  # noqa: B009 (a ClassVar)
     assert callable(getattr(module, "main", None))

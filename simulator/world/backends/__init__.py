@@ -88,6 +88,11 @@ def host_command(backend: str, host: str, argv: Sequence[str],
     return ["ip", "netns", "exec", host, *argv]
 
 
+def program_role(config: ProgramConfig) -> str:
+    """The role a program's messages carry until the driver names it (``server1``...)."""
+    return config.role or config.module.rsplit(".", 1)[-1]
+
+
 class RealTime:
     """The clock and the waiting of the backends whose programs are real processes: the
     monotonic clock they stamp their lines with, and ``select`` on their pipes."""

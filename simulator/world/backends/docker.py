@@ -20,7 +20,7 @@ from simulator.core.plan import CLIENT_IP, SERVER_IP, HostPlan, WorldPlan
 from simulator.support import interrupts
 from simulator.support.results import write_private
 from simulator.world import topology
-from simulator.world.backends import BackendError, RealTime, host_command
+from simulator.world.backends import BackendError, RealTime, host_command, program_role
 from simulator.world.modeltime import WorldClock
 from simulator.world.process import Program, spawn
 
@@ -136,8 +136,7 @@ class Docker(RealTime):
         return host_command(self.name, host, ["python3", "-m", *module_args])
 
     def start(self, host: str, config: ProgramConfig, stderr: IO[bytes]) -> Program:
-        return spawn(config.role or config.module.rsplit(".", 1)[-1],
-                     self.command(host, module_args(config)), stderr)
+        return spawn(program_role(config), self.command(host, module_args(config)), stderr)
 
     def middlebox(self, world: topology.World, config: MiddleboxConfig, config_path: Path,
                   stderr: IO[bytes], detached: tuple[IO[bytes], IO[bytes]] | None = None

@@ -11,7 +11,7 @@ from simulator.core.configs import MiddleboxConfig, ProgramConfig, encode, modul
 from simulator.core.plan import HostPlan, WorldPlan
 from simulator.support.results import write_private
 from simulator.world import modeltime, topology
-from simulator.world.backends import RealTime, host_command
+from simulator.world.backends import RealTime, host_command, program_role
 from simulator.world.modeltime import WorldClock
 from simulator.world.process import Program, spawn
 
@@ -27,7 +27,7 @@ class Namespaces(RealTime):
         return host_command(self.name, host, [sys.executable, "-m", *module_args])
 
     def start(self, host: str, config: ProgramConfig, stderr: IO[bytes]) -> Program:
-        return spawn(_role(config), self.command(host, module_args(config)), stderr)
+        return spawn(program_role(config), self.command(host, module_args(config)), stderr)
 
     def middlebox(self, world: topology.World, config: MiddleboxConfig, config_path: Path,
                   stderr: IO[bytes], detached: tuple[IO[bytes], IO[bytes]] | None = None
@@ -54,8 +54,3 @@ class Namespaces(RealTime):
     def destroy(self, run_id: str) -> None:
         topology.destroy_world(run_id)
         modeltime.remove_segment(run_id)
-
-
-def _role(config: ProgramConfig) -> str:
-    """The role a program's messages carry until the driver names it (``server1``...)."""
-    return config.role or config.module.rsplit(".", 1)[-1]
