@@ -4,9 +4,10 @@ A scenario normally runs with real kernels: real sockets in namespaces or contai
 keepalive timers, the real dataplane. That is the product, and the only thing natsim ever
 gives a verdict from. This backend is for natsim's own unit suite: the same driver, the same
 engine, the same typed configurations and messages, but the programs are models -- the
-built-in client and server (:class:`FakeClient`, :class:`FakeServer`) over a small TCP
-(:mod:`~simulator.world.backends.fake_tcp`) -- and time jumps from one deadline to the next
-on a :class:`~simulator.core.clock.ManualClock`. A whole scenario then runs through the
+built-in client, server and DNS server (:class:`FakeClient`, :class:`FakeServer`,
+:class:`FakeDns`) over a small TCP and UDP (:mod:`~simulator.world.backends.fake_kernel`)
+-- and time jumps from one deadline to the next on a
+:class:`~simulator.core.clock.ManualClock`. A whole scenario then runs through the
 driver in milliseconds with no privilege at all. ``get_backend`` refuses it: a fake kernel
 must never give a user's verdict.
 
