@@ -43,17 +43,6 @@ def text(data: Mapping[str, Json], key: str, default: str = "") -> str:
     return default if value is None else str(value)
 
 
-def obj(data: Mapping[str, Json], key: str) -> Mapping[str, Json]:
-    """``data[key]`` as a JSON object (empty when it is missing)."""
-    value = data.get(key, {})
-    if not isinstance(value, Mapping):
-        raise ValueError(f"{key}: expected an object, got {value!r}")
-    return value
-
-
-# -- dataclasses to JSON and back, strictly ---------------------------------------------------
-
-
 def from_json(cls: type[T], raw: Json, where: str = "") -> T:
     """The ``cls`` that :func:`to_json` wrote: an unknown key, a missing key (with no
     default) or a value of the wrong type raises :class:`JsonShapeError` naming it."""

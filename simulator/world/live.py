@@ -222,17 +222,14 @@ class LiveWorld:
             topology.private_dir(WORLDS)
             replace_private(cls.state_file(name), json.dumps(asdict(live), indent=2))
             return live
-        except MiddleboxFailedError as exc:
+        except BaseException as exc:
             for program in driver.programs:
                 program.kill()
-            err = (folder.read_text("middlebox.stderr") or "")[-2000:]
             driver.destroy()  # the world's clock segment with it
-            raise WorldError(f"the middlebox did not start ({exc}); its stderr ends "
-                             f"with:\n{err}") from None
-        except BaseException:
-            for program in driver.programs:
-                program.kill()
-            driver.destroy()
+            if isinstance(exc, MiddleboxFailedError):
+                err = (folder.read_text("middlebox.stderr") or "")[-2000:]
+                raise WorldError(f"the middlebox did not start ({exc}); its stderr ends "
+                                 f"with:\n{err}") from None
             raise
         finally:
             folder.close()

@@ -16,8 +16,7 @@ import pytest
 
 from simulator.core.appliances import get_appliance
 from simulator.core.configs import ClientConfig, Port, ServerConfig
-from simulator.core.jsonvalue import number, obj
-from simulator.core.messages import Kind, Message, Role, Verdict
+from simulator.core.messages import Kind, Message, MiddleboxStopped, Role, Verdict
 from simulator.core.plan import keepalive_sysctls, middlebox_config, world_plan
 from simulator.runs.runner import RunResult, run_scenario
 from simulator.spec.scenario import LINUX_KEEPALIVE_DEFAULTS, load_scenario
@@ -152,7 +151,7 @@ def test_up_style_start_a_program_exec_into_it_status_down(tmp_path: Path) -> No
     final = [m for p, m in driver.stop_all() if m.kind == Kind.STOPPED]
     driver.destroy()
     folder.close()
-    assert final and number(obj(final[0].data, "counters"), "ActiveConnectionCount") >= 1
+    assert final and final[0].payload(MiddleboxStopped).counters["ActiveConnectionCount"] >= 1
     assert backend.destroyed == ["fakeup1"]
 
 

@@ -449,7 +449,7 @@ class FakeBackend:
         for i, server in enumerate(plan.servers):
             name = "server" if i == 0 else f"server{i}"
             self.hosts[name] = Host(name, ip_from_str(server.address), Side.OUTSIDE,
-                                    self.clock, functools.partial(self._from_server, i))
+                                    self.clock, self.to_middlebox)
             self.plans[name] = server
             backends.append(topology.Backend(name, server.address, f"02:00:00:00:01:{i:02x}",
                                              f"outside{i}", f"02:00:00:00:02:{i:02x}"))
@@ -553,9 +553,6 @@ class FakeBackend:
     def to_middlebox(self, packet: bytearray, side: Side) -> None:
         self.clock.call_at(self.clock.now() + LINK_DELAY, functools.partial(
             self._through, packet, side))
-
-    def _from_server(self, index: int, packet: bytearray, side: Side) -> None:
-        self.to_middlebox(packet, side)
 
     def _through(self, packet: bytearray, side: Side) -> None:
         if self.middlebox_program is not None:
