@@ -119,6 +119,49 @@ class ClientConfig:
 
 
 @dataclass(frozen=True)
+class PoolServerConfig:
+    """The built-in pool server (``simulator.workloads.pool_server``): any number of
+    connections, each request answered after ``delay``, until it is asked to stop."""
+
+    module: ClassVar[str] = "simulator.workloads.pool_server"
+    role: ClassVar[str | None] = None
+
+    port: int
+    delay: float
+    """Wall seconds between a request and its answer."""
+    delay_label: str
+    answer: str
+    limit: float
+    """Wall seconds after which it stops even if nobody asks it to."""
+
+
+@dataclass(frozen=True)
+class PoolClientConfig:
+    """The built-in scripted client (``simulator.workloads.pool_client``)."""
+
+    module: ClassVar[str] = "simulator.workloads.pool_client"
+    role: ClassVar[str | None] = None
+
+    host: str
+    port: int
+    request: str
+    at: tuple[float, ...]
+    """Wall seconds from the first request to each request (the first is 0)."""
+    pool: int
+    retry: int
+    timeout: float
+    """Wall seconds each attempt waits for its answer."""
+    keepalive: str
+    idle: int | None = None
+    interval: int | None = None
+    count: int | None = None
+    user_timeout_ms: int | None = None
+    """``TCP_USER_TIMEOUT`` on every connection (milliseconds, as the option takes it)."""
+    model_at: tuple[float, ...] = ()
+    """The model times of the requests, for the client's own words."""
+
+
+@dataclass(frozen=True)
 class UdpServerConfig:
     module: ClassVar[str] = "simulator.workloads.udp"
     role: ClassVar[str | None] = "server"
@@ -195,7 +238,7 @@ class ProxyConfig:
 
 ProgramConfig = Union[  # noqa: UP007 (a runtime value: isinstance and the fake backend use it)
     ServerConfig, ClientConfig, UdpServerConfig, UdpClientConfig, LoadServerConfig,
-    LoadClientConfig, DnsConfig, ProxyConfig]
+    LoadClientConfig, DnsConfig, ProxyConfig, PoolServerConfig, PoolClientConfig]
 """What a backend can start in a host (the middlebox is started by its own call)."""
 
 

@@ -62,6 +62,7 @@ class Kind(StrEnum):
     TIMEOUT = "timeout"
     RESET = "reset"
     KEEPALIVE_FAILED = "keepalive_failed"
+    RETRANSMIT_TIMEOUT = "retransmit_timeout"
     CLOSED = "closed"
     ERROR = "error"
     # server

@@ -27,12 +27,15 @@ from simulator.core.configs import (
     LoadClientConfig,
     LoadServerConfig,
     MiddleboxConfig,
+    PoolClientConfig,
+    PoolServerConfig,
     Port,
     ServerConfig,
     UdpClientConfig,
     UdpServerConfig,
 )
 from simulator.core.path_events import PathEvent
+from simulator.core.retransmission import Retransmission
 from simulator.core.timescale import kernel_seconds
 
 CLIENT_IP, CLIENT_GW = "198.18.1.10", "198.18.1.1"
@@ -181,6 +184,14 @@ class ScenarioView(Protocol):
     def backoff(self) -> float: ...
     @property
     def resolve(self) -> str: ...
+    @property
+    def scripted(self) -> bool: ...
+    @property
+    def requests(self) -> tuple[float, ...]: ...
+    @property
+    def pool(self) -> int: ...
+    @property
+    def retry(self) -> int: ...
 
 
 class _Scaled(Protocol):
@@ -205,16 +216,21 @@ class PlanView(Protocol):
     def keepalive_interval(self) -> _Scaled | None: ...
     @property
     def keepalive_count(self) -> int | None: ...
+    @property
+    def retransmission(self) -> Retransmission | None: ...
 
 
 @dataclass(frozen=True)
 class Programs:
     """The server (each backend runs the same) and the client of one scenario."""
 
-    server: ServerConfig | UdpServerConfig | LoadServerConfig
-    client: ClientConfig | UdpClientConfig | LoadClientConfig
+    server: ServerConfig | UdpServerConfig | LoadServerConfig | PoolServerConfig
+    client: ClientConfig | UdpClientConfig | LoadClientConfig | PoolClientConfig
     wall_limit: float
     """Wall seconds after which client and server must both have finished."""
+    servers_follow_client: bool = False
+    """The servers serve until they are asked to stop, once the client has finished (a
+    pool server cannot know which connection will bring the last request)."""
 
 
 def load_wall(s: ScenarioView, speed: float) -> float:
@@ -241,6 +257,8 @@ def programs(s: ScenarioView, p: PlanView) -> Programs:
                                              for i in range(load.addresses))),
             wall + 15.0)
     answer_after = p.server_delay.wall
+    if s.scripted:
+        return _pool_programs(s, p)
     if s.protocol == "udp":
         return Programs(
             UdpServerConfig(port=s.server_port, delay=answer_after,
@@ -266,6 +284,30 @@ def programs(s: ScenarioView, p: PlanView) -> Programs:
                      backoff=s.backoff / p.speed, resolve=s.resolve, idle=idle,
                      interval=interval, count=p.keepalive_count if idle is not None else None),
         p.client_timeout.wall + retrying + 15.0)
+
+
+def _pool_programs(s: ScenarioView, p: PlanView) -> Programs:
+    """A scripted client and its server: the requests at their wall times."""
+    idle = interval = None
+    if p.keepalive_idle is not None and p.keepalive_interval is not None:
+        idle, interval = int(p.keepalive_idle.wall), int(p.keepalive_interval.wall)
+    wall = p.retransmission
+    user = None if wall is None or wall.user_timeout is None else \
+        max(1, round(wall.user_timeout * 1000))
+    # the worst case: every attempt of every request waits its whole timeout
+    longest = s.requests[-1] / p.speed + len(s.requests) * (s.retry + 1) * (
+        p.client_timeout.wall + 1.0)
+    return Programs(
+        PoolServerConfig(port=s.server_port, delay=p.server_delay.wall,
+                         delay_label=f"{s.server_delay:g} s", answer="HTTP/1.1 200 OK",
+                         limit=longest + 10.0),
+        PoolClientConfig(host="server", port=s.server_port, request=s.request,
+                         at=tuple(t / p.speed for t in s.requests), pool=s.pool,
+                         retry=s.retry, timeout=p.client_timeout.wall,
+                         keepalive=s.keepalive.mode, idle=idle, interval=interval,
+                         count=p.keepalive_count if idle is not None else None,
+                         user_timeout_ms=user, model_at=s.requests),
+        longest + 15.0, servers_follow_client=True)
 
 
 def middlebox_config(chain: Sequence[Appliance], speed: float, inside: Port,

@@ -145,8 +145,9 @@ class RunSession:
                 self.middlebox_final = msg.data
         if msg.kind in _SILENT:
             return
+        # the first request is time zero (a scripted client sends several)
         if msg.source == Role.CLIENT and msg.kind in (Kind.REQUEST_SENT, Kind.LOAD_START) \
-                and msg.mono is not None and not self._pinned:
+                and msg.mono is not None and not self._pinned and self.timebase.t0 is None:
             self.timebase.t0 = msg.mono
         self._pending.append(msg)
 

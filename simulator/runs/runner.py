@@ -42,6 +42,7 @@ from simulator.core.plan import (
     programs,
     world_plan,
 )
+from simulator.core.retransmission import REQUIRED_SYSCTLS
 from simulator.core.session import RunSession, TimelineEvent
 from simulator.spec.compression import plan as make_plan
 from simulator.spec.scenario import LINUX_KEEPALIVE_DEFAULTS, Scenario
@@ -62,9 +63,14 @@ from simulator.world.backends import Backend, get_backend
 from simulator.world.driver import MiddleboxFailedError, WorldDriver
 from simulator.world.process import ended
 
+SYSCTL_DIR = Path("/proc/sys/net/ipv4")
 HOLD = 0.25
 """Wall seconds an event waits before printing, so that lines from three processes print in
 model-time order."""
+
+SERVER_GRACE = 0.3
+"""Wall seconds a pool server keeps watching after the client finished, before it is
+stopped: the client's kernel acknowledges an answer within a round trip."""
 
 __all__ = ["RunError", "RunResult", "Runner", "run_scenario"]
 
@@ -135,7 +141,8 @@ class Runner:
             return
         self._last_status = now
         s = self.scenario
-        limit = self.plan.client_timeout.model + s.backoff * (2 ** s.retries - 1)
+        limit = self.plan.client_timeout.model + s.backoff * (2 ** s.retries - 1) + (
+            s.requests[-1] if s.scripted else 0.0)
         text = (f"  ... model {model_now:6.0f} s of up to {limit:g} s "
                 f"(wall {model_now / self.plan.speed:5.1f} s, speed {self.plan.speed:g})")
         if self.tty:
@@ -154,6 +161,15 @@ class Runner:
         if s.proxy is not None and shutil.which(s.proxy) is None:
             raise RunError(f"{s.name} runs a real {s.proxy}, which is not installed: "
                            f"apt-get install {s.proxy}")
+        missing = [key for key in REQUIRED_SYSCTLS if not (SYSCTL_DIR / key).exists()] \
+            if self.plan.retransmission is not None and self.backend.name == "namespaces" \
+            else []
+        if missing:
+            raise RunError(
+                f"{s.name} needs net.ipv4.{missing[0]} (Linux 6.15 and later) to compress the "
+                "kernel's retransmission timer; without it the request would be retransmitted "
+                "on the real clock (a 924 s give-up in 924 wall seconds): run it on a newer "
+                "kernel.")
         self.folder = results.Folder.create(self.results_dir)
         self.results_dir = self.folder.path
         self.driver = WorldDriver(self.backend, self.folder)
@@ -201,7 +217,8 @@ class Runner:
             self.run_id, p.wall_sysctls(), max(a.backends for a in chain),
             next((a.vip for a in chain if a.backends > 1), None),
             s.load.addresses if s.load else 1,
-            server_sysctls=keepalive_sysctls(LINUX_KEEPALIVE_DEFAULTS, p.speed),
+            server_sysctls={**keepalive_sysctls(LINUX_KEEPALIVE_DEFAULTS, p.speed),
+                            **p.retransmission_sysctls()},
             nameserver=backend_address(0)[0] if s.attach is not None else None,
             front=CLIENT_GW if s.proxy is not None else None)
         return self.world_plan
@@ -291,13 +308,22 @@ class Runner:
         middlebox can no longer be trusted."""
         driver = self.driver
         assert driver is not None
+        progs = programs(self.scenario, self.plan)
+        # a pool server serves until it is stopped, once the client is done (and its last
+        # acknowledgement has had SERVER_GRACE to arrive)
+        followers = (Role.MIDDLEBOX, Role.DNS, Role.SERVER) if progs.servers_follow_client \
+            else (Role.MIDDLEBOX, Role.DNS)
         workloads = [program for program in driver.programs
-                     if program.role not in (Role.MIDDLEBOX, Role.DNS)]
-        limit = driver.now() + programs(self.scenario, self.plan).wall_limit
+                     if not program.role.startswith(followers)]
+        limit = driver.now() + progs.wall_limit
+        done_at: float | None = None
         while driver.now() < limit:
             interrupts.check()
             self._attach_due()
             finished = all(program.poll() is not None for program in workloads)
+            if finished and progs.servers_follow_client:
+                done_at = driver.now() if done_at is None else done_at
+                finished = driver.now() - done_at >= SERVER_GRACE
             for program, msg in driver.take():
                 self._feed(program.role, msg)
             self._print(self.session.release(driver.now(), HOLD))

@@ -35,6 +35,19 @@ from simulator.core.path_model import (
     retransmits,
 )
 from simulator.core.plan import load_wall
+from simulator.core.pool_model import (
+    PoolExchange,
+    PoolModelError,
+    PoolPrediction,
+    predict_pool,
+)
+from simulator.core.retransmission import (
+    TCP_RTO_MAX,
+    Retransmission,
+    at_speed,
+    in_model_seconds,
+    world_sysctls,
+)
 from simulator.core.timescale import (
     Scaled,
     kernel_seconds,
@@ -61,10 +74,18 @@ class Plan:
     prediction: Prediction
     notes: list[str] = field(default_factory=list)
     heartbeat: Scaled | None = None
+    retransmission: Retransmission | None = None
+    """A scripted client's world: the retransmission settings on the wall clock."""
 
     def wall_sysctls(self) -> dict[str, int]:
-        """The client's keepalive sysctls as the kernel takes them: whole wall seconds."""
-        return {k: v if isinstance(v, int) else int(v.wall) for k, v in self.sysctls.items()}
+        """The client's keepalive sysctls as the kernel takes them (whole wall seconds),
+        and a scripted client's retransmission sysctls."""
+        return {**{k: v if isinstance(v, int) else int(v.wall) for k, v in self.sysctls.items()},
+                **self.retransmission_sysctls()}
+
+    def retransmission_sysctls(self) -> dict[str, int]:
+        """Every host's retransmission sysctls (none but a scripted client's world's)."""
+        return {} if self.retransmission is None else world_sysctls(self.retransmission)
 
     def settings(self) -> list[JsonObject]:
         rows = [self.idle_timeout, self.server_delay, self.client_timeout]
@@ -77,6 +98,20 @@ class Plan:
         probes = self.sysctls["tcp_keepalive_probes"]
         assert not isinstance(probes, Scaled)  # a count: never scaled
         out.append({"setting": "sysctl net.ipv4.tcp_keepalive_probes", "count": probes})
+        wall = self.retransmission
+        if wall is not None:
+            k = self.speed
+            out += [scale("sysctl net.ipv4.tcp_rto_min_us (RTO floor)", wall.rto_min * k,
+                          k).to_dict(),
+                    {**scale("sysctl net.ipv4.tcp_rto_max_ms (RTO cap)", TCP_RTO_MAX, k)
+                     .to_dict(), "wall_s": wall.rto_max, "effective_model_s": wall.rto_max * k},
+                    {"setting": "sysctl net.ipv4.tcp_retries2", "count": wall.retries2,
+                     "model_count": self.scenario.tcp_retries2,
+                     "give_up_model_s": round(in_model_seconds(wall, k).give_up(), 1)}]
+            user = self.scenario.keepalive.user_timeout
+            if wall.user_timeout is not None and user is not None:
+                out.append(Scaled("client.keepalive.user_timeout (TCP_USER_TIMEOUT)", user,
+                                  wall.user_timeout, wall.user_timeout * k, False).to_dict())
         return out
 
 
@@ -112,8 +147,26 @@ def _datagram_exchange(s: Scenario) -> DatagramExchange:
     return DatagramExchange(timeout, s.server_delay, s.client_timeout, s.heartbeat)
 
 
+def _pool_exchange(s: Scenario, k: float) -> tuple[PoolExchange, Retransmission]:
+    """A scripted client's requests as the world at speed ``k`` times them (model seconds),
+    and the retransmission settings the world gets (wall seconds)."""
+    wall = at_speed(Retransmission(retries2=s.tcp_retries2,
+                                   user_timeout=s.keepalive.user_timeout), k)
+    idle = _effective_exchange(s, k).keepalive_idle
+    return PoolExchange(s.requests, s.pool, s.retry, s.server_delay, s.client_timeout,
+                        in_model_seconds(wall, k), idle), wall
+
+
+def _pool_prediction(s: Scenario, k: float) -> tuple[Prediction, PoolPrediction]:
+    pool = predict_pool(s.appliance, _pool_exchange(s, k)[0])
+    return Prediction(pool.client, pool.end, pool.server, pool.expires_at,
+                      s.appliance.tcp_idle_timeout, pool.story), pool
+
+
 def nominal_prediction(s: Scenario) -> Prediction:
     """What the scenario leads to at speed 1 (no rounding at all)."""
+    if s.scripted:
+        return _pool_prediction(s, 1.0)[0]
     if s.load is not None:
         established, timed_out = predict_load(list(s.chain), s.load.connections)
         story = [f"{s.load.connections} connections to one destination; the path carries "
@@ -185,18 +238,37 @@ def _problem(s: Scenario, k: float) -> str | None:
     if s.protocol == "udp":  # nothing kernel-timed: only the margin can be too thin
         return "margin" if decisive_gap_udp(_datagram_exchange(s)) / k < MIN_WALL_MARGIN \
             else None
+    if s.scripted:
+        return _pool_problem(s, k)
     exchange = _effective_exchange(s, k)
     if _predict(s, exchange, k).outcome() != nominal_prediction(s).outcome():
         return "rounding"
     if _gap(s, exchange, k) / k < MIN_WALL_MARGIN:
         return "margin"
+    return _late_probe(exchange, k)
+
+
+def _late_probe(exchange: Exchange, k: float) -> str | None:
+    """"kernel timer" if a keepalive probe that should beat the expiry may come after it:
+    the kernel's timer may fire late (:func:`kernel_timer_lateness`)."""
     ka = exchange.keepalive_idle
     if ka is not None and ka < exchange.idle_timeout and exchange.probes_refresh:
-        # The probe must beat the expiry even if the kernel's timer fires late.
         slack = MIN_WALL_MARGIN + kernel_timer_lateness(ka / k)
         if (exchange.idle_timeout - ka) / k < slack:
             return "kernel timer"
     return None
+
+
+def _pool_problem(s: Scenario, k: float) -> str | None:
+    try:
+        effective, pool = _pool_prediction(s, k)
+    except PoolModelError:  # rounding made a keepalive probe meet the forgotten flow
+        return "rounding"
+    if effective.outcome() != nominal_prediction(s).outcome():
+        return "rounding"
+    if any((distance - tolerance) / k < MIN_WALL_MARGIN for distance, tolerance in pool.margins):
+        return "margin"
+    return _late_probe(_effective_exchange(s, k), k)
 
 
 def max_safe_speed(s: Scenario, ceiling: int = 1000) -> float:
@@ -243,6 +315,8 @@ def plan(s: Scenario, speed: float | None = None) -> Plan:
         return _plan_udp(s, k)
     if s.load is not None:
         return _plan_load(s, k)
+    if s.scripted:
+        return _plan_pool(s, k, timeout, delay, limit, ka_idle, ka_intvl, sysctls)
     exchange = _effective_exchange(s, k)
     effective = _predict(s, exchange, k)
     problem = _problem(s, k)
@@ -306,3 +380,47 @@ def _plan_load(s: Scenario, k: float) -> Plan:
                 scale("load (whole run)", load_wall(s, k) * k, k),
                 None, None, None, sysctls, nominal_prediction(s),
                 ["capacity scenario: the load generator opens and holds connections"])
+
+
+def _plan_pool(s: Scenario, k: float, timeout: Scaled, delay: Scaled, limit: Scaled,
+               ka_idle: Scaled | None, ka_intvl: Scaled | None,
+               sysctls: dict[str, Scaled | int]) -> Plan:
+    """A scripted client: the pool model, and the world's retransmission timer."""
+    problem = _pool_problem(s, k)
+    if problem == "rounding":
+        nominal = nominal_prediction(s)
+        raise SpeedError(
+            f"{s.name}: at speed {k:g} the kernel's rounding (whole-second keepalive, the "
+            f"retransmission give-up) changes the outcome (client {nominal.client} -> "
+            f"{_safe_client(s, k)}). Largest safe speed: {max_safe_speed(s):g}.")
+    if problem == "kernel timer":
+        raise SpeedError(
+            f"{s.name}: at speed {k:g} the keepalive probe that keeps the pooled connection "
+            "comes too close to the expiry for a kernel timer that may fire late. Largest "
+            f"safe speed: {max_safe_speed(s):g}.")
+    if problem == "margin":
+        raise SpeedError(
+            f"{s.name}: at speed {k:g} two decisive instants come closer than the kernel's "
+            f"timers can tell apart (within {1000 * MIN_WALL_MARGIN:.0f} wall ms, or a "
+            "retransmission give-up within one RTO cap of the client's timeout). Largest "
+            f"safe speed: {max_safe_speed(s):g}.")
+    prediction, _ = _pool_prediction(s, k)
+    wall = _pool_exchange(s, k)[1]
+    kernel = world_sysctls(wall)
+    decides = "TCP_USER_TIMEOUT decides the give-up" if wall.user_timeout is not None else (
+        f"tcp_retries2 {s.tcp_retries2} -> {wall.retries2}, because the kernel computes the "
+        "give-up from a fixed 200 ms")
+    notes = [f"retransmission timer compressed on every host: tcp_rto_min_us "
+             f"{kernel['tcp_rto_min_us']}, tcp_rto_max_ms {kernel['tcp_rto_max_ms']}; "
+             f"{decides}; the SYN's 1 s timeout and delayed ACKs stay uncompressed"]
+    if s.keepalive.mode == "off":
+        notes.append("client socket without SO_KEEPALIVE: the namespace sysctls do not apply")
+    return Plan(s, k, timeout, delay, limit, ka_idle, ka_intvl, s.keepalive.count, sysctls,
+                prediction, notes, retransmission=wall)
+
+
+def _safe_client(s: Scenario, k: float) -> str:
+    try:
+        return _pool_prediction(s, k)[0].client
+    except PoolModelError as exc:
+        return str(exc)

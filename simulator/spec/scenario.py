@@ -20,7 +20,9 @@ from simulator.core.appliances import (
 )
 from simulator.core.messages import ClientOutcome, LoadCounts, ServerOutcome
 from simulator.core.path_events import PathEvent, PathKind
+from simulator.core.pool_model import PoolExchange, PoolModelError, predict_pool
 from simulator.core.profiles import get_profile
+from simulator.core.retransmission import Retransmission
 from simulator.spec.fields import (
     ScenarioError,
     choice,
@@ -31,6 +33,7 @@ from simulator.spec.fields import (
     text,
 )
 from simulator.spec.path_fields import parse_events
+from simulator.spec.pool_fields import SCRIPT_FIELDS, parse_script
 
 SCENARIO_DIR = Path(os.environ.get("NATSIM_SCENARIOS")
                     or Path(__file__).resolve().parents[2] / "scenarios")
@@ -61,6 +64,9 @@ class Keepalive:
     idle: float | None = None
     interval: float | None = None
     count: int | None = None
+    user_timeout: float | None = None
+    """``TCP_USER_TIMEOUT`` (model seconds): how long data may stay unacknowledged before
+    the kernel gives up, whatever ``tcp_retries2`` says (a scripted client only)."""
 
 
 @dataclass(frozen=True)
@@ -117,6 +123,18 @@ class Scenario:
     only, keeping the answer (or the failure) for the whole run."""
     proxy: str | None = None
     """``haproxy``: a real L4 proxy stands where the middlebox stands (the contrast)."""
+    requests: tuple[float, ...] = ()
+    """A scripted client (an idle pool): its requests' model times, the first at 0."""
+    pool: int = 1
+    """Connections a scripted client keeps and uses in turn."""
+    retry: int = 0
+    """Times a scripted client resends a request on a new connection after a reset."""
+    tcp_retries2: int = 15
+    """The client's ``net.ipv4.tcp_retries2`` (a scripted client's give-up rule)."""
+
+    @property
+    def scripted(self) -> bool:
+        return bool(self.requests)
 
     @property
     def attach(self) -> PathEvent | None:
@@ -142,16 +160,21 @@ def _keepalive(src: str, value: object) -> Keepalive:
     if value == "os":
         return Keepalive("os")
     if isinstance(value, dict):
-        spec = mapping(src, path, value, ("idle", "interval", "count"))
+        spec = mapping(src, path, value, ("idle", "interval", "count", "user_timeout"))
+        user = (number(src, f"{path}.user_timeout", spec["user_timeout"])
+                if "user_timeout" in spec else None)
+        if user is not None and spec.keys() == {"user_timeout"}:
+            return Keepalive("off", user_timeout=user)  # TCP_USER_TIMEOUT alone
         missing = [k for k in ("idle", "interval", "count") if k not in spec]
         if missing:
             raise ScenarioError(src, f"{path}.{missing[0]}", "missing; socket keepalive needs "
                                 "idle, interval and count (TCP_KEEPIDLE/KEEPINTVL/KEEPCNT)")
         return Keepalive("socket", number(src, f"{path}.idle", spec["idle"]),
                          number(src, f"{path}.interval", spec["interval"]),
-                         integer(src, f"{path}.count", spec["count"], 1, 127))
+                         integer(src, f"{path}.count", spec["count"], 1, 127), user)
     raise ScenarioError(src, path, "must be 'off', 'os' (SO_KEEPALIVE with the namespace's "
-                        f"sysctls) or a mapping {{idle, interval, count}}; got {value!r}")
+                        "sysctls) or a mapping {idle, interval, count, user_timeout}; got "
+                        f"{value!r}")
 
 
 def parse_appliance(source: str, path: str, spec: object) -> Appliance:
@@ -205,7 +228,8 @@ def parse_scenario(data: object, source: str, name: str) -> Scenario:
     appliance = min(chain, key=lambda a: a.tcp_idle_timeout)
     speed = _speed(source, top)
     client_fields = (("timeout", "keepalive", "sysctls", "request", "profile", "retries",
-                      "backoff", "resolve") if protocol == "tcp" else ("timeout", "heartbeat"))
+                      "backoff", "resolve", *SCRIPT_FIELDS) if protocol == "tcp"
+                     else ("timeout", "heartbeat"))
     client = mapping(source, "client", top["client"], client_fields)
     heartbeat = (number(source, "client.heartbeat", client["heartbeat"])
                  if "heartbeat" in client else None)
@@ -223,29 +247,82 @@ def parse_scenario(data: object, source: str, name: str) -> Scenario:
     for key in ("client", "server"):
         if key not in expect:
             raise ScenarioError(source, f"expect.{key}", "missing")
-    client_outcomes = CLIENT_OUTCOMES if protocol == "tcp" else UDP_CLIENT_OUTCOMES
-    server_outcomes = SERVER_OUTCOMES if protocol == "tcp" else UDP_SERVER_OUTCOMES
     events, proxy = _path(source, top, chain, client_timeout, backend, protocol)
-    retries, backoff, resolve = _attempts(source, client)
-    return Scenario(
-        events=events, proxy=proxy, retries=retries, backoff=backoff, resolve=resolve,
+    base = Scenario(
         name=name, source=source, appliance=appliance, chain=chain, speed=speed,
         description=text(source, "description", top.get("description", "")),
         story=text(source, "story", top.get("story", "")),
         client_timeout=client_timeout, keepalive=keepalive, sysctls=sysctls,
-        server_delay=delay, server_port=port,
-        expect_client=choice(source, "expect.client", expect["client"], client_outcomes),
-        expect_server=choice(source, "expect.server", expect["server"], server_outcomes),
+        server_delay=delay, server_port=port, expect_client="", expect_server="",
         protocol=protocol, heartbeat=heartbeat, backend=backend, images=images,
         request=text(source, "client.request", client.get("request", "GET /slow-answer")))
+    if "requests" in client:
+        return _scripted(source, top, client, expect, base)
+    return _one_request(source, client, expect, replace(base, events=events, proxy=proxy))
+
+
+def _one_request(source: str, client: dict[str, object], expect: dict[str, object],
+                 base: Scenario) -> Scenario:
+    """The seeds' client: one request, its connect attempts, one outcome on each side."""
+    if base.keepalive.user_timeout is not None:
+        raise ScenarioError(source, "client.keepalive.user_timeout", "TCP_USER_TIMEOUT is "
+                            "followed by the scripted client's model only: give "
+                            "client.requests (an idle pool), or leave it out")
+    tcp = base.protocol == "tcp"
+    retries, backoff, resolve = _attempts(source, client)
+    return replace(
+        base, retries=retries, backoff=backoff, resolve=resolve,
+        expect_client=choice(source, "expect.client", expect["client"],
+                             CLIENT_OUTCOMES if tcp else UDP_CLIENT_OUTCOMES),
+        expect_server=choice(source, "expect.server", expect["server"],
+                             SERVER_OUTCOMES if tcp else UDP_SERVER_OUTCOMES))
+
+
+def _scripted(source: str, top: dict[str, object], client: dict[str, object],
+              expect: dict[str, object], base: Scenario) -> Scenario:
+    """An idle pool: ``client.requests`` and what a scripted client may be given."""
+    for name in ("events", "proxy"):
+        if name in top:
+            raise ScenarioError(source, name, "not with client.requests: the scripted client "
+                                "runs on a plain path")
+    script = parse_script(source, client, expect)
+    sysctls = mapping(source, "client.sysctls", client.get("sysctls", {}),
+                      (*LINUX_KEEPALIVE_DEFAULTS, "tcp_retries2"))
+    retries2 = integer(source, "client.sysctls.tcp_retries2",
+                       sysctls.get("tcp_retries2", 15), 1, 255)
+    if base.backend != "namespaces":
+        raise ScenarioError(source, "backend", "a scripted client (client.requests) runs in "
+                            "namespaces only: its retransmission timer is compressed through "
+                            "per-namespace sysctls that natsim does not set in containers")
+    scripted = replace(base, requests=script.requests, pool=script.pool, retry=script.retry,
+                       expect_client=script.expect_client,
+                       expect_server=script.expect_server, tcp_retries2=retries2)
+    ka = scripted.keepalive
+    idle = ka.idle if ka.mode == "socket" else float(scripted.sysctls["tcp_keepalive_time"]) \
+        if ka.mode == "os" else None
+    try:  # what the model cannot follow is refused here, naming the field
+        predict_pool(base.appliance, PoolExchange(
+            script.requests, script.pool, script.retry, base.server_delay,
+            base.client_timeout, Retransmission(retries2=retries2,
+                                                user_timeout=ka.user_timeout), idle))
+    except PoolModelError as exc:
+        field_name, _, message = str(exc).partition(": ")
+        raise ScenarioError(source, field_name, message) from None
+    return scripted
 
 
 def _sysctls(source: str, client: dict[str, object]) -> dict[str, int]:
-    """``client.sysctls``: the namespace's keepalive sysctls over Linux's defaults."""
+    """``client.sysctls``: the namespace's keepalive sysctls over Linux's defaults (and a
+    scripted client's ``tcp_retries2``, read by :func:`_scripted`)."""
     spec = mapping(source, "client.sysctls", client.get("sysctls", {}),
-                   tuple(LINUX_KEEPALIVE_DEFAULTS))
+                   (*LINUX_KEEPALIVE_DEFAULTS, "tcp_retries2"))
+    if "tcp_retries2" in spec and "requests" not in client:
+        raise ScenarioError(source, "client.sysctls.tcp_retries2", "only a scripted client "
+                            "(client.requests) is judged by its retransmission give-up")
     sysctls = dict(LINUX_KEEPALIVE_DEFAULTS)
     for key, value in spec.items():
+        if key == "tcp_retries2":
+            continue
         high = 127 if key == "tcp_keepalive_probes" else 32767
         sysctls[key] = integer(source, f"client.sysctls.{key}", value, 1, high)
     return sysctls

@@ -98,6 +98,8 @@ def _expected(s: Scenario) -> str:
         if counts.timed_out:
             text += f", {counts.timed_out:,} timed out"
         return text
+    if s.scripted:  # one outcome per request: the lists keep their commas apart
+        return f"[{s.expect_client}], [{s.expect_server}]"
     return f"{s.expect_client}, {s.expect_server}"
 
 

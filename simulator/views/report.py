@@ -52,10 +52,17 @@ def write_result(out: Folder, data: JsonObject) -> None:
 def print_settings(out: TextIO, settings: list[JsonObject]) -> None:
     """The compressed settings, with the effective model value of every rounded one."""
     for row in settings:
+        if "model_count" in row:  # tcp_retries2: a count the world changes (retransmission)
+            out.write(f"    {row['setting']:<44} {row['model_count']} -> {row['count']} (the "
+                      f"kernel gives up after about {row['give_up_model_s']:g} model s)\n")
+            continue
         if "count" in row:
             out.write(f"    {row['setting']:<44} {row['count']} (a count: not scaled)\n")
             continue
         note = ""
+        if abs(number(row, "effective_model_s") - number(row, "model_s")) > 1e-9 \
+                and not row["kernel_whole_seconds"]:
+            note = f"  -> really {row['effective_model_s']:g} model s"
         if row["kernel_whole_seconds"] and abs(number(row, "effective_model_s")
                                                - number(row, "model_s")) > 1e-9:
             note = f"  -> really {row['effective_model_s']:g} model s (whole wall seconds)"

@@ -19,7 +19,7 @@ from simulator.spec.scenario import load_scenario, parse_scenario, scaled, scena
 from tests.integration.test_path_events_live import EVENT_SCENARIOS
 
 DETAILED = {"nat-gw", "nat-gw-edge", "nat-gw-keepalive", "nat-gw-os-defaults",
-            "nat-gw-os-tuned", *EVENT_SCENARIOS}
+            "nat-gw-os-tuned", "gwlb-idle-pool", *EVENT_SCENARIOS}
 
 
 @pytest.mark.parametrize("name", [n for n in scenario_names() if n not in DETAILED])
@@ -50,6 +50,25 @@ def test_gwlb_drops_late_data_itself_whatever_the_stickiness(tmp_path: Path) -> 
         assert drops and all("expired flow" in e.text for e in drops), out.getvalue()
         assert "rst_sent" not in result.kinds("middlebox")
         assert [e.kind for e in result.events].count("flow_created") == 1  # no re-hash
+
+
+def test_the_idle_pool_behind_a_gwlb_hangs_until_the_kernel_gives_up(tmp_path: Path) -> None:
+    """The reused request is retransmitted (each retransmission dropped at the GWLB, as the
+    timeline shows) until the compressed tcp_retries2 runs out, near the model's time."""
+    out = io.StringIO()
+    scenario = load_scenario("gwlb-idle-pool")
+    result = run_scenario(scenario, 100, tmp_path / "p", out)
+    observed = (result.client, result.server)
+    assert observed == result.plan.prediction.outcome() == (
+        scenario.expect_client, scenario.expect_server), out.getvalue()
+    late = [e for e in result.events if e.kind == "dropped" and e.t > 399]
+    assert len(late) >= 8 and all("expired flow" in e.text for e in late[:8]), out.getvalue()
+    gave_up = next(e for e in result.events if e.kind == "retransmit_timeout")
+    wall = result.plan.retransmission
+    assert wall is not None and wall.retries2 < 15  # compressed: chosen for speed 100
+    assert gave_up.t == pytest.approx(result.plan.prediction.client_at,
+                                      abs=wall.rto_max * 100), out.getvalue()
+    assert "rst_sent" not in result.kinds("middlebox")
 
 
 def test_gwlb_as_the_2023_blog_described_it_rehashes(tmp_path: Path) -> None:

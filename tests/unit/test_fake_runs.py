@@ -34,6 +34,8 @@ WHY_NOT_FAKE = {
             "the fake network has one TCP client",
     "udp": "the fake network models TCP only",
     "proxy": "the L4-proxy contrast runs a real HAProxy",
+    "scripted": "the fake network does not model the scripted pool client (a hang there is "
+                "the kernel's retransmission give-up)",
 }
 
 
@@ -44,6 +46,8 @@ def why_not_fake(s: Scenario) -> str | None:
         return WHY_NOT_FAKE["udp"]
     if s.proxy is not None:
         return WHY_NOT_FAKE["proxy"]
+    if s.scripted:
+        return WHY_NOT_FAKE["scripted"]
     return None
 
 

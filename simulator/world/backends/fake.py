@@ -471,7 +471,9 @@ class FakeBackend:
             program = FakeDns(self, where, config)
         else:
             raise FakeUnsupportedError(f"the fake network does not model {config.module} "
-                                       "(UDP workloads, load and the proxy run for real)")
+                                       "(UDP workloads, load, the proxy and the scripted pool "
+                                       "client, whose retransmissions need a real kernel, run "
+                                       "for real)")
         self.programs.append(program)
         return program
 
