@@ -18,17 +18,16 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+from simulator.cli import check as check_cli
 from simulator.cli import replay as replay_cli
-from simulator.core.advice import LINUX_DEFAULT_TIME, check
 from simulator.core.appliances import CATALOGUE, Appliance, ApplianceError, get_appliance
 from simulator.core.metrics import cloud_metrics, namespace_of, prometheus_text
-from simulator.core.profiles import PROFILES, get_profile
+from simulator.core.profiles import PROFILES
 from simulator.dataplane import packet_loop
 from simulator.dataplane.capture import CaptureError
 from simulator.runs import matrix
 from simulator.runs.runner import RunError, run_scenario
 from simulator.spec.compression import SpeedError, max_safe_speed, nominal_prediction
-from simulator.spec.fields import number
 from simulator.spec.scenario import (
     LINUX_KEEPALIVE_DEFAULTS,
     ScenarioError,
@@ -45,7 +44,8 @@ from simulator.world.backends.docker import docker_leftovers
 from simulator.world.driver import StartError
 from simulator.world.live import ROLES, LiveWorld, WorldError
 
-EXIT_MISMATCH, EXIT_USAGE, EXIT_ENVIRONMENT, EXIT_ERROR, EXIT_INTERRUPTED = 1, 2, 3, 4, 130
+EXIT_MISMATCH = check_cli.EXIT_MISMATCH
+EXIT_USAGE, EXIT_ENVIRONMENT, EXIT_ERROR, EXIT_INTERRUPTED = 2, 3, 4, 130
 EXIT_NO_MODEL_TIME = 5
 
 
@@ -122,87 +122,6 @@ def _cmd_cleanup(args: argparse.Namespace) -> int:
     if not removed and not skipped:
         print("nothing to clean up")
     return 0
-
-
-CHECK_FLAGS = (("idle", "--idle"), ("timeout", "--timeout"),
-               ("client_timeout", "--client-timeout"))
-"""The numbers ``natsim check`` takes, each in model seconds and greater than 0."""
-
-
-def _check_args(args: argparse.Namespace) -> None:
-    """Refuse what ``natsim check`` would otherwise answer wrongly or silently ignore."""
-    for attr, flag in (*CHECK_FLAGS, ("keepalive_time", "--keepalive-time")):
-        value = getattr(args, attr)
-        if value is not None:
-            number("natsim check", flag, value)  # > 0, finite, within the model's range
-    if args.scenario:
-        given = [flag for attr, flag in CHECK_FLAGS if getattr(args, attr) is not None]
-        given += ["--client-profile"] * (args.client_profile is not None)
-        given += ["--appliance"] * (args.appliance is not None)
-        given += ["--keepalive-time"] * (args.keepalive_time is not None)
-        if given:
-            raise ScenarioError("natsim check", given[0], "a scenario brings its own client, "
-                                "appliance and wait: give a SCENARIO or these options, not "
-                                "both")
-
-
-def _cmd_check(args: argparse.Namespace) -> int:
-    out = sys.stdout
-    _check_args(args)
-    if args.scenario:
-        s = load_scenario(args.scenario)
-        pred = nominal_prediction(s)
-        out.write(f"{s.name}: {s.path_title}; shortest idle timeout "
-                  f"{s.appliance.tcp_idle_timeout:g} s; the server answers after "
-                  f"{s.server_delay:g} s; the client waits up to {s.client_timeout:g} s\n")
-        out.write(f"  predicted: client {pred.client} at {pred.client_at:g} s, server "
-                  f"{pred.server}\n")
-        out.write("  why: " + "; ".join(pred.story) + "\n")
-        if s.proxy is not None:
-            out.write(f"  no keepalive setting keeps the connection alive: {s.proxy} "
-                      "counts only the data it relays (an application heartbeat)\n")
-        elif s.appliance.keepalive_refreshes:
-            out.write(f"  keepalive idle times below {pred.latest_keepalive_idle:g} s keep "
-                      "the flow alive\n")
-        else:
-            out.write(f"  no keepalive setting keeps the flow alive: {s.appliance.title} "
-                      "counts only data (an application heartbeat)\n")
-        agrees = pred.outcome() == (s.expect_client, s.expect_server)
-        out.write(f"  the scenario expects client {s.expect_client}, server {s.expect_server}: "
-                  f"{'the model agrees' if agrees else 'THE MODEL DISAGREES'}\n")
-        return 0 if agrees else EXIT_MISMATCH
-    if args.idle is None:
-        raise ScenarioError("natsim check", "", "give a SCENARIO, or --idle SECONDS with "
-                            "--client-profile and --appliance")
-    keepalive_time = LINUX_DEFAULT_TIME if args.keepalive_time is None else args.keepalive_time
-    try:
-        appliance = get_appliance(args.appliance or "nat-gw")
-        profile = get_profile(args.client_profile or "linux-so-keepalive")
-    except KeyError as exc:
-        raise ScenarioError("natsim check", "", str(exc.args[0])) from None
-    if args.timeout is not None:
-        appliance = appliance.with_overrides({"tcp_idle_timeout": args.timeout})
-    advice = check(appliance, profile, args.idle, args.client_timeout,
-                   sysctl_time=keepalive_time)
-    pred = advice.prediction
-    out.write(f"{profile.title} ({profile.name}) behind {appliance.title} "
-              f"(idle timeout {appliance.tcp_idle_timeout:g} s), waiting {args.idle:g} s "
-              f"for an answer:\n")
-    ka = ("no TCP keepalive" if advice.keepalive_idle is None
-          else f"first keepalive probe after {advice.keepalive_idle:g} s idle")
-    source = profile.source
-    if profile.keepalive == "os" and keepalive_time != LINUX_DEFAULT_TIME:
-        # one statement: the host's sysctl as given, not the profile's default text
-        source = (f"SO_KEEPALIVE with the host's net.ipv4.tcp_keepalive_time = "
-                  f"{keepalive_time:g} s (--keepalive-time)")
-    out.write(f"  client keepalive: {ka} ({source})\n")
-    verdict = "SURVIVES" if advice.survives else "FAILS"
-    out.write(f"  {verdict}: client {pred.client} at {pred.client_at:g} s, server "
-              f"{pred.server}\n")
-    out.write("  why: " + "; ".join(pred.story) + "\n")
-    for i, fix in enumerate(advice.fixes):
-        out.write(f"  {'fix: ' if i == 0 else '     '}{fix}\n")
-    return 0 if advice.survives else EXIT_MISMATCH
 
 
 def _appliance_from_args(args: argparse.Namespace) -> tuple[Appliance, float, dict[str, int]]:
@@ -436,9 +355,12 @@ def build_parser() -> argparse.ArgumentParser:
                      help="override the appliance's idle timeout")
     chk.add_argument("--client-timeout", type=float, metavar="S",
                      help="how long the client waits (default: 900 s, or longer than --idle)")
+    chk.add_argument("--reuse-after", type=float, metavar="S",
+                     help="the pool question: a connection answered, then idle S seconds, "
+                          "then reused (default profile requests-urllib3)")
     chk.add_argument("--keepalive-time", type=float, default=None, metavar="S",
                      help="the client host's net.ipv4.tcp_keepalive_time (default 7200)")
-    chk.set_defaults(func=_cmd_check)
+    chk.set_defaults(func=check_cli.cmd_check)
 
     lst = sub.add_parser("list", help="list scenarios and appliances")
     lst.set_defaults(func=_cmd_list)

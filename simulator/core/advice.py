@@ -12,7 +12,17 @@ from dataclasses import dataclass, field
 
 from simulator.core.appliances import Appliance, ExpiryAction
 from simulator.core.model import Exchange, Prediction, predict, resolve_late
+from simulator.core.pool_model import (
+    ANSWER,
+    GAVE_UP,
+    RESET,
+    TIMEOUT,
+    PoolExchange,
+    PoolPrediction,
+    predict_pool,
+)
 from simulator.core.profiles import ClientProfile
+from simulator.core.retransmission import WORLD_RTT, Retransmission
 
 LINUX_DEFAULT_TIME, LINUX_DEFAULT_INTVL, LINUX_DEFAULT_PROBES = 7200.0, 75.0, 9
 
@@ -92,3 +102,48 @@ def check(appliance: Appliance, profile: ClientProfile, idle: float,
             fixes.append(f"lower TCP_KEEPIDLE from {ka:g} s to {suggest:g} s (below "
                          f"{timeout:g} s)")
     return Advice(survives, prediction, ka, suggest, fixes)
+
+
+@dataclass(frozen=True)
+class ReuseAdvice:
+    survives: bool
+    """Whether the reused request ends with an answer (after a retry or a check, maybe)."""
+    prediction: PoolPrediction
+    fixes: list[str] = field(default_factory=list)
+
+
+def check_reuse(appliance: Appliance, profile: ClientProfile, reuse_after: float,
+                client_timeout: float = 1800.0, sysctl_time: float = LINUX_DEFAULT_TIME
+                ) -> ReuseAdvice:
+    """A pooled connection answered at 0 s and reused ``reuse_after`` seconds later: what
+    the profile's library makes of it behind the appliance, and the fix."""
+    ka, _, _ = effective_keepalive(profile, sysctl_time)
+    exchange = PoolExchange(
+        (0.0, reuse_after), 1, profile.retry, 0.5, client_timeout,
+        Retransmission(user_timeout=profile.user_timeout, rtt=WORLD_RTT), ka,
+        **profile.habits())
+    prediction = predict_pool(appliance, exchange)
+    last = prediction.requests[-1]
+    survives = last.attempts[-1] == ANSWER
+    timeout = appliance.tcp_idle_timeout
+    suggest = suggested_keepalive(timeout)
+    fixes: list[str] = []
+    if survives:
+        return ReuseAdvice(True, prediction, fixes)
+    if last.attempts[-1] == RESET:
+        fixes.append("retry a request that fails with a reset on a new connection (the "
+                     "reset comes at once: the retry costs a round trip)")
+    if not appliance.keepalive_refreshes:
+        fixes.append(f"{appliance.title} counts only data: ping idle pooled connections "
+                     f"more often than every {timeout:g} s (a protocol ping, a validation "
+                     "query), or close connections idle longer than that")
+    else:
+        fixes.append(f"keep idle pooled connections alive below {timeout:g} s: TCP keepalive "
+                     f"(SO_KEEPALIVE with TCP_KEEPIDLE={suggest:g}, or net.ipv4."
+                     f"tcp_keepalive_time={suggest:g}), or the pool's own ping")
+        fixes.append(f"or let the pool close connections idle longer than {suggest:g} s "
+                     "(an idle limit below the appliance's timeout)")
+    if last.attempts[-1] in (GAVE_UP, TIMEOUT):
+        fixes.append(f"bound the hang: TCP_USER_TIMEOUT (the request waited "
+                     f"{last.took:.0f} s for the kernel to give up), or a read timeout")
+    return ReuseAdvice(False, prediction, fixes)

@@ -159,6 +159,14 @@ class PoolClientConfig:
     """``TCP_USER_TIMEOUT`` on every connection (milliseconds, as the option takes it)."""
     model_at: tuple[float, ...] = ()
     """The model times of the requests, for the client's own words."""
+    discard_after: float | None = None
+    """Wall seconds of idleness after which the pool closes a connection it next needs."""
+    ping_every: float | None = None
+    """Wall seconds of idleness after which the pool pings a connection."""
+    validate: float | None = None
+    """Wall seconds a check of a connection before use may wait for its answer."""
+    validate_bypass: float = 0.0
+    """Wall seconds of idleness under which the pool trusts a connection unchecked."""
 
 
 @dataclass(frozen=True)

@@ -63,6 +63,8 @@ class Kind(StrEnum):
     RESET = "reset"
     KEEPALIVE_FAILED = "keepalive_failed"
     RETRANSMIT_TIMEOUT = "retransmit_timeout"
+    PING = "ping"
+    """A pool's ping on an idle connection (its keepalive, or its check before use)."""
     CLOSED = "closed"
     ERROR = "error"
     # server

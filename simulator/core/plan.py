@@ -35,6 +35,7 @@ from simulator.core.configs import (
     UdpServerConfig,
 )
 from simulator.core.path_events import PathEvent
+from simulator.core.pool_model import VALIDATE_BYPASS
 from simulator.core.retransmission import Retransmission
 from simulator.core.timescale import kernel_seconds
 
@@ -192,6 +193,8 @@ class ScenarioView(Protocol):
     def pool(self) -> int: ...
     @property
     def retry(self) -> int: ...
+    @property
+    def habits(self) -> Mapping[str, float]: ...
 
 
 class _Scaled(Protocol):
@@ -306,7 +309,9 @@ def _pool_programs(s: ScenarioView, p: PlanView) -> Programs:
                          retry=s.retry, timeout=p.client_timeout.wall,
                          keepalive=s.keepalive.mode, idle=idle, interval=interval,
                          count=p.keepalive_count if idle is not None else None,
-                         user_timeout_ms=user, model_at=s.requests),
+                         user_timeout_ms=user, model_at=s.requests,
+                         **{k: v / p.speed for k, v in s.habits.items()},
+                         validate_bypass=VALIDATE_BYPASS / p.speed),
         longest + 15.0, servers_follow_client=True)
 
 

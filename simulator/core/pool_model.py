@@ -51,6 +51,21 @@ class PoolExchange:
     client_timeout: float
     retransmission: Retransmission
     keepalive_idle: float | None = None
+    discard_after: float | None = None
+    """The pool closes a connection idle this long when it next needs it, and opens a new
+    one (httpx's ``keepalive_expiry``, Kafka's ``connections.max.idle.ms``)."""
+    ping_every: float | None = None
+    """The pool sends a ping (data, answered) on a connection idle this long (HikariCP's
+    ``keepaliveTime``, AMQP heartbeats)."""
+    validate: float | None = None
+    """The pool checks a connection idle over ``VALIDATE_BYPASS`` with a ping before handing
+    it out, waiting this long for the answer; a failed check discards it, and the request
+    goes on a new connection (HikariCP's ``isValid`` with ``validationTimeout``)."""
+
+
+VALIDATE_BYPASS = 0.5
+"""Seconds of idleness under which a validating pool trusts a connection unchecked
+(HikariCP's ``aliveBypassWindowMs``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +116,13 @@ def _refreshed(app: Appliance, ex: PoolExchange) -> bool:
 
 def _alive(app: Appliance, ex: PoolExchange, gap: float, margins: list[tuple[float, float]]
            ) -> bool:
-    ka = ex.keepalive_idle
+    ka, ping = ex.keepalive_idle, ex.ping_every
+    if ping is not None and ping < app.tcp_idle_timeout:
+        return True  # data: it counts even where keepalive probes do not
+    if ping is not None and ping < gap:
+        raise PoolModelError(f"client.ping_every: a ping during the idle spell ({ping:g} s) "
+                             "would meet the forgotten flow; the pool model follows only "
+                             "pings that keep the flow alive or never fire")
     if _refreshed(app, ex):
         return True
     if ka is not None and ka < gap:
@@ -127,17 +148,62 @@ class _Walk:
         if _refreshed(app, ex):
             assert ex.keepalive_idle is not None
             self.margins.append((app.tcp_idle_timeout - ex.keepalive_idle, 0.0))
+            self.story.append(f"keepalive probes after {ex.keepalive_idle:g} s of silence "
+                              f"refresh the {app.tcp_idle_timeout:g} s idle timer")
+        if ex.ping_every is not None and ex.ping_every < app.tcp_idle_timeout:
+            self.margins.append((app.tcp_idle_timeout - ex.ping_every, 0.0))
+            self.story.append(f"the pool pings idle connections every {ex.ping_every:g} s: "
+                              f"data, which refreshes the {app.tcp_idle_timeout:g} s idle "
+                              "timer")
 
     def attempt(self, i: int, slot: int, sent: float, at: float, retried: bool
-                ) -> tuple[str, float]:
-        """One attempt of request ``i`` at ``at``: its outcome and when it ended."""
+                ) -> tuple[str, float, bool]:
+        """One attempt of request ``i`` at ``at``: its outcome, when it ended, and whether
+        it was the pool's own check (the request itself follows on a new connection)."""
         app, ex = self.app, self.ex
         used = self.last_use[slot]
         gap = 0.0 if used is None else at - used
+        if used is not None and ex.discard_after is not None:
+            self.margins.append((abs(gap - ex.discard_after), 0.0))
+            if gap >= ex.discard_after:
+                self.story.append(f"request {i + 1} at {at:g} s: the pool closes connection "
+                                  f"{slot + 1}, idle {gap:g} s (over {ex.discard_after:g} s), "
+                                  "and opens a new one")
+                used = self.last_use[slot] = None
         if used is None or _alive(app, ex, gap, self.margins):
-            return self._served(i, slot, sent, at, used, gap, retried)
+            return (*self._served(i, slot, sent, at, used, gap, retried), False)
+        if self.expires is None:
+            self.expires = used + app.tcp_idle_timeout
+        if ex.validate is not None and gap > VALIDATE_BYPASS:
+            return (*self._checked(i, slot, at, gap), True)
+        return (*self._late(i, slot, at, used, gap), False)
+
+    def _checked(self, i: int, slot: int, at: float, gap: float) -> tuple[str, float]:
+        """The pool's check of a forgotten connection: it fails, the connection goes."""
+        app, ex = self.app, self.ex
+        assert ex.validate is not None
+        self.last_use[slot] = None
+        rule = resolve_late(app, app.late_from_inside, gap)
+        lead = f"request {i + 1} at {at:g} s: the pool checks connection {slot + 1} first"
+        if app.on_expiry is ExpiryAction.RST_BOTH or rule is LateAction.RST:
+            self.story.append(f"{lead}; the check gets a reset and the connection is "
+                              "discarded")
+            return RESET, at
+        if rule is LateAction.PASS:  # tracked anew: the check passes, the request is served
+            self.story.append(f"{lead}; it passes (the flow is tracked anew)")
+            self.last_use[slot] = at
+            return ANSWER, at
+        wait = min(ex.validate, self.give_up)
+        self.margins.append((abs(ex.validate - self.give_up), ex.retransmission.tolerance()))
+        self.story.append(f"{lead}; the check is dropped silently and fails after {wait:g} s; "
+                          "the connection is discarded")
+        return TIMEOUT if ex.validate <= self.give_up else GAVE_UP, at + wait
+
+    def _late(self, i: int, slot: int, at: float, used: float, gap: float
+              ) -> tuple[str, float]:
+        """The request itself on a connection whose flow the appliance forgot."""
+        app, ex = self.app, self.ex
         forgot = used + app.tcp_idle_timeout
-        self.expires = forgot if self.expires is None else self.expires
         lead = (f"request {i + 1} at {at:g} s, after {gap:g} s idle (the flow was forgotten "
                 f"at {forgot:g} s)")
         self.last_use[slot] = None
@@ -177,8 +243,7 @@ class _Walk:
         self.answers.append(DELIVERED)
         self.last_use[slot] = end
         if retried:
-            self.story.append(f"  the retry opens a new connection, a new flow: answered at "
-                              f"{end:g} s")
+            self.story.append(f"then a new connection, a new flow: answered at {end:g} s")
         elif used is not None:
             self.story.append(f"request {i + 1} at {sent:g} s, after {gap:g} s idle: answered "
                               f"at {end:g} s")
@@ -201,11 +266,18 @@ def predict_pool(app: Appliance, ex: PoolExchange) -> PoolPrediction:
     for i, planned in enumerate(ex.requests):
         sent = at = max(planned, free)
         attempts: list[str] = []
-        for attempt in range(ex.retry + 1):
-            outcome, at = walk.attempt(i, i % ex.pool, sent, at, attempt > 0)
+        retries = 0
+        while True:
+            outcome, at, checked = walk.attempt(i, i % ex.pool, sent, at, bool(attempts))
             attempts.append(outcome)
-            if outcome != RESET:
+            if checked and outcome != ANSWER:
+                continue  # the pool's check failed: the request goes on a new connection
+            if checked:
+                outcome, at, _ = walk.attempt(i, i % ex.pool, sent, at, False)
+                attempts[-1] = outcome
+            if outcome != RESET or retries == ex.retry:
                 break
+            retries += 1
         fates.append(RequestFate(tuple(attempts), sent, at - sent))
         free = at
     return PoolPrediction(tuple(fates), tuple(walk.answers), walk.expires, walk.story,

@@ -27,6 +27,24 @@ class ClientProfile:
     real_client: str = ""
     """How the integration suite runs this client for real (empty: it cannot be run here;
     ``natsim list`` says so)."""
+    version: str = ""
+    """The library release whose defaults this describes (defaults change)."""
+    user_timeout: float | None = None
+    """``TCP_USER_TIMEOUT`` the library sets (seconds)."""
+    discard_after: float | None = None
+    ping_every: float | None = None
+    validate: float | None = None
+    pooled: bool = False
+    """A connection pool: it keeps connections between requests (the reuse question)."""
+    retry: int = 0
+    """A pool's habits (:class:`simulator.core.pool_model.PoolExchange`): closing a
+    connection idle too long, pinging idle ones, checking one before use, resending a
+    request after a reset."""
+
+    def habits(self) -> dict[str, float]:
+        return {name: value for name, value in (
+            ("discard_after", self.discard_after), ("ping_every", self.ping_every),
+            ("validate", self.validate)) if value is not None}
 
 
 PROFILES: dict[str, ClientProfile] = {p.name: p for p in (
@@ -102,6 +120,49 @@ PROFILES: dict[str, ClientProfile] = {p.name: p for p in (
                          "socket_timeout=None",
                   real_client="redis-py (PyPI) BLPOP against redis-server, on the world's "
                               "clock"),
+    # -- pools: what happens to a connection kept between requests (natsim check
+    # --reuse-after, scripted scenarios)
+    ClientProfile("requests-urllib3", "requests Session (urllib3 pool)", "off",
+                  pooled=True, version="requests 2.32, urllib3 2.x",
+                  source="urllib3 HTTPConnection.default_socket_options: TCP_NODELAY only "
+                         "(no SO_KEEPALIVE); connections kept with no idle limit; requests' "
+                         "HTTPAdapter max_retries=0, so a reset on a reused connection "
+                         "reaches the application as ConnectionError('Connection aborted.')",
+                  real_client="requests (PyPI) Session reused after an idle spell, on the "
+                              "world's clock"),
+    ClientProfile("httpx", "httpx Client (httpcore pool)", "off", pooled=True, version="httpx 0.28",
+                  discard_after=5.0,
+                  source="httpx Limits(keepalive_expiry=5.0): a connection idle 5 s is "
+                         "closed before reuse; no SO_KEEPALIVE; no retries by default"),
+    ClientProfile("hikaricp", "HikariCP pool with pgJDBC (keepaliveTime 2 min)", "off",
+                  pooled=True, version="HikariCP 5.1 and later, pgJDBC 42", ping_every=120.0,
+                  validate=5.0,
+                  source="HikariConfig DEFAULT_KEEPALIVE_TIME = 2 minutes (the code since "
+                         "5.1.0): idle connections are pinged (isValid, data); "
+                         "validationTimeout 5 s on checkout; pgJDBC tcpKeepAlive=false"),
+    ClientProfile("hikaricp-keepalive-0", "HikariCP pool with keepaliveTime 0 (the README's "
+                  "default)", "off", pooled=True, version="HikariCP README, pgJDBC 42",
+                  validate=5.0,
+                  source="HikariCP README: keepaliveTime 'Default: 0 (disabled)'; a "
+                         "connection idle over 500 ms is checked with isValid on checkout "
+                         "(validationTimeout 5 s) and replaced when the check fails"),
+    ClientProfile("kafka-java", "Apache Kafka Java client", "os", pooled=True,
+                  version="kafka-clients 3.x", discard_after=540.0, retry=1,
+                  source="connections.max.idle.ms 540000 (9 min): idle connections closed; "
+                         "the Selector sets SO_KEEPALIVE (OS timing); a failed request is "
+                         "retried on a new connection (retries, delivery.timeout.ms)"),
+    ClientProfile("rabbitmq-heartbeat", "RabbitMQ client with the default 60 s heartbeat",
+                  "off", pooled=True, version="RabbitMQ Java client 5.x, server 3.x/4.x",
+                  ping_every=30.0,
+                  source="RabbitMQ heartbeats: timeout 60 s, heartbeat frames every "
+                         "timeout / 2 = 30 s on an idle connection: data, so they keep even "
+                         "Global Accelerator's flow"),
+    ClientProfile("grpc-go", "gRPC-Go client (TCP keepalive with the OS timing)", "os",
+                  pooled=True, version="grpc-go 1.66 and later",
+                  source="grpc-go dials with net.KeepAliveConfig{Enable: true, Idle: -1, "
+                         "Interval: -1, Count: -1}: SO_KEEPALIVE with the OS's timing; gRPC "
+                         "keepalive pings (and TCP_USER_TIMEOUT) only when the application "
+                         "enables them"),
 )}
 
 

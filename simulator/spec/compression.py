@@ -154,7 +154,7 @@ def _pool_exchange(s: Scenario, k: float) -> tuple[PoolExchange, Retransmission]
                                    user_timeout=s.keepalive.user_timeout), k)
     idle = _effective_exchange(s, k).keepalive_idle
     return PoolExchange(s.requests, s.pool, s.retry, s.server_delay, s.client_timeout,
-                        in_model_seconds(wall, k), idle), wall
+                        in_model_seconds(wall, k), idle, **s.habits), wall
 
 
 def _pool_prediction(s: Scenario, k: float) -> tuple[Prediction, PoolPrediction]:

@@ -18,7 +18,9 @@ from simulator.spec.fields import ScenarioError, integer, number
 REQUEST_OUTCOMES = ("answer", "reset", "timeout", "retransmit_timeout", "keepalive_failed",
                     "closed", "connect_failed", "error")
 ANSWER_FATES = ("delivered", "reset", "unacknowledged")
-SCRIPT_FIELDS = ("requests", "pool", "retry")
+SCRIPT_FIELDS = ("requests", "pool", "retry", "discard_after", "ping_every", "validate")
+HABITS = ("discard_after", "ping_every", "validate")
+"""A pool's own habits (model seconds; :class:`simulator.core.pool_model.PoolExchange`)."""
 NOT_WITH_A_SCRIPT = {
     "retries": "connect attempts of the one-request client; a pool retries a request on "
                "a new connection with client.retry",
@@ -34,6 +36,7 @@ class Script:
     retry: int
     expect_client: str
     expect_server: str
+    habits: dict[str, float]
 
 
 def _outcome_list(source: str, path: str, value: object, allowed: tuple[str, ...],
@@ -55,9 +58,10 @@ def _outcome_list(source: str, path: str, value: object, allowed: tuple[str, ...
     return ", ".join(value)
 
 
-def parse_script(source: str, client: dict[str, object], expect: dict[str, object]
-                 ) -> Script:
-    """``client.requests`` and its companions, and the per-request expectations."""
+def parse_script(source: str, client: dict[str, object], expect: dict[str, object],
+                 defaults: dict[str, float] | None = None, retry: int = 0) -> Script:
+    """``client.requests`` and its companions, and the per-request expectations; a
+    profile's habits and retry are the ``defaults``, which the fields override."""
     for name, why in NOT_WITH_A_SCRIPT.items():
         if name in client:
             raise ScenarioError(source, f"client.{name}", f"not with client.requests: {why}")
@@ -76,9 +80,13 @@ def parse_script(source: str, client: dict[str, object], expect: dict[str, objec
                                 f"the request before it ({times[i - 1]:g})")
     if len(times) > 50:
         raise ScenarioError(source, "client.requests", "at most 50 requests")
+    habits = dict(defaults or {})
+    habits.update({name: number(source, f"client.{name}", client[name])
+                   for name in HABITS if name in client})
     return Script(
         requests=times, pool=integer(source, "client.pool", client.get("pool", 1), 1, 16),
-        retry=integer(source, "client.retry", client.get("retry", 0), 0, 5),
+        retry=integer(source, "client.retry", client.get("retry", retry), 0, 5),
+        habits=habits,
         expect_client=_outcome_list(source, "expect.client", expect["client"],
                                     REQUEST_OUTCOMES, len(times), True),
         expect_server=_outcome_list(source, "expect.server", expect["server"], ANSWER_FATES,

@@ -131,6 +131,8 @@ class Scenario:
     """Times a scripted client resends a request on a new connection after a reset."""
     tcp_retries2: int = 15
     """The client's ``net.ipv4.tcp_retries2`` (a scripted client's give-up rule)."""
+    habits: dict[str, float] = field(default_factory=dict)
+    """A scripted client's pool habits: ``discard_after``, ``ping_every``, ``validate``."""
 
     @property
     def scripted(self) -> bool:
@@ -285,7 +287,9 @@ def _scripted(source: str, top: dict[str, object], client: dict[str, object],
         if name in top:
             raise ScenarioError(source, name, "not with client.requests: the scripted client "
                                 "runs on a plain path")
-    script = parse_script(source, client, expect)
+    profile = get_profile(str(client["profile"])) if "profile" in client else None
+    script = parse_script(source, client, expect, profile.habits() if profile else None,
+                          profile.retry if profile else 0)
     sysctls = mapping(source, "client.sysctls", client.get("sysctls", {}),
                       (*LINUX_KEEPALIVE_DEFAULTS, "tcp_retries2"))
     retries2 = integer(source, "client.sysctls.tcp_retries2",
@@ -294,9 +298,12 @@ def _scripted(source: str, top: dict[str, object], client: dict[str, object],
         raise ScenarioError(source, "backend", "a scripted client (client.requests) runs in "
                             "namespaces only: its retransmission timer is compressed through "
                             "per-namespace sysctls that natsim does not set in containers")
-    scripted = replace(base, requests=script.requests, pool=script.pool, retry=script.retry,
+    scripted = replace(base, request=text(source, "client.request",
+                                          client.get("request", "GET /pooled")),
+                       requests=script.requests, pool=script.pool, retry=script.retry,
                        expect_client=script.expect_client,
-                       expect_server=script.expect_server, tcp_retries2=retries2)
+                       expect_server=script.expect_server, tcp_retries2=retries2,
+                       habits=script.habits)
     ka = scripted.keepalive
     idle = ka.idle if ka.mode == "socket" else float(scripted.sysctls["tcp_keepalive_time"]) \
         if ka.mode == "os" else None
@@ -304,7 +311,8 @@ def _scripted(source: str, top: dict[str, object], client: dict[str, object],
         predict_pool(base.appliance, PoolExchange(
             script.requests, script.pool, script.retry, base.server_delay,
             base.client_timeout, Retransmission(retries2=retries2,
-                                                user_timeout=ka.user_timeout), idle))
+                                                user_timeout=ka.user_timeout), idle,
+            **script.habits))
     except PoolModelError as exc:
         field_name, _, message = str(exc).partition(": ")
         raise ScenarioError(source, field_name, message) from None
@@ -387,7 +395,8 @@ def _client_keepalive(source: str, client: dict[str, object]) -> Keepalive:
         profile = get_profile(str(client["profile"]))
     except KeyError as exc:
         raise ScenarioError(source, "client.profile", str(exc.args[0])) from None
-    return Keepalive(profile.keepalive, profile.idle, profile.interval, profile.count)
+    return Keepalive(profile.keepalive, profile.idle, profile.interval, profile.count,
+                     profile.user_timeout if "requests" in client else None)
 
 
 def _parse_load_scenario(top: dict[str, object], source: str, name: str) -> Scenario:

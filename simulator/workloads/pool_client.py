@@ -16,6 +16,12 @@ outcome:
 
 With ``retry`` N, a request that met a reset is sent again on a new connection, up to N
 times: a pool's "stale connection" retry. Each attempt's outcome is kept: ``reset+answer``.
+The pool's own habits, each optional: ``discard_after`` closes a connection idle that long
+when it is next needed (httpx's keep-alive expiry); ``ping_every`` sends a ``PING`` line,
+which the server answers at once, on a connection idle that long (HikariCP's keepalive, AMQP
+heartbeats); ``validate`` checks a connection idle over ``validate_bypass`` with a ping
+before the request, and a failed check (its outcome is the request's first attempt) makes
+the request go on a new connection (HikariCP's ``isValid``).
 """
 
 from __future__ import annotations
@@ -122,40 +128,108 @@ WORDS = {
 }
 
 
+class Script:
+    """The client's walk through its requests, with the pool's own habits: closing a
+    connection idle too long, pinging idle ones, checking one before handing it out."""
+
+    def __init__(self, cfg: PoolClientConfig) -> None:
+        self.cfg = cfg
+        self.pool = Pool(cfg)
+        self.last_use: list[float] = [0.0] * cfg.pool
+
+    def idle_until(self, deadline: float) -> None:
+        """Wait until ``deadline``, pinging every connection idle ``ping_every``."""
+        cfg = self.cfg
+        while True:
+            now = time.monotonic()
+            due = deadline
+            if cfg.ping_every is not None:
+                for slot, sock in enumerate(self.pool.sockets):
+                    if sock is None:
+                        continue
+                    if now - self.last_use[slot] >= cfg.ping_every:
+                        self.ping(slot, sock, "keepalive ping")
+                    due = min(due, self.last_use[slot] + cfg.ping_every)
+            if now >= deadline:
+                return
+            time.sleep(max(0.0, min(due, deadline) - time.monotonic()))
+
+    def ping(self, slot: int, sock: socket.socket, what: str) -> str:
+        """A ping on an idle connection (data the server answers at once); a failed one
+        costs the pool the connection."""
+        outcome = exchange(sock, b"PING\n", self.cfg.validate or self.cfg.timeout)
+        report(SOURCE, Kind.PING, f"connection {slot + 1}: {what}: {outcome}",
+               connection=slot + 1, outcome=outcome)
+        if outcome == "answer":
+            self.last_use[slot] = time.monotonic()
+        else:
+            self.pool.drop(slot)
+        return outcome
+
+    def checkout(self, slot: int, label: str) -> tuple[socket.socket | None, str | None]:
+        """The slot's connection as the pool hands it out, and the outcome of a check that
+        failed on the way (None: no check failed)."""
+        cfg, now = self.cfg, time.monotonic()
+        sock = self.pool.sockets[slot]
+        idle = now - self.last_use[slot]
+        if sock is not None and cfg.discard_after is not None and idle >= cfg.discard_after:
+            report(SOURCE, Kind.CLIENT_CLOSED, f"{label}: the pool closes connection "
+                   f"{slot + 1}, idle longer than it keeps connections", connection=slot + 1)
+            self.pool.drop(slot)
+            sock = None
+        failed = None
+        if sock is not None and cfg.validate is not None and idle > cfg.validate_bypass:
+            outcome = self.ping(slot, sock, "the pool checks it before use")
+            if outcome != "answer":
+                failed, sock = outcome, None
+        return sock or self.pool.connection(slot), failed
+
+    def request(self, i: int) -> str:
+        """Request ``i`` with its attempts: ``reset+answer``..."""
+        cfg, slot = self.cfg, i % self.cfg.pool
+        attempts: list[str] = []
+        retries = 0
+        while True:
+            again = f" (retry {len(attempts)})" if attempts else ""
+            fresh = self.pool.sockets[slot] is None
+            sock, failed = self.checkout(slot, f"request {i + 1}{again}")
+            if failed is not None:
+                attempts.append(failed)
+                fresh = True
+            if sock is None:
+                attempts.append("connect_failed")
+                break
+            sent = time.monotonic()
+            planned = cfg.model_at[i] if i < len(cfg.model_at) else cfg.at[i]
+            report(SOURCE, Kind.REQUEST_SENT, f"request {i + 1}{again} on connection "
+                   f"{slot + 1} ({'new' if fresh else 'reused'}), planned at {planned:g} s",
+                   request=i + 1, attempt=len(attempts) + 1, connection=slot + 1,
+                   reused=not fresh)
+            outcome = exchange(sock, f"{cfg.request} #{i + 1}\n".encode(), cfg.timeout)
+            kind, words = WORDS[outcome]
+            report(SOURCE, kind, f"request {i + 1}{again}: {words}", request=i + 1,
+                   attempt=len(attempts) + 1, outcome=outcome, waited=time.monotonic() - sent)
+            attempts.append(outcome)
+            if outcome == "answer":
+                self.last_use[slot] = time.monotonic()
+            else:
+                self.pool.drop(slot)  # a pool discards a connection that failed
+            if outcome != "reset" or retries == cfg.retry:
+                break
+            retries += 1
+        return "+".join(attempts)
+
+
 def run(cfg: PoolClientConfig) -> str:
-    pool = Pool(cfg)
+    script = Script(cfg)
     outcomes: list[str] = []
     start = time.monotonic()
     try:
         for i, at in enumerate(cfg.at):
-            time.sleep(max(0.0, start + at - time.monotonic()))
-            slot = i % cfg.pool
-            attempts: list[str] = []
-            for attempt in range(cfg.retry + 1):
-                fresh = pool.sockets[slot] is None
-                sock = pool.connection(slot)
-                if sock is None:
-                    attempts.append("connect_failed")
-                    break
-                sent = time.monotonic()
-                model_at = cfg.model_at[i] if i < len(cfg.model_at) else at
-                again = f" (retry {attempt})" if attempt else ""
-                report(SOURCE, Kind.REQUEST_SENT, f"request {i + 1}{again} on connection "
-                       f"{slot + 1} ({'new' if fresh else 'reused'}), planned at "
-                       f"{model_at:g} s", request=i + 1, attempt=attempt + 1,
-                       connection=slot + 1, reused=not fresh)
-                outcome = exchange(sock, f"{cfg.request} #{i + 1}\n".encode(), cfg.timeout)
-                kind, words = WORDS[outcome]
-                report(SOURCE, kind, f"request {i + 1}{again}: {words}", request=i + 1,
-                       attempt=attempt + 1, outcome=outcome, waited=time.monotonic() - sent)
-                attempts.append(outcome)
-                if outcome != "answer":
-                    pool.drop(slot)  # a pool discards a connection that failed
-                if outcome != "reset":
-                    break
-            outcomes.append("+".join(attempts))
+            script.idle_until(start + at)
+            outcomes.append(script.request(i))
     finally:
-        pool.close()
+        script.pool.close()
     return ", ".join(outcomes)
 
 

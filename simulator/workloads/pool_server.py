@@ -7,7 +7,8 @@ answers each after ``delay``. It watches every answer it sent as the one-request
 kernel acknowledged every byte, ``reset`` on ``ECONNRESET``/``EPIPE``, ``unacknowledged``
 if neither happened when it stops. It serves until asked to stop (SIGTERM: the run stops it
 once the client has finished) or until its own limit; its outcome is its answers' fates in
-the order it sent them (``delivered, delivered``), or ``no_request``.
+the order it sent them (``delivered, delivered``), or ``no_request``. A ``PING`` line (a
+pool's keepalive or check) is answered ``PONG`` at once and is not one of the answers.
 """
 
 from __future__ import annotations
@@ -81,6 +82,13 @@ class PoolServer:
         conn.buffer += chunk
         while b"\n" in conn.buffer:
             line, conn.buffer = conn.buffer.split(b"\n", 1)
+            if line == b"PING":  # a pool's ping: answered at once, not one of the answers
+                try:
+                    conn.sock.sendall(b"PONG\n")
+                except OSError:
+                    self._settle(conn, "reset")
+                    return
+                continue
             conn.due.append(time.monotonic() + self.cfg.delay)
             report(SOURCE, Kind.REQUEST_RECEIVED, f"request {line.decode(errors='replace')!r}"
                    f" from {conn.peer}; answering after {self.cfg.delay_label}")

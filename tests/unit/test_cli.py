@@ -100,3 +100,26 @@ def test_check_still_answers_with_its_defaults(capsys: pytest.CaptureFixture[str
     assert main(["check", "--idle", "400"]) == 1  # linux-so-keepalive behind nat-gw: fails
     assert "FAILS" in capsys.readouterr().out
     assert main(["check", "nat-gw"]) == 0
+
+
+@pytest.mark.parametrize(("profile", "appliance", "code", "words"), [
+    ("requests-urllib3", "nat-gw", 1, "FAILS: the reused request: reset, at once"),
+    ("requests-urllib3", "gwlb", 1, "TCP_USER_TIMEOUT"),  # the 926 s hang, and its bound
+    ("httpx", "gwlb", 0, "the pool closes connection 1, idle 399.5 s (over 5 s)"),
+    ("hikaricp", "global-accelerator", 0, "pings idle connections every 120 s"),
+    ("hikaricp-keepalive-0", "gwlb", 0, "timeout+answer, after 5.5 s"),
+    ("kafka-java", "nat-gw", 0, "reset+answer"),
+    ("kafka-java", "gwlb", 1, "retransmit_timeout"),
+])
+def test_check_answers_the_pool_question(profile: str, appliance: str, code: int, words: str,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check", "--client-profile", profile, "--appliance", appliance,
+                 "--reuse-after", "400"]) == code
+    assert words in capsys.readouterr().out
+
+
+def test_check_takes_one_question_at_a_time(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check", "--idle", "400", "--reuse-after", "400"]) == 2
+    assert "--idle" in capsys.readouterr().err
+    assert main(["check", "nat-gw", "--reuse-after", "400"]) == 2
+    assert main(["check", "--reuse-after", "-1"]) == 2

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -156,3 +157,25 @@ def test_a_speed_where_the_probe_may_come_late_is_refused() -> None:
     assert plan(s, safe).prediction.client == "answer, answer"
     with pytest.raises(SpeedError, match="keepalive probe"):
         plan(s, 114)
+
+
+def test_a_pools_habits_decide_the_reuse() -> None:
+    """Closing idle connections, pinging them, checking them before use."""
+    nat, gwlb = get_appliance("nat-gw"), get_appliance("gwlb")
+    ga = get_appliance("global-accelerator")
+    assert predict_pool(gwlb, replace(pool(), discard_after=5.0)).client == "answer, answer"
+    assert predict_pool(gwlb, replace(pool(), discard_after=540.0)).client == \
+        "answer, retransmit_timeout"  # kept: 400 s is under the pool's own limit
+    assert predict_pool(ga, replace(pool(), ping_every=120.0)).client == "answer, answer"
+    with pytest.raises(PoolModelError, match=r"client\.keepalive"):
+        # probes carry no data: Global Accelerator forgets the flow, and a later probe meets
+        # it (the one-request model's story, not the pool's)
+        predict_pool(ga, replace(pool(), keepalive_idle=120.0))
+    with pytest.raises(PoolModelError, match=r"client\.ping_every"):
+        predict_pool(nat, replace(pool(), ping_every=360.0))
+    checked = predict_pool(gwlb, replace(pool(retry=0), validate=5.0))
+    assert checked.client == "answer, timeout+answer"  # the check, then a new connection
+    assert checked.requests[1].took == pytest.approx(5.5)
+    assert predict_pool(nat, replace(pool(retry=0), validate=5.0)).client == \
+        "answer, reset+answer"
+    assert predict_pool(nat, pool((0, 0.3), retry=0)).client == "answer, answer"
