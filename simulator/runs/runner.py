@@ -42,7 +42,6 @@ from simulator.core.plan import (
     programs,
     world_plan,
 )
-from simulator.core.retransmission import REQUIRED_SYSCTLS
 from simulator.core.session import RunSession, TimelineEvent
 from simulator.spec.compression import plan as make_plan
 from simulator.spec.scenario import LINUX_KEEPALIVE_DEFAULTS, Scenario
@@ -63,7 +62,6 @@ from simulator.world.backends import Backend, get_backend
 from simulator.world.driver import MiddleboxFailedError, WorldDriver
 from simulator.world.process import ended
 
-SYSCTL_DIR = Path("/proc/sys/net/ipv4")
 HOLD = 0.25
 """Wall seconds an event waits before printing, so that lines from three processes print in
 model-time order."""
@@ -161,12 +159,12 @@ class Runner:
         if s.proxy is not None and shutil.which(s.proxy) is None:
             raise RunError(f"{s.name} runs a real {s.proxy}, which is not installed: "
                            f"apt-get install {s.proxy}")
-        missing = [key for key in REQUIRED_SYSCTLS if not (SYSCTL_DIR / key).exists()] \
+        missing = topology.missing_retransmission_sysctls() \
             if self.plan.retransmission is not None and self.backend.name == "namespaces" \
             else []
         if missing:
             raise RunError(
-                f"{s.name} needs net.ipv4.{missing[0]} (Linux 6.15 and later) to compress the "
+                f"{s.name} needs {missing[0]} (Linux 6.15 and later) to compress the "
                 "kernel's retransmission timer; without it the request would be retransmitted "
                 "on the real clock (a 924 s give-up in 924 wall seconds): run it on a newer "
                 "kernel.")

@@ -48,6 +48,7 @@ from pyroute2 import IPRoute, netns
 
 from simulator.core.configs import Port
 from simulator.core.plan import CLIENT_IP, PREFIXLEN, SERVER_IP, HostPlan, WorldPlan
+from simulator.core.retransmission import REQUIRED_SYSCTLS
 from simulator.support import interrupts
 from simulator.support.results import replace_private
 
@@ -194,6 +195,14 @@ def _write_sysctls_on_a_fresh_proc(ns: str, values: Mapping[str, int | str]) -> 
 def read_sysctl(ns: str, key: str) -> str:
     with inside(ns):
         return Path("/proc/sys", *key.split(".")).read_text().strip()
+
+
+def missing_retransmission_sysctls() -> list[str]:
+    """The per-namespace sysctls this kernel lacks to compress the retransmission timer
+    (``tcp_rto_min_us``, Linux 6.11; ``tcp_rto_max_ms``, 6.15): every namespace has the
+    same kernel, so the host's ``/proc/sys`` tells."""
+    return [f"net.ipv4.{key}" for key in REQUIRED_SYSCTLS
+            if not Path("/proc/sys/net/ipv4", key).exists()]
 
 
 # -- building -------------------------------------------------------------------------------
