@@ -123,7 +123,8 @@ PROFILES: dict[str, ClientProfile] = {p.name: p for p in (
     # -- pools: what happens to a connection kept between requests (natsim check
     # --reuse-after, scripted scenarios)
     ClientProfile("requests-urllib3", "requests Session (urllib3 pool)", "off",
-                  pooled=True, version="requests 2.32-2.34, urllib3 2.x (2.34.2 and 2.8.0 run in the suite)",
+                  pooled=True,
+                  version="requests 2.32-2.34, urllib3 2.x (2.34.2, 2.8.0 run in the suite)",
                   source="urllib3 HTTPConnection.default_socket_options: TCP_NODELAY only "
                          "(no SO_KEEPALIVE); connections kept with no idle limit; requests' "
                          "HTTPAdapter max_retries=0, so a reset on a reused connection "
