@@ -13,9 +13,9 @@ import sys
 from typing import TextIO
 
 from simulator.core.advice import LINUX_DEFAULT_TIME, check, check_reuse
-from simulator.core.appliances import get_appliance
+from simulator.core.appliances import Appliance, get_appliance
 from simulator.core.pool_model import PoolModelError
-from simulator.core.profiles import get_profile
+from simulator.core.profiles import ClientProfile, get_profile
 from simulator.spec.compression import nominal_prediction
 from simulator.spec.fields import number
 from simulator.spec.scenario import ScenarioError, load_scenario
@@ -78,13 +78,7 @@ def cmd_check(args: argparse.Namespace) -> int:
                             "answer) or --reuse-after SECONDS (a pooled connection) with "
                             "--client-profile and --appliance")
     keepalive_time = LINUX_DEFAULT_TIME if args.keepalive_time is None else args.keepalive_time
-    try:
-        appliance = get_appliance(args.appliance or "nat-gw")
-        profile = get_profile(args.client_profile or "linux-so-keepalive")
-    except KeyError as exc:
-        raise ScenarioError("natsim check", "", str(exc.args[0])) from None
-    if args.timeout is not None:
-        appliance = appliance.with_overrides({"tcp_idle_timeout": args.timeout})
+    appliance, profile = _subject(args, "linux-so-keepalive")
     advice = check(appliance, profile, args.idle, args.client_timeout,
                    sysctl_time=keepalive_time)
     pred = advice.prediction
@@ -108,18 +102,26 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0 if advice.survives else EXIT_MISMATCH
 
 
+def _subject(args: argparse.Namespace, default_profile: str
+             ) -> tuple[Appliance, ClientProfile]:
+    """The appliance (default nat-gw, its timeout overridden by --timeout) and the
+    client profile a question is about."""
+    try:
+        appliance = get_appliance(args.appliance or "nat-gw")
+        profile = get_profile(args.client_profile or default_profile)
+    except KeyError as exc:
+        raise ScenarioError("natsim check", "", str(exc.args[0])) from None
+    if args.timeout is not None:
+        appliance = appliance.with_overrides({"tcp_idle_timeout": args.timeout})
+    return appliance, profile
+
+
 def _check_reuse(args: argparse.Namespace, out: TextIO) -> int:
     """``natsim check --reuse-after S``: the pool question."""
     if args.idle is not None:
         raise ScenarioError("natsim check", "--idle", "give --idle (a slow answer) or "
                             "--reuse-after (a pooled connection), not both")
-    try:
-        appliance = get_appliance(args.appliance or "nat-gw")
-        profile = get_profile(args.client_profile or "requests-urllib3")
-    except KeyError as exc:
-        raise ScenarioError("natsim check", "", str(exc.args[0])) from None
-    if args.timeout is not None:
-        appliance = appliance.with_overrides({"tcp_idle_timeout": args.timeout})
+    appliance, profile = _subject(args, "requests-urllib3")
     keepalive_time = LINUX_DEFAULT_TIME if args.keepalive_time is None else args.keepalive_time
     try:
         advice = check_reuse(appliance, profile, args.reuse_after,
