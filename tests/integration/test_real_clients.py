@@ -338,6 +338,6 @@ def test_every_runnable_profile_has_a_real_client_test() -> None:
     tested = {"curl-default", "curl-no-keepalive", "node-http-agent", "node-net-socket",
               "linux-so-keepalive", "boto3-default", "boto3-tcp-keepalive", "libpq-default",
               "java-httpclient-default", "java-socket-keepidle-300",
-              "redis-py-default"}  # in test_model_time_clients.py
+              "redis-py-default", "requests-urllib3"}  # in test_model_time_clients.py
     runnable = {p.name for p in PROFILES.values() if p.real_client}
     assert runnable == tested, json.dumps(sorted(runnable ^ tested))
