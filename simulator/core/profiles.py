@@ -75,7 +75,13 @@ PROFILES: dict[str, ClientProfile] = {p.name: p for p in (
                          "honored by the SDK'"),
     ClientProfile("java-httpclient-default", "the JDK's java.net.http.HttpClient default",
                   "off", source="StandardSocketOptions.SO_KEEPALIVE: 'The initial value of "
-                  "this socket option is FALSE'; HttpClient exposes no keepalive option",
+                  "this socket option is FALSE'; HttpClient exposes no keepalive option. Its "
+                  "pool keeps an idle HTTP/1.1 connection jdk.httpclient.keepalive.timeout "
+                  "(1200 s in JDK 17's ConnectionPool) and MultiExchange resends an "
+                  "idempotent request (GET, HEAD...) once on a new connection when the "
+                  "pooled one fails (ConnectionExpiredException); other methods only with "
+                  "jdk.httpclient.enableAllMethodRetry",
+                  version="JDK 17 (17.0.21 run in the suite)", discard_after=1200.0, retry=1,
                   real_client="java (the JDK), HttpClient.send"),
     ClientProfile("java-socket-keepidle-300", "a Java Socket with SO_KEEPALIVE and "
                   "TCP_KEEPIDLE=300 (JDK 11+)", "socket", 300, 15, 5,

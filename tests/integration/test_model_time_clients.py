@@ -199,39 +199,3 @@ def test_grpcio_keepalive(natsim_world: NatsimWorld, mode: str, survives: bool) 
     survived, said = _outcome(natsim_world, [sys.executable, "-c", GRPC_CLIENT, mode])
     assert survived is survives, said
     assert ("flow_expired" in natsim_world.kinds()) is not survives
-
-
-# -- requests: a Session's pooled connection reused after an idle spell ----------------------
-
-SESSION = """
-import time, requests, urllib3
-print("versions", requests.__version__, urllib3.__version__, flush=True)
-s = requests.Session()
-print("first", s.get("http://server:8080/", timeout=(10, 60)).status_code, flush=True)
-time.sleep(400)  # model seconds: the pooled connection idles past the NAT Gateway's 350 s
-try:
-    print("second", s.get("http://server:8080/", timeout=(10, 60)).status_code)
-except requests.ConnectionError as exc:
-    print("failed", exc)
-"""
-
-
-@pytest.mark.natsim(appliance="nat-gw", speed=SPEED)
-def test_a_requests_session_reused_after_idling_gets_the_reset(
-        natsim_world: NatsimWorld) -> None:
-    """The requests-urllib3 profile, checked against the installed release: no keepalive,
-    no retry of the reset (max_retries=0), so the reused connection's request fails at once
-    with 'Connection aborted', as ``natsim check --client-profile requests-urllib3
-    --reuse-after 400`` predicts."""
-    from simulator.core.advice import check_reuse  # noqa: PLC0415
-    from simulator.core.appliances import get_appliance  # noqa: PLC0415
-    from simulator.core.profiles import get_profile  # noqa: PLC0415
-
-    natsim_world.start("server", [sys.executable, "-m", "simulator.workloads.slow_http",
-                                  "--port", "8080", "--delay", "0.5"])
-    natsim_world.wait_for_port("server", 8080)
-    _, said = _outcome(natsim_world, [sys.executable, "-c", SESSION])
-    assert "first 200" in said and "failed" in said and "Connection aborted" in said, said
-    assert "rst_sent" in natsim_world.kinds()
-    predicted = check_reuse(get_appliance("nat-gw"), get_profile("requests-urllib3"), 400)
-    assert predicted.prediction.requests[-1].text == "reset" and not predicted.survives

@@ -16,13 +16,9 @@ world's ``tcp_keepalive_time`` is Linux's 7200 s, or the documented fix, 300 s.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
-import tempfile
-import textwrap
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -32,6 +28,7 @@ from simulator.cli.pytest_plugin import NatsimWorld
 from simulator.core.advice import check
 from simulator.core.appliances import get_appliance
 from simulator.core.profiles import get_profile
+from tests.integration.conftest import compile_java
 
 SPEED = 100
 IDLE = 420.0
@@ -238,15 +235,8 @@ public class Client {
 
 
 @pytest.fixture(scope="module")
-def java_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    if shutil.which("javac") is None:
-        pytest.skip("javac not installed (.ci/run installs a JDK)")
-    folder = tmp_path_factory.mktemp("java")
-    (folder / "Client.java").write_text(textwrap.dedent(JAVA_CLIENT))
-    subprocess.run(["javac", "-d", str(folder), str(folder / "Client.java")], check=True,
-                   capture_output=True, timeout=120)
-    os.chmod(folder, 0o755)
-    yield folder
+def java_client(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return compile_java(tmp_path_factory, "Client", JAVA_CLIENT)
 
 
 @pytest.mark.natsim(appliance="nat-gw", speed=SPEED)
@@ -263,48 +253,6 @@ def test_jdk(natsim_world: NatsimWorld, java_client: Path, mode: str, profile: s
 
 
 # -- PostgreSQL: psql (libpq) against a real server, pg_sleep as the slow answer -------------
-
-PG_BIN = Path("/usr/lib/postgresql")
-
-
-def _pg_bin() -> Path | None:
-    versions = sorted(PG_BIN.glob("*/bin/postgres")) if PG_BIN.is_dir() else []
-    return versions[-1].parent if versions else None
-
-
-@pytest.fixture
-def postgres(natsim_world: NatsimWorld) -> Iterator[None]:
-    """A real PostgreSQL server in the server's host, trusting the client's address."""
-    bin_dir = _pg_bin()
-    if bin_dir is None or shutil.which("psql") is None or shutil.which("runuser") is None:
-        pytest.skip("PostgreSQL server and psql not installed (.ci/run installs postgresql)")
-    # pytest's tmp folders are root's alone; the server runs as the postgres user
-    top = Path(tempfile.mkdtemp(prefix="natsim-pg-"))
-    os.chmod(top, 0o755)
-    data = top / "data"
-    data.mkdir()
-    shutil.chown(data, "postgres", "postgres")
-    try:
-        _start_postgres(natsim_world, bin_dir, data)
-        yield
-    finally:
-        shutil.rmtree(top, ignore_errors=True)
-
-
-def _start_postgres(natsim_world: NatsimWorld, bin_dir: Path, data: Path) -> None:
-    subprocess.run(["runuser", "-u", "postgres", "--", str(bin_dir / "initdb"), "-D",
-                    str(data), "-A", "trust", "-U", "postgres"], check=True,
-                   capture_output=True, timeout=120)
-    with (data / "pg_hba.conf").open("a") as hba:
-        hba.write("host all all 0.0.0.0/0 trust\n")
-    # the server runs as the postgres user, who cannot attach to the world's clock (natsim's,
-    # root's alone): it runs on the wall clock, and pg_sleep is given wall seconds below
-    natsim_world.start("server", ["runuser", "-u", "postgres", "--", str(bin_dir / "postgres"),
-                                  "-D", str(data), "-c", "listen_addresses=*",
-                                  "-c", f"unix_socket_directories={data}", "-p", "5432"],
-                       wall_time=True)
-    natsim_world.wait_for_port("server", 5432, timeout=30)
-
 
 def _psql(world: NatsimWorld) -> bool:
     """psql has no timeout of its own: one that hangs past the client's 900 model s (9 wall
@@ -338,6 +286,7 @@ def test_every_runnable_profile_has_a_real_client_test() -> None:
     tested = {"curl-default", "curl-no-keepalive", "node-http-agent", "node-net-socket",
               "linux-so-keepalive", "boto3-default", "boto3-tcp-keepalive", "libpq-default",
               "java-httpclient-default", "java-socket-keepidle-300",
-              "redis-py-default", "requests-urllib3"}  # in test_model_time_clients.py
+              "redis-py-default",  # in test_model_time_clients.py
+              "requests-urllib3"}  # in test_pool_clients.py
     runnable = {p.name for p in PROFILES.values() if p.real_client}
     assert runnable == tested, json.dumps(sorted(runnable ^ tested))
