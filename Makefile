@@ -10,7 +10,7 @@ help:
 	@echo "make setup                 install (Debian packages if missing, .venv with natsim)"
 	@echo "make scenario NAME=nat-gw  run a scenario (SPEED=K to override its time compression)"
 	@echo "make list                  list scenarios, their expected outcomes and safe speeds"
-	@echo "make demo                  narrated teaching run: nat-gw and nat-gw-keepalive side by side"
+	@echo "make demo [STORY=idle-pool]  narrated teaching run: three scenarios side by side"
 	@echo "make capacity              the four capacity scenarios at the real numbers, plan vs actual (about 2 min)"
 	@echo "make image                 the natsim Docker image (offline: a debootstrap base, host-built wheels)"
 	@echo "make bench                 the userspace middlebox against kernel forwarding, side by side"
@@ -101,7 +101,7 @@ kill-test: setup
 	NATSIM_KILL_RUNS=$${RUNS:-100} $(BIN)/pytest -q tests/integration/test_trust.py -k killed_at_random
 
 demo: setup
-	@$(NATSIM) demo $${SPEED:+--speed "$$SPEED"}
+	@$(NATSIM) demo $${SPEED:+--speed "$$SPEED"} $${STORY:+--story "$$STORY"}
 
 test: setup
 	$(BIN)/pytest

@@ -37,7 +37,7 @@ from simulator.spec.scenario import (
 )
 from simulator.support import interrupts
 from simulator.support.results import ResultsError
-from simulator.views.demo import run_demo
+from simulator.views.demo import STORY_NAMES, run_demo
 from simulator.world import docker_host, modeltime, rootless, topology
 from simulator.world.backends import BackendError
 from simulator.world.backends.docker import docker_leftovers
@@ -70,7 +70,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    return run_demo(args.speed, args.width)
+    return run_demo(args.speed, args.width, story=args.story)
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
@@ -333,10 +333,15 @@ def build_parser() -> argparse.ArgumentParser:
                      help="print JSON lines (header, events, verdict) instead of text")
     run.set_defaults(func=_cmd_run)
 
-    demo = sub.add_parser("demo", help="narrated teaching run: nat-gw and nat-gw-keepalive "
-                                       "side by side")
-    demo.add_argument("--speed", type=float, default=35.0, metavar="K",
-                      help="time compression for both runs (default 35: about 30 s)")
+    demo = sub.add_parser("demo", help="narrated teaching run: three scenarios side by side "
+                                       "(a slow answer, or --story idle-pool)")
+    demo.add_argument("--story", choices=STORY_NAMES, default="slow-answer",
+                      help="slow-answer (default): nat-gw, nat-gw-keepalive and an L4 proxy; "
+                           "idle-pool: a pooled connection reused after 400 s idle behind a "
+                           "NAT Gateway (RST), a GWLB (silent drop) and with keepalive")
+    demo.add_argument("--speed", type=float, default=None, metavar="K",
+                      help="time compression for the three runs (default: the story's, 35 "
+                           "for slow-answer, about 30 s; 40 for idle-pool, about 40 s)")
     demo.add_argument("--width", type=int, default=None,
                       help="terminal width (default: the terminal's)")
     demo.set_defaults(func=_cmd_demo)

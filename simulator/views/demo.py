@@ -8,6 +8,13 @@ with one plain sentence saying what just happened and why it matters: the same 4
 wait ends in a lost answer, a delivered one, and a connection the proxy cut although the
 client's keepalive was right (why a proxy cannot stand in for a NAT Gateway).
 
+``natsim demo --story idle-pool`` tells the other story people meet behind a NAT: a pooled
+connection reused after 400 s idle. ``nat-gw-idle-pool`` (the NAT Gateway's RST: the pool
+retries at once and recovers), ``gwlb-idle-pool`` (a silent drop: the kernel retransmits
+with backoff for a quarter of an hour before the application hears anything) and
+``nat-gw-idle-pool-keepalive`` (probes every 300 s: the connection is still there). Its
+narration lives in :mod:`simulator.views.demo_pool`.
+
 The runs are ordinary ``natsim run --jsonl`` processes: the demo only narrates what they
 report, it decides nothing.
 """
@@ -24,11 +31,13 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
 from simulator.core.jsonvalue import Json, number
+from simulator.views import demo_pool
 
 LEFT, RIGHT, PROXY = "nat-gw", "nat-gw-keepalive", "l4-proxy-keepalive"
 STORIES = (LEFT, RIGHT, PROXY)
@@ -37,6 +46,14 @@ HEADINGS = {LEFT: f"WITHOUT keepalive ({LEFT})",
             PROXY: f"the same, but an L4 proxy (HAProxy) instead of the NAT ({PROXY})"}
 REPO_ROOT = Path(__file__).resolve().parents[2]
 HOLD = 1.0
+"""Wall seconds an event waits, even once every column has reached its moment, for lines of
+the same run that arrive out of order (client, server and middlebox write apart)."""
+SAME_MOMENT = 1.0
+"""Model seconds within which two runs' steps are one moment, told on one row."""
+MAX_HOLD = 30.0
+"""Wall seconds an event waits at most for a column that has not reached its moment (a run
+still building its world, or one that is stuck): a lagging column's steps then print late
+rather than holding the others back for ever."""
 
 NARRATION: dict[tuple[str, str], str] = {
     ("middlebox", "flow_created"): "The client connects; the NAT Gateway maps it to a public "
@@ -121,15 +138,17 @@ def _sentence(ev: Mapping[str, Json], story: str = LEFT) -> str | None:
     return text
 
 
-def _print_rows(cols: Columns, due: list[tuple[float, str, Mapping[str, Json]]]) -> None:
+def _print_rows(cols: Columns, due: list[tuple[float, str, Mapping[str, Json]]],
+                story: Story | None = None) -> None:
     """One row per event; the same step on both sides at the same moment shares a row."""
-    # within one second of model time, the story's own order (NARRATION's), so that both
-    # columns tell their t = 0 steps in the same order whatever order the lines arrived in
-    items = sorted(((t, name, sentence, STEP_ORDER.get((str(ev.get("source")),
-                                                        str(ev.get("kind"))), 99))
-                    for t, name, ev in due if (sentence := _sentence(ev, name)) is not None),
+    story = story or SLOW_ANSWER
+    order = story.step_order or {}
+    items = sorted(((t, name, sentence, order.get((str(ev.get("source")),
+                                                   str(ev.get("kind"))), 99 if order else 0))
+                    for t, name, ev in due
+                    if (sentence := story.sentence(ev, name)) is not None),
                    key=lambda item: (round(item[0]), item[3], item[0]))
-    shown = STORIES[:cols.columns]
+    shown = story.columns[:cols.columns]
     used: set[int] = set()
     for i, (t, name, sentence, _) in enumerate(items):
         if i in used:
@@ -144,21 +163,74 @@ def _print_rows(cols: Columns, due: list[tuple[float, str, Mapping[str, Json]]])
         cols.row(f"{round(t) + 0:d}", *(texts[n] for n in shown))
 
 
-def run_demo(speed: float = 35.0, width: int | None = None,  # noqa: C901
-             out: TextIO | None = None) -> int:
+@dataclass(frozen=True)
+class Story:
+    """What ``natsim demo --story NAME`` runs and says: its scenarios (one column each), the
+    words around them, and a sentence for each event worth telling (``None``: not told)."""
+
+    name: str
+    columns: tuple[str, ...]
+    headings: Mapping[str, str]
+    intro: str
+    moral: str
+    speed: float
+    sentence: Callable[[Mapping[str, Json], str], str | None]
+    step_order: Mapping[tuple[str, str], int] | None = None
+    """Within one second of model time, steps in this order (so that columns whose lines
+    arrive in different orders tell simultaneous steps alike); without it, model time's."""
+
+
+SLOW_ANSWER = Story(
+    "slow-answer", STORIES, HEADINGS,
+    "natsim demo: one slow request (the answer takes 400 s) through an AWS NAT Gateway, "
+    "which forgets a connection idle for 350 s.\n",
+    "\nThe fix is one socket option (TCP_KEEPIDLE below 350 s) or, with SO_KEEPALIVE alone, "
+    "the sysctl net.ipv4.tcp_keepalive_time (Linux's default 7200 s is far too late).\nAnd "
+    "a proxy-based fault injector would have told you the fix does not work: its probes "
+    "never cross a proxy, a NAT Gateway sees every one.\n",
+    35.0, _sentence, STEP_ORDER)
+
+
+def idle_pool_story() -> Story:
+    """A fresh narrator each time: it counts each column's drops and connections."""
+    narrator = demo_pool.PoolNarrator()
+    return Story("idle-pool", demo_pool.COLUMNS, demo_pool.HEADINGS, demo_pool.INTRO,
+                 demo_pool.MORAL, demo_pool.DEFAULT_SPEED, narrator.sentence)
+
+
+STORY_NAMES = ("slow-answer", "idle-pool")
+
+
+def get_story(name: str) -> Story:
+    if name == "idle-pool":
+        return idle_pool_story()
+    if name == "slow-answer":
+        return SLOW_ANSWER
+    raise ValueError(f"no demo story {name!r} (there are: {', '.join(STORY_NAMES)})")
+
+
+def run_demo(speed: float | None = None, width: int | None = None,  # noqa: C901
+             out: TextIO | None = None, story: str = "slow-answer") -> int:
     # long: a narrated script, read top to bottom like the story it tells in a room
     out = out or sys.stdout
+    told = get_story(story)
+    speed = speed or told.speed
     width = width or shutil.get_terminal_size((120, 24)).columns
-    cols = Columns(out, width, len(STORIES))
-    out.write("natsim demo: one slow request (the answer takes 400 s) through an AWS NAT "
-              "Gateway, which forgets a connection idle for 350 s.\n")
+    cols = Columns(out, width, len(told.columns))
+    out.write(told.intro)
     out.write(f"The three runs happen now, at speed {speed:g} (1 wall second = {speed:g} "
               "model seconds). Times are model seconds.\n\n")
-    cols.row("model s", *(HEADINGS[n] for n in STORIES))
+    cols.row("model s", *(told.headings[n] for n in told.columns))
     cols.rule()
-    procs = {name: _spawn(name, speed) for name in STORIES}
+    procs = {name: _spawn(name, speed) for name in told.columns}
     buffers = {name: b"" for name in procs}
     pending: list[tuple[float, float, str, Mapping[str, Json]]] = []  # (arrived, t, side, event)
+    reached: dict[str, float] = {}  # each run's latest model time reported
+
+    def told_by_all(t: float) -> bool:
+        """Every run still going has reported a moment at or after ``t``: the worlds start
+        a few wall seconds apart, so arrival order alone would tell one column ahead."""
+        return all(reached.get(n, -1.0) >= t or procs[n].poll() is not None for n in procs)
     verdicts: dict[str, Mapping[str, Json]] = {}
     errors: dict[str, str] = {}
     try:
@@ -179,12 +251,19 @@ def run_demo(speed: float = 35.0, width: int | None = None,  # noqa: C901
                         verdicts[name] = ev
                     elif "t" in ev and "source" in ev:
                         pending.append((time.monotonic(), number(ev, "t"), name, ev))
+                        reached[name] = max(reached.get(name, -1.0), number(ev, "t"))
             now = time.monotonic()
             finished = all(p.poll() is not None for p in procs.values())
-            due = sorted((p for p in pending if finished or now - p[0] >= HOLD),
+            # an event is ready once it has waited HOLD and every run has reached its moment
+            # (or MAX_HOLD has passed); everything up to the latest ready moment prints
+            # with it (and the same moment's steps), in model-time order, from every run
+            cutoff = max((p[1] for p in pending if finished or now - p[0] >= MAX_HOLD
+                          or (now - p[0] >= HOLD and told_by_all(p[1]))), default=None)
+            due = sorted((p for p in pending
+                          if cutoff is not None and p[1] <= cutoff + SAME_MOMENT),
                          key=lambda p: p[1])
             pending = [p for p in pending if p not in due]
-            _print_rows(cols, [(t, name, ev) for _, t, name, ev in due])
+            _print_rows(cols, [(t, name, ev) for _, t, name, ev in due], told)
             if finished and not pending:
                 break
             select.select([p.stdout for p in procs.values()
@@ -200,11 +279,11 @@ def run_demo(speed: float = 35.0, width: int | None = None,  # noqa: C901
             proc.stdout.close()
             proc.stderr.close()
     cols.rule()
-    for name in STORIES:
+    for name in told.columns:
         if name not in verdicts:
             out.write(f"{name}: the run failed:\n{errors.get(name, '')}\n")
             return 1
-    ends = [verdicts[name] for name in STORIES]  # the runs' verdict lines
+    ends = [verdicts[name] for name in told.columns]  # the runs' verdict lines
     cols.row("outcome", *(f"client {v['client']}, server {v['server']}" for v in ends))
 
     def said(v: Mapping[str, Json]) -> str:
@@ -212,9 +291,6 @@ def run_demo(speed: float = 35.0, width: int | None = None,  # noqa: C901
             str(v["verdict"]), f"ERROR: {v.get('error')}")
 
     cols.row("", *(said(v) for v in ends))
-    out.write("\nThe fix is one socket option (TCP_KEEPIDLE below 350 s) or, with SO_KEEPALIVE "
-              "alone, the sysctl net.ipv4.tcp_keepalive_time (Linux's default 7200 s is far "
-              "too late).\nAnd a proxy-based fault injector would have told you the fix does "
-              "not work: its probes never cross a proxy, a NAT Gateway sees every one.\n")
+    out.write(told.moral)
     out.write("Pictures and captures: " + "  ".join(f"{v['results']}/" for v in ends) + "\n")
     return 0 if all(v["verdict"] == "PASS" for v in ends) else 1

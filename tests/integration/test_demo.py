@@ -22,3 +22,24 @@ def test_demo_tells_the_three_stories_side_by_side() -> None:
     assert "client answer, server delivered" in text
     assert "client closed, server reset" in text
     assert text.count("PASS: as the model predicts") == 3
+
+
+def test_the_idle_pool_story_tells_the_reset_the_hang_and_the_kept_connection() -> None:
+    out = io.StringIO()
+    assert run_demo(speed=45, width=200, out=out, story="idle-pool") == 0
+    text = out.getvalue()
+    print(text)
+    rows = text.splitlines()
+    rst = next(r for r in rows if "it answers with an RST" in r)
+    probe = next(r for r in rows if "TCP keepalive probe on the idle pooled" in r)
+    gave_up = next(r for r in rows if "The kernel gives up: ETIMEDOUT" in r)
+    assert rst.index("answers with an RST") < 72
+    assert 72 < gave_up.index("The kernel gives up") < 135
+    assert probe.index("TCP keepalive probe") > 135
+    # the hang: the request at 400 s, the give-up near 400 + 925 model s
+    assert 1200 < int(gave_up.split()[0]) < 1500, gave_up
+    assert sum("Retransmission" in r for r in rows) >= 8
+    assert "client answer, reset+answer" in text
+    assert "client answer, retransmit_timeout" in text
+    assert "client answer, answer" in text
+    assert text.count("PASS: as the model predicts") == 3

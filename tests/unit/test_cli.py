@@ -123,3 +123,33 @@ def test_check_takes_one_question_at_a_time(capsys: pytest.CaptureFixture[str]) 
     assert "--idle" in capsys.readouterr().err
     assert main(["check", "nat-gw", "--reuse-after", "400"]) == 2
     assert main(["check", "--reuse-after", "-1"]) == 2
+
+
+def test_the_idle_pool_narration_counts_retransmissions_per_column() -> None:
+    """The first drop is the request, each later one a retransmission; an RST appliance's
+    drop (before its RST) is not told as a silent drop."""
+    import io  # noqa: PLC0415
+
+    from simulator.core.jsonvalue import Json  # noqa: PLC0415
+    from simulator.views.demo import Columns, _print_rows, idle_pool_story  # noqa: PLC0415
+    from simulator.views.demo_pool import RESET_POOL, SILENT_POOL  # noqa: PLC0415
+
+    story = idle_pool_story()
+    drop: dict[str, Json] = {"source": "middlebox", "kind": "dropped", "side": "inside"}
+    sent: dict[str, Json] = {"source": "client", "kind": "request_sent", "request": 2,
+                             "attempt": 1, "t": 400}
+    gave_up: dict[str, Json] = {"source": "client", "kind": "retransmit_timeout",
+                                "request": 2, "attempt": 1, "t": 1325}
+    out = io.StringIO()
+    _print_rows(Columns(out, 200, 3), [
+        (400.0, SILENT_POOL, sent), (400.0, RESET_POOL, drop), (400.0, SILENT_POOL, drop),
+        (400.2, SILENT_POOL, drop), (400.6, SILENT_POOL, drop), (1325.0, SILENT_POOL, gave_up),
+    ], story)
+    text = out.getvalue()
+    assert text.count("drops the request silently") == 1
+    assert "retransmits it" in text and "Retransmission 2: dropped" in text
+    assert "ETIMEDOUT, 925 s after the request" in text
+    with pytest.raises(ValueError, match="idle-pool"):
+        from simulator.views.demo import get_story  # noqa: PLC0415
+
+        get_story("idle")
