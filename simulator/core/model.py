@@ -16,7 +16,7 @@ the appliance in between are keepalive probes: the client's kernel sends one aft
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from itertools import pairwise
 
@@ -111,10 +111,20 @@ def server_after_leaving(ex: Exchange, left_at: float, alive: bool,
     return _server_after_client_left(ex.late_from_outside)
 
 
-def predict(ex: Exchange) -> Prediction:  # noqa: C901
-    """Walk the exchange's few possible instants in order; see the module docstring."""
+def predict(ex: Exchange, resend: Sequence[float] | None = None) -> Prediction:  # noqa: C901
+    """Walk the exchange's few possible instants in order; see the module docstring.
+
+    An appliance that tracks a late inside packet anew (``late_from_inside: pass``, a
+    security group, a conntrack firewall) lets a keepalive probe re-open the forgotten
+    flow, and the server's next retransmission of a dropped answer then passes as a reply:
+    the outcome depends on the server kernel's retransmission times (``resend``, model
+    seconds after the answer; Linux's own by default), which the walk of
+    :mod:`simulator.core.path_model` follows instant by instant.
+    """
     # long: the model is one walk through time, instant by instant; its branches are the
     # story's branches, and reading them in one place is the point
+    if ex.late_from_inside is LateAction.PASS:
+        return _walked(ex, resend)[0]
     t_out, delay, limit = ex.idle_timeout, ex.answer_delay, ex.client_timeout
     ka = ex.keepalive_idle if ex.keepalive_idle is not None else math.inf
     inside, outside = ex.late_from_inside, ex.late_from_outside
@@ -250,8 +260,20 @@ def decisive_gap_udp(ex: DatagramExchange) -> float:
     return min((b - a for a, b in pairwise(instants)), default=math.inf)
 
 
-def decisive_gap(ex: Exchange) -> float:
+def _walked(ex: Exchange, resend: Sequence[float] | None) -> tuple[Prediction, float]:
+    """The walk's prediction and its decisive gap (see :func:`predict`)."""
+    from simulator.core import path_model  # noqa: PLC0415  (the walk builds on this module)
+
+    times = path_model.retransmits(1.0) if resend is None else resend
+    effects = path_model.PathEffects()
+    return (path_model.predict_path(ex, effects, times),
+            path_model.path_gap(ex, effects, times))
+
+
+def decisive_gap(ex: Exchange, resend: Sequence[float] | None = None) -> float:
     """The smallest distance between two instants whose order decides the outcome."""
+    if ex.late_from_inside is LateAction.PASS:
+        return _walked(ex, resend)[1]
     instants = [ex.idle_timeout, ex.answer_delay, ex.client_timeout]
     probe_after = None
     if ex.keepalive_idle is not None and ex.keepalive_idle < 2 * ex.client_timeout:

@@ -14,6 +14,10 @@ shipped scenario without events), plus:
   kernel repeats an unanswered probe every ``keepalive_interval`` and gives up after
   ``keepalive_count`` of them, sending an RST;
 * a restart or replacement forgets the flow: its next packet meets the late-packet rule;
+* an appliance that tracks a late inside packet anew (``pass``) lets a keepalive probe
+  re-open the flow: the server's next retransmission of an answer it dropped then passes
+  as a reply, and a server whose socket the appliance reset answers the probe with an RST
+  (:func:`~simulator.core.model.predict` walks such an exchange here, events or not);
 * a deregistration with connection termination resets both ends.
 
 The client's late network attach (seed 002) is :func:`predict_attach`: it decides which of
@@ -37,10 +41,20 @@ RETRIES2 = 15
 """``net.ipv4.tcp_retries2``: retransmissions before the kernel gives up."""
 
 
+RTO_MAX = 120.0
+"""The cap of the doubling (``TCP_RTO_MAX``), wall seconds."""
+
+
 def retransmits(speed: float) -> tuple[float, ...]:
     """When the server's kernel retransmits an unacknowledged answer, in model seconds after
-    the first send, at ``speed`` (kernel timers are not compressed)."""
-    return tuple(speed * RTO_MIN * (2 ** i - 1) for i in range(1, RETRIES2 + 1))
+    the first send, at ``speed`` (kernel timers are not compressed): 200 ms doubling, capped
+    at 120 s, ``RETRIES2`` times (the fake backend's kernel does the same)."""
+    out, at, rto = [], 0.0, RTO_MIN
+    for _ in range(RETRIES2):
+        at += rto
+        out.append(speed * at)
+        rto = min(2 * rto, RTO_MAX)
+    return tuple(out)
 
 
 @dataclass(frozen=True)
@@ -95,6 +109,10 @@ class _Walk:
     unanswered_since: float | None = None
     gone_at: float | None = None
     closing: bool = False
+    resending: bool = False
+    """The server's answer was dropped and the client still waits: its kernel's next
+    retransmission may yet get through (a probe that re-opens the flow, a blackhole that
+    ends)."""
     story: list[str] = field(default_factory=list)
     margins: list[float] = field(default_factory=list)
     """At each instant, how far ahead of the next candidate it was."""
@@ -131,6 +149,7 @@ def _walk(ex: Exchange, fx: PathEffects,  # noqa: C901
     forgets = list(fx.forgets)
     terminate = fx.terminate
     while w.client is None or w.server is None:
+        w.resending = w.server == "unacknowledged" and w.client is None and bool(tries)
         candidates: list[tuple[float, int, str]] = []
         if w.alive:
             lasts = ex.closing_timeout if w.closing and ex.closing_timeout is not None \
@@ -144,7 +163,7 @@ def _walk(ex: Exchange, fx: PathEffects,  # noqa: C901
             candidates.append((ex.client_timeout, 5, "limit"))
             if math.isfinite(next_probe):
                 candidates.append((next_probe, 3, "probe"))
-        if w.server is None and tries:
+        if tries and (w.server is None or w.resending):
             candidates.append((tries[0], 4, "answer"))
         if not candidates:
             break
@@ -225,6 +244,10 @@ def _probe(w: _Walk, t: float, ka: float) -> float:
     if rule is LateAction.PASS:
         w.story.append(f"the client's keepalive probe at {t:g} s is tracked anew")
         w.alive = True
+        if w.server == "reset":  # the appliance's RST closed the server's socket
+            w.client_done("reset", t, "it reaches the server's kernel, whose socket the "
+                          "appliance's RST closed: RST")
+            return math.inf
     if ex.probes_refresh or rule is LateAction.PASS:
         w.last = t
     w.unanswered_since = None
@@ -246,14 +269,19 @@ def _answer(w: _Walk, t: float, last_try: bool) -> None:
         w.server = "reset"
         w.story.append(f"the server's answer at {t:g} s gets an RST from the appliance")
     elif rule is LateAction.DROP:
+        if w.server is None:
+            w.story.append(f"the server's answer at {t:g} s is dropped; its kernel "
+                           "retransmits it")
         w.server = "unacknowledged"
-        w.story.append(f"the server's answer at {t:g} s is dropped; it retransmits in vain")
     elif w.client is not None:  # it reaches the client's kernel, whose socket is gone
         w.server = "reset"
         w.story.append(f"the answer at {t:g} s reaches a closed socket: RST")
     else:
+        again = w.server == "unacknowledged"
         w.server = "delivered"
-        w.client_done("answer", t, f"the answer arrives at {t:g} s")
+        w.client_done("answer", t, f"the server's retransmission at {t:g} s passes as a "
+                      "reply on the flow tracked anew: the answer arrives" if again else
+                      f"the answer arrives at {t:g} s")
 
 
 @dataclass(frozen=True)

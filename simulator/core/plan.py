@@ -286,7 +286,8 @@ def programs(s: ScenarioView, p: PlanView) -> Programs:
                      keepalive=s.keepalive.mode, retries=s.retries,
                      backoff=s.backoff / p.speed, resolve=s.resolve, idle=idle,
                      interval=interval, count=p.keepalive_count if idle is not None else None),
-        p.client_timeout.wall + retrying + 15.0)
+        # the server answers (and waits for the acknowledgement) even after the client gave up
+        max(p.client_timeout.wall, answer_after) + retrying + 15.0)
 
 
 def _pool_programs(s: ScenarioView, p: PlanView) -> Programs:

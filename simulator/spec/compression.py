@@ -193,7 +193,7 @@ def _predict(s: Scenario, ex: Exchange, k: float) -> Prediction:
     if s.proxy is not None:
         return predict_proxy(ex)
     fx = PathEffects.of(s.events)
-    then = predict_path(ex, fx, retransmits(k)) if fx.active else predict(ex)
+    then = predict_path(ex, fx, retransmits(k)) if fx.active else predict(ex, retransmits(k))
     if not fx.active:  # events that leave this flow alone still belong in its story
         then.story[:0] = fx.story
     attach = s.attach
@@ -206,7 +206,7 @@ def _predict(s: Scenario, ex: Exchange, k: float) -> Prediction:
 def _gap(s: Scenario, ex: Exchange, k: float) -> float:
     """The smallest model-time distance between instants whose order decides the outcome."""
     fx = PathEffects.of(s.events)
-    gap = path_gap(ex, fx, retransmits(k)) if fx.active else decisive_gap(ex)
+    gap = path_gap(ex, fx, retransmits(k)) if fx.active else decisive_gap(ex, retransmits(k))
     attach = s.attach
     if attach is not None:
         # the runner's netlink calls that bring the link up take tens of wall milliseconds:

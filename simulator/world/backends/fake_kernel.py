@@ -124,6 +124,11 @@ class Tcp:
             if self.state != "CLOSED":
                 self._fail("reset")
             return
+        if self.state == "CLOSED":  # reset or timed out: no socket any more, so an RST
+            length = len(payload) + (1 if flags & (SYN | FIN) else 0)
+            self.host.transmit(build_tcp(*self.local, *self.remote,
+                                         ack if flags & ACK else 0, seq + length, RST | ACK))
+            return
         if self.state == "SYN_SENT":
             if flags & SYN and flags & ACK:
                 self.rcv_nxt, self.snd_una, self.state = seq + 1, ack, "ESTABLISHED"
