@@ -1,10 +1,11 @@
 """Where a load balancer sends a flow, and what its inspection hosts remember.
 
 A Network Load Balancer spreads the flows to its virtual address over its targets by a hash
-of the 5-tuple; a Gateway Load Balancer sends each flow to one of its inspection hosts by a
-hash of 5, 3 or 2 fields (its *stickiness*). A flow hashed again (a UDP flow re-created
-after expiry, a late packet re-hashed) counts a *generation*, and with 5-tuple hashing the
-next generation moves on to the next target. The generations are remembered for the most
+of the 5-tuple (a flow created again with the same 5-tuple returns to the same target); a
+Gateway Load Balancer sends each flow to one of its inspection hosts by a hash of 5, 3 or 2
+fields (its *stickiness*). A late packet re-hashed by a Gateway Load Balancer counts a
+*generation*, and with 5-tuple stickiness the next generation is taken to move on to the
+next host (the catalogue's reproducible worst case). The generations are remembered for the most
 recent keys only (bounded memory).
 
 Each inspection host is stateful: it forwards only the connections it learnt from their
@@ -64,10 +65,11 @@ class Balancer:
         return generation
 
     def pick_backend(self, key: Key) -> int:
-        """A 5-tuple hash; a flow created again (UDP after expiry) moves on; a deregistered
-        target is passed over while another remains."""
-        choice = (zlib.crc32(_five_tuple(key), self.appliance.hash_seed)
-                  + self.next_generation(key) - 1) % self.backends
+        """A 5-tuple hash, the same for a flow created again (a UDP flow after its expiry):
+        "A UDP flow has the same source and destination, so it is consistently routed to a
+        single target throughout its lifetime" (NLB documentation); a deregistered target is
+        passed over while another remains."""
+        choice = zlib.crc32(_five_tuple(key), self.appliance.hash_seed) % self.backends
         return _avoid(choice, self.backends, self.unavailable_backends)
 
     def pick_target(self, key: Key) -> int:

@@ -189,6 +189,8 @@ class UdpClientConfig:
     port: int
     timeout: float
     heartbeat: float | None = None
+    heartbeat_new_port: bool = False
+    """Each heartbeat from a fresh socket (a new source port): a flow of its own."""
 
 
 @dataclass(frozen=True)

@@ -111,11 +111,10 @@ class Middlebox(IcmpRules, PathRules):
         the events are rate-limited, the log is not)."""
         self.last_tracked: Flow | None = None
         """The flow of the last packet accounted for (the dataplane's fast path reads it)."""
-        # Keys of expired flows -> flow id, so that a late packet can be named in the log.
         self._tombstones: OrderedDict[tuple[Side, Key], tuple[int, str]] = OrderedDict()
-        """Recently expired flows by key, oldest first (an OrderedDict: dropping the oldest
-        of a plain dict with ``next(iter(d))`` walks past every deleted slot, and at 100,000
-        expiries that walk made RSTs hundreds of milliseconds late)."""
+        """Recently gone flows' keys -> (id, why), oldest first, to name a late packet in the
+        log (an OrderedDict: dropping the oldest of a plain dict with ``next(iter(d))`` walks
+        past every deleted slot; at 100,000 expiries that made RSTs 100s of ms late)."""
         # Several backends behind a virtual address: DNAT each new flow to one of them.
         self._vip = ip_from_str(appliance.vip)
         self._backends = [ip_from_str(ip) for ip in appliance.backend_ips]
@@ -533,6 +532,8 @@ class Middlebox(IcmpRules, PathRules):
     def _late(self, pkt: Packet, key: Key, side: Side, now: float,
               packet: bytearray) -> list[Transmit]:
         """A packet that matches no flow: the appliance's rule for its side decides."""
+        if side is Side.OUTSIDE and self._to_retired_address(pkt, now):
+            return []
         expired, why = self._tombstones.get((side, key), (None, ""))
         what = f"of {why} flow #{expired}" if expired is not None else "of no known flow"
         who = side.peer_role

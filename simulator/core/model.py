@@ -231,16 +231,35 @@ class DatagramExchange:
     answer_delay: float
     client_timeout: float
     heartbeat: float | None = None
+    recreates: bool = False
+    """A heartbeat after the expiry creates the request's flow again, with the same 5-tuple
+    (an appliance that does not translate the client, such as a Network Load Balancer,
+    which hashes it to the same target): the answer passes if it comes within the idle
+    timeout of the last heartbeat. Through a NAT the new mapping takes a new public port,
+    and the answer, sent to the old one, is dropped."""
+    own_flows: bool = False
+    """The heartbeats leave from fresh sockets (new source ports): flows of their own,
+    which keep nothing of the request's alive."""
+
+    def last_beat(self) -> float:
+        """The client's last datagram for the request's flow before the answer."""
+        beat = self.heartbeat
+        if beat is None or self.own_flows:
+            return 0.0
+        return math.floor(self.answer_delay / beat) * beat
 
 
 def predict_udp(ex: DatagramExchange) -> Prediction:
     """A UDP mapping lives while datagrams keep coming; the late answer is dropped silently."""
     t_out, delay, limit = ex.idle_timeout, ex.answer_delay, ex.client_timeout
-    beat = ex.heartbeat if ex.heartbeat is not None else math.inf
+    beat = ex.heartbeat if ex.heartbeat is not None and not ex.own_flows else math.inf
     story: list[str] = []
     if delay >= limit:
         story.append(f"the client gives up at {limit:g} s, before the answer")
         return Prediction("timeout", limit, "answered", None, t_out, story)
+    if ex.own_flows and ex.heartbeat is not None:
+        story.append(f"the heartbeats every {ex.heartbeat:g} s leave from new source ports: "
+                     "flows of their own, which keep nothing of the request's flow alive")
     if beat < t_out:
         story.append(f"a heartbeat every {beat:g} s keeps the {t_out:g} s UDP mapping alive")
         story.append(f"the answer arrives at {delay:g} s")
@@ -249,15 +268,28 @@ def predict_udp(ex: DatagramExchange) -> Prediction:
         story.append(f"the answer at {delay:g} s comes before the {t_out:g} s UDP timeout")
         return Prediction("answer", delay, "answered", None, t_out, story)
     story.append(f"the UDP mapping expires silently at {t_out:g} s")
+    last = ex.last_beat()
+    if ex.recreates and last > 0 and delay - last < t_out:
+        story.append(f"the heartbeat at {last:g} s, with the request's own 5-tuple, creates "
+                     "the flow again (a 5-tuple hash: the same target)")
+        story.append(f"the answer at {delay:g} s, {delay - last:g} s after it, passes")
+        return Prediction("answer", delay, "answered", t_out, t_out, story)
+    if not ex.recreates and math.isfinite(beat) and beat < delay:
+        story.append(f"the heartbeat at {beat:g} s gets a new mapping (a new public port)")
     story.append(f"the answer at {delay:g} s is dropped; nobody is told")
     story.append(f"the client times out at {limit:g} s")
     return Prediction("timeout", limit, "answered", t_out, t_out, story)
 
 
 def decisive_gap_udp(ex: DatagramExchange) -> float:
+    heartbeat = None if ex.own_flows else ex.heartbeat
     instants = sorted(x for x in (ex.idle_timeout, ex.answer_delay, ex.client_timeout,
-                                  ex.heartbeat) if x is not None)
-    return min((b - a for a, b in pairwise(instants)), default=math.inf)
+                                  heartbeat) if x is not None)
+    gaps = [b - a for a, b in pairwise(instants)]
+    if ex.recreates and heartbeat is not None:  # the answer against the last heartbeat's
+        since = ex.answer_delay - ex.last_beat()  # flow (and a heartbeat at the same time)
+        gaps += [abs(since - ex.idle_timeout), since]
+    return min(gaps, default=math.inf)
 
 
 def _walked(ex: Exchange, resend: Sequence[float] | None) -> tuple[Prediction, float]:

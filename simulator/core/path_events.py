@@ -18,7 +18,10 @@ them due. What each kind does, from the providers' documentation where there is 
 * ``restart``: the flow table is lost. Every flow's next packet meets the late-packet rule
   (an RST from a NAT Gateway, a drop from a Gateway Load Balancer).
 * ``replace``: the same, and the replacement has new public addresses: the server sees a new
-  source for every new connection.
+  source for every new connection. The server's packets for an old connection still go to
+  the old address, which the old gateway holds or has released: the new gateway never sees
+  them, so they are dropped silently whatever its late-packet rule (the server retransmits
+  in vain), and only the client's own packets meet the new gateway's rule.
 * ``deregister`` (load balancers with several targets): the target serving the client's
   connection stops receiving new flows; existing flows continue ("If the deregistered
   target stays healthy and an existing connection is not idle, the load balancer can
@@ -49,7 +52,7 @@ from simulator.core.events import EventKind, Side
 from simulator.core.flows import Flow, FlowTable, Key, PortAllocator, Timer
 from simulator.core.icmp import Transmit
 from simulator.core.jsonvalue import Json, JsonObject, fields_json, from_json
-from simulator.core.packets import IPPROTO_TCP, ip_from_str
+from simulator.core.packets import IPPROTO_TCP, Packet, ip_from_str, ip_to_str
 
 __all__ = ["DEFAULT_DEREGISTRATION_DELAY", "FAILOVER_MODES", "PathEvent", "PathKind",
            "PathRules", "replacement_addresses"]
@@ -137,6 +140,8 @@ class PathRules:
     _path_events: tuple[PathEvent, ...] = ()
     """Waiting to be armed (by the first packet from the inside)."""
     _blackholed = False
+    _retired: frozenset[bytes] = frozenset()
+    """The public addresses a replacement gave up: packets to them never reach it."""
 
     def path_events(self, events: Sequence[PathEvent]) -> None:
         """The events this appliance will carry out, armed by the first inside packet."""
@@ -200,6 +205,7 @@ class PathRules:
                 f"{'' if len(lost) == 1 else 's'}{': ' + names if lost else ''}); the next "
                 "packet of each meets the late-packet rule")
         if event.kind is PathKind.REPLACE:
+            self._retired |= frozenset(self.ports.public_ips)
             new = replacement_addresses(self.appliance.public_ips)
             self.ports = PortAllocator([ip_from_str(ip) for ip in new],
                                        self.ports.limit, self.ports.port_min,
@@ -208,6 +214,20 @@ class PathRules:
             data["public_ips"] = list(new)
         self._emit(now, EventKind.PATH_EVENT, None, None, text, flows_lost=len(lost), **data)
         return []
+
+    def _to_retired_address(self, pkt: Packet, now: float) -> bool:
+        """A packet from the outside to a public address the replacement gave up: the old
+        gateway (or nobody) holds that address, never the new one, so the new gateway
+        cannot answer it with an RST. Dropped silently: the sender retransmits in vain."""
+        if pkt.dst not in self._retired:
+            return False
+        self.counters["PacketsToReplacedAddress"] += 1
+        if self.counters["PacketsToReplacedAddress"] <= 20:
+            self._emit(now, EventKind.DROPPED, None, Side.OUTSIDE,
+                       f"packet from the server to {ip_to_str(pkt.dst)}, the replaced "
+                       "gateway's address: the new gateway never sees it (nobody is told)",
+                       replaced_address=True)
+        return True
 
     def _serving_target(self, kind: PathKind) -> int:
         """The target of the client's connection: the oldest live TCP flow's."""

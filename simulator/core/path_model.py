@@ -66,10 +66,14 @@ class PathEffects:
     """Intervals [start, end) in which every packet is lost (end may be infinite)."""
     terminate: float | None = None
     story: tuple[str, ...] = ()
+    replaced: float | None = None
+    """When the appliance was first replaced: the server's packets for the flow go to the
+    old public address from then on, which the new appliance never sees."""
 
     @classmethod
     def of(cls, events: Sequence[PathEvent]) -> PathEffects:
         forgets, windows, terminate = [], [], None
+        replaced = min((e.at for e in events if e.kind is PathKind.REPLACE), default=None)
         for e in events:
             if e.kind in (PathKind.RESTART, PathKind.REPLACE):
                 forgets.append(e.at)
@@ -81,7 +85,7 @@ class PathEffects:
             elif e.kind is PathKind.DEREGISTER and e.termination:
                 terminate = e.at + e.delay
         return cls(tuple(sorted(forgets)), tuple(windows), terminate,
-                   tuple(e.describe() for e in events if not e.on_host))
+                   tuple(e.describe() for e in events if not e.on_host), replaced)
 
     @property
     def active(self) -> bool:
@@ -90,6 +94,13 @@ class PathEffects:
 
     def lost(self, t: float) -> bool:
         return any(a <= t < b for a, b in self.windows)
+
+    def unseen(self, what: str, t: float) -> bool:
+        """Whether packet ``what`` (``probe`` or ``answer``) sent at ``t`` decides nothing
+        by its order with other instants: lost in a blackhole, or an answer sent to the
+        public address a replacement gave up (no appliance ever sees it)."""
+        return self.lost(t) or (what == "answer" and self.replaced is not None
+                                and t >= self.replaced)
 
     def instants(self) -> list[float]:
         edges = [x for w in self.windows for x in w if math.isfinite(x)]
@@ -205,10 +216,10 @@ def _margin(fx: PathEffects, candidates: list[tuple[float, int, str]]) -> float:
     lost probe or retransmission decides nothing by coming first)."""
     t, _, what = candidates[0]
     packet = ("probe", "answer")
-    lost = what in packet and fx.lost(t)
+    lost = what in packet and fx.unseen(what, t)
     edges = [abs(t - x) for x in fx.instants()] if what in packet else []
     rivals = [c[0] - t for c in candidates[1:]
-              if not lost and not (c[2] in packet and fx.lost(c[0]))]
+              if not lost and not (c[2] in packet and fx.unseen(c[2], c[0]))]
     return min([*edges, *rivals], default=math.inf)
 
 
@@ -265,6 +276,11 @@ def _answer(w: _Walk, t: float, last_try: bool) -> None:
             w.story.append(f"the server's answer at {t:g} s is lost; its kernel retransmits")
         return
     rule = None if w.alive else ex.late_from_outside
+    if rule is not None and w.fx.replaced is not None and t >= w.fx.replaced:
+        rule = LateAction.DROP  # sent to the old address: the new appliance never sees it
+        if w.server is None:
+            w.story.append("the answer goes to the old public address, which the new "
+                           "appliance never sees")
     if rule is LateAction.RST:
         w.server = "reset"
         w.story.append(f"the server's answer at {t:g} s gets an RST from the appliance")

@@ -170,6 +170,8 @@ class ScenarioView(Protocol):
     @property
     def protocol(self) -> str: ...
     @property
+    def heartbeat_port(self) -> str: ...
+    @property
     def server_port(self) -> int: ...
     @property
     def server_delay(self) -> float: ...
@@ -268,7 +270,8 @@ def programs(s: ScenarioView, p: PlanView) -> Programs:
                             delay_label=f"{s.server_delay:g} s",
                             wait_limit=p.client_timeout.wall + 1.0),
             UdpClientConfig(host="server", port=s.server_port, timeout=p.client_timeout.wall,
-                            heartbeat=p.heartbeat.wall if p.heartbeat is not None else None),
+                            heartbeat=p.heartbeat.wall if p.heartbeat is not None else None,
+                            heartbeat_new_port=s.heartbeat_port == "new"),
             p.client_timeout.wall + 15.0)
     # a client that waits for its network resolves its server's name over the network
     idle = interval = None

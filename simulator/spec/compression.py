@@ -144,7 +144,13 @@ def _keepalive_model(s: Scenario) -> tuple[float | None, float | None, int | Non
 
 def _datagram_exchange(s: Scenario) -> DatagramExchange:
     timeout = min(a.udp_idle_timeout for a in s.chain or (s.appliance,))
-    return DatagramExchange(timeout, s.server_delay, s.client_timeout, s.heartbeat)
+    chain = s.chain or (s.appliance,)
+    # a heartbeat from the request's socket after the expiry creates the request's flow
+    # again: the same 5-tuple through an appliance that does not translate the client
+    return DatagramExchange(timeout, s.server_delay, s.client_timeout, s.heartbeat,
+                            recreates=s.heartbeat_port == "same" and not any(
+                                a.nat for a in chain),
+                            own_flows=s.heartbeat_port == "new")
 
 
 def _pool_exchange(s: Scenario, k: float) -> tuple[PoolExchange, Retransmission]:

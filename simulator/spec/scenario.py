@@ -107,6 +107,8 @@ class Scenario:
     """A capacity scenario's expected counts (``expect_client`` is their text)."""
     heartbeat: float | None = None
     """UDP only: the client sends a heartbeat datagram this often while it waits."""
+    heartbeat_port: str = "same"
+    """UDP only: ``same`` (the request's socket) or ``new`` (a fresh socket each time)."""
     backend: str = "namespaces"
     """Where the hosts live: ``namespaces`` or ``docker`` (containers: ``world/backends/``)."""
     images: dict[str, str] = field(default_factory=dict)
@@ -231,10 +233,9 @@ def parse_scenario(data: object, source: str, name: str) -> Scenario:
     speed = _speed(source, top)
     client_fields = (("timeout", "keepalive", "sysctls", "request", "profile", "retries",
                       "backoff", "resolve", *SCRIPT_FIELDS) if protocol == "tcp"
-                     else ("timeout", "heartbeat"))
+                     else ("timeout", "heartbeat", "heartbeat_port"))
     client = mapping(source, "client", top["client"], client_fields)
-    heartbeat = (number(source, "client.heartbeat", client["heartbeat"])
-                 if "heartbeat" in client else None)
+    heartbeat, heartbeat_port = _heartbeat(source, client)
     client_timeout = number(source, "client.timeout", client.get("timeout", 900))
     keepalive = _client_keepalive(source, client)
     sysctls = _sysctls(source, client)
@@ -256,11 +257,20 @@ def parse_scenario(data: object, source: str, name: str) -> Scenario:
         story=text(source, "story", top.get("story", "")),
         client_timeout=client_timeout, keepalive=keepalive, sysctls=sysctls,
         server_delay=delay, server_port=port, expect_client="", expect_server="",
-        protocol=protocol, heartbeat=heartbeat, backend=backend, images=images,
+        protocol=protocol, heartbeat=heartbeat, heartbeat_port=heartbeat_port,
+        backend=backend, images=images,
         request=text(source, "client.request", client.get("request", "GET /slow-answer")))
     if "requests" in client:
         return _scripted(source, top, client, expect, base)
     return _one_request(source, client, expect, replace(base, events=events, proxy=proxy))
+
+
+def _heartbeat(source: str, client: dict[str, object]) -> tuple[float | None, str]:
+    """UDP: how often the client sends a heartbeat, and from which socket."""
+    heartbeat = (number(source, "client.heartbeat", client["heartbeat"])
+                 if "heartbeat" in client else None)
+    return heartbeat, choice(source, "client.heartbeat_port",
+                             client.get("heartbeat_port", "same"), ("same", "new"))
 
 
 def _one_request(source: str, client: dict[str, object], expect: dict[str, object],

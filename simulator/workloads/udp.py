@@ -23,11 +23,14 @@ from simulator.workloads import report, role_and_config
 REQUEST, HEARTBEAT, ANSWER = b"REQUEST", b"HEARTBEAT", b"ANSWER (the slow answer)"
 
 
-async def client(host: str, port: int, timeout: float, heartbeat: float | None) -> str:
+async def client(host: str, port: int, timeout: float, heartbeat: float | None,
+                 new_port: bool = False) -> str:
     stream = await asyncio_dgram.connect((host, port))
     local = stream.sockname
     report("client", Kind.CONNECTED, f"UDP socket {local[0]}:{local[1]} -> {host}:{port}"
-           + (f"; heartbeat every {heartbeat:g} wall s" if heartbeat else "; no heartbeat"))
+           + (f"; heartbeat every {heartbeat:g} wall s" if heartbeat else "; no heartbeat")
+           + (", each from a new socket (a new source port)" if heartbeat and new_port
+              else ""))
     await stream.send(REQUEST)
     started = time.monotonic()
     report("client", Kind.REQUEST_SENT, "request datagram sent; waiting for the answer")
@@ -36,7 +39,15 @@ async def client(host: str, port: int, timeout: float, heartbeat: float | None) 
         assert heartbeat is not None
         while True:
             await asyncio.sleep(heartbeat)
-            await stream.send(HEARTBEAT)
+            if not new_port:
+                await stream.send(HEARTBEAT)
+                continue
+            # a flow of its own: the appliance hashes and tracks it apart from the request's
+            fresh = await asyncio_dgram.connect((host, port))
+            try:
+                await fresh.send(HEARTBEAT)
+            finally:
+                fresh.close()
 
     beats = asyncio.create_task(beat()) if heartbeat else None
     try:
@@ -94,7 +105,8 @@ def main(argv: list[str] | None = None) -> int:
     role, cfg = role_and_config("natsim-udp", __doc__, argv,
                                 {"client": UdpClientConfig, "server": UdpServerConfig})
     if isinstance(cfg, UdpClientConfig):
-        outcome = asyncio.run(client(cfg.host, cfg.port, cfg.timeout, cfg.heartbeat))
+        outcome = asyncio.run(client(cfg.host, cfg.port, cfg.timeout, cfg.heartbeat,
+                                     cfg.heartbeat_new_port))
     else:
         assert isinstance(cfg, UdpServerConfig)
         outcome = asyncio.run(server(cfg.port, cfg.delay, cfg.delay_label, cfg.wait_limit))

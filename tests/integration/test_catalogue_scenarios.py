@@ -90,15 +90,22 @@ def test_global_accelerator_keepalive_does_not_count(tmp_path: Path) -> None:
     assert expired.t == pytest.approx(340, abs=2)
 
 
-def test_nlb_targets_are_separate_namespaces_and_udp_rehashes(tmp_path: Path) -> None:
-    out = io.StringIO()
-    result = run_scenario(load_scenario("nlb-udp-targets"), 100, tmp_path / "u", out)
+def test_nlb_targets_are_separate_namespaces_and_udp_hashes_the_5_tuple(
+        tmp_path: Path) -> None:
+    """The heartbeat after the expiry, from the request's socket, returns to the request's
+    target (the answer arrives); heartbeats from new source ports are flows of their own,
+    spread over the targets by their ports."""
+    result = run_scenario(load_scenario("nlb-udp-targets"), 100, tmp_path / "u",
+                          io.StringIO())
     backends = [e.raw.get("backend") for e in result.events if e.kind == "flow_created"]
-    assert backends[:2] in ([0, 1], [1, 0])  # the heartbeat after expiry moved
-    sources = {e.source for e in result.events}
-    assert {"server", "server1"} <= sources  # both backends are real processes
-    stray = [e for e in result.events if e.kind == "stray_heartbeat"]
-    assert stray, "the other backend never saw the heartbeat"
+    assert len(backends) == 2 and backends[0] == backends[1], backends
+    assert result.client == "answer" and result.judgement.model_agrees
+    result = run_scenario(load_scenario("nlb-udp-targets-new-port"), 100, tmp_path / "n",
+                          io.StringIO())
+    created = [e for e in result.events if e.kind == "flow_created"]
+    assert len(created) >= 5  # the request's flow and one per heartbeat
+    assert {"server", "server1"} <= {e.source for e in result.events}  # two real targets
+    assert result.client == "timeout" and result.judgement.model_agrees
 
 
 def test_an_answer_after_the_client_gave_up_is_reset_by_its_kernel(tmp_path: Path) -> None:

@@ -72,6 +72,24 @@ def test_udp_mapping_expires_silently() -> None:
         "timeout", "answered")
 
 
+def test_a_late_heartbeat_recreates_the_flow_only_without_translation() -> None:
+    """Through an NLB (no translation of the client) a heartbeat after the expiry creates
+    the request's 5-tuple again and the answer 70 s later passes; through a NAT the new
+    mapping has a new public port; heartbeats from new ports keep nothing."""
+    from simulator.core.model import DatagramExchange, predict_udp  # noqa: PLC0415
+
+    nlb = DatagramExchange(120, 200, 400, heartbeat=130, recreates=True)
+    assert predict_udp(nlb).outcome() == ("answer", "answered")
+    assert predict_udp(DatagramExchange(120, 300, 400, heartbeat=130, recreates=True)
+                       ).outcome() == ("answer", "answered")  # 40 s after the one at 260
+    assert predict_udp(DatagramExchange(120, 255, 400, heartbeat=130, recreates=True)
+                       ).outcome() == ("timeout", "answered")  # 125 s after the one at 130
+    assert predict_udp(DatagramExchange(120, 200, 400, heartbeat=130)).outcome() == (
+        "timeout", "answered")
+    assert predict_udp(DatagramExchange(120, 200, 400, heartbeat=60, own_flows=True)
+                       ).outcome() == ("timeout", "answered")
+
+
 def test_capacity_predictions() -> None:
     from simulator.core.appliances import get_appliance  # noqa: PLC0415
     from simulator.core.model import capacity_towards_one_destination, predict_load  # noqa: PLC0415
