@@ -49,28 +49,36 @@ class ClientProfile:
 
 PROFILES: dict[str, ClientProfile] = {p.name: p for p in (
     ClientProfile("linux-so-keepalive", "any program that sets SO_KEEPALIVE on Linux", "os",
+                  version='Linux (any release: tcp(7) defaults)',
                   source="Linux tcp(7): tcp_keepalive_time 7200, intvl 75, probes 9",
                   real_client="python3 socket with SO_KEEPALIVE"),
     ClientProfile("dotnet-socketshttphandler", ".NET HttpClient / SocketsHttpHandler default",
-                  "off", source="seed 000: SocketsHttpHandler has TCP keep-alive turned off"),
+                  "off", version='.NET Core 2.1 and later (SocketsHttpHandler)',
+                  source="seed 000: SocketsHttpHandler has TCP keep-alive turned off"),
     ClientProfile("dotnet-connectcallback-300", ".NET with seed 000's ConnectCallback fix",
                   "socket", 300, 15, 5,
+                  version='.NET 5 and later (ConnectCallback)',
                   source="seed 000: TcpKeepAliveTime 300, Interval 15, RetryCount 5"),
     ClientProfile("aws-sdk-dotnet-lambda-netcore", "AWS SDK for .NET Lambda client on .NET "
                   "Core / .NET 6+", "off",
+                  version='AWS SDK for .NET v3 on .NET Core / .NET 6+',
                   source="seed 000: the SDK's 300 s/15 s keepalive works only on .NET "
                          "Framework"),
     ClientProfile("boto3-default", "boto3 / botocore default", "off",
+                  version='botocore 1.x (1.44.8 checked in the suite)',
                   source="botocore config: tcp_keepalive defaults to false",
                   real_client="botocore (PyPI) against a slow endpoint"),
     ClientProfile("boto3-tcp-keepalive", "boto3 with tcp_keepalive=true", "os",
+                  version='botocore 1.x (1.44.8 checked in the suite)',
                   source="botocore sets SO_KEEPALIVE only; the OS's 7200 s still applies "
                          "(seed 003)",
                   real_client="botocore (PyPI) against a slow endpoint"),
     ClientProfile("java-sdk-apache", "AWS SDK for Java v2, Apache client default", "off",
+                  version='AWS SDK for Java 2.x',
                   source="ApacheHttpClient.Builder.tcpKeepAlive defaults to false (seed 003)"),
     ClientProfile("java-sdk-apache-tcpkeepalive", "AWS SDK for Java v2, Apache client with "
                   "tcpKeepAlive(true)", "os",
+                  version='AWS SDK for Java 2.x',
                   source="SO_KEEPALIVE with OS timing; seed 001: 'these values are not "
                          "honored by the SDK'"),
     ClientProfile("java-httpclient-default", "the JDK's java.net.http.HttpClient default",
@@ -85,40 +93,51 @@ PROFILES: dict[str, ClientProfile] = {p.name: p for p in (
                   real_client="java (the JDK), HttpClient.send"),
     ClientProfile("java-socket-keepidle-300", "a Java Socket with SO_KEEPALIVE and "
                   "TCP_KEEPIDLE=300 (JDK 11+)", "socket", 300, 15, 5,
+                  version='JDK 11 and later (17 run in the suite)',
                   source="jdk.net.ExtendedSocketOptions.TCP_KEEPIDLE, TCP_KEEPINTERVAL, "
                          "TCP_KEEPCOUNT (JDK 11+, JDK-8194298)",
                   real_client="java (the JDK), java.net.Socket"),
     ClientProfile("go-net-dialer", "Go net.Dialer default", "socket", 15, 15, 9,
+                  version="Go 1.13 and later (KeepAliveConfig's defaults since 1.23)",
                   source="Go net/dial.go: defaultTCPKeepAliveIdle and Interval 15 s, Count 9"),
     ClientProfile("libpq-default", "PostgreSQL libpq default", "os",
+                  version='libpq 9 and later (psql 15 run, psycopg 3.3 checked)',
                   source="libpq: keepalives=1, keepalives_idle=0 (the OS default)",
                   real_client="psql (Debian postgresql-client) with pg_sleep on a real "
                               "PostgreSQL server"),
     ClientProfile("pgjdbc-default", "PostgreSQL JDBC default", "off",
+                  version='pgJDBC 42.x',
                   source="pgjdbc: tcpKeepAlive=false by default"),
     ClientProfile("node-http-agent", "Node.js http.Agent({keepAlive: true}), and the default "
                   "global agent since Node 19", "socket", 1, 1, 10,
+                  version='Node.js 19 and later (20 run in the suite)',
                   source="Node agent.keepSocketAlive: socket.setKeepAlive(true, "
                          "keepAliveMsecs=1000); setKeepAlive also sets TCP_KEEPINTVL=1, "
                          "TCP_KEEPCNT=10 (Node net.md)",
                   real_client="node (Debian nodejs), http.get with a keep-alive agent"),
     ClientProfile("node-net-socket", "Node.js bare net.Socket", "off",
+                  version='Node.js (any; 20 run in the suite)',
                   source="Node net.md: setKeepAlive([enable=false]): off unless called",
                   real_client="node (Debian nodejs), net.connect"),
     ClientProfile("curl-default", "curl default", "socket", 60, 60, 9,
+                  version='curl 7.25 and later (7.88 run in the suite)',
                   source="curl --keepalive-time defaults to 60 s (idle and interval)",
                   real_client="curl"),
     ClientProfile("curl-no-keepalive", "curl --no-keepalive", "off",
+                  version='curl 7.25 and later (7.88 run in the suite)',
                   source="curl: --no-keepalive disables SO_KEEPALIVE", real_client="curl"),
     ClientProfile("grpc-default", "gRPC core client default (Python grpcio, C++)", "off",
+                  version='grpcio 1.x (1.85 checked in the suite), gRPC C++ core',
                   source="grpc doc/keepalive.md: GRPC_ARG_KEEPALIVE_TIME_MS INT_MAX "
                          "(disabled) on clients; even when enabled, at most 2 pings without "
                          "data (GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA)"),
     ClientProfile("mysql-connector-j", "MySQL Connector/J default", "os",
+                  version='Connector/J 5.0.7 and later',
                   source="Connector/J tcpKeepAlive default true since 5.0.7: SO_KEEPALIVE, "
                          "OS timing"),
     ClientProfile("redis-py-default", "redis-py 8 default (socket_timeout=None for a "
                   "blocking command)", "socket", 30, 5, 3,
+                  version='redis-py 8.x (8.2 run in the suite)',
                   source="redis-py 8.2 redis/_defaults.py: socket_keepalive on, "
                          "TCP_KEEPIDLE 30, TCP_KEEPINTVL 5, TCP_KEEPCNT 3 (redis-py 7 and "
                          "earlier: off); its default socket_timeout of 5 s ends a blocking "
@@ -126,6 +145,11 @@ PROFILES: dict[str, ClientProfile] = {p.name: p for p in (
                          "socket_timeout=None",
                   real_client="redis-py (PyPI) BLPOP against redis-server, on the world's "
                               "clock"),
+    ClientProfile("redis-py-before-8", "redis-py 7 and earlier default", "off",
+                  version="redis-py 4.x-7.x",
+                  source="redis-py 7 Connection(socket_keepalive=False, socket_timeout=None): "
+                         "no SO_KEEPALIVE; a blocking command waits for ever (redis-py 8 "
+                         "turned keepalive on: redis-py-default)"),
     # -- pools: what happens to a connection kept between requests (natsim check
     # --reuse-after, scripted scenarios)
     ClientProfile("requests-urllib3", "requests Session (urllib3 pool)", "off",
@@ -137,8 +161,8 @@ PROFILES: dict[str, ClientProfile] = {p.name: p for p in (
                          "reaches the application as ConnectionError('Connection aborted.')",
                   real_client="requests (PyPI) Session reused after an idle spell, on the "
                               "world's clock"),
-    ClientProfile("httpx", "httpx Client (httpcore pool)", "off", pooled=True, version="httpx 0.28",
-                  discard_after=5.0,
+    ClientProfile("httpx", "httpx Client (httpcore pool)", "off", pooled=True,
+                  version="httpx 0.28-0.29 (0.29.0 checked in the suite)", discard_after=5.0,
                   source="httpx Limits(keepalive_expiry=5.0): a connection idle 5 s is "
                          "closed before reuse; no SO_KEEPALIVE; no retries by default"),
     ClientProfile("hikaricp", "HikariCP pool with pgJDBC (keepaliveTime 2 min)", "off",
