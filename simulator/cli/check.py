@@ -13,7 +13,7 @@ import sys
 from typing import TextIO
 
 from simulator.core.advice import LINUX_DEFAULT_TIME, check, check_reuse
-from simulator.core.appliances import Appliance, get_appliance
+from simulator.core.appliances import Appliance, caveats, get_appliance
 from simulator.core.pool_model import PoolModelError
 from simulator.core.profiles import ClientProfile, get_profile
 from simulator.spec.compression import nominal_prediction
@@ -93,6 +93,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         source = (f"SO_KEEPALIVE with the host's net.ipv4.tcp_keepalive_time = "
                   f"{keepalive_time:g} s (--keepalive-time)")
     out.write(f"  client keepalive: {ka} ({source})\n")
+    _caveats(appliance, out)
     verdict = "SURVIVES" if advice.survives else "FAILS"
     out.write(f"  {verdict}: client {pred.client} at {pred.client_at:g} s, server "
               f"{pred.server}\n")
@@ -100,6 +101,12 @@ def cmd_check(args: argparse.Namespace) -> int:
     for i, fix in enumerate(advice.fixes):
         out.write(f"  {'fix: ' if i == 0 else '     '}{fix}\n")
     return 0 if advice.survives else EXIT_MISMATCH
+
+
+def _caveats(appliance: Appliance, out: TextIO) -> None:
+    """Where the answer leans on a catalogue value that rests on one source."""
+    for note in caveats(appliance, tcp=True):
+        out.write(f"  caveat, {appliance.name} {note}\n")
 
 
 def _subject(args: argparse.Namespace, default_profile: str
@@ -134,6 +141,7 @@ def _check_reuse(args: argparse.Namespace, out: TextIO) -> int:
               f"timeout {appliance.tcp_idle_timeout:g} s): a pooled connection answered at "
               f"0 s, reused after {args.reuse_after:g} s idle:\n")
     out.write(f"  client: {profile.source}\n")
+    _caveats(appliance, out)
     reused = pred.requests[-1]
     verdict = "SURVIVES" if advice.survives else "FAILS"
     took = "at once" if reused.took < 1 else f"after {reused.took:.1f} s"

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from simulator.cli import check as check_cli
 from simulator.cli import replay as replay_cli
-from simulator.core.appliances import CATALOGUE, Appliance, ApplianceError, get_appliance
+from simulator.core.appliances import CATALOGUE, Appliance, ApplianceError, caveats, get_appliance
 from simulator.core.metrics import cloud_metrics, namespace_of, prometheus_text
 from simulator.core.profiles import PROFILES
 from simulator.dataplane import packet_loop
@@ -100,6 +100,8 @@ def _cmd_list(args: argparse.Namespace) -> int:
                   f"{appliance.tcp_idle_timeout:g} s, UDP {appliance.udp_idle_timeout:g} s; "
                   f"late packet from client: {appliance.late_from_inside}, from server: "
                   f"{appliance.late_from_outside}\n")
+        for note in caveats(appliance):
+            out.write(f"  {'':<22}   caveat, {note}\n")
     return 0
 
 

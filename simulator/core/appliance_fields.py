@@ -60,8 +60,8 @@ _FIELD_RULES: dict[str, tuple[str, float, float]] = {
     "hash_seed": ("integer", 0, 2**32 - 1), "backends": ("integer", 1, 8),
     "connections_per_eni": ("integer", 0, 10_000_000), "enis": ("integer", 1, 1000),
     "max_flows": ("integer", 1, 10_000_000),
-    "public_ips": ("addresses", 1, 16), "backend_ips": ("addresses", 0, 8),
-    "public_ip_limit": ("integer", 1, 16),
+    "public_ips": ("addresses", 1, 32), "backend_ips": ("addresses", 0, 8),
+    "public_ip_limit": ("integer", 1, 32),
     "vip": ("address", 0, 0),
 }
 """Type and range of every numeric or address field (min, max inclusive)."""

@@ -136,6 +136,40 @@ Linux conntrack firewall (``linux-conntrack``)
       is picked up as a new entry (``late_from_inside: pass``), while a new inbound one is
       refused by policy (``late_from_outside: drop``). ``drop``/``drop`` holds only with
       ``tcp_loose=0`` plus a ``ct state invalid drop`` rule.
+
+AWS NAT Gateway, regional availability mode (``nat-gw-regional``)
+    * "A regional NAT gateway automatically expands across Availability Zones based on your
+      workload presence" (VPC User Guide, launched 19 Nov 2025); ``AvailabilityMode``
+      "Defaults to ``zonal``" (EC2 ``CreateNatGateway``). No separate idle timeout is
+      documented: the 350 s and the late-packet rules are the zonal gateway's, *assumed*.
+      "Up to 32 IPs per AZ (vs 8 for zonal)" is a third party's figure
+      (cluster-api-provider-aws #5790), *unconfirmed* by AWS: ``public_ip_limit`` 32.
+
+Azure Private Link Service (``azure-private-link``)
+    * "Private Link Service has an idle timeout of ~5 minutes (300 seconds) ... must use TCP
+      Keepalives lower than that time" (Microsoft Learn, *What is Azure Private Link
+      service?*). What happens at expiry is *disputed* (MicrosoftDocs/azure-docs #94724: a
+      reporter saw resets on both sides; the product manager: "This is not the PLS behavior.
+      It is behavior of LB in my opinion"): silent here, ``on_expiry: rst_both`` for the
+      reporter's reading. It translates the consumer's address (``nat``).
+
+Kubernetes kube-proxy's connection tracking (``kube-proxy-conntrack``)
+    * ``--conntrack-tcp-timeout-established`` "Default: 24h0m0s"; ``--conntrack-tcp-be-liberal``
+      sets ``nf_conntrack_tcp_be_liberal`` (kube-proxy reference). "Linux kernels prior to 6.1
+      have a bug that can result in long-lived TCP connections to service IPs being closed
+      with ... 'Connection reset by peer'" (*Virtual IPs and Service Proxies*). With the
+      kernel's ``tcp_loose`` a client's mid-stream packet after the entry is gone is tracked
+      and translated anew (``pass``); the pod's reply without an entry is not translated back,
+      and the client's kernel answers that stranger with an RST (``rst`` for the server).
+      Linux's own 7200 s keepalive is well inside the 24 h.
+
+EKS network policy agent (``eks-network-policy``)
+    * The VPC CNI's network-policy agent keeps its own eBPF connection table and purges it
+      every ``conntrack-cache-cleanup-period``, "Default - 300" (aws-network-policy-agent PR
+      #151); "Long session connections get dropped" (#144, fixed in agent 1.0.8 / VPC CNI
+      1.16.3) and return traffic of long-lived connections denied (#318, open): an idle
+      connection's entry is gone after 300 s (*from the source and issues*, not documented),
+      the pod's egress is allowed again (``pass``), the return traffic is denied (``drop``).
 """
 
 from __future__ import annotations
@@ -156,8 +190,9 @@ from simulator.core.appliance_fields import (
 )
 from simulator.core.jsonvalue import Json, JsonObject, fields_json, from_json, to_json
 
-__all__ = ["CATALOGUE", "MAX_MODEL_SECONDS", "Appliance", "ApplianceError", "ExpiryAction",
-           "LateAction", "check_field", "did_you_mean", "get_appliance"]
+__all__ = ["CATALOGUE", "CAVEATS", "MAX_MODEL_SECONDS", "Appliance", "ApplianceError",
+           "ExpiryAction", "LateAction", "caveats", "check_field", "did_you_mean",
+           "get_appliance"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -457,10 +492,83 @@ HYPERPLANE_ENI = Appliance(
     sources=("https://docs.aws.amazon.com/lambda/latest/dg/configuration-vpc.html",),
 )
 
+NAT_GATEWAY_REGIONAL = dataclasses.replace(
+    NAT_GATEWAY, name="nat-gw-regional",
+    title="AWS NAT Gateway (regional availability mode)", public_ip_limit=32,
+    checked="2026-12-04",
+    sources=("https://docs.aws.amazon.com/vpc/latest/userguide/nat-gateways-regional.html",
+             "https://docs.aws.amazon.com/AWSEC2/latest/APIReference/"
+             "API_CreateNatGateway.html",
+             "https://github.com/kubernetes-sigs/cluster-api-provider-aws/issues/5790"))
+
+AZURE_PRIVATE_LINK = Appliance(
+    name="azure-private-link", title="Azure Private Link Service",
+    tcp_idle_timeout=300.0, udp_idle_timeout=300.0,
+    late_from_inside=LateAction.DROP, late_from_outside=LateAction.DROP,
+    tcp_timeout_range=(300.0, 300.0), checked="2026-12-04",
+    sources=("https://learn.microsoft.com/azure/private-link/private-link-service-overview",
+             "https://github.com/MicrosoftDocs/azure-docs/issues/94724"))
+
+KUBE_PROXY_CONNTRACK = Appliance(
+    name="kube-proxy-conntrack", title="Kubernetes kube-proxy connection tracking",
+    tcp_idle_timeout=86400.0, udp_idle_timeout=30.0,
+    late_from_inside=LateAction.PASS, late_from_outside=LateAction.RST, nat=False,
+    tcp_timeout_range=(1.0, MAX_MODEL_SECONDS), checked="2026-12-04",
+    sources=("https://kubernetes.io/docs/reference/command-line-tools-reference/kube-proxy/",
+             "https://kubernetes.io/docs/reference/networking/virtual-ips/"))
+
+EKS_NETWORK_POLICY = Appliance(
+    name="eks-network-policy", title="EKS VPC CNI network policy agent (eBPF conntrack)",
+    tcp_idle_timeout=300.0, udp_idle_timeout=300.0,
+    late_from_inside=LateAction.PASS, late_from_outside=LateAction.DROP, nat=False,
+    checked="2026-12-04",
+    sources=("https://github.com/aws/aws-network-policy-agent/pull/151",
+             "https://github.com/aws/aws-network-policy-agent/issues/144",
+             "https://github.com/aws/aws-network-policy-agent/issues/318"))
+
 CATALOGUE: dict[str, Appliance] = {a.name: a for a in (
     NAT_GATEWAY, NLB, NLB_TLS, VPC_ENDPOINT, VPC_ENDPOINT_SILENT, GWLB, GWLB_2023_BLOG,
     GLOBAL_ACCELERATOR, NETWORK_FIREWALL, EC2_SG_CONNTRACK, AZURE_NAT_GW, AZURE_LB, GCP_NAT,
-    LINUX_CONNTRACK, HYPERPLANE_ENI)}
+    LINUX_CONNTRACK, HYPERPLANE_ENI, NAT_GATEWAY_REGIONAL, AZURE_PRIVATE_LINK,
+    KUBE_PROXY_CONNTRACK, EKS_NETWORK_POLICY)}
+
+
+_ONE_BLOG = "rests on one source (the AWS blog, 2023)"
+CAVEATS: dict[str, dict[str, str]] = {
+    # appliance -> field -> how firm its catalogue value is, where it is not documented
+    "nat-gw": {"late_from_outside": f"rst {_ONE_BLOG}; the documentation says only that "
+                                    "the packet is not delivered (late_from_outside: drop)",
+               "udp_idle_timeout": "350 s assumed (not documented)"},
+    "nat-gw-regional": {"tcp_idle_timeout": "350 s assumed: no idle timeout is documented "
+                                            "for the regional mode",
+                        "public_ip_limit": "32 per zone rests on one third party "
+                                           "(cluster-api-provider-aws #5790)",
+                        "late_from_outside": f"rst {_ONE_BLOG} (the zonal gateway's)"},
+    "vpc-endpoint": {"tcp_idle_timeout": f"350 s {_ONE_BLOG}"},
+    "gcp-nat": {"late_from_inside": "drop rests on third parties, not Google's documentation",
+                "late_from_outside": "drop rests on third parties, not Google's "
+                                     "documentation"},
+    "azure-lb": {"udp_idle_timeout": "240 s assumed (no UDP idle timeout is documented)"},
+    "azure-private-link": {"on_expiry": "silent is disputed (azure-docs #94724: a reporter "
+                                        "saw RSTs to both ends; on_expiry: rst_both)",
+                           "udp_idle_timeout": "300 s assumed"},
+    "hyperplane-eni": {"tcp_idle_timeout": "350 s assumed (the NAT Gateway's)"},
+    "eks-network-policy": {"tcp_idle_timeout": "300 s is the agent's cleanup period (its "
+                                               "source, PR #151), not documented; an entry "
+                                               "may outlive it by up to one more period"},
+}
+"""Values in the catalogue that rest on one source, a third party or an assumption: ``natsim
+list`` and ``natsim check`` say so next to them."""
+
+
+def caveats(appliance: Appliance, tcp: bool = False) -> list[str]:
+    """The caveats of ``appliance``'s values that are still the catalogue's (an override
+    replaces the value, and its caveat with it); ``tcp``: none about UDP."""
+    entry = CATALOGUE.get(appliance.name)
+    notes = CAVEATS.get(appliance.name, {})
+    return [f"{field}: {text}" for field, text in notes.items()
+            if entry is not None and getattr(appliance, field) == getattr(entry, field)
+            and not (tcp and field.startswith("udp_"))]
 
 
 def did_you_mean(name: str, known: Iterable[str]) -> str:

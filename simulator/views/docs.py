@@ -44,12 +44,22 @@ NOTES = {
                     "30 s; no ICMP",
     "azure-lb": "`on_expiry: rst_both` (EnableTcpReset): RST to both ends at expiry and to "
                 "late packets; UDP figure assumed",
-    "gcp-nat": "64 ports per VM per destination (minPortsPerVm); UDP 30 s; silent drop per "
-               "third parties",
+    "gcp-nat": "64 ports per VM per destination (minPortsPerVm, static allocation; with dynamic "
+               "port allocation the minimum is 32 and endpoint-independent mapping cannot be "
+               "on); UDP 30 s; silent drop per third parties",
     "linux-conntrack": "`nf_conntrack_tcp_loose=1`: an inside packet is picked up anew, an "
                        "inbound one refused; UDP 30 s",
     "hyperplane-eni": "65,000 connections per ENI, the burst before Lambda scales out; "
                       "`enis: N`",
+    "nat-gw-regional": "availability mode `regional`: up to 32 addresses per zone (a third "
+                       "party's figure); 350 s assumed, no idle timeout documented",
+    "azure-private-link": "\"TCP Keepalives lower than\" 300 s; silent at expiry is "
+                          "disputed (`on_expiry: rst_both`); UDP assumed",
+    "kube-proxy-conntrack": "`--conntrack-tcp-timeout-established` 24 h: Linux's 7200 s "
+                            "keepalive suffices; the pod's untranslated reply meets the "
+                            "client's RST; `--conntrack-tcp-be-liberal` for kernels before 6.1",
+    "eks-network-policy": "the agent's eBPF table purged every 300 s (its source): egress "
+                          "tracked anew, return traffic denied",
 }
 
 

@@ -330,3 +330,29 @@ def test_a_flood_of_flows_does_not_flood_the_log() -> None:
         box.on_packet(tcp(CLIENT, 1024 + i, SERVER, SPORT, "S", 1), Side.INSIDE, 0.0)
     created = [e for e in box.take_events() if e.kind is EventKind.FLOW_CREATED]
     assert 20 <= len(created) <= 25 and len(box.flows) == 3000
+
+
+def test_a_value_resting_on_one_source_says_so_until_overridden(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """The NAT Gateway's RST to the server rests on one blog post: natsim list and natsim
+    check name it; once a scenario overrides the value, its caveat is gone."""
+    from simulator.cli.main import main  # noqa: PLC0415
+    from simulator.core.appliances import caveats  # noqa: PLC0415
+
+    nat = get_appliance("nat-gw")
+    assert any(c.startswith("late_from_outside: rst rests on one source") for c in caveats(nat))
+    dropped = nat.with_overrides({"late_from_outside": "drop"})
+    assert not any(c.startswith("late_from_outside") for c in caveats(dropped))
+    assert not any(c.startswith("udp_") for c in caveats(nat, tcp=True))
+    main(["list"])
+    assert "caveat, late_from_outside: rst rests on one source" in capsys.readouterr().out
+    main(["check", "--appliance", "nat-gw", "--idle", "400"])
+    assert "caveat, nat-gw late_from_outside" in capsys.readouterr().out
+
+
+def test_the_default_matrix_runs_the_documentations_reading_beside_the_blogs() -> None:
+    from simulator.runs.matrix import load_matrix  # noqa: PLC0415
+
+    kinds = {(c.scenario.appliance.name, str(c.scenario.appliance.late_from_outside))
+             for c in load_matrix("keepalive").cells}
+    assert {("nat-gw", "rst"), ("nat-gw", "drop")} <= kinds

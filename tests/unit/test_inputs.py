@@ -25,7 +25,7 @@ from tests.unit.test_scenario import GOOD, write
     (("appliance: nat-gw", "appliance: {name: nat-gw, port_min: 9000, port_max: 8000}"),
      "appliance.port_min", "above port_max"),
     (("appliance: nat-gw", "appliance: {name: nat-gw, public_ips: 5}"),
-     "appliance.public_ips", "list of 1 to 16"),
+     "appliance.public_ips", "list of 1 to 32"),
     (("appliance: nat-gw", "appliance: {name: nat-gw, public_ips: [" + ", ".join(
         f"203.0.113.{i}" for i in range(1, 10)) + "]}"),
      "appliance.public_ips", "at most 8"),
