@@ -173,6 +173,10 @@ def _cmd_up(args: argparse.Namespace) -> int:
     else:
         print(f"natsim: warning: programs you exec run in wall time: {live.no_model_time}; "
               f"divide their timeouts and keepalive by {speed:g} yourself", file=sys.stderr)
+    if live.uncompressed_retransmissions:
+        print(f"natsim: warning: the kernels retransmit on the wall clock "
+              f"({live.uncompressed_retransmissions}): a request a silent appliance drops "
+              f"is given up after 924 wall s, not 924 model s", file=sys.stderr)
     print(f"{'capture and events' if not args.no_capture else 'events'}: "
           f"{live.results_dir}/")
     return 0

@@ -116,6 +116,8 @@ class ClientConfig:
     idle: int | None = None
     interval: int | None = None
     count: int | None = None
+    user_timeout_ms: int | None = None
+    """``TCP_USER_TIMEOUT``, wall milliseconds."""
 
 
 @dataclass(frozen=True)

@@ -53,6 +53,9 @@ class Exchange:
     closing_timeout: float | None = None
     """The timeout of a flow once a FIN has crossed (the appliance's transitory timeout;
     None: the idle timeout goes on)."""
+    keepalive_user_timeout: float | None = None
+    """``TCP_USER_TIMEOUT`` on the client's socket: with keepalive on, the kernel gives up
+    on unanswered probes by it instead of by their count (:func:`keepalive_give_up`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,7 +175,7 @@ def predict(ex: Exchange, resend: Sequence[float] | None = None) -> Prediction: 
                          "vain")
         if ka < limit:
             if inside is LateAction.DROP:
-                failed = ka + ex.keepalive_interval * ex.keepalive_count
+                failed = keepalive_give_up(ex, ka)
                 if failed < limit:
                     story.append(f"the client's probes go unanswered; its kernel gives up "
                                  f"at {failed:g} s")
@@ -188,6 +191,20 @@ def predict(ex: Exchange, resend: Sequence[float] | None = None) -> Prediction: 
 
 
 Done = Callable[[str, float, str, float | None], Prediction]
+
+
+def keepalive_give_up(ex: Exchange, first_unanswered: float) -> float:
+    """When the client's kernel gives up on keepalive probes that go unanswered from
+    ``first_unanswered`` on (Linux ``tcp_keepalive_timer``): after ``keepalive_count`` of
+    them; with ``TCP_USER_TIMEOUT`` the count is ignored and it gives up at the first probe
+    timer, after the first probe, at which the user timeout has passed since the peer was
+    last heard (one keepalive idle time before the first unanswered probe)."""
+    interval, user = ex.keepalive_interval, ex.keepalive_user_timeout
+    if user is None:
+        return first_unanswered + interval * ex.keepalive_count
+    heard = first_unanswered - (ex.keepalive_idle or 0.0)
+    steps = max(1, math.ceil((heard + user - first_unanswered) / interval - 1e-9))
+    return first_unanswered + interval * steps
 
 
 def first_probe_after(ka: float, t_out: float) -> float:
@@ -213,7 +230,7 @@ def _client_probes_first(ex: Exchange, ka: float, story: list[str], done: Done,
         story.append(f"the answer at {delay:g} s falls between windows")
         server = _server_after_client_left(ex.late_from_outside)
         return done("reset", min(limit, delay + ka), server, expires)
-    failed = ka + ex.keepalive_interval * ex.keepalive_count
+    failed = keepalive_give_up(ex, ka)
     server = _server_after_client_left(ex.late_from_outside) if delay >= failed else (
         "reset" if ex.late_from_outside is LateAction.RST else "unacknowledged")
     if failed < limit:

@@ -31,7 +31,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from simulator.core.appliances import LateAction
-from simulator.core.model import Exchange, Prediction
+from simulator.core.model import Exchange, Prediction, keepalive_give_up
 from simulator.core.path_events import PathEvent, PathKind
 
 RTO_MIN = 0.2
@@ -235,10 +235,12 @@ def _expire(w: _Walk, t: float) -> None:
 def _probe(w: _Walk, t: float, ka: float) -> float:
     """A keepalive probe at ``t`` (or the client's kernel giving up); the next probe."""
     ex = w.ex
-    if (w.unanswered_since is not None
-            and t >= w.unanswered_since + ex.keepalive_interval * ex.keepalive_count - 1e-9):
+    if w.unanswered_since is not None \
+            and t >= keepalive_give_up(ex, w.unanswered_since) - 1e-9:
+        why = (f"{ex.keepalive_count} unanswered probes" if ex.keepalive_user_timeout is None
+               else f"TCP_USER_TIMEOUT {ex.keepalive_user_timeout:g} s without an answer")
         w.client_done("keepalive_failed", t, f"the client's kernel gives up at {t:g} s after "
-                      f"{ex.keepalive_count} unanswered probes, and sends an RST")
+                      f"{why}, and sends an RST")
         if not w.fx.lost(t) and (w.alive or ex.late_from_inside is LateAction.PASS):
             w.server = w.server or "reset"
         return math.inf

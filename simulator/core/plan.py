@@ -160,6 +160,8 @@ class _Load(Protocol):
 class _Keepalive(Protocol):
     @property
     def mode(self) -> str: ...
+    @property
+    def user_timeout(self) -> float | None: ...
 
 
 class ScenarioView(Protocol):
@@ -288,7 +290,9 @@ def programs(s: ScenarioView, p: PlanView) -> Programs:
                      request=s.request, timeout=p.client_timeout.wall,
                      keepalive=s.keepalive.mode, retries=s.retries,
                      backoff=s.backoff / p.speed, resolve=s.resolve, idle=idle,
-                     interval=interval, count=p.keepalive_count if idle is not None else None),
+                     interval=interval, count=p.keepalive_count if idle is not None else None,
+                     user_timeout_ms=None if s.keepalive.user_timeout is None else
+                     max(1, round(s.keepalive.user_timeout * 1000 / p.speed))),
         # the server answers (and waits for the acknowledgement) even after the client gave up
         max(p.client_timeout.wall, answer_after) + retrying + 15.0)
 

@@ -128,7 +128,9 @@ def _exchange(s: Scenario, timeout: float, delay: float, limit: float,
                     keepalive_count=ka_count if ka_count is not None else 9,
                     reset_at_expiry=app.on_expiry is ExpiryAction.RST_BOTH,
                     probes_refresh=app.keepalive_refreshes,
-                    closing_timeout=app.transitory_timeout)
+                    closing_timeout=app.transitory_timeout,
+                    keepalive_user_timeout=s.keepalive.user_timeout if ka_idle is not None
+                    else None)
 
 
 def _keepalive_model(s: Scenario) -> tuple[float | None, float | None, int | None]:

@@ -276,10 +276,6 @@ def _heartbeat(source: str, client: dict[str, object]) -> tuple[float | None, st
 def _one_request(source: str, client: dict[str, object], expect: dict[str, object],
                  base: Scenario) -> Scenario:
     """The seeds' client: one request, its connect attempts, one outcome on each side."""
-    if base.keepalive.user_timeout is not None:
-        raise ScenarioError(source, "client.keepalive.user_timeout", "TCP_USER_TIMEOUT is "
-                            "followed by the scripted client's model only: give "
-                            "client.requests (an idle pool), or leave it out")
     tcp = base.protocol == "tcp"
     retries, backoff, resolve = _attempts(source, client)
     return replace(

@@ -21,17 +21,24 @@ SOURCE = "client"
 
 
 def configure_keepalive(sock: socket.socket, mode: str, idle: int | None, interval: int | None,
-                        count: int | None) -> str:
+                        count: int | None, user_timeout_ms: int | None = None) -> str:
+    """The socket's keepalive, and ``TCP_USER_TIMEOUT`` (which bounds unacknowledged data
+    and, with keepalive on, replaces the probe count: see ``tcp_keepalive_timer``)."""
+    user = ""
+    if user_timeout_ms is not None:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, user_timeout_ms)
+        user = f"; TCP_USER_TIMEOUT={user_timeout_ms} ms"
     if mode == "off":
-        return "keepalive off (no SO_KEEPALIVE)"
+        return "keepalive off (no SO_KEEPALIVE)" + user
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
     if mode == "os":
-        return "SO_KEEPALIVE on, timing from the namespace's sysctls"
+        return "SO_KEEPALIVE on, timing from the namespace's sysctls" + user
     assert idle is not None and interval is not None and count is not None
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, idle)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, interval)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, count)
-    return f"SO_KEEPALIVE on, TCP_KEEPIDLE={idle} TCP_KEEPINTVL={interval} TCP_KEEPCNT={count}"
+    return (f"SO_KEEPALIVE on, TCP_KEEPIDLE={idle} TCP_KEEPINTVL={interval} "
+            f"TCP_KEEPCNT={count}{user}")
 
 
 EAI_NAMES = {socket.EAI_AGAIN: "EAI_AGAIN", socket.EAI_NONAME: "EAI_NONAME"}
@@ -49,7 +56,8 @@ def _resolve(host: str) -> tuple[str | None, str]:
         return None, EAI_NAMES.get(code, f"EAI {code}") + f": {exc.strerror}"
 
 
-def connect(host: str, port: int, keepalive: tuple[str, int | None, int | None, int | None],
+def connect(host: str, port: int,
+            keepalive: tuple[str, int | None, int | None, int | None, int | None],
             retries: int = 0, backoff: float = 1.0, resolve: str = "each"
             ) -> tuple[socket.socket, str] | None:
     """Connect, trying ``1 + retries`` times at ``backoff * (2**i - 1)`` wall seconds from
@@ -87,9 +95,10 @@ def connect(host: str, port: int, keepalive: tuple[str, int | None, int | None, 
 
 def run(host: str, port: int, request: str, timeout: float, keepalive: str,
         idle: int | None, interval: int | None, count: int | None, retries: int = 0,
-        backoff: float = 1.0, resolve: str = "each") -> str:
-    connected = connect(host, port, (keepalive, idle, interval, count), retries, backoff,
-                        resolve)
+        backoff: float = 1.0, resolve: str = "each", user_timeout_ms: int | None = None
+        ) -> str:
+    connected = connect(host, port, (keepalive, idle, interval, count, user_timeout_ms),
+                        retries, backoff, resolve)
     if connected is None:
         return "connect_failed"
     sock, how = connected
@@ -149,7 +158,8 @@ def main(argv: list[str] | None = None) -> int:
     cfg = config_from_argv("natsim-client", __doc__, argv, ClientConfig)
     report(SOURCE, Kind.READY, "client started")
     outcome = run(cfg.host, cfg.port, cfg.request, cfg.timeout, cfg.keepalive, cfg.idle,
-                  cfg.interval, cfg.count, cfg.retries, cfg.backoff, cfg.resolve)
+                  cfg.interval, cfg.count, cfg.retries, cfg.backoff, cfg.resolve,
+                  cfg.user_timeout_ms)
     report(SOURCE, Kind.OUTCOME, outcome, outcome=outcome)
     return 0
 

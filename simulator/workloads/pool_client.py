@@ -56,10 +56,8 @@ class Pool:
             return sock
         cfg = self.cfg
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        how = configure_keepalive(sock, cfg.keepalive, cfg.idle, cfg.interval, cfg.count)
-        if cfg.user_timeout_ms is not None:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, cfg.user_timeout_ms)
-            how += f"; TCP_USER_TIMEOUT={cfg.user_timeout_ms} ms"
+        how = configure_keepalive(sock, cfg.keepalive, cfg.idle, cfg.interval, cfg.count,
+                                  cfg.user_timeout_ms)
         sock.settimeout(10.0)
         try:
             sock.connect((cfg.host, cfg.port))

@@ -44,6 +44,7 @@ from pyroute2 import netns
 from simulator.core.appliances import Appliance
 from simulator.core.jsonvalue import JsonObject
 from simulator.core.plan import keepalive_sysctls, middlebox_config, world_plan
+from simulator.core.retransmission import WORLD_RTT, Retransmission, at_speed, world_sysctls
 from simulator.spec.scenario import LINUX_KEEPALIVE_DEFAULTS
 from simulator.support.results import Folder, default_dir, replace_private
 from simulator.world import modeltime, topology
@@ -106,6 +107,21 @@ def _name_lock(name: str) -> Iterator[None]:
         os.close(fd)
 
 
+def _retransmission_sysctls(backend: str, speed: float) -> tuple[dict[str, int], str]:
+    """The hosts' retransmission sysctls at ``speed`` (``tcp_rto_min_us``,
+    ``tcp_rto_max_ms`` and the ``tcp_retries2`` that lands Linux's 924 s give-up near 924
+    model s: :func:`simulator.core.retransmission.at_speed`), or why they stay the wall
+    clock's. The SYN's initial timeout and delayed ACKs are not compressed either way."""
+    if speed == 1:
+        return {}, ""
+    if backend != "namespaces":
+        return {}, f"the {backend} backend sets no retransmission sysctls"
+    missing = topology.missing_retransmission_sysctls()
+    if missing:
+        return {}, f"this kernel lacks {missing[0]} (Linux 6.15 and later)"
+    return world_sysctls(at_speed(Retransmission(rtt=WORLD_RTT), speed)), ""
+
+
 @dataclass
 class LiveWorld:
     name: str
@@ -128,6 +144,10 @@ class LiveWorld:
     """Where libfaketime and the timer shim are for the hosts' programs (in a container,
     its own paths); None where model time cannot be had (the reason is in ``no_model_time``)."""
     no_model_time: str = ""
+    uncompressed_retransmissions: str = ""
+    """Why the hosts' kernels retransmit on the wall clock (empty: their retransmission
+    timer is compressed like a scripted run's, so a silent appliance's 15-minute hang lasts
+    about 15 model minutes)."""
 
     # -- finding ------------------------------------------------------------------------
 
@@ -203,6 +223,9 @@ class LiveWorld:
         # Linux's defaults) and the server's (Linux's defaults), in whole wall seconds
         client = keepalive_sysctls(sysctls or LINUX_KEEPALIVE_DEFAULTS, speed)
         server = keepalive_sysctls(LINUX_KEEPALIVE_DEFAULTS, speed)
+        retransmits, uncompressed = _retransmission_sysctls(hosts.name, speed)
+        client.update(retransmits)
+        server.update(retransmits)
         try:
             world = driver.build(world_plan(run_id, client, server_sysctls=server))
             inside, outside = world.ports()
@@ -219,6 +242,7 @@ class LiveWorld:
             topology.register(run_id, owner=mbox.pid)
             live = cls._record(name, hosts, world, appliance, speed, results, mbox.pid,
                                {"client": client, "server": server})
+            live.uncompressed_retransmissions = uncompressed
             topology.private_dir(WORLDS)
             replace_private(cls.state_file(name), json.dumps(asdict(live), indent=2))
             return live

@@ -176,3 +176,51 @@ def test_the_jdk_httpclient_resends_a_get_after_the_reset(
     # the reset, then a second connection for the resent request
     assert "rst_sent" in kinds and kinds.count("flow_established") == 2, kinds
     assert _predicted("java-httpclient-default") == "reset+answer"
+
+
+# -- a silent appliance: the kernel's retransmissions, compressed in a live world ----------
+
+HANG = """
+import time, requests
+s = requests.Session()
+print("first", s.get("http://server:8080/", timeout=(10, 3000)).status_code, flush=True)
+time.sleep(400)  # model seconds
+sent = time.monotonic()
+try:
+    print("second", s.get("http://server:8080/", timeout=(10, 3000)).status_code)
+except requests.RequestException as exc:
+    chain, cause = [], exc
+    while cause is not None:  # down to the socket's own error
+        chain.append(repr(cause))
+        cause = cause.__context__
+    print("failed after", round(time.monotonic() - sent), " <- ".join(chain))
+"""
+
+
+@pytest.mark.natsim(appliance="gwlb", speed=100)
+def test_a_requests_session_hangs_behind_a_silent_appliance_until_the_kernel_gives_up(
+        natsim_world: NatsimWorld) -> None:
+    """The GWLB drops the reused connection's request silently; the client's kernel
+    retransmits it (its timer compressed in the live world: tcp_rto_min_us, tcp_rto_max_ms,
+    tcp_retries2) and gives up about 925 model seconds later, as the requests-urllib3
+    profile predicts. urllib3 2.x reports the kernel's ETIMEDOUT as a *read* timeout
+    ('Read timed out. (read timeout=3000)', after 925 s, not 3000): the message misleads."""
+    assert natsim_world.live.uncompressed_retransmissions == "", \
+        natsim_world.live.uncompressed_retransmissions
+    _http_server(natsim_world)
+    try:
+        done = natsim_world.run("client", [sys.executable, "-c", HANG], timeout=60)
+    except subprocess.TimeoutExpired:
+        pytest.fail("still waiting after 60 wall s (6000 model s): the retransmission "
+                    "timer was not compressed")
+    said = done.stdout + done.stderr
+    assert "first 200" in said and "failed after" in said and "ReadTimeout" in said, said
+    assert "TimeoutError(110" in said, said  # ETIMEDOUT: the kernel gave up, not a timer
+    took = int(said.split("failed after", 1)[1].split()[0])
+    advice = check_reuse(get_appliance("gwlb"), get_profile("requests-urllib3"), REUSE_AFTER,
+                         client_timeout=3000)
+    reused = advice.prediction.requests[-1]
+    assert reused.text == "retransmit_timeout", reused.text
+    # the kernel's give-up lands within one capped step of the model's (the tolerance the
+    # scripted scenarios use)
+    assert abs(took - reused.took) <= 130, (took, reused.took)

@@ -11,6 +11,9 @@ that time is compared with :meth:`Retransmission.give_up`. Three clients at once
 * the settings of a world at speed 100 (``tcp_rto_min_us`` 2000, ``tcp_rto_max_ms`` 1200,
   ``tcp_retries2`` as :func:`at_speed` chooses it): the compressed 15-minute hang;
 * ``TCP_USER_TIMEOUT`` 2 s, which overrides ``tcp_retries2``.
+
+And keepalive probes into the same silence: ``TCP_USER_TIMEOUT`` replaces their count
+(:func:`simulator.core.model.keepalive_give_up`).
 """
 
 from __future__ import annotations
@@ -141,3 +144,67 @@ def test_the_kernel_gives_up_when_the_model_says(namespaces: tuple[str, str, str
         # the kernel's RTO is rto_min plus the round trip, rounded up to a timer tick, and
         # a timer fires late by up to its wheel's granularity: within 12 % here
         assert abs(seen[name] - predicted) <= 0.12 * predicted + 0.05, (name, seen, predicted)
+
+
+PROBER = """
+import socket, sys, time
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+s.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 2)
+s.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, 1)
+s.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, int(sys.argv[2]))
+if int(sys.argv[3]):
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(sys.argv[3]))
+s.connect((sys.argv[1], 9000))
+heard = time.monotonic()  # the handshake: the last the client hears from the peer
+print("connected", flush=True)
+try:
+    s.recv(10)
+except OSError as exc:
+    print(exc.errno, time.monotonic() - heard, flush=True)
+"""
+
+
+def test_tcp_user_timeout_replaces_the_keepalive_probe_count(
+        namespaces: tuple[str, str, str]) -> None:
+    """Keepalive 2/1 s into a peer that drops everything: with TCP_KEEPCNT 4 the kernel
+    gives up after 2 + 4 x 1 = 6 s; with TCP_KEEPCNT 9 and TCP_USER_TIMEOUT 3.5 s, at the
+    first probe timer past 3.5 s, 4 s: the count ignored (tcp_keepalive_timer), as
+    :func:`keepalive_give_up` says."""
+    from simulator.core.appliances import LateAction  # noqa: PLC0415
+    from simulator.core.model import Exchange, keepalive_give_up  # noqa: PLC0415
+
+    c1, c2, peer = namespaces
+    cases = {"TCP_KEEPCNT 4": (c1, "198.18.251.2", 4, 0, None),
+             "TCP_USER_TIMEOUT 3.5 s": (c2, "198.18.252.2", 9, 3500, 3.5)}
+    listener = subprocess.Popen(["ip", "netns", "exec", peer, sys.executable, "-c", LISTENER],
+                                stdout=subprocess.PIPE, text=True)
+    clients = {}
+    try:
+        assert _line(listener, 10) == "listening"
+        for name, (ns, address, count, user_ms, _) in cases.items():
+            clients[name] = subprocess.Popen(
+                ["ip", "netns", "exec", ns, sys.executable, "-c", PROBER, address, str(count),
+                 str(user_ms)], stdout=subprocess.PIPE, text=True)
+            assert _line(clients[name], 10) == "connected"
+        with IPRoute(netns=peer) as ipr:  # before the first probe (2 s): silence
+            for i in range(2):
+                ipr.addr("del", index=ipr.link_lookup(ifname=f"{PEER}{i}")[0],
+                         address=f"198.18.{251 + i}.2", prefixlen=24)
+        seen = {}
+        for name, proc in clients.items():
+            code, took = _line(proc, 30).split()
+            assert code == "110", f"{name}: errno {code}, not ETIMEDOUT"
+            seen[name] = float(took)
+    finally:
+        for proc in (listener, *clients.values()):
+            proc.kill()
+            proc.wait()
+            if proc.stdout is not None:
+                proc.stdout.close()
+    for name, (_, _, count, _, user) in cases.items():
+        ex = Exchange(350.0, LateAction.DROP, LateAction.DROP, 100.0, 100.0, 2.0, 1.0, count,
+                      keepalive_user_timeout=user)
+        predicted = keepalive_give_up(ex, 2.0)
+        print(f"{name}: ETIMEDOUT after {seen[name]:.3f} s, the model {predicted:.3f} s")
+        assert abs(seen[name] - predicted) <= 0.3, (name, seen, predicted)

@@ -138,3 +138,23 @@ def test_an_answer_after_the_client_left_meets_its_closed_socket() -> None:
     assert predict(ex(late_from_outside=LateAction.DROP, answer_delay=200.0,
                       client_timeout=100.0, closing_timeout=60.0)).outcome() == (
         "timeout", "unacknowledged")
+
+
+def test_tcp_user_timeout_replaces_the_probe_count() -> None:
+    """Linux tcp_keepalive_timer: with TCP_USER_TIMEOUT the kernel gives up at the first
+    probe timer after the first probe at which the timeout has passed since the peer was
+    last heard; the count no longer matters."""
+    from simulator.core.appliances import LateAction  # noqa: PLC0415
+    from simulator.core.model import Exchange, keepalive_give_up, predict  # noqa: PLC0415
+
+    def gwlb(user: float | None, count: int = 9) -> Exchange:
+        return Exchange(350.0, LateAction.DROP, LateAction.DROP, 600.0, 900.0, 400.0, 75.0,
+                        count, keepalive_user_timeout=user)
+
+    assert keepalive_give_up(gwlb(None), 400.0) == 1075.0
+    assert keepalive_give_up(gwlb(30.0), 400.0) == 475.0  # the second probe's timer
+    assert keepalive_give_up(gwlb(30.0, count=1), 400.0) == 475.0  # the count is ignored
+    assert keepalive_give_up(gwlb(600.0), 400.0) == 625.0  # 600 s after 0: the 4th timer
+    assert predict(gwlb(None)).outcome() == ("timeout", "unacknowledged")
+    assert predict(gwlb(30.0)).outcome() == ("keepalive_failed", "unacknowledged")
+    assert predict(gwlb(30.0)).client_at == 475.0

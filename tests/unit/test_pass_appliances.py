@@ -84,3 +84,26 @@ def test_the_model_says_what_the_engine_does(appliance: dict[str, object], delay
     assert result.judgement.model_agrees, (
         f"engine: client {result.client}, server {result.server}; model: "
         f"{result.judgement.predicted}")
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(appliance=st.sampled_from([{"name": "gwlb"}, {"name": "ec2-sg-conntrack"},
+                                  {"name": "global-accelerator"}]),
+       delay=st.integers(1, 1500), limit=st.integers(300, 1500),
+       keepalive=st.fixed_dictionaries({
+           "idle": st.integers(200, 700), "interval": st.integers(1, 100),
+           "count": st.integers(3, 9), "user_timeout": st.integers(1, 600)}))
+def test_tcp_user_timeout_on_probes_model_and_engine_agree(
+        appliance: dict[str, object], delay: int, limit: int,
+        keepalive: dict[str, float]) -> None:
+    """TCP_USER_TIMEOUT replaces the probe count (Linux tcp_keepalive_timer): in the model
+    (plain and walked) as in the engine's fake kernel. Probes that meet a forgotten flow
+    (first probes around the 350 s expiry) are where it decides."""
+    try:
+        result = run(appliance, delay, limit, keepalive)
+    except SpeedError:
+        assume(False)
+        raise
+    assert result.judgement.model_agrees, (
+        f"engine: client {result.client}, server {result.server}; model: "
+        f"{result.judgement.predicted}")

@@ -347,8 +347,10 @@ class FakeClient(FakeProgram):
 
     def _connect(self, address: bytes) -> None:
         port = 40000 + self.attempt
+        user = self.config.user_timeout_ms
         conn = Tcp(self.host, (self.host.address, port), (address, self.config.port),
-                   snd_nxt=1001, snd_una=1000, keepalive=self.keepalive)
+                   snd_nxt=1001, snd_una=1000, keepalive=self.keepalive,
+                   user_timeout=None if user is None else user / 1000)
         self.host.conns[(port, address, self.config.port)] = conn
         self.conn = conn
         conn.on_event = self._event

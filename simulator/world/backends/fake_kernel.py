@@ -47,6 +47,8 @@ class Tcp:
     state: str = "SYN_SENT"
     keepalive: tuple[float, float, int] | None = None
     """(idle, interval, count) in seconds, if SO_KEEPALIVE is on."""
+    user_timeout: float | None = None
+    """``TCP_USER_TIMEOUT`` in seconds: for keepalive, it replaces the probe count."""
     last_received: float = 0.0
     probes_out: int = 0
     retries: int = 0
@@ -102,7 +104,9 @@ class Tcp:
             if silent + 1e-9 < idle and self.probes_out == 0:
                 clock.call_at(self.last_received + idle, fire)
                 return
-            if self.probes_out >= count:
+            # Linux tcp_keepalive_timer: with TCP_USER_TIMEOUT the count is ignored
+            if (self.probes_out >= count if self.user_timeout is None else
+                    self.probes_out > 0 and silent + 1e-9 >= self.user_timeout):
                 self.send(RST | ACK)
                 self._fail("timedout")
                 return
