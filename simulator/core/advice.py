@@ -58,6 +58,14 @@ def effective_keepalive(profile: ClientProfile, sysctl_time: float = LINUX_DEFAU
             profile.count if profile.count is not None else sysctl_probes)
 
 
+def in_its_words(profile: ClientProfile, idle: float) -> str | None:
+    """The profile's own fix for a keepalive idle time of ``idle`` seconds."""
+    if not profile.fix:
+        return None
+    return (f"{profile.title}: " +
+            profile.fix.format(idle=f"{idle:g}", idle_ms=f"{idle * 1000:.0f}"))
+
+
 def check(appliance: Appliance, profile: ClientProfile, idle: float,
           client_timeout: float | None = None, sysctl_time: float = LINUX_DEFAULT_TIME,
           sysctl_intvl: float = LINUX_DEFAULT_INTVL,
@@ -87,7 +95,13 @@ def check(appliance: Appliance, profile: ClientProfile, idle: float,
                      f"protocol ping) more often than every {timeout:g} s, in either "
                      "direction")
     elif not survives:
-        if profile.keepalive == "off":
+        own = in_its_words(profile, suggest)
+        if own is not None and profile.keepalive == "socket" and ka is not None:
+            fixes.append(f"lower the keepalive idle time from {ka:g} s to {suggest:g} s "
+                         f"(below {timeout:g} s). {own}")
+        elif own is not None:  # the library's own words: a generic option may not exist
+            fixes.append(own)
+        elif profile.keepalive == "off":
             fixes.append(f"enable TCP keepalive on the socket: SO_KEEPALIVE=1 and "
                          f"TCP_KEEPIDLE={suggest:g} (anything below {timeout:g} s)")
             fixes.append(f"or SO_KEEPALIVE=1 and the sysctl net.ipv4.tcp_keepalive_time="
@@ -133,10 +147,13 @@ def check_reuse(appliance: Appliance, profile: ClientProfile, reuse_after: float
     if last.attempts[-1] == RESET:
         fixes.append("retry a request that fails with a reset on a new connection (the "
                      "reset comes at once: the retry costs a round trip)")
+    own = in_its_words(profile, suggest)
     if not appliance.keepalive_refreshes:
         fixes.append(f"{appliance.title} counts only data: ping idle pooled connections "
                      f"more often than every {timeout:g} s (a protocol ping, a validation "
                      "query), or close connections idle longer than that")
+    elif own is not None:
+        fixes.append(own)
     else:
         fixes.append(f"keep idle pooled connections alive below {timeout:g} s: TCP keepalive "
                      f"(SO_KEEPALIVE with TCP_KEEPIDLE={suggest:g}, or net.ipv4."

@@ -32,17 +32,32 @@ def test_the_same_flag_survives_once_the_sysctl_is_set() -> None:
     assert advice.survives and advice.fixes == []
 
 
-def test_keepalive_off_advice_names_both_fixes() -> None:
+def test_the_fix_is_in_the_librarys_own_words() -> None:
     advice = check(get_appliance("nat-gw"), get_profile("dotnet-socketshttphandler"), 400)
     assert not advice.survives
-    assert "TCP_KEEPIDLE=300" in advice.fixes[0] and "tcp_keepalive_time=300" in advice.fixes[1]
+    assert "SocketOptionName.TcpKeepAliveTime, 300" in advice.fixes[0]
+    # boto3 cannot set TCP_KEEPIDLE: its fix is its Config plus the sysctl, nothing generic
+    boto = check(get_appliance("nat-gw"), get_profile("boto3-default"), 400)
+    assert "Config(tcp_keepalive=True)" in boto.fixes[0]
+    assert "tcp_keepalive_time=300" in boto.fixes[0]
+    assert not any("SO_KEEPALIVE=1 and TCP_KEEPIDLE" in fix for fix in boto.fixes)
+    libpq = check(get_appliance("gwlb"), get_profile("libpq-default"), 400)
+    assert libpq.fixes == ["PostgreSQL libpq default: keepalives_idle=300 in the connection "
+                           "string"]
+
+
+def test_every_profile_carries_its_fix() -> None:
+    from simulator.core.profiles import PROFILES  # noqa: PLC0415
+
+    assert [p.name for p in PROFILES.values() if "{idle" not in p.fix] == []
 
 
 def test_keepalive_too_slow_for_azure() -> None:
     advice = check(get_appliance("azure-nat-gw"), get_profile("dotnet-connectcallback-300"),
                    idle=280)
     assert not advice.survives  # 300 s is fine for AWS, too slow for Azure's 240 s
-    assert "lower TCP_KEEPIDLE from 300 s to 190 s" in advice.fixes[0]
+    assert "from 300 s to 190 s" in advice.fixes[0]
+    assert "TcpKeepAliveTime 190 in the ConnectCallback" in advice.fixes[0]
 
 
 def test_configured_nlb_needs_nothing() -> None:
