@@ -287,12 +287,23 @@ def collect(folders: list[Path]) -> list[CellRecord]:
     return sorted(records.values(), key=lambda r: (r.client, r.appliance, r.idle))
 
 
-def exit_status(records: list[CellRecord]) -> int:
-    """0 when every cell agrees, 4 when any has no verdict (its middlebox died: ERROR), 1
-    when a cell disagrees with the model (or there are none)."""
+FAIL_ON = ("disagreement", "unsafe")
+"""What fails a matrix: a cell whose run disagrees with the model (the default: natsim's
+own check), or also a cell whose client does not survive (a build that gates on it)."""
+
+
+def survived(record: CellRecord) -> bool:
+    """Whether the cell's client got its answer (what the run saw, not the prediction)."""
+    return record.observed.client == "answer"
+
+
+def exit_status(records: list[CellRecord], fail_on: str = "disagreement") -> int:
+    """0 when every cell agrees (and, with ``fail_on="unsafe"``, every client survives), 4
+    when any has no verdict (its middlebox died: ERROR), 1 otherwise (or no cells)."""
     if any(r.is_error for r in records):
         return 4
-    return 0 if records and all(r.agrees for r in records) else 1
+    ok = all(r.agrees and (fail_on != "unsafe" or survived(r)) for r in records)
+    return 0 if records and ok else 1
 
 
 RUN_CAPABILITIES = ["NET_ADMIN", "NET_RAW", "SYS_ADMIN"]
@@ -330,10 +341,10 @@ def main(args: argparse.Namespace) -> int:
             raise ScenarioError("natsim matrix merge", "", "give DIR... and --out DIR")
         records = collect([Path(f) for f in args.folders])
         with Folder.create(args.out) as merged:
-            write_reports(records, merged, "merged matrix")
+            write_reports(records, merged, "merged matrix", args.fail_on)
         print(f"merged {len(records)} cells into {merged.path}/ (matrix.json, junit.xml, "
               "matrix.html)")
-        return exit_status(records)
+        return exit_status(records, args.fail_on)
     matrix = load_matrix(args.matrix)
     if args.emit is not None:
         print(yaml.safe_dump(k8s_job(matrix, args.image), sort_keys=False), end="")
@@ -356,13 +367,14 @@ def main(args: argparse.Namespace) -> int:
               f"(speed lowered to {speed_for(matrix.cells[0], jobs):g} for contention), "
               f"results in {out.path}/", file=sys.stderr)
         records = run_matrix(matrix, out, 1 if only is not None else jobs, only)
-        write_reports(records, out, matrix.description or matrix.name)
+        write_reports(records, out, matrix.description or matrix.name, args.fail_on)
     agree = sum(r.agrees for r in records)
     errors = sum(r.is_error for r in records)
-    print(f"{agree} of {len(records)} cells agree with the model"
+    alive = sum(survived(r) for r in records)
+    print(f"{agree} of {len(records)} cells agree with the model; {alive} clients survive"
           f"{f'; {errors} ERROR (no verdict: the middlebox died)' if errors else ''}; reports: "
           f"{out.path}/matrix.html, {out.path}/junit.xml, {out.path}/matrix.json")
-    return exit_status(records)
+    return exit_status(records, args.fail_on)
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -383,6 +395,10 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
                      help=f"run one cell (default: ${INDEX_VAR} if set, as a Kubernetes "
                           "Indexed Job sets it)")
     mat.add_argument("--list", action="store_true", help="print the cells with their index")
+    mat.add_argument("--fail-on", choices=FAIL_ON, default="disagreement",
+                     help="disagreement (default): exit 1 and a JUnit failure when a run "
+                          "disagrees with the model; unsafe: also when a client does not "
+                          "survive (gate a build on your clients)")
     mat.add_argument("--emit", choices=("k8s",), default=None,
                      help="print a Kubernetes Indexed Job that runs one cell per pod")
     mat.add_argument("--image", default="natsim:local",

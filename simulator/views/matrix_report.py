@@ -27,16 +27,23 @@ HOW = {"answer": "survives", "timeout": "silent: the client times out",
        "reset": "reset", "keepalive_failed": "keepalive gives up (ETIMEDOUT)"}
 
 
-def write_reports(records: list[CellRecord], out: Folder, title: str) -> None:
+def write_reports(records: list[CellRecord], out: Folder, title: str,
+                  fail_on: str = "disagreement") -> None:
     out.replace("matrix.json", json.dumps({"title": title, "cells": [to_json(r) for r in records]},
                                           indent=2))
-    out.replace("junit.xml", junit(records, title))
+    out.replace("junit.xml", junit(records, title, fail_on))
     out.replace("matrix.html", page(records, title, out.path))
 
 
-def junit(records: list[CellRecord], title: str) -> str:
+def junit(records: list[CellRecord], title: str, fail_on: str = "disagreement") -> str:
+    """A test case per cell. A failure is a disagreement with the model, and with
+    ``fail_on="unsafe"`` also a client that does not survive (its fix in the message)."""
+    def unsafe(r: CellRecord) -> bool:
+        return fail_on == "unsafe" and r.observed.client != "answer"
+
     suite = ET.Element("testsuite", name=f"natsim matrix: {title}", tests=str(len(records)),
-                       failures=str(sum(not r.agrees and not r.is_error for r in records)),
+                       failures=str(sum((not r.agrees or unsafe(r)) and not r.is_error
+                                        for r in records)),
                        errors=str(sum(r.is_error for r in records)))
     for r in records:
         case = ET.SubElement(suite, "testcase", classname=f"natsim.matrix.{r.appliance}",
@@ -51,6 +58,12 @@ def junit(records: list[CellRecord], title: str) -> str:
                 f"the model predicted client {r.predicted.client}, server "
                 f"{r.predicted.server}"))
             failure.text = r.error or ""
+        elif unsafe(r):
+            failure = ET.SubElement(case, "failure", message=(
+                f"{r.client} does not survive behind {r.appliance_title or r.appliance} "
+                f"(client {r.observed.client}, server {r.observed.server})"
+                + (f"; fix: {r.fixes[0]}" if r.fixes else "")))
+            failure.text = "\n".join(r.fixes)
         ET.SubElement(case, "system-out").text = (
             "; ".join(r.story) + f"\nresults: {r.results}")
     return ET.tostring(suite, encoding="unicode", xml_declaration=True) + "\n"

@@ -199,3 +199,25 @@ def test_the_emitted_job_validates_against_the_kubernetes_schema() -> None:
     broken = {**job, "spec": {**job["spec"], "completionMode": 7}}
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(broken, "1.30", strict=True)
+
+
+def test_fail_on_unsafe_gates_a_build_on_the_clients(tmp_path: Path) -> None:
+    """Every cell agrees with the model, yet one client does not survive: by default the
+    matrix passes (natsim was right); with --fail-on unsafe it fails, in the exit status
+    and in JUnit, with the cell's fix."""
+    records = [_record("curl-default", "nat-gw", "answer"),
+               _record("curl-no-keepalive", "nat-gw", "timeout")]
+    assert exit_status(records) == 0
+    assert exit_status(records, "unsafe") == 1
+    assert exit_status(records[:1], "unsafe") == 0
+    with Folder.create(tmp_path / "out") as out:
+        write_reports(records, out, "t", "unsafe")
+    suite = ET.parse(tmp_path / "out" / "junit.xml").getroot()
+    assert suite.get("failures") == "1"
+    failure = suite.find("testcase/failure")
+    assert failure is not None
+    assert "curl-no-keepalive does not survive" in str(failure.get("message"))
+    assert "fix: enable TCP keepalive" in str(failure.get("message"))
+    with Folder.create(tmp_path / "default") as out:
+        write_reports(records, out, "t")
+    assert ET.parse(tmp_path / "default" / "junit.xml").getroot().get("failures") == "0"
