@@ -52,15 +52,21 @@ if ! { .venv/bin/python -m pip install -q --upgrade pip &&
 fi
 .venv/bin/python -c 'import simulator, pyroute2, scapy, yaml'
 # `natsim` on PATH, as the README shows it: as root, a link in /usr/local/bin to this
-# checkout (the last `make setup` wins, as with any install; a program of that name that is
-# not a link is left alone); otherwise say how
+# checkout, made only where there is none (or only a dangling one) or it is already this
+# checkout's: on a shared machine another clone's link is someone else's `natsim`, and a
+# program of that name that is not a link is left alone too; otherwise say how
 link=/usr/local/bin/natsim
+ours="$PWD/.venv/bin/natsim"
 if [ "$(id -u)" -eq 0 ] && [ -d /usr/local/bin ]; then
-  if [ -L "$link" ] || [ ! -e "$link" ]; then
-    ln -sfn "$PWD/.venv/bin/natsim" "$link"
-    echo "natsim setup: $link -> $PWD/.venv/bin/natsim"
+  if [ ! -e "$link" ] || [ "$(readlink "$link")" = "$ours" ]; then
+    ln -sfn "$ours" "$link"  # none, dangling, or ours already
+    echo "natsim setup: $link -> $ours"
+  elif [ -L "$link" ]; then
+    echo "natsim setup: $link is another checkout's ($(readlink "$link")), left as it is;" \
+         "this natsim is $ours (add $PWD/.venv/bin to PATH, or remove the link and run" \
+         "make setup again)"
   else
-    echo "natsim setup: $link is another program; this natsim is $PWD/.venv/bin/natsim"
+    echo "natsim setup: $link is another program; this natsim is $ours"
   fi
 else
   echo "natsim setup: to type \`natsim\`, add $PWD/.venv/bin to PATH (or: . .venv/bin/activate)"

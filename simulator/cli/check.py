@@ -70,7 +70,11 @@ def cmd_check(args: argparse.Namespace) -> int:
         agrees = pred.outcome() == (s.expect_client, s.expect_server)
         out.write(f"  the scenario expects client {s.expect_client}, server {s.expect_server}: "
                   f"{'the model agrees' if agrees else 'THE MODEL DISAGREES'}\n")
-        return 0 if agrees else EXIT_MISMATCH
+        # as for a profile: 0 only when the client survives (every request answered in the
+        # end), and never when the file and the model disagree
+        survives = all(o.split("+")[-1] == "answer" for o in pred.client.split(", "))
+        out.write(f"  {'SURVIVES' if survives else 'FAILS'}\n")
+        return 0 if agrees and survives else EXIT_MISMATCH
     if args.reuse_after is not None:
         return _check_reuse(args, out)
     if args.idle is None:

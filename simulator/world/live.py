@@ -393,17 +393,20 @@ class LiveWorld:
                 verbose: bool = False, base: Mapping[str, str] | None = None
                 ) -> tuple[list[str], dict[str, str]]:
         """The command line and environment that run ``argv`` in host ``role``, on the
-        world's clock unless ``model_time`` is false."""
-        env = dict(os.environ if base is None else base)
+        world's clock unless ``model_time`` is false. The environment names the world and
+        its speed (``NATSIM_WORLD``, ``NATSIM_SPEED``): a script can tell where it runs."""
+        named = {"NATSIM_WORLD": self.name, "NATSIM_SPEED": f"{self.speed:g}"}
+        env = {**(os.environ if base is None else base), **named}
+        docker = self.backend == "docker"  # a container's program gets only `docker exec -e`
         if not model_time:
-            return self.command(role, argv), env
+            return self.command(role, argv, named if docker else None), env
         why = self.why_not_model_time(argv[0]) if argv else None
         if why is not None:  # never judged silently
             raise modeltime.ModelTimeError(f"{why}; it cannot run in model time: "
                                            f"{modeltime.ADVICE} (wall_time=True in the "
                                            "pytest plugin)")
-        if self.backend == "docker":  # a container's program gets only what `docker exec -e`
-            return self.command(role, argv, self.model_time_env({}, verbose)), env  # gives it
+        if docker:
+            return self.command(role, argv, self.model_time_env(named, verbose)), env
         return self.command(role, argv), self.model_time_env(env, verbose)
 
     def scaled(self) -> list[JsonObject]:

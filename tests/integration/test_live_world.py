@@ -81,9 +81,12 @@ def test_curl_with_and_without_keepalive(world_name: str) -> None:
 
 def test_exec_passes_exit_status_and_output_through(world_name: str) -> None:
     result = natsim("exec", "--name", world_name, "client", "--", "sh", "-c",
-                    "echo from-the-client; getent hosts server; exit 7", check=False)
+                    "echo from-the-client; getent hosts server; "
+                    "echo world=$NATSIM_WORLD speed=$NATSIM_SPEED; exit 7", check=False)
     assert result.returncode == 7
     assert "from-the-client" in result.stdout and "198.19.1.10" in result.stdout
+    assert f"world={world_name} speed=" in result.stdout  # a script can tell where it runs
+    assert "speed=\n" not in result.stdout
 
 
 def test_errors_name_what_is_wrong(world_name: str) -> None:

@@ -99,7 +99,9 @@ def test_check_refuses_meaningless_numbers_and_flags_it_would_ignore(
 def test_check_still_answers_with_its_defaults(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["check", "--idle", "400"]) == 1  # linux-so-keepalive behind nat-gw: fails
     assert "FAILS" in capsys.readouterr().out
-    assert main(["check", "nat-gw"]) == 0
+    assert main(["check", "nat-gw"]) == 1  # the model agrees: the client does not survive
+    assert main(["check", "nat-gw-keepalive"]) == 0
+    assert main(["check", "nat-gw-idle-pool"]) == 0  # reset, then the retry is answered
 
 
 @pytest.mark.parametrize(("profile", "appliance", "code", "words"), [
