@@ -63,20 +63,22 @@ PROFILES: dict[str, ClientProfile] = {p.name: p for p in (
                       "socket.SetSocketOption(SocketOptionLevel.Socket, "
                       "SocketOptionName.KeepAlive, true) and SocketOptionLevel.Tcp, "
                       "SocketOptionName.TcpKeepAliveTime, {idle}"),
-                  source="seed 000: SocketsHttpHandler has TCP keep-alive turned off"),
-    ClientProfile("dotnet-connectcallback-300", ".NET with seed 000's ConnectCallback fix",
+                  source="AWS re:Post, long-running Lambda invokes from .NET 6+: "
+                         "SocketsHttpHandler has TCP keep-alive turned off"),
+    ClientProfile("dotnet-connectcallback-300", ".NET with the ConnectCallback keepalive fix",
                   "socket", 300, 15, 5,
                   version=".NET 5 and later (ConnectCallback)",
                   fix=("TcpKeepAliveTime {idle} in the ConnectCallback"),
-                  source="seed 000: TcpKeepAliveTime 300, Interval 15, RetryCount 5"),
+                  source="AWS re:Post (.NET 6+ Lambda invokes): TcpKeepAliveTime 300, "
+                         "Interval 15, RetryCount 5"),
     ClientProfile("aws-sdk-dotnet-lambda-netcore", "AWS SDK for .NET Lambda client on .NET "
                   "Core / .NET 6+", "off",
                   version="AWS SDK for .NET v3 on .NET Core / .NET 6+",
                   fix=("an HttpClientFactory for the SDK client whose "
                       "SocketsHttpHandler.ConnectCallback sets KeepAlive and "
                       "TcpKeepAliveTime={idle}"),
-                  source="seed 000: the SDK's 300 s/15 s keepalive works only on .NET "
-                         "Framework"),
+                  source="AWS re:Post (.NET 6+ Lambda invokes): the SDK's 300 s/15 s "
+                         "keepalive works only on .NET Framework"),
     ClientProfile("boto3-default", "boto3 / botocore default", "off",
                   version="botocore 1.x (1.44.8 checked in the suite)",
                   fix=("botocore.config.Config(tcp_keepalive=True) and the sysctl "
@@ -89,20 +91,21 @@ PROFILES: dict[str, ClientProfile] = {p.name: p for p in (
                   fix=("the sysctl net.ipv4.tcp_keepalive_time={idle} in the client's host or "
                       "pod (botocore sets SO_KEEPALIVE only)"),
                   source="botocore sets SO_KEEPALIVE only; the OS's 7200 s still applies "
-                         "(seed 003)",
+                         "(AWS networking blog, long-running TCP connections)",
                   real_client="botocore (PyPI) against a slow endpoint"),
     ClientProfile("java-sdk-apache", "AWS SDK for Java v2, Apache client default", "off",
                   version="AWS SDK for Java 2.x",
                   fix=("ApacheHttpClient.builder().tcpKeepAlive(true) and the sysctl "
                       "net.ipv4.tcp_keepalive_time={idle} (the SDK sets SO_KEEPALIVE only)"),
-                  source="ApacheHttpClient.Builder.tcpKeepAlive defaults to false (seed 003)"),
+                  source="ApacheHttpClient.Builder.tcpKeepAlive defaults to false "
+                         "(AWS networking blog, long-running TCP connections)"),
     ClientProfile("java-sdk-apache-tcpkeepalive", "AWS SDK for Java v2, Apache client with "
                   "tcpKeepAlive(true)", "os",
                   version="AWS SDK for Java 2.x",
                   fix=("the sysctl net.ipv4.tcp_keepalive_time={idle} (tcpKeepAlive(true) sets "
                       "SO_KEEPALIVE only)"),
-                  source="SO_KEEPALIVE with OS timing; seed 001: 'these values are not "
-                         "honored by the SDK'"),
+                  source="SO_KEEPALIVE with OS timing; a 2021 Lambda-in-VPC write-up: "
+                         "'these values are not honored by the SDK'"),
     ClientProfile("java-httpclient-default", "the JDK's java.net.http.HttpClient default",
                   "off", fix=("java.net.http.HttpClient sets no socket options at all: an "
                               "application ping more often than every {idle} s, or a client "
