@@ -81,7 +81,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
         agrees = nominal_prediction(s).outcome() == (s.expect_client, s.expect_server)
         path = "+".join(a.name for a in s.chain) if len(s.chain) > 1 else s.appliance.name
         out.write(f"  {name:<22} {path:<20} expect client {s.expect_client}, "
-                  f"server {s.expect_server}; speed {s.speed:g} (largest safe "
+                  f"server {s.expect_server}; speed {s.speed:g} (safe up to "
                   f"{max_safe_speed(s):g}){'' if agrees else '  [model disagrees]'}\n")
         if s.description:
             out.write(f"  {'':<22} {s.description.splitlines()[0]}\n")

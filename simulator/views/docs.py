@@ -114,7 +114,7 @@ def _expected(s: Scenario) -> str:
 
 
 def scenario_table() -> str:
-    rows = ["| name | what it shows | expected (client, server) | speed (largest safe) |",
+    rows = ["| name | what it shows | expected (client, server) | speed (safe up to) |",
             "|---|---|---|---|"]
     for name in scenario_names():
         s = load_scenario(name)

@@ -11,7 +11,7 @@ from simulator.world import rootless
 def test_list_shows_scenarios_and_largest_safe_speed(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["list"]) == 0
     out = capsys.readouterr().out
-    assert "nat-gw-edge" in out and "largest safe 20" in out
+    assert "nat-gw-edge" in out and "safe up to 20" in out
     assert "AWS NAT Gateway" in out
     assert "model disagrees" not in out
 
