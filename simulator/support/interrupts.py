@@ -28,11 +28,17 @@ _received: list[int] = []
 _Handler = Callable[[int, FrameType | None], object] | int | None
 
 
+_deferring = [0]
+"""How many :func:`deferred` blocks are open: the handler then records and returns."""
+
+
 def _make_handler(owner: int) -> Callable[[int, FrameType | None], None]:
     def handler(signum: int, frame: FrameType | None) -> None:
         if os.getpid() != owner:
             os._exit(128 + signum)
         _received.append(signum)
+        if _deferring[0]:  # taken by another thread despite the mask: it lands after the block
+            return
         raise KeyboardInterrupt(f"signal {signum}")
     return handler
 
@@ -87,14 +93,23 @@ def deferred() -> Iterator[None]:
     a child that binds the namespace file while the parent waits. Interrupted in that wait,
     the parent's cleanup ran while the child went on and bound a namespace nobody removed.
     The helper inherits the blocked mask, so a Ctrl-C sent to the whole process group does
-    not stop it half-way either.
+    not stop it half-way either. In a process with other threads the mask alone does not
+    hold a signal back (another thread takes it): the recording handler then keeps it for
+    the end of the block.
     """
     held = {signal.SIGINT, signal.SIGTERM}
     before = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    _deferring[0] += 1
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, before)
+        _deferring[0] -= 1
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)  # one held here lands now
+    # The mask is this thread's: a process-directed signal goes to another thread that does
+    # not block it (pytest-xdist's, a library's), and Python runs the handler here anyway,
+    # which then only recorded it. It lands now.
+    if not _deferring[0]:
+        check()
 
 
 _PR_SET_PDEATHSIG = 1
