@@ -19,6 +19,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from simulator.cli import check as check_cli
+from simulator.cli import events as events_cli
 from simulator.cli import replay as replay_cli
 from simulator.core.appliances import CATALOGUE, Appliance, ApplianceError, caveats, get_appliance
 from simulator.core.metrics import cloud_metrics, namespace_of, prometheus_text
@@ -437,6 +438,7 @@ def build_parser() -> argparse.ArgumentParser:
     down.add_argument("--all", action="store_true", help="remove every world that is up")
     down.set_defaults(func=_cmd_down)
 
+    events_cli.add_parser(sub)
     replay_cli.add_parser(sub)
     matrix.add_parser(sub)
     sub.choices["matrix"].set_defaults(func=_cmd_matrix)

@@ -192,3 +192,35 @@ def test_bulk_transfer_crosses_whole_as_gso_frames(natsim_world: NatsimWorld) ->
               if p.haslayer(TCP) and p[IP].src == "203.0.113.1" and len(p[TCP].payload) > 1448]
     assert natted, "no GSO frame from the NAT's public address in the capture"
     assert all(checksums_valid(frame) for frame in natted)
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed "
+                    "(apt-get install curl; .ci/run installs it)")
+def test_events_tell_the_story_and_follow_until_the_world_is_down() -> None:
+    """`natsim events` keeps what `status` forgets (the expiry); `--follow` prints each
+    event as it comes and ends by itself when the world is taken down."""
+    name = f"e{secrets.token_hex(3)}"
+    natsim("up", "--appliance", "nat-gw", "--speed", str(SPEED), "--name", name)
+    follower = None
+    try:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "simulator", "exec", "--name", name, "server", "--",
+             sys.executable, "-m", "simulator.workloads.slow_http", "--delay", "500"],
+            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        follower = subprocess.Popen(
+            [sys.executable, "-m", "simulator", "events", "--name", name, "--follow"],
+            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(1.0)
+        curl = natsim("exec", "--name", name, "client", "--", "curl", "-sS", "-m", "420",
+                      "--no-keepalive", "http://server:8080/", check=False)
+        assert curl.returncode == 28, curl.stderr  # timed out: the answer never came
+        told = natsim("events", "--name", name).stdout
+        assert "new TCP flow #1" in told and "expired after 350 s idle" in told, told
+        assert "flow_expired" in natsim("events", "--name", name, "--json").stdout
+    finally:
+        natsim("down", "--name", name)
+        server.communicate(timeout=10)
+    assert follower is not None
+    out, err = follower.communicate(timeout=10)  # it stopped by itself
+    assert follower.returncode == 0, err
+    assert "expired after 350 s idle" in out and "RST" in out, out

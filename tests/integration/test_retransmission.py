@@ -67,6 +67,33 @@ def _line(proc: subprocess.Popen[str], limit: float) -> str:
     return proc.stdout.readline().strip()
 
 
+def _silence(peer: str) -> None:
+    """From now on the peer drops everything, silently: it loses its addresses."""
+    with IPRoute(netns=peer) as ipr:
+        for i in range(2):
+            ipr.addr("del", index=ipr.link_lookup(ifname=f"{PEER}{i}")[0],
+                     address=f"198.18.{251 + i}.2", prefixlen=24)
+
+
+def _timed_out(clients: dict[str, subprocess.Popen[str]], limit: float) -> dict[str, float]:
+    """Each client's seconds to ETIMEDOUT (anything else fails the test)."""
+    seen = {}
+    for name, proc in clients.items():
+        code, took = _line(proc, limit).split()
+        assert code == "110", f"{name}: errno {code}, not ETIMEDOUT"
+        seen[name] = float(took)
+    return seen
+
+
+def _stop(procs: list[subprocess.Popen[str]]) -> None:
+    for proc in procs:
+        proc.kill()
+        proc.wait()
+        for stream in (proc.stdin, proc.stdout):
+            if stream is not None:
+                stream.close()
+
+
 @pytest.fixture
 def namespaces() -> Iterator[tuple[str, str, str]]:
     """Two clients and the peer, each client on its own veth (198.18.251/252.0/24)."""
@@ -118,26 +145,14 @@ def test_the_kernel_gives_up_when_the_model_says(namespaces: tuple[str, str, str
                 ["ip", "netns", "exec", ns, sys.executable, "-c", CLIENT, address,
                  str(user_ms)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
             assert _line(clients[name], 10) == "connected"
-        with IPRoute(netns=peer) as ipr:  # from now on the peer drops everything, silently
-            for i in range(2):
-                ipr.addr("del", index=ipr.link_lookup(ifname=f"{PEER}{i}")[0],
-                         address=f"198.18.{251 + i}.2", prefixlen=24)
+        _silence(peer)
         for proc in clients.values():
             assert proc.stdin is not None
             proc.stdin.write("go\n")
             proc.stdin.flush()
-        seen = {}
-        for name, proc in clients.items():
-            code, took = _line(proc, 60).split()
-            assert code == "110", f"{name}: errno {code}, not ETIMEDOUT"
-            seen[name] = float(took)
+        seen = _timed_out(clients, 60)
     finally:
-        for proc in (listener, *clients.values()):
-            proc.kill()
-            proc.wait()
-            for stream in (proc.stdin, proc.stdout):
-                if stream is not None:
-                    stream.close()
+        _stop([listener, *clients.values()])
     for name, (_, _, _, model) in cases.items():
         predicted = model.give_up()
         print(f"{name}: ETIMEDOUT after {seen[name]:.3f} s, the model {predicted:.3f} s")
@@ -187,21 +202,10 @@ def test_tcp_user_timeout_replaces_the_keepalive_probe_count(
                 ["ip", "netns", "exec", ns, sys.executable, "-c", PROBER, address, str(count),
                  str(user_ms)], stdout=subprocess.PIPE, text=True)
             assert _line(clients[name], 10) == "connected"
-        with IPRoute(netns=peer) as ipr:  # before the first probe (2 s): silence
-            for i in range(2):
-                ipr.addr("del", index=ipr.link_lookup(ifname=f"{PEER}{i}")[0],
-                         address=f"198.18.{251 + i}.2", prefixlen=24)
-        seen = {}
-        for name, proc in clients.items():
-            code, took = _line(proc, 30).split()
-            assert code == "110", f"{name}: errno {code}, not ETIMEDOUT"
-            seen[name] = float(took)
+        _silence(peer)  # before the first probe (2 s)
+        seen = _timed_out(clients, 30)
     finally:
-        for proc in (listener, *clients.values()):
-            proc.kill()
-            proc.wait()
-            if proc.stdout is not None:
-                proc.stdout.close()
+        _stop([listener, *clients.values()])
     for name, (_, _, count, _, user) in cases.items():
         ex = Exchange(350.0, LateAction.DROP, LateAction.DROP, 100.0, 100.0, 2.0, 1.0, count,
                       keepalive_user_timeout=user)

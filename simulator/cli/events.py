@@ -1,0 +1,85 @@
+"""``natsim events [--name W] [--follow] [--json]``: what a live world's middlebox has done,
+in model time, and (with ``--follow``) what it does next, as it happens.
+
+The middlebox writes every event to the world's ``events.jsonl`` (the same lines a scenario
+run's timeline is made of); ``status`` shows the flow table as it is now, and forgets a flow
+as soon as it is gone, while ``events`` keeps the story: the flow created, its expiry, the
+RST to a late packet. ``--follow`` stops by itself when the world is taken down.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TextIO
+
+from simulator.world.live import LiveWorld
+
+POLL = 0.2
+"""Wall seconds between two looks at the file while following."""
+QUIET = ("ready", "stopped")
+"""The middlebox's own start and stop lines: not events of the world."""
+
+
+def line_of(event: dict[str, object]) -> str:
+    """One event as the timeline prints it: model seconds, who, what."""
+    t = event.get("t")
+    stamp = f"{float(t):9.1f}" if isinstance(t, int | float) else " " * 9
+    return f"{stamp}  {event.get('source', '')!s:<10} {event.get('text', '')}"
+
+
+def _lines(path: Path, follow: bool, live: LiveWorld) -> Iterator[str]:
+    """The file's complete lines, then (following) each new one until the world is down."""
+    offset, partial = 0, ""
+    while True:
+        if path.exists():
+            with path.open() as f:
+                f.seek(offset)
+                chunk = f.read()
+                offset = f.tell()
+            *done, partial = (partial + chunk).split("\n")
+            yield from (line for line in done if line.strip())
+        if not follow:
+            return
+        if not LiveWorld.state_file(live.name).exists() or not live.alive():
+            return  # taken down (or its middlebox died): nothing more will come
+        time.sleep(POLL)
+
+
+def show(live: LiveWorld, follow: bool, as_json: bool, out: TextIO) -> int:
+    path = Path(live.results_dir) / "events.jsonl"
+    try:
+        for raw in _lines(path, follow, live):
+            event = json.loads(raw)
+            if event.get("kind") in QUIET:
+                continue
+            out.write((raw if as_json else line_of(event)) + "\n")
+            out.flush()
+    except KeyboardInterrupt:  # following ends with Ctrl-C: not an error
+        return 0
+    return 0
+
+
+def cmd_events(args: argparse.Namespace) -> int:
+    live = LiveWorld.load(args.name)
+    if not args.json and not args.follow:
+        print(f"world {live.name}: {live.appliance.get('title', '?')}, speed {live.speed:g}; "
+              f"model seconds since the world came up", file=sys.stderr)
+    return show(live, args.follow, args.json, sys.stdout)
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    ev = sub.add_parser("events", help="a live world's events so far (and --follow them)",
+                        description="Print what the middlebox of a live world has done, in "
+                                    "model seconds: flows created, expired, reset. --follow "
+                                    "keeps printing as it happens, until the world is down.")
+    ev.add_argument("--name", default=None, help="which world (default: the only one up)")
+    ev.add_argument("--follow", "-f", action="store_true",
+                    help="keep printing new events as they happen (Ctrl-C to stop)")
+    ev.add_argument("--json", action="store_true",
+                    help="the events as JSON lines, one per event, as the middlebox wrote them")
+    ev.set_defaults(func=cmd_events)
