@@ -66,12 +66,13 @@ NARRATION: dict[tuple[str, str], str] = {
     ("middlebox", "flow_expired"): "350 s without a single packet: the NAT Gateway forgets "
                                    "the connection. Nobody is told.",
     ("server", "answer_sent"): "The server sends its answer.",
+    # told before the RST that the client's closing FIN then meets (at the same second)
+    ("client", "timeout"): "The client gives up at 900 s, having never heard a thing.",
     ("middlebox", "rst_sent"): "The NAT does not know this connection any more: it drops the "
                                "packet and sends back an RST.",
     ("server", "reset"): "The server gets 'connection reset': its 400 s of work are lost.",
     ("server", "delivered"): "The client's kernel acknowledges the answer.",
     ("client", "answer"): "The client has its answer. The keepalive saved it.",
-    ("client", "timeout"): "The client gives up at 900 s, having never heard a thing.",
 }
 PROXY_NARRATION: dict[tuple[str, str], str] = {
     ("middlebox", "flow_created"): "The client connects to the proxy, which opens its own "

@@ -155,3 +155,16 @@ def test_the_idle_pool_narration_counts_retransmissions_per_column() -> None:
         from simulator.views.demo import get_story  # noqa: PLC0415
 
         get_story("idle")
+
+
+def test_the_demo_tells_the_clients_timeout_before_the_rst_its_fin_meets() -> None:
+    import io  # noqa: PLC0415
+
+    from simulator.views.demo import LEFT, Columns, _print_rows  # noqa: PLC0415
+
+    rst = {"source": "middlebox", "kind": "rst_sent", "side": "inside"}
+    gave_up = {"source": "client", "kind": "timeout"}
+    out = io.StringIO()
+    _print_rows(Columns(out, 120), [(900.6, LEFT, rst), (900.7, LEFT, gave_up)])
+    text = out.getvalue()
+    assert text.index("gives up at 900 s") < text.index("RST to the client")
