@@ -77,15 +77,19 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def _cmd_list(args: argparse.Namespace) -> int:
     out = sys.stdout
     out.write("Scenarios (natsim run NAME):\n")
-    for name in scenario_names():
-        s = load_scenario(name)
+    names = scenario_names()
+    wide = max(len(n) for n in names)  # the columns hold for the longest name
+    scenarios = [load_scenario(name) for name in names]
+    paths = ["+".join(a.name for a in s.chain) if len(s.chain) > 1 else s.appliance.name
+             for s in scenarios]
+    path_wide = max(len(p) for p in paths)
+    for name, s, path in zip(names, scenarios, paths, strict=True):
         agrees = nominal_prediction(s).outcome() == (s.expect_client, s.expect_server)
-        path = "+".join(a.name for a in s.chain) if len(s.chain) > 1 else s.appliance.name
-        out.write(f"  {name:<22} {path:<20} expect client {s.expect_client}, "
+        out.write(f"  {name:<{wide}} {path:<{path_wide}} expect client {s.expect_client}, "
                   f"server {s.expect_server}; speed {s.speed:g} (safe up to "
                   f"{max_safe_speed(s):g}){'' if agrees else '  [model disagrees]'}\n")
         if s.description:
-            out.write(f"  {'':<22} {s.description.splitlines()[0]}\n")
+            out.write(f"  {'':<{wide}} {s.description.splitlines()[0]}\n")
     out.write("\nClient profiles (scenario field client.profile; natsim check "
               "--client-profile):\n")
     for profile in PROFILES.values():
@@ -96,13 +100,14 @@ def _cmd_list(args: argparse.Namespace) -> int:
                 else "; not run for real here (model only)")
         out.write(f"  {profile.name:<30} {profile.title}: {timing}{real}\n")
     out.write("\nAppliances (scenario field appliance.name):\n")
+    wide = max(len(a) for a in CATALOGUE)
     for appliance in CATALOGUE.values():
-        out.write(f"  {appliance.name:<22} {appliance.title}: TCP idle timeout "
+        out.write(f"  {appliance.name:<{wide}} {appliance.title}: TCP idle timeout "
                   f"{appliance.tcp_idle_timeout:g} s, UDP {appliance.udp_idle_timeout:g} s; "
                   f"late packet from client: {appliance.late_from_inside}, from server: "
                   f"{appliance.late_from_outside}\n")
         for note in caveats(appliance):
-            out.write(f"  {'':<22}   caveat, {note}\n")
+            out.write(f"  {'':<{wide}}   caveat, {note}\n")
     return 0
 
 
