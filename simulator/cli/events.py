@@ -15,7 +15,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from simulator.world.live import LiveWorld
 
@@ -48,6 +48,59 @@ def _lines(path: Path, follow: bool, live: LiveWorld) -> Iterator[str]:
         if not LiveWorld.state_file(live.name).exists() or not live.alive():
             return  # taken down (or its middlebox died): nothing more will come
         time.sleep(POLL)
+
+
+GONE_KEPT = 10.0
+"""Wall seconds ``natsim status`` keeps showing a flow after it is gone (expired, reset):
+at speed 100 a flow expires 3.5 wall s after it went quiet, and was gone from the table
+before anyone could look."""
+TAIL = 1 << 20
+"""Bytes of ``events.jsonl`` read for them: the recent events of a long-lived world."""
+
+
+def recently_gone(live: LiveWorld, now: float, table: set[int]) -> list[dict[str, object]]:
+    """The flows gone within the last :data:`GONE_KEPT` wall seconds (model time ``now``)
+    and no longer in the flow table: each with its addresses (from its creation, if that is
+    in the tail read) and the event that ended it."""
+    path = Path(live.results_dir) / "events.jsonl"
+    if not path.exists():
+        return []
+    with path.open("rb") as f:
+        f.seek(max(0, path.stat().st_size - TAIL))
+        lines = f.read().decode(errors="replace").splitlines()[1:]  # the first may be cut
+    created: dict[int, dict[str, object]] = {}
+    ended: dict[int, dict[str, object]] = {}
+    for line in lines:
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue
+        flow, kind = event.get("flow"), event.get("kind")
+        if not isinstance(flow, int) or flow in table:
+            continue
+        if kind == "flow_created":
+            created[flow] = event
+        elif kind == "flow_expired" or (kind == "flow_closed" and
+                                        "removed" in str(event.get("text"))):
+            ended[flow] = event
+    since = now - GONE_KEPT * live.speed
+    return [{**created.get(flow, {}), "flow": flow, "ended": event}
+            for flow, event in sorted(ended.items())
+            if isinstance(event.get("t"), int | float) and float(event["t"]) >= since]  # type: ignore[arg-type]
+
+
+def gone_lines(live: LiveWorld, snap: dict[str, Any]) -> list[str]:
+    """``natsim status``'s rows for the flows gone lately, marked GONE, with what ended
+    them, in the table's columns."""
+    now = float(snap["t"])
+    rows = []
+    for g in recently_gone(live, now, {int(f["flow"]) for f in snap["flows"]}):
+        ended = g["ended"]
+        assert isinstance(ended, dict)
+        cols = [f"{g.get(k, '?')!s:<21}" for k in ("client", "server", "public")]
+        rows.append(f"  #{g['flow']!s:<4} {g.get('proto', '?')!s:<5} {' '.join(cols)} GONE "
+                    f"{now - float(ended['t']):.0f} s ago: {ended.get('text', '')}")
+    return rows
 
 
 def show(live: LiveWorld, follow: bool, as_json: bool, out: TextIO) -> int:

@@ -17,6 +17,7 @@ import subprocess
 import sys
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from simulator.cli import check as check_cli
 from simulator.cli import events as events_cli
@@ -247,6 +248,25 @@ def _bar(idle: float, timeout: float, width: int = 20) -> str:
     return "[" + "#" * filled + "-" * (width - filled) + "]"
 
 
+def _flow_table(live: LiveWorld, snap: dict[str, Any]) -> None:
+    """The live flows, then those gone lately (kept a while, marked: the expiry shows)."""
+    if snap["flows"]:
+        print(f"  {'flow':<5} {'proto':<5} {'client':<21} {'server':<21} {'public':<21} "
+              f"{'state':<12} idle / timeout")
+    for f in snap["flows"]:
+        print(f"  #{f['flow']:<4} {f['proto']:<5} {f['client']:<21} {f['server']:<21} "
+              f"{f['public']:<21} {f['state']:<12} {f['idle']:7.1f} / {f['timeout']:g} s "
+              f"{_bar(f['idle'], f['timeout'])}")
+    gone = events_cli.gone_lines(live, snap)
+    for line in gone:
+        print(line)
+    if not snap["flows"] and not gone:
+        print("  no flows")
+    elif snap.get("flow_count", 0) > len(snap["flows"]):
+        print(f"  ... and {snap['flow_count'] - len(snap['flows'])} more "
+              f"({snap['flow_count']} flows in all)")
+
+
 def _cmd_status(args: argparse.Namespace) -> int:
     names = LiveWorld.names() if args.name is None else [args.name]
     if not names:
@@ -270,18 +290,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
         app = live.appliance
         print(f"world {name}: {app['title']}, idle timeout {app['tcp_idle_timeout']:g} s, "
               f"speed {live.speed:g}; model time {snap['t']:.1f} s{stale}")
-        if snap["flows"]:
-            print(f"  {'flow':<5} {'proto':<5} {'client':<21} {'server':<21} {'public':<21} "
-                  f"{'state':<12} idle / timeout")
-        for f in snap["flows"]:
-            print(f"  #{f['flow']:<4} {f['proto']:<5} {f['client']:<21} {f['server']:<21} "
-                  f"{f['public']:<21} {f['state']:<12} {f['idle']:7.1f} / {f['timeout']:g} s "
-                  f"{_bar(f['idle'], f['timeout'])}")
-        if not snap["flows"]:
-            print("  no flows")
-        elif snap.get("flow_count", 0) > len(snap["flows"]):
-            print(f"  ... and {snap['flow_count'] - len(snap['flows'])} more "
-                  f"({snap['flow_count']} flows in all)")
+        _flow_table(live, snap)
         shown = ("ActiveConnectionCount", "ConnectionAttemptCount", "IdleTimeoutCount",
                  "RstSent", "PacketsDropCount", "KeepaliveProbes")
         print("  " + ", ".join(f"{k} {snap['counters'].get(k, 0)}" for k in shown))

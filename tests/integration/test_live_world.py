@@ -197,8 +197,9 @@ def test_bulk_transfer_crosses_whole_as_gso_frames(natsim_world: NatsimWorld) ->
 @pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed "
                     "(apt-get install curl; .ci/run installs it)")
 def test_events_tell_the_story_and_follow_until_the_world_is_down() -> None:
-    """`natsim events` keeps what `status` forgets (the expiry); `--follow` prints each
-    event as it comes and ends by itself when the world is taken down."""
+    """`status` keeps a flow gone moments ago, marked; `natsim events` keeps the whole
+    story; `--follow` prints each event as it comes and ends by itself when the world is
+    taken down."""
     name = f"e{secrets.token_hex(3)}"
     natsim("up", "--appliance", "nat-gw", "--speed", str(SPEED), "--name", name)
     follower = None
@@ -214,6 +215,8 @@ def test_events_tell_the_story_and_follow_until_the_world_is_down() -> None:
         curl = natsim("exec", "--name", name, "client", "--", "curl", "-sS", "-m", "420",
                       "--no-keepalive", "http://server:8080/", check=False)
         assert curl.returncode == 28, curl.stderr  # timed out: the answer never came
+        status = natsim("status", "--name", name).stdout  # the flow is gone, yet shown
+        assert "GONE" in status and "expired after 350 s idle" in status, status
         told = natsim("events", "--name", name).stdout
         assert "new TCP flow #1" in told and "expired after 350 s idle" in told, told
         assert "flow_expired" in natsim("events", "--name", name, "--json").stdout
