@@ -29,7 +29,7 @@ from simulator.core.engine import Middlebox
 from simulator.core.events import Side
 from simulator.core.packets import SYN, build_tcp, ip_from_str
 from simulator.core.plan import SERVER_IP
-from simulator.dataplane.packet_loop import steady_under_load
+from simulator.dataplane.tuning import steady_under_load
 
 PUBLIC_IPS = ["203.0.113.1", "203.0.113.2"]
 """The NAT's two public addresses, here and in ``bench/run.py`` (on both of its sides): one

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from simulator.cli import check as check_cli
+from simulator.cli import control as control_cli
 from simulator.cli import events as events_cli
 from simulator.cli import replay as replay_cli
 from simulator.core.appliances import CATALOGUE, Appliance, ApplianceError, caveats, get_appliance
@@ -453,6 +454,7 @@ def build_parser() -> argparse.ArgumentParser:
     down.set_defaults(func=_cmd_down)
 
     events_cli.add_parser(sub)
+    control_cli.add_parsers(sub)
     replay_cli.add_parser(sub)
     matrix.add_parser(sub)
     sub.choices["matrix"].set_defaults(func=_cmd_matrix)

@@ -60,6 +60,7 @@ import pytest
 
 from simulator.core.appliances import Appliance, get_appliance
 from simulator.core.jsonvalue import JsonObject
+from simulator.core.path_events import PathKind
 from simulator.spec.scenario import LINUX_KEEPALIVE_DEFAULTS
 from simulator.world.live import LiveWorld, call_in, call_on_clock
 
@@ -158,6 +159,21 @@ class NatsimWorld:
 
     def kinds(self) -> list[str]:
         return [str(e["kind"]) for e in self.events()]
+
+    def restart(self) -> None:
+        """The appliance restarts now: its flow table is lost (``natsim restart``)."""
+        self.check()
+        self.live.path_event(PathKind.RESTART)
+
+    def replace(self) -> None:
+        """The appliance is replaced now: flows lost, new public addresses."""
+        self.check()
+        self.live.path_event(PathKind.REPLACE)
+
+    def blackhole(self, seconds: float) -> None:
+        """Every packet is lost, silently, for ``seconds`` model seconds from now."""
+        self.check()
+        self.live.path_event(PathKind.BLACKHOLE, seconds)
 
     def status(self) -> dict[str, Any]:
         self.check()

@@ -147,6 +147,11 @@ class PathRules:
         """The events this appliance will carry out, armed by the first inside packet."""
         self._path_events = tuple(e for e in events if not e.on_host)
 
+    def path_event_now(self, event: PathEvent, now: float) -> None:
+        """Carry ``event`` out at model time ``now`` (a live world's ``natsim restart``,
+        ``replace`` or ``blackhole``), exactly as if a scenario had planned it for then."""
+        self.flows.schedule(now, Timer.PATH, ("start", event, None))
+
     @property
     def path_events_waiting(self) -> bool:
         """Events given and not armed yet (the dataplane's fast path stays off for a run

@@ -63,6 +63,7 @@ from simulator.core.messages import (
 from simulator.core.packets import ip_to_str
 from simulator.dataplane import fastpath
 from simulator.dataplane.background_file import BackgroundFile
+from simulator.dataplane.control import CONTROL_EVERY, ControlFile
 from simulator.dataplane.frames import (
     ETH_HLEN,
     F_NEEDS_CSUM,
@@ -76,6 +77,7 @@ from simulator.dataplane.frames import (
     partial_checksum_at,
     partial_checksum_fits,
 )
+from simulator.dataplane.tuning import steady_under_load
 from simulator.support.results import create_new
 
 ETH_P_IP = b"\x08\x00"
@@ -91,7 +93,6 @@ small frames are still joined)."""
 STATUS_EVERY = 0.25
 STATUS_FLOWS = 200
 YOUNG_GC_EVERY = 1.0
-NICE = -10
 MALFORMED_LOGGED = 5
 HEARTBEAT_EVERY = 0.5
 BUSY_FRAMES = 16
@@ -141,6 +142,9 @@ class Dataplane:
         self.out = out
         self.pcap = pcap
         self.status_path: Path | None = None
+        self.control: ControlFile | None = None
+        """A live world's path events now (``natsim restart``...): ``control.py``."""
+        self._control_due = 0.0
         self.metrics_file: IO[str] | None = None
         self.sample_every = 1.0
         """Model seconds between two samples of the counters (``metrics.jsonl``)."""
@@ -226,6 +230,7 @@ class Dataplane:
                 for fd, _ in poller.poll(timeout):
                     drain(*self._by_fd[fd])
                 busy = self.fast is not None and self.fast.forwarded() - before >= BUSY_FRAMES
+                self._requests()
                 self.expire_due()
                 self._flush_events()
                 if self.status_path is not None and time.monotonic() >= self._status_due:
@@ -246,6 +251,12 @@ class Dataplane:
             self._flush_events()
             if self._status_file is not None:
                 self._status_file.close()
+
+    def _requests(self) -> None:
+        """A live world's path events asked for now (every CONTROL_EVERY wall seconds)."""
+        if self.control is not None and time.monotonic() >= self._control_due:
+            self.control.apply(self.engine, self.clock.now())
+            self._control_due = time.monotonic() + CONTROL_EVERY
 
     def _timer_due(self) -> bool:
         due = self.engine.next_deadline()
@@ -513,26 +524,6 @@ class Dataplane:
             self.pcap.flush()
 
 
-def steady_under_load() -> None:
-    """Keep the dataplane's timing steady with 100,000 flows and a busy machine.
-
-    Python's cyclic garbage collector now and then walks every tracked object: with 100,000
-    flows that pause reached 300 ms (``make bench``: RSTs at expiry that late at p99), far
-    past a deadline's precision. The flow table holds no reference cycles, so automatic
-    collection is switched off and only the young generations are collected, once a second,
-    in the loop (a cycle that survives them is the rare leak we accept).
-
-    The middlebox stands for an appliance with CPUs of its own; on a two-core machine shared
-    with thousands of client sockets it would otherwise be starved by the very load it
-    models. It asks for a higher priority, which works as root and is quietly refused
-    without CAP_SYS_NICE (the rootless path).
-    """
-    gc.freeze()
-    gc.disable()
-    with contextlib.suppress(OSError):
-        os.nice(NICE)
-
-
 def _held_flows(engine: Middlebox | Chain, now: float) -> tuple[HeldFlow, ...]:
     """The flows the middlebox still holds at the end, for its final report."""
     return tuple(HeldFlow(f.id, str(f.state), round(now - f.last_seen, 3))
@@ -569,8 +560,9 @@ def main(argv: list[str] | None = None) -> int:
              Side.OUTSIDE: [port(spec) for spec in cfg.outside]}
     pcap = PcapWriter(Path(cfg.pcap)) if cfg.pcap else None
     plane = Dataplane(engine, clock, ports, sys.stdout, pcap)
-    if cfg.status:
+    if cfg.status:  # a live world: its status, and path events on demand beside it
         plane.status_path = Path(cfg.status)
+        plane.control = ControlFile(plane.status_path.with_name("control.jsonl"))
     plane.heartbeat = cfg.heartbeat
     if cfg.edge is not None:
         plane.edge = EdgeMap.from_config(cfg.edge)

@@ -43,8 +43,10 @@ from pyroute2 import netns
 
 from simulator.core.appliances import Appliance
 from simulator.core.jsonvalue import JsonObject
+from simulator.core.path_events import PathKind
 from simulator.core.plan import keepalive_sysctls, middlebox_config, world_plan
 from simulator.core.retransmission import WORLD_RTT, Retransmission, at_speed, world_sysctls
+from simulator.dataplane import control
 from simulator.spec.scenario import LINUX_KEEPALIVE_DEFAULTS
 from simulator.support.results import Folder, default_dir, replace_private
 from simulator.world import modeltime, topology
@@ -267,6 +269,7 @@ class LiveWorld:
         libraries, why_not = hosts.model_time(world, clock)
         return cls(name=name, run_id=world.run_id, speed=speed,
                    appliance={"name": appliance.name, "title": appliance.title,
+                              "nat": appliance.nat,
                               "tcp_idle_timeout": appliance.tcp_idle_timeout,
                               "late_from_inside": str(appliance.late_from_inside),
                               "late_from_outside": str(appliance.late_from_outside)},
@@ -438,6 +441,24 @@ class LiveWorld:
             raise WorldError(f"world {self.name!r}: no status from its middlebox ({exc}); "
                              "is it still running?") from None
         return data
+
+    def path_event(self, kind: PathKind, duration: float | None = None) -> None:
+        """Have the middlebox carry out ``kind`` now: ``restart`` (the flow table lost),
+        ``replace`` (and new public addresses) or ``blackhole`` for ``duration`` model s."""
+        if self.backend != "namespaces":
+            raise WorldError(f"world {self.name}: path events on demand need the namespaces "
+                             "backend (the dataplane reads them from the results folder)")
+        if kind is PathKind.REPLACE and not self.appliance.get("nat", True):
+            raise WorldError(f"world {self.name}: replace gives a NAT new public addresses; "
+                             f"{self.appliance.get('title')} translates none (restart instead)")
+        if self.health() is not None:
+            raise WorldError(f"world {self.name}: {self.health()}")
+        if self.status().get("fast_path") is not None:
+            raise WorldError(f"world {self.name} forwards hot flows on its fast path (natsim "
+                             "up --no-capture), where no path event reaches them: bring it up "
+                             "with its capture")
+        with (Path(self.results_dir) / "control.jsonl").open("a") as f:
+            f.write(control.request(kind, duration))
 
     def events(self) -> list[dict[str, Any]]:
         """The middlebox's events so far (times in model seconds since it started)."""

@@ -5,11 +5,16 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from simulator.cli.pytest_plugin import NatsimWorld
 from simulator.runs.runner import run_scenario
 from simulator.spec.compression import max_safe_speed
 from simulator.spec.scenario import load_scenario
@@ -73,3 +78,54 @@ def test_path_event_scenarios_run_as_the_model_says(name: str, tmp_path: Path) -
         assert result.counters.get("KeepaliveProbes:server side", 0) == 0
         assert "FIN from the proxy to the client" in texts
         assert document["proxy"] == "haproxy"
+
+
+# -- on demand, in a live world: natsim restart / replace / blackhole ------------------------
+
+def _curl(world: NatsimWorld, keepalive: bool) -> subprocess.Popen[str]:
+    """curl waiting for an answer the server gives after 300 model s (curl's own keepalive,
+    a probe every 60 s, keeps the flow through the NAT Gateway's 350 s)."""
+    world.start("server", [sys.executable, "-m", "simulator.workloads.slow_http",
+                           "--port", "8080", "--delay", "300"])
+    world.wait_for_port("server", 8080)
+    argv = ["curl", "-sS", "-m", "600", *([] if keepalive else ["--no-keepalive"]),
+            "http://server:8080/"]
+    return world.start("client", argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed "
+                    "(.ci/run installs it)")
+@pytest.mark.natsim(appliance="nat-gw", speed=100)
+def test_a_restart_now_resets_a_connection_its_keepalive_kept(
+        natsim_world: NatsimWorld) -> None:
+    """The control case first: nothing happens, curl gets its answer (at 300 s). Then the
+    same wait with `natsim_world.restart()` at about 100 s: curl's next probe meets the new
+    flow table's RST, as the appliance-restart scenario's model says."""
+    curl = _curl(natsim_world, keepalive=True)
+    out, err = curl.communicate(timeout=20)
+    assert curl.returncode == 0 and "the slow answer" in out, err
+    curl = _curl(natsim_world, keepalive=True)
+    time.sleep(1.0)  # 100 model s into the wait
+    natsim_world.restart()
+    out, err = curl.communicate(timeout=20)
+    assert curl.returncode == 56 and "reset" in err.lower(), (curl.returncode, err)
+    events = natsim_world.events()
+    [restart] = [e for e in events if e["kind"] == "path_event"]
+    assert "restarted" in restart["text"] and "flow table is lost" in restart["text"]
+    assert any(e["kind"] == "rst_sent" and e["t"] > restart["t"] for e in events)
+
+
+@pytest.mark.natsim(appliance="nat-gw", speed=100)
+def test_a_blackhole_and_a_replace_on_demand_from_the_command_line(
+        natsim_world: NatsimWorld) -> None:
+    name = natsim_world.live.name
+    for argv, said in ((["blackhole", "30"], "drops every packet, silently for 30 model s"),
+                       (["replace"], "is replaced")):
+        done = subprocess.run([sys.executable, "-m", "simulator", *argv, "--name", name],
+                              capture_output=True, text=True, timeout=30, check=False)
+        assert done.returncode == 0 and said in done.stdout, done.stderr
+    time.sleep(0.5)  # the dataplane looks every 50 ms; the blackhole ends 0.3 wall s later
+    texts = [e["text"] for e in natsim_world.events() if e["kind"] == "path_event"]
+    assert any("blackhole begins" in t for t in texts), texts
+    assert any("blackhole ends" in t for t in texts), texts
+    assert any("replacement's public address is 203.0.113.2" in t for t in texts), texts

@@ -1,0 +1,65 @@
+"""Path events now, in a live world: ``natsim restart``, ``replace`` and ``blackhole S``
+(and the pytest plugin's ``natsim_world.restart()``...) append a line to the world's
+``control.jsonl``; the dataplane reads the new lines every :data:`CONTROL_EVERY` wall
+seconds and has the engine carry each event out at that model time, as a scenario's
+``events:`` would (``core/path_events.py``). A file, not a socket: the command runs in the
+host's network namespace, the dataplane in the middlebox's, and both see the results folder.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from simulator.core.chain import Chain
+from simulator.core.engine import Middlebox
+from simulator.core.path_events import PathEvent, PathKind
+
+CONTROL_EVERY = 0.05
+"""Wall seconds between two looks at the file: an event lands at most this late (5 model s
+at speed 100)."""
+NOW = (PathKind.RESTART, PathKind.REPLACE, PathKind.BLACKHOLE)
+"""The kinds that can be carried out on demand (the others belong to a target or a host)."""
+
+
+def request(kind: PathKind, duration: float | None = None) -> str:
+    """The line that asks for ``kind`` now."""
+    return json.dumps({"kind": str(kind), "duration": duration}) + "\n"
+
+
+class ControlFile:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.offset = 0
+        self.partial = ""
+
+    def requests(self) -> list[PathEvent]:
+        """The events asked for since the last look (a line not yet whole waits)."""
+        try:
+            if self.path.stat().st_size <= self.offset:
+                return []
+            with self.path.open() as f:
+                f.seek(self.offset)
+                chunk = f.read()
+                self.offset = f.tell()
+        except FileNotFoundError:
+            return []
+        *lines, self.partial = (self.partial + chunk).split("\n")
+        events = []
+        for line in lines:
+            try:
+                spec = json.loads(line)
+                kind = PathKind(spec["kind"])
+                duration = spec.get("duration")
+                if kind not in NOW or (kind is PathKind.BLACKHOLE) != (duration is not None):
+                    continue  # the command checks; a hand-written line that is wrong is not
+                events.append(PathEvent(kind, at=0.0, duration=duration))
+            except (ValueError, KeyError, TypeError):
+                continue
+        return events
+
+    def apply(self, engine: Middlebox | Chain, now: float) -> None:
+        """Hand the new requests to the engine (one appliance: a chain takes none)."""
+        for event in self.requests():
+            if isinstance(engine, Middlebox):
+                engine.path_event_now(event, now)
