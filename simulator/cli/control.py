@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 
 from simulator.core.path_events import PathKind
-from simulator.world.live import LiveWorld
+from simulator.world.live import WORLD_NAME_HELP, LiveWorld
 
 WHAT = {PathKind.RESTART: "restarts: its flow table is lost",
         PathKind.REPLACE: "is replaced: flows lost, new public addresses",
@@ -42,5 +42,5 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         if kind is PathKind.BLACKHOLE:
             cmd.add_argument("seconds", type=_seconds, metavar="SECONDS",
                              help="how long, in model seconds")
-        cmd.add_argument("--name", default=None, help="which world (default: the only one up)")
+        cmd.add_argument("--name", default=None, help=WORLD_NAME_HELP)
         cmd.set_defaults(func=cmd_path_event)

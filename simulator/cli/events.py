@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
-from simulator.world.live import LiveWorld
+from simulator.world.live import WORLD_NAME_HELP, LiveWorld
 
 POLL = 0.2
 """Wall seconds between two looks at the file while following."""
@@ -130,7 +130,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
                         description="Print what the middlebox of a live world has done, in "
                                     "model seconds: flows created, expired, reset. --follow "
                                     "keeps printing as it happens, until the world is down.")
-    ev.add_argument("--name", default=None, help="which world (default: the only one up)")
+    ev.add_argument("--name", default=None, help=WORLD_NAME_HELP)
     ev.add_argument("--follow", "-f", action="store_true",
                     help="keep printing new events as they happen (Ctrl-C to stop)")
     ev.add_argument("--json", action="store_true",

@@ -45,7 +45,7 @@ from simulator.world import docker_host, modeltime, rootless, topology
 from simulator.world.backends import BackendError
 from simulator.world.backends.docker import docker_leftovers
 from simulator.world.driver import StartError
-from simulator.world.live import ROLES, LiveWorld, WorldError
+from simulator.world.live import ROLES, WORLD_NAME_HELP, LiveWorld, WorldError
 
 EXIT_MISMATCH = check_cli.EXIT_MISMATCH
 EXIT_USAGE, EXIT_ENVIRONMENT, EXIT_ERROR, EXIT_INTERRUPTED = 2, 3, 4, 130
@@ -428,7 +428,7 @@ def build_parser() -> argparse.ArgumentParser:
                                     "unchanged.",
                         usage="natsim exec [--name NAME] [--wall-time | --model-time] [-v] "
                               "HOST -- COMMAND [ARGS...]")
-    ex.add_argument("--name", default=None, help="which world (default: the only one up)")
+    ex.add_argument("--name", default=None, help=WORLD_NAME_HELP)
     clock = ex.add_mutually_exclusive_group()
     clock.add_argument("--wall-time", action="store_true",
                        help="run COMMAND on the wall clock (its timers then need dividing by "
@@ -449,7 +449,7 @@ def build_parser() -> argparse.ArgumentParser:
     st.set_defaults(func=_cmd_status)
 
     down = sub.add_parser("down", help="remove a live world")
-    down.add_argument("--name", default=None, help="which world (default: the only one up)")
+    down.add_argument("--name", default=None, help=WORLD_NAME_HELP)
     down.add_argument("--all", action="store_true", help="remove every world that is up")
     down.set_defaults(func=_cmd_down)
 

@@ -55,6 +55,8 @@ from simulator.world.driver import MiddleboxFailedError, WorldDriver
 from simulator.world.process import Process, ended
 
 T = TypeVar("T")
+WORLD_NAME_HELP = "which world (default: the one called default, else the only one up)"
+"""The commands' --name help: :meth:`LiveWorld.load` without a name."""
 WORLDS = topology.REGISTRY / "worlds"
 NAME_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,19}")
 ROLES = ("client", "server", "middlebox")
@@ -167,14 +169,18 @@ class LiveWorld:
 
     @classmethod
     def load(cls, name: str | None = None) -> LiveWorld:
-        """The world called ``name``; without a name, the only world that is up."""
+        """The world called ``name``; without a name, the one ``natsim up`` makes without
+        a name (``default``), else the only world that is up: someone else's world on the
+        same machine does not break the README's commands."""
         if name is None:
             names = cls.names()
             if not names:
                 raise WorldError("no world is up: start one with `natsim up`")
+            if "default" in names:
+                names = ["default"]
             if len(names) > 1:
-                raise WorldError(f"several worlds are up ({', '.join(names)}): "
-                                 "say which with --name")
+                raise WorldError(f"several worlds are up ({', '.join(names)}), none called "
+                                 "default: say which with --name")
             name = names[0]
         path = cls.state_file(name)
         if path.is_symlink() or not path.exists():

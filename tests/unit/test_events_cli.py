@@ -6,8 +6,10 @@ import io
 import json
 from pathlib import Path
 
+import pytest
+
 from simulator.cli.events import gone_lines, line_of, show
-from simulator.world.live import LiveWorld
+from simulator.world.live import LiveWorld, WorldError
 
 
 def world(tmp_path: Path, events: list[dict[str, object]], speed: float = 100) -> LiveWorld:
@@ -51,3 +53,25 @@ def test_events_print_the_story_without_the_middleboxs_own_lines(tmp_path: Path)
     show(world(tmp_path, EVENTS), follow=False, as_json=True, out=raw)
     assert [json.loads(x)["kind"] for x in raw.getvalue().splitlines()] == [
         "flow_created", "flow_created", "flow_expired"]
+
+
+def test_without_a_name_the_default_world_is_meant_even_beside_others(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Someone else's world on the machine does not break `natsim exec client -- ...`
+    after a `natsim up` without a name."""
+    def state(name: str) -> Path:
+        return tmp_path / f"{name}.json"
+
+    for name in ("theirs", "default"):
+        record: dict[str, object] = {
+            "name": name, "run_id": "r0123456789", "speed": 100, "appliance": {},
+            "namespaces": {}, "addresses": {}, "results_dir": str(tmp_path),
+            "middlebox_pid": 0, "started": ""}
+        state(name).write_text(json.dumps(record))
+        state(name).chmod(0o600)
+    monkeypatch.setattr(LiveWorld, "state_file", staticmethod(state))
+    monkeypatch.setattr(LiveWorld, "names", classmethod(lambda cls: ["theirs", "default"]))
+    assert LiveWorld.load().name == "default"
+    monkeypatch.setattr(LiveWorld, "names", classmethod(lambda cls: ["theirs", "mine"]))
+    with pytest.raises(WorldError, match="none called default: say which with --name"):
+        LiveWorld.load()
