@@ -49,6 +49,12 @@ MARKERS = {
 }
 
 
+def seconds_label(t: float) -> str:
+    """A model time as a picture labels it: whole seconds, and never "-0 s" (an event a
+    few milliseconds before the request is at 0 s)."""
+    return f"{round(t) + 0:d} s"
+
+
 def _flows(events: Sequence[TimelineEvent]) -> dict[str, list[TimelineEvent]]:
     """Events by flow; in a chain each appliance numbers its own flows."""
     flows: dict[str, list[TimelineEvent]] = {}
@@ -171,7 +177,7 @@ def draw(events: Sequence[TimelineEvent], timeout: float, speed: float, title: s
         below = e.source == "server"
         offset = (-30 if below else 10) + (22 if below else -22) * (level % 2)
         right = e.t > start + 0.75 * (end - start)  # near the right edge: to the left
-        ax.annotate(f"{label} ({e.t:.0f} s)", (e.t, LANES[e.source]),
+        ax.annotate(f"{label} ({seconds_label(e.t)})", (e.t, LANES[e.source]),
                     xytext=(-9 if right else 9, offset), textcoords="offset points",
                     ha="right" if right else "left", fontsize=8,
                     color=COLOURS[colour] if colour != "info" else "black",
@@ -211,7 +217,7 @@ def _path_events(ax: Axes, events: Sequence[TimelineEvent]) -> None:
         phase = e.raw.get("phase")
         if phase and phase != "start":
             what += f" ({phase})"
-        ax.text(e.t, 3.05, f" {what} ({e.t:.0f} s)", rotation=0, fontsize=8, va="top",
+        ax.text(e.t, 3.05, f" {what} ({seconds_label(e.t)})", rotation=0, fontsize=8, va="top",
                 color=COLOURS["grey"], bbox={"facecolor": "white", "edgecolor": "none",
                                              "alpha": 0.85, "pad": 0.6})
 
@@ -300,7 +306,7 @@ def draw_ladder(events: Sequence[TimelineEvent], timeout: float, title: str,
                           and e.kind == "request_sent"), steps[0].t if steps else 0.0)
     for row, e in enumerate(steps):
         y = -row - 0.5
-        ax.text(-0.35, y, f"{e.t:.0f} s", ha="right", va="center", fontsize=9,
+        ax.text(-0.35, y, f"{seconds_label(e.t)}", ha="right", va="center", fontsize=9,
                 color=COLOURS["grey"])
         gap = e.t - steps[row - 1].t if row else 0.0
         if gap >= 0.1 * timeout:  # the silence the appliance counts, between two rows

@@ -75,3 +75,10 @@ def test_without_a_name_the_default_world_is_meant_even_beside_others(
     monkeypatch.setattr(LiveWorld, "names", classmethod(lambda cls: ["theirs", "mine"]))
     with pytest.raises(WorldError, match="none called default: say which with --name"):
         LiveWorld.load()
+
+
+def test_picture_labels_never_read_minus_zero() -> None:
+    from simulator.views.timeline import seconds_label  # noqa: PLC0415
+
+    assert seconds_label(-0.2) == "0 s"  # a few ms before the request
+    assert seconds_label(-0.6) == "-1 s" and seconds_label(350.4) == "350 s"
