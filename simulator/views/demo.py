@@ -48,6 +48,9 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 HOLD = 1.0
 """Wall seconds an event waits, even once every column has reached its moment, for lines of
 the same run that arrive out of order (client, server and middlebox write apart)."""
+TICK = 3.0
+"""Wall seconds without a row after which one tells the model time (``...``): a room should
+see the minutes pass, not a frozen screen."""
 SAME_MOMENT = 1.0
 """Model seconds within which two runs' steps are one moment, told on one row."""
 MAX_HOLD = 30.0
@@ -140,7 +143,7 @@ def _sentence(ev: Mapping[str, Json], story: str = LEFT) -> str | None:
 
 
 def _print_rows(cols: Columns, due: list[tuple[float, str, Mapping[str, Json]]],
-                story: Story | None = None) -> None:
+                story: Story | None = None) -> int:
     """One row per event; the same step on both sides at the same moment shares a row."""
     story = story or SLOW_ANSWER
     order = story.step_order or {}
@@ -151,9 +154,11 @@ def _print_rows(cols: Columns, due: list[tuple[float, str, Mapping[str, Json]]],
                    key=lambda item: (round(item[0]), item[3], item[0]))
     shown = story.columns[:cols.columns]
     used: set[int] = set()
+    rows = 0
     for i, (t, name, sentence, _) in enumerate(items):
         if i in used:
             continue
+        rows += 1
         texts = dict.fromkeys(shown, "")
         texts[name] = sentence
         for j, (t2, n2, s2, _) in enumerate(items):  # the same step in another run, same moment
@@ -162,6 +167,7 @@ def _print_rows(cols: Columns, due: list[tuple[float, str, Mapping[str, Json]]],
                 used.add(j)
                 texts[n2] = sentence
         cols.row(f"{round(t) + 0:d}", *(texts[n] for n in shown))
+    return rows
 
 
 @dataclass(frozen=True)
@@ -227,6 +233,8 @@ def run_demo(speed: float | None = None, width: int | None = None,  # noqa: C901
     buffers = {name: b"" for name in procs}
     pending: list[tuple[float, float, str, Mapping[str, Json]]] = []  # (arrived, t, side, event)
     reached: dict[str, float] = {}  # each run's latest model time reported
+    heard: dict[str, float] = {}  # and when (wall), to tell the time between events
+    last_row = time.monotonic()
 
     def told_by_all(t: float) -> bool:
         """Every run still going has reported a moment at or after ``t``: the worlds start
@@ -253,6 +261,7 @@ def run_demo(speed: float | None = None, width: int | None = None,  # noqa: C901
                     elif "t" in ev and "source" in ev:
                         pending.append((time.monotonic(), number(ev, "t"), name, ev))
                         reached[name] = max(reached.get(name, -1.0), number(ev, "t"))
+                        heard[name] = time.monotonic()
             now = time.monotonic()
             finished = all(p.poll() is not None for p in procs.values())
             # an event is ready once it has waited HOLD and every run has reached its moment
@@ -264,7 +273,14 @@ def run_demo(speed: float | None = None, width: int | None = None,  # noqa: C901
                           if cutoff is not None and p[1] <= cutoff + SAME_MOMENT),
                          key=lambda p: p[1])
             pending = [p for p in pending if p not in due]
-            _print_rows(cols, [(t, name, ev) for _, t, name, ev in due], told)
+            if _print_rows(cols, [(t, name, ev) for _, t, name, ev in due], told):
+                last_row = now
+            elif not finished and now - last_row >= TICK and reached:
+                # the idle minutes pass in wall seconds: a row that tells the model time
+                running = [n for n in reached if procs[n].poll() is None] or list(reached)
+                clock = min(reached[n] + (now - heard[n]) * speed for n in running)
+                cols.row(f"{clock:.0f}", *("..." for _ in told.columns))
+                last_row = now
             if finished and not pending:
                 break
             select.select([p.stdout for p in procs.values()
