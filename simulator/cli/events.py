@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
+from simulator.support.tail import LineTail
 from simulator.world.live import WORLD_NAME_HELP, LiveWorld
 
 POLL = 0.2
@@ -34,15 +35,9 @@ def line_of(event: dict[str, object]) -> str:
 
 def _lines(path: Path, follow: bool, live: LiveWorld) -> Iterator[str]:
     """The file's complete lines, then (following) each new one until the world is down."""
-    offset, partial = 0, ""
+    tail = LineTail(path)
     while True:
-        if path.exists():
-            with path.open() as f:
-                f.seek(offset)
-                chunk = f.read()
-                offset = f.tell()
-            *done, partial = (partial + chunk).split("\n")
-            yield from (line for line in done if line.strip())
+        yield from tail.new_lines()
         if not follow:
             return
         if not LiveWorld.state_file(live.name).exists() or not live.alive():

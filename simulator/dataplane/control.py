@@ -14,6 +14,7 @@ from pathlib import Path
 from simulator.core.chain import Chain
 from simulator.core.engine import Middlebox
 from simulator.core.path_events import PathEvent, PathKind
+from simulator.support.tail import LineTail
 
 CONTROL_EVERY = 0.05
 """Wall seconds between two looks at the file: an event lands at most this late (5 model s
@@ -29,22 +30,11 @@ def request(kind: PathKind, duration: float | None = None) -> str:
 
 class ControlFile:
     def __init__(self, path: Path) -> None:
-        self.path = path
-        self.offset = 0
-        self.partial = ""
+        self.tail = LineTail(path)
 
     def requests(self) -> list[PathEvent]:
         """The events asked for since the last look (a line not yet whole waits)."""
-        try:
-            if self.path.stat().st_size <= self.offset:
-                return []
-            with self.path.open() as f:
-                f.seek(self.offset)
-                chunk = f.read()
-                self.offset = f.tell()
-        except FileNotFoundError:
-            return []
-        *lines, self.partial = (self.partial + chunk).split("\n")
+        lines = self.tail.new_lines()
         events = []
         for line in lines:
             try:

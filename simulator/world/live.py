@@ -457,8 +457,9 @@ class LiveWorld:
         if kind is PathKind.REPLACE and not self.appliance.get("nat", True):
             raise WorldError(f"world {self.name}: replace gives a NAT new public addresses; "
                              f"{self.appliance.get('title')} translates none (restart instead)")
-        if self.health() is not None:
-            raise WorldError(f"world {self.name}: {self.health()}")
+        health = self.health()
+        if health is not None:
+            raise WorldError(f"world {self.name}: {health}")
         if self.status().get("fast_path") is not None:
             raise WorldError(f"world {self.name} forwards hot flows on its fast path (natsim "
                              "up --no-capture), where no path event reaches them: bring it up "
