@@ -45,7 +45,6 @@ from simulator.core.appliances import Appliance
 from simulator.core.jsonvalue import JsonObject
 from simulator.core.path_events import PathKind
 from simulator.core.plan import keepalive_sysctls, middlebox_config, world_plan
-from simulator.core.retransmission import WORLD_RTT, Retransmission, at_speed, world_sysctls
 from simulator.dataplane import control
 from simulator.spec.scenario import LINUX_KEEPALIVE_DEFAULTS
 from simulator.support.results import Folder, default_dir, replace_private
@@ -109,21 +108,6 @@ def _name_lock(name: str) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
-
-
-def _retransmission_sysctls(backend: str, speed: float) -> tuple[dict[str, int], str]:
-    """The hosts' retransmission sysctls at ``speed`` (``tcp_rto_min_us``,
-    ``tcp_rto_max_ms`` and the ``tcp_retries2`` that lands Linux's 924 s give-up near 924
-    model s: :func:`simulator.core.retransmission.at_speed`), or why they stay the wall
-    clock's. The SYN's initial timeout and delayed ACKs are not compressed either way."""
-    if speed == 1:
-        return {}, ""
-    if backend != "namespaces":
-        return {}, f"the {backend} backend sets no retransmission sysctls"
-    missing = topology.missing_retransmission_sysctls()
-    if missing:
-        return {}, f"this kernel lacks {missing[0]} (Linux 6.15 and later)"
-    return world_sysctls(at_speed(Retransmission(rtt=WORLD_RTT), speed)), ""
 
 
 @dataclass
@@ -231,7 +215,7 @@ class LiveWorld:
         # Linux's defaults) and the server's (Linux's defaults), in whole wall seconds
         client = keepalive_sysctls(sysctls or LINUX_KEEPALIVE_DEFAULTS, speed)
         server = keepalive_sysctls(LINUX_KEEPALIVE_DEFAULTS, speed)
-        retransmits, uncompressed = _retransmission_sysctls(hosts.name, speed)
+        retransmits, uncompressed = topology.retransmission_sysctls(hosts.name, speed)
         client.update(retransmits)
         server.update(retransmits)
         try:

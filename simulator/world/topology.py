@@ -48,7 +48,13 @@ from pyroute2 import IPRoute, netns
 
 from simulator.core.configs import Port
 from simulator.core.plan import CLIENT_IP, PREFIXLEN, SERVER_IP, HostPlan, WorldPlan
-from simulator.core.retransmission import REQUIRED_SYSCTLS
+from simulator.core.retransmission import (
+    REQUIRED_SYSCTLS,
+    WORLD_RTT,
+    Retransmission,
+    at_speed,
+    world_sysctls,
+)
 from simulator.support import interrupts
 from simulator.support.results import replace_private
 
@@ -203,6 +209,21 @@ def missing_retransmission_sysctls() -> list[str]:
     same kernel, so the host's ``/proc/sys`` tells."""
     return [f"net.ipv4.{key}" for key in REQUIRED_SYSCTLS
             if not Path("/proc/sys/net/ipv4", key).exists()]
+
+
+def retransmission_sysctls(backend: str, speed: float) -> tuple[dict[str, int], str]:
+    """The hosts' retransmission sysctls at ``speed`` (``tcp_rto_min_us``,
+    ``tcp_rto_max_ms`` and the ``tcp_retries2`` that lands Linux's 924 s give-up near 924
+    model s: :func:`simulator.core.retransmission.at_speed`), or why they stay the wall
+    clock's. The SYN's initial timeout and delayed ACKs are not compressed either way."""
+    if speed == 1:
+        return {}, ""
+    if backend != "namespaces":
+        return {}, f"the {backend} backend sets no retransmission sysctls"
+    missing = missing_retransmission_sysctls()
+    if missing:
+        return {}, f"this kernel lacks {missing[0]} (Linux 6.15 and later)"
+    return world_sysctls(at_speed(Retransmission(rtt=WORLD_RTT), speed)), ""
 
 
 # -- building -------------------------------------------------------------------------------
