@@ -120,10 +120,6 @@ class _Walk:
     unanswered_since: float | None = None
     gone_at: float | None = None
     closing: bool = False
-    resending: bool = False
-    """The server's answer was dropped and the client still waits: its kernel's next
-    retransmission may yet get through (a probe that re-opens the flow, a blackhole that
-    ends)."""
     story: list[str] = field(default_factory=list)
     margins: list[float] = field(default_factory=list)
     """At each instant, how far ahead of the next candidate it was."""
@@ -160,7 +156,6 @@ def _walk(ex: Exchange, fx: PathEffects,  # noqa: C901
     forgets = list(fx.forgets)
     terminate = fx.terminate
     while w.client is None or w.server is None:
-        w.resending = w.server == "unacknowledged" and w.client is None and bool(tries)
         candidates: list[tuple[float, int, str]] = []
         if w.alive:
             lasts = ex.closing_timeout if w.closing and ex.closing_timeout is not None \
@@ -174,7 +169,10 @@ def _walk(ex: Exchange, fx: PathEffects,  # noqa: C901
             candidates.append((ex.client_timeout, 5, "limit"))
             if math.isfinite(next_probe):
                 candidates.append((next_probe, 3, "probe"))
-        if tries and (w.server is None or w.resending):
+        # a dropped answer is retransmitted while the client still waits: one may yet get
+        # through (after a probe re-opens the flow, after a blackhole ends)
+        resending = w.server == "unacknowledged" and w.client is None
+        if tries and (w.server is None or resending):
             candidates.append((tries[0], 4, "answer"))
         if not candidates:
             break
