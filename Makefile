@@ -4,7 +4,7 @@ BIN     := $(VENV)/bin
 NATSIM  := $(BIN)/natsim
 STAMP   := $(VENV)/.installed
 
-.PHONY: help setup scenario list demo test test-fast test-rootless test-docker lint cleanup clean capacity bench image fuzz kill-test bench-replay verify-model-time
+.PHONY: help setup scenario list demo test test-fast test-rootless test-docker lint cleanup clean capacity bench image fuzz kill-test bench-replay verify-model-time wheel
 
 help:
 	@echo "make setup                 install (Debian packages if missing, .venv with natsim)"
@@ -12,6 +12,7 @@ help:
 	@echo "make list                  list scenarios, their expected outcomes and safe speeds"
 	@echo "make demo [STORY=idle-pool]  narrated teaching run: three scenarios side by side"
 	@echo "make capacity              the four capacity scenarios at the real numbers, plan vs actual (about 2 min)"
+	@echo "make wheel                 dist/natsim-*.whl with its compiled parts, for pip install into your own project"
 	@echo "make image                 the natsim Docker image (offline: a debootstrap base, host-built wheels)"
 	@echo "make bench                 the userspace middlebox against kernel forwarding, side by side"
 	@echo "make fuzz                  1,000,000 mutated frames through the dataplane and its fast path (FRAMES=N, SEED=N), then 20,000 mutated scenario/matrix files and captures (INPUTS=N)"
@@ -70,6 +71,14 @@ image: setup
 	  base=natsim-base:$(SUITE); fi; \
 	echo "make image: $(IMAGE) from $$base"; \
 	docker build -q --build-arg BASE="$$base" -t $(IMAGE) . >/dev/null
+
+# A wheel of natsim with the dataplane's fast path and the timer shim compiled for this
+# machine, and the shipped scenarios; `pip install dist/natsim-*.whl` gives the natsim command
+# and the pytest plugin (tests/integration/test_wheel.py installs it into a fresh venv).
+wheel: setup
+	@rm -rf dist build/lib.* build/temp.* build/bdist.* && $(BIN)/python -m pip wheel -q --no-deps --no-build-isolation -w dist . \
+	  > .venv/wheel.log 2>&1 || { tail -20 .venv/wheel.log; exit 1; }
+	@ls dist/natsim-*.whl
 
 bench: setup
 	@command -v iperf3 >/dev/null && command -v nft >/dev/null || { \

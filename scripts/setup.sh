@@ -44,7 +44,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 echo "natsim setup: installing natsim and its tools into .venv"
 # pip's and the build backend's chatter goes to a log; shown only if the install fails
-if ! { .venv/bin/python -m pip install -q --upgrade pip &&
+if ! { .venv/bin/python -m pip install -q --upgrade pip 'setuptools>=77' &&
        .venv/bin/python -m pip install -q -e '.[dev]'; } > .venv/setup.log 2>&1; then
   tail -n 40 .venv/setup.log >&2
   echo "natsim setup: pip failed; the whole log is .venv/setup.log" >&2

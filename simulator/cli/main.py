@@ -316,6 +316,7 @@ def _cmd_down(args: argparse.Namespace) -> int:
         kept = "capture and events" if (Path(live.results_dir) / "capture.pcap").exists() \
             else "events"
         print(f"world {name} removed; its {kept} are in {live.results_dir}/")
+        replay_cli.print_world_verdicts(live, sys.stdout)
     if not names:
         print("no world is up")
     for name in unreported:

@@ -20,6 +20,10 @@ configures it:
   client namespace's keepalive sysctls, model seconds);
 * ``appliances=[...]`` parametrizes the test across appliances; each item is a catalogue
   name or a mapping ``{"name": ..., <overrides>}``;
+* ``fail_on="unsafe"`` (or ``--natsim-fail-on unsafe``, ``natsim_fail_on = unsafe`` in the
+  ini file, for every test): the test fails when the appliance killed one of its world's
+  connections while it was in use (the capture replayed, as ``natsim down`` reports it),
+  whatever the test asserted: the gate ``natsim matrix --fail-on unsafe`` is for a matrix;
 * ``capture=False``: no ``capture.pcap`` (a capture has every frame cross the Python
   dataplane; without one, hot established flows take its compiled fast path: for tests
   that move a lot of data).
@@ -58,15 +62,18 @@ from typing import Any, TypeVar
 
 import pytest
 
+from simulator.cli.replay import replay_world, unsafe
 from simulator.core.appliances import Appliance, get_appliance
 from simulator.core.jsonvalue import JsonObject
 from simulator.core.path_events import PathKind
+from simulator.core.replay import Fate
 from simulator.spec.scenario import LINUX_KEEPALIVE_DEFAULTS
 from simulator.world.live import LiveWorld, call_in, call_on_clock
 
 T = TypeVar("T")
 
 DEFAULT_SPEED = 50.0
+FAIL_ON = ("none", "unsafe")
 
 
 class NatsimWorld:
@@ -179,6 +186,18 @@ class NatsimWorld:
         self.check()
         return self.live.status()
 
+    def connections(self) -> list[JsonObject]:
+        """Each connection of the world's capture so far, through its appliance's rules (as
+        ``natsim replay`` tells them): ``verdict`` is ``untouched``, ``expired``,
+        ``late-rst``, ``late-drop`` or ``late-pass``, with its idle gap and probes. Needs
+        the capture (``capture=True``, the default)."""
+        self.check()
+        done = replay_world(self.live)
+        if done is None:
+            raise RuntimeError("natsim_world.connections() reads the world's capture: this "
+                               "world has none (capture=False on the natsim marker)")
+        return [c.to_dict() for c in done.connections]
+
     def scaled(self) -> list[JsonObject]:
         """The socket timers scaled for this test's programs (option, model and wall
         values, and what the wall value really is in model time)."""
@@ -230,18 +249,49 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "built here (no root): for CI, where a skip passes unnoticed")
     parser.addini("natsim_require", type="bool", default=False,
                   help="as --natsim-require")
+    group.addoption("--natsim-fail-on", choices=FAIL_ON, default=None,
+                    help="unsafe: fail a test when a connection of its world was killed by "
+                         "the appliance while in use (the world's capture replayed: a packet "
+                         "after the expiry met an RST or silence), whatever the test "
+                         "asserted; as matrix --fail-on unsafe. Default none")
+    parser.addini("natsim_fail_on", default="none", help="as --natsim-fail-on")
 
 
 def _required(config: pytest.Config) -> bool:
     return bool(config.getoption("natsim_require") or config.getini("natsim_require"))
 
 
+def _fail_on(config: pytest.Config, marker_kwargs: Mapping[str, object]) -> str:
+    chosen = str(marker_kwargs.get("fail_on") or config.getoption("natsim_fail_on")
+                 or config.getini("natsim_fail_on") or "none")
+    if chosen not in FAIL_ON:
+        raise pytest.UsageError(f"natsim fail_on={chosen!r}: give one of {', '.join(FAIL_ON)}")
+    return chosen
+
+
+def _unsafe_connections(live: LiveWorld) -> str | None:
+    """Why the test fails under ``fail_on="unsafe"``: the connections of the world's capture
+    that the appliance killed while they were in use (None: every one survived)."""
+    done = replay_world(live)
+    if done is None:
+        return ("fail_on='unsafe' judges the world's capture, and this world had none "
+                "(capture=False)")
+    bad = unsafe(done)
+    if not bad:
+        return None
+    lines = [f"  {c.name}: {c.to_dict()['verdict']}, expired at {c.expired_at:.1f} s, "
+             f"the {c.late_from}'s packet at {c.late_at:.1f} s met "
+             f"{'an RST' if c.fate is Fate.LATE_RST else 'silence'}" for c in bad[:10]]
+    return (f"{len(bad)} connection(s) did not survive {done.appliance.title} (idle timeout "
+            f"{done.appliance.tcp_idle_timeout:g} s; fail_on='unsafe'):\n" + "\n".join(lines))
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
         "natsim(appliance='nat-gw', appliances=[...], timeout=S, late_from_outside='rst', "
-        "speed=K, sysctls={...}, capture=True, wall_time=False): configure the natsim_world "
-        "fixture",
+        "speed=K, sysctls={...}, capture=True, wall_time=False, fail_on='none'): configure "
+        "the natsim_world fixture",
     )
 
 
@@ -268,6 +318,7 @@ def natsim_world(request: pytest.FixtureRequest,
     marker = request.node.get_closest_marker("natsim")
     kwargs: dict[str, Any] = dict(marker.kwargs) if marker else {}
     spec = getattr(request, "param", kwargs.get("appliance", "nat-gw"))
+    fail_on = _fail_on(request.config, kwargs)
     appliance = _appliance(spec, kwargs)
     sysctls = dict(LINUX_KEEPALIVE_DEFAULTS)
     sysctls.update(kwargs.get("sysctls", {}))
@@ -284,3 +335,5 @@ def natsim_world(request: pytest.FixtureRequest,
         pytest.fail(f"natsim: world {live.name}: its middlebox gave no final report at the "
                     "end of the test (it died, was stopped or hung): what the test saw "
                     "cannot be trusted", pytrace=False)
+    if fail_on == "unsafe" and (killed := _unsafe_connections(live)) is not None:
+        pytest.fail(f"natsim: world {live.name}: {killed}", pytrace=False)

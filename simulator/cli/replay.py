@@ -13,17 +13,23 @@ import json
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, TextIO
 
 import yaml
 
 from simulator.core.appliances import Appliance, ApplianceError, get_appliance
+from simulator.core.jsonvalue import Json
 from simulator.core.packets import ip_from_str
 from simulator.core.replay import KILLED, Connection, Fate, Replay
 from simulator.core.session import TimelineEvent
 from simulator.dataplane.capture import CaptureStats, read
 from simulator.spec.fields import ScenarioError
 from simulator.support.results import Folder
+
+if TYPE_CHECKING:
+    from simulator.world.live import LiveWorld
 
 PICTURES = 5
 MAX_CONNECTIONS = 200_000
@@ -106,63 +112,136 @@ def _of_host(packets: Iterator[tuple[float, bytes]], host: str | None, side: str
             yield ts, packet
 
 
-def run(args: argparse.Namespace) -> int:
-    appliance = _appliance(args)
+@dataclass
+class Replayed:
+    """A capture replayed through an appliance's rules: its connections (in the order they
+    began) and what reading it counted."""
+
+    capture: Path
+    appliance: Appliance
+    side: str
+    stats: CaptureStats
+    connections: list[Connection]
+    summary: dict[str, int]
+    seconds: float
+
+    def listed(self, every: bool = False) -> list[Connection]:
+        """The connections worth a line: those the appliance touched, or whose capture holds
+        an RST or a retransmission after a gap (``every``: all)."""
+        return self.connections if every else [
+            c for c in self.connections
+            if c.fate is not Fate.UNTOUCHED or c.captured_rsts or c.retransmits_after_gap]
+
+    def killed(self) -> list[Connection]:
+        return [c for c in self.connections if c.fate in KILLED]
+
+
+def replay_capture(capture: Path, appliance: Appliance, side: str = "inside",
+                   host: str | None = None, max_connections: int = MAX_CONNECTIONS
+                   ) -> Replayed:
     stats = CaptureStats()
-    replay = Replay(appliance, max_connections=args.max_connections)
+    replay = Replay(appliance, max_connections=max_connections)
     started = time.perf_counter()
-    replay.feed_all(_of_host(read(args.capture, stats), args.host, args.side))
+    replay.feed_all(_of_host(read(capture, stats), host, side))
     seconds = time.perf_counter() - started
-    conns = sorted(replay.connections.values(), key=lambda c: c.first)
-    listed = conns if args.all else [c for c in conns if c.fate is not Fate.UNTOUCHED
-                                     or c.captured_rsts or c.retransmits_after_gap]
-    shown = listed if args.all else listed[:SHOWN]
-    summary = replay.summary()
     if replay.over_cap:
-        stats.skipped[f"of connections past --max-connections {args.max_connections:,}"] += \
+        stats.skipped[f"of connections past --max-connections {max_connections:,}"] += \
             replay.over_cap
+    return Replayed(capture, appliance, side, stats,
+                    sorted(replay.connections.values(), key=lambda c: c.first),
+                    replay.summary(), seconds)
+
+
+def replay_world(live: LiveWorld) -> Replayed | None:
+    """A live world's own capture through its appliance's rules, as ``natsim replay`` would
+    read it (the client's side): each connection's verdict. None without a capture. Path
+    events triggered in the world (restart, blackhole) are not in the rules replayed."""
+    capture = Path(live.results_dir) / "capture.pcap"
+    if not capture.is_file():
+        return None
+    record = live.appliance.get("record")
+    try:
+        appliance = Appliance.from_record(record) if isinstance(record, dict) else \
+            get_appliance(str(live.appliance["name"])).with_overrides(
+                {"tcp_idle_timeout": live.appliance["tcp_idle_timeout"]})
+    except (KeyError, ApplianceError, TypeError, ValueError):
+        return None  # a world an older natsim brought up: no verdicts rather than wrong ones
+    return replay_capture(capture, appliance, "inside", live.addresses["client"])
+
+
+def unsafe(done: Replayed) -> list[Connection]:
+    """Connections the appliance killed while they were in use: a packet came after the
+    expiry and met an RST or silence (an expired connection nobody used again is not)."""
+    return [c for c in done.connections if c.fate in (Fate.LATE_RST, Fate.LATE_DROP)]
+
+
+def print_world_verdicts(live: LiveWorld, out: TextIO) -> Replayed | None:
+    """What ``natsim down`` says of a world's connections, and their pictures."""
+    done = replay_world(live)
+    if done is None:
+        out.write("  no per-connection verdicts: the world had no capture (up --no-capture)\n")
+        return None
+    listed = done.listed()
+    out.write(f"  its connections, the capture replayed through {done.appliance.title}'s "
+              "rules:\n    ")
+    print_replayed(done, listed[:SHOWN], max(0, len(listed) - SHOWN), out, indent="    ")
+    if done.killed():
+        out.write("  ")
+        draw_killed(Path(live.results_dir) / "connections", done, out)
+    return done
+
+
+def run(args: argparse.Namespace) -> int:
+    done = replay_capture(args.capture, _appliance(args), args.side, args.host,
+                          args.max_connections)
+    listed = done.listed(args.all)
+    shown = listed if args.all else listed[:SHOWN]
     if args.json:
-        print(json.dumps({"capture": str(args.capture), "appliance": appliance.to_record(),
-                          "side": args.side, "packets": stats.packets,
-                          "skipped": dict(stats.skipped), "seconds": round(seconds, 3),
-                          "summary": summary, "connections_not_listed": len(listed) - len(shown),
+        print(json.dumps({"capture": str(args.capture), "appliance": done.appliance.to_record(),
+                          "side": args.side, "packets": done.stats.packets,
+                          "skipped": dict(done.stats.skipped), "seconds": round(done.seconds, 3),
+                          "summary": done.summary,
+                          "connections_not_listed": len(listed) - len(shown),
                           "connections": [c.to_dict() for c in shown]}, indent=2))
     else:
-        _print(args, appliance.title, appliance.tcp_idle_timeout, stats, shown, summary,
-               len(conns), seconds, len(listed) - len(shown))
+        print_replayed(done, shown, len(listed) - len(shown), sys.stdout)
     if args.pictures is not None:
-        _draw(args.pictures, [c for c in conns if c.fate in KILLED][:PICTURES],
-              appliance.tcp_idle_timeout)
+        sys.stdout.flush()  # the report first, then where its pictures are
+        draw_killed(args.pictures, done, sys.stderr)
     return 0
 
 
-def _print(args: argparse.Namespace, title: str, timeout: float, stats: CaptureStats,
-           shown: list[Connection], summary: dict[str, int], total: int,
-           seconds: float, rest: int) -> None:
-    out = sys.stdout
+def print_replayed(done: Replayed, shown: list[Connection], rest: int, out: TextIO,
+                   indent: str = "  ") -> None:
+    """The report: a line about the capture, then each shown connection's idle gap, probes
+    and verdict, then the summary."""
+    stats, timeout = done.stats, done.appliance.tcp_idle_timeout
     skipped = ", ".join(f"{n:,} {why}" for why, n in stats.skipped.items())
-    out.write(f"{args.capture}: {stats.packets:,} IPv4 packets"
-              f"{f' (skipped: {skipped})' if skipped else ''}, {total:,} connection(s), "
-              f"through {title} (idle timeout {timeout:g} s), capture taken on the "
-              f"{'client' if args.side == 'inside' else 'server'}'s side; "
-              f"{stats.packets / max(seconds, 1e-9):,.0f} packets/s\n")
+    out.write(f"{done.capture}: {stats.packets:,} IPv4 packets"
+              f"{f' (skipped: {skipped})' if skipped else ''}, "
+              f"{len(done.connections):,} connection(s), through {done.appliance.title} (idle "
+              f"timeout {timeout:g} s), capture taken on the "
+              f"{'client' if done.side == 'inside' else 'server'}'s side; "
+              f"{stats.packets / max(done.seconds, 1e-9):,.0f} packets/s\n")
     for conn in shown:
-        out.write(f"\n  {conn.name}  ({conn.packets} packets, "
+        out.write(f"\n{indent}{conn.name}  ({conn.packets} packets, "
                   f"{conn.first:.1f}-{conn.last:.1f} s)\n")
-        out.write(f"    longest idle gap {conn.longest_gap:.1f} s, from {conn.gap_at:.1f} s\n")
+        out.write(f"{indent}  longest idle gap {conn.longest_gap:.1f} s, from "
+                  f"{conn.gap_at:.1f} s\n")
         if conn.probes:
             late = [t for t, gap in conn.probes if gap >= timeout]
-            out.write(f"    keepalive probes: {len(conn.probes)}, "
+            out.write(f"{indent}  keepalive probes: {len(conn.probes)}, "
                       + (f"{len(late)} too late (after {timeout:g} s idle)" if late
                          else "each in time") + "\n")
-        out.write(f"    verdict: {_verdict(conn)}\n")
+        out.write(f"{indent}  verdict: {_verdict(conn)}\n")
         for line in conn.explanations():
-            out.write(f"    {line}\n")
+            out.write(f"{indent}  {line}\n")
     if rest:
-        out.write(f"\n  ... {rest:,} more connection(s), counted in the summary (--all lists "
-                  "every one)\n")
-    out.write("\nsummary: " + (", ".join(f"{n} {fate}" for fate, n in summary.items() if n)
-                                or "no connections") + "\n")
+        out.write(f"\n{indent}... {rest:,} more connection(s), counted in the summary (--all "
+                  "lists every one)\n")
+    out.write(f"\n{indent[:-2]}summary: "
+              + (", ".join(f"{n} {fate}" for fate, n in done.summary.items() if n)
+                 or "no connections") + "\n")
 
 
 def _verdict(conn: Connection) -> str:
@@ -177,30 +256,46 @@ def _verdict(conn: Connection) -> str:
     return f"{expired}; the {conn.late_from}'s packet at {conn.late_at:.1f} s was {what}"
 
 
-def _draw(path: Path, killed: list[Connection], timeout: float) -> None:
+def draw_killed(path: Path, done: Replayed, out: TextIO) -> None:
+    """Pictures of the first killed connections, in ``path``; says where."""
     with Folder.create(path, reuse=True) as folder:
-        _draw_into(folder, killed, timeout)
-    print(f"pictures: {path}/", file=sys.stderr)
+        written = _draw_into(folder, done.killed()[:PICTURES], done.appliance.tcp_idle_timeout)
+    out.write(f"pictures: {', '.join(str(p) for p in written) or 'none (no connection killed)'}"
+              "\n")
 
 
-def _draw_into(folder: Folder, killed: list[Connection], timeout: float) -> None:
+def replay_events(conn: Connection, timeout: float) -> list[TimelineEvent]:
+    """A replayed connection as the timeline draws a run's flow: its life in the
+    appliance's table, its last activity before the longest gap, its probes (each counted
+    or too late), the expiry, the late packet and the appliance's RSTs; in capture time."""
+    flow: dict[str, Json] = {"flow": 1}
+    events = [TimelineEvent(conn.first, conn.first, "middlebox", "flow_created", conn.name,
+                            flow)]
+    if conn.gap_at > conn.first:
+        events.append(TimelineEvent(conn.gap_at, conn.gap_at, "middlebox", "data",
+                                    "last packet before the longest gap", flow))
+    events += [TimelineEvent(t, t, "middlebox", "keepalive", "keepalive probe",
+                             {**flow, "side": "inside", "idle": gap,
+                              "refreshed": gap < timeout})
+               for t, gap in conn.probes]
+    if conn.expired_at is not None:
+        events.append(TimelineEvent(conn.expired_at, conn.expired_at, "middlebox",
+                                    "flow_expired", "expired", flow))
+    if conn.late_at is not None:
+        events.append(TimelineEvent(conn.late_at, conn.late_at, "middlebox", "late_packet",
+                                    f"late packet from the {conn.late_from}",
+                                    {**flow, "sender": conn.late_from}))
+    events += [TimelineEvent(t, t, "middlebox", "rst_sent", f"RST to the {to}",
+                             {**flow, "side": "inside" if to == "client" else "outside"})
+               for t, to in conn.appliance_rsts]
+    return sorted(events, key=lambda e: e.t)
+
+
+def _draw_into(folder: Folder, killed: list[Connection], timeout: float) -> list[Path]:
     from simulator.views.timeline import draw  # noqa: PLC0415 (matplotlib: 0.5 s)
 
+    written: list[Path] = []
     for i, conn in enumerate(killed):
-        events = [TimelineEvent(conn.first, conn.first, "client", "connected",
-                                f"{conn.name}")]
-        events += [TimelineEvent(t, t, "client", "keepalive", "keepalive probe")
-                   for t, _ in conn.probes]
-        if conn.expired_at is not None:
-            events.append(TimelineEvent(conn.expired_at, conn.expired_at, "middlebox",
-                                        "flow_expired", "expired", {"flow": 1}))
-        if conn.late_at is not None:
-            events.append(TimelineEvent(conn.late_at, conn.late_at, conn.late_from,
-                                        "data", f"late packet from the {conn.late_from}"))
-        for t, to in conn.appliance_rsts:
-            events.append(TimelineEvent(t, t, "middlebox", "rst_sent", f"RST to the {to}",
-                                        {"flow": 1, "side": "inside" if to == "client"
-                                         else "outside"}))
-        draw(sorted(events, key=lambda e: e.t), timeout, 1.0,
-             f"replay: {conn.name}", folder, f"flow{i + 1}")
-
+        written += draw(replay_events(conn, timeout), timeout, None, f"replay: {conn.name}",
+                        folder, f"flow{i + 1}")
+    return written

@@ -77,15 +77,17 @@ class Observer:
         end = (pkt.seq + pkt.payload_len + (1 if pkt.flags & (SYN | FIN) else 0)) & 0xFFFFFFFF
         if expected is None or (end - expected) & 0xFFFFFFFF < 0x80000000:
             conn.next_seq[src] = end
-        data: JsonObject = {"link": link}
+        data: JsonObject = {"link": link, "sender": sender, "receiver": receiver}
         if pkt.flags & RST:
             self.counters[f"Rst:{link}"] += 1
             return [Event(now, EventKind.FLOW_CLOSED, f"{link}: RST from the {sender} to the "
-                          f"{receiver} (connection #{conn.id})", conn.id, None, data)]
+                          f"{receiver} (connection #{conn.id})", conn.id, None,
+                          {**data, "flag": "RST"})]
         if pkt.flags & FIN:
             self.counters[f"Fin:{link}"] += 1
             return [Event(now, EventKind.FLOW_CLOSED, f"{link}: FIN from the {sender} to the "
-                          f"{receiver} (connection #{conn.id})", conn.id, None, data)]
+                          f"{receiver} (connection #{conn.id})", conn.id, None,
+                          {**data, "flag": "FIN"})]
         if (expected is not None and pkt.payload_len <= 1
                 and pkt.seq == (expected - 1) & 0xFFFFFFFF):
             self.counters[f"KeepaliveProbes:{link}"] += 1

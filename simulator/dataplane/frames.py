@@ -21,6 +21,7 @@ import struct
 from pathlib import Path
 
 from simulator.core.packets import IPPROTO_UDP, checksum_replace, internet_checksum
+from simulator.support import pcap
 from simulator.support.results import create_new
 
 ETH_HLEN = 14
@@ -114,16 +115,13 @@ class PcapWriter:
 
     def __init__(self, path: Path) -> None:
         self._file = create_new(path, "wb")
-        self._file.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, MAX_FRAME, 1))
+        self._file.write(pcap.file_header(MAX_FRAME))
 
     def write(self, model_t: float, frame: bytes | bytearray | memoryview,
               vnet: bytes = NO_OFFLOAD) -> None:
         if vnet != NO_OFFLOAD:
             frame = complete_checksum(bytes(frame), vnet)
-        t = max(0.0, model_t)
-        sec = int(t)
-        usec = int((t - sec) * 1_000_000)
-        self._file.write(struct.pack("<IIII", sec, usec, len(frame), len(frame)))
+        self._file.write(pcap.record_header(model_t, len(frame)))
         self._file.write(frame)
 
     def flush(self) -> None:

@@ -45,7 +45,7 @@ from simulator.core.plan import (
 from simulator.core.session import RunSession, TimelineEvent
 from simulator.spec.compression import plan as make_plan
 from simulator.spec.scenario import LINUX_KEEPALIVE_DEFAULTS, Scenario
-from simulator.support import interrupts, results
+from simulator.support import interrupts, pcap, results
 from simulator.views.report import (
     RunResult,
     closing_line,
@@ -375,6 +375,25 @@ class Runner:
                 samples.append({"t": round(t, 3), **cloud_metrics(name, line["counters"])})
         return samples
 
+    def _align_capture(self) -> None:
+        """capture.pcap's times onto the timeline (:mod:`simulator.support.pcap`): the
+        dataplane's zero is its start, the timeline's the request."""
+        out, timebase = self.folder, self.session.timebase
+        assert out is not None
+        if not (out.is_file("capture.pcap") and self.session.started
+                and timebase.mbox_origin is not None):
+            return
+        by = timebase.model(Message(Role.MIDDLEBOX, Kind.OUTPUT, t=0.0))
+        try:
+            with out.reader("capture.pcap") as src, out.open(".capture.pcap.tmp", "wb") as dst:
+                pcap.shift_times(src, dst, by)
+        except ValueError as exc:  # not ours: leave it as it is, and say so
+            out.remove(".capture.pcap.tmp")
+            print(f"natsim: {out / 'capture.pcap'} keeps the dataplane's times: {exc}",
+                  file=sys.stderr)
+            return
+        out.rename(".capture.pcap.tmp", "capture.pcap")
+
     def _draw(self, events: list[TimelineEvent], samples: list[JsonObject]) -> list[Path]:
         s, p, out = self.scenario, self.plan, self.folder
         assert out is not None
@@ -402,6 +421,7 @@ class Runner:
         out = self.folder
         assert out is not None
         samples = self._metrics()
+        self._align_capture()
         pictures = self._draw(events, samples) if self.pictures else []
         write_result(out, result_document(session, s, p, self.run_id, wall, {
             "namespace": namespace_of(s.appliance.name), "samples": samples}))

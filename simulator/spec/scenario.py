@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -35,9 +36,18 @@ from simulator.spec.fields import (
 from simulator.spec.path_fields import parse_events
 from simulator.spec.pool_fields import SCRIPT_FIELDS, parse_script
 
-SCENARIO_DIR = Path(os.environ.get("NATSIM_SCENARIOS")
-                    or Path(__file__).resolve().parents[2] / "scenarios")
-"""The shipped scenarios (the repository's; natsim's image sets ``NATSIM_SCENARIOS``)."""
+
+def _shipped_scenarios() -> Path:
+    """A clone's ``scenarios/``; an installed wheel's copy under ``share/natsim`` (the
+    wheel's data files land in the environment's prefix)."""
+    clone = Path(__file__).resolve().parents[2] / "scenarios"
+    installed = Path(sys.prefix) / "share" / "natsim" / "scenarios"
+    return clone if clone.is_dir() or not installed.is_dir() else installed
+
+
+SCENARIO_DIR = Path(os.environ.get("NATSIM_SCENARIOS") or _shipped_scenarios())
+"""The shipped scenarios (the repository's, or an installed wheel's; natsim's image sets
+``NATSIM_SCENARIOS``)."""
 
 CLIENT_OUTCOMES = tuple(map(str, (ClientOutcome.ANSWER, ClientOutcome.TIMEOUT,
                                    ClientOutcome.RESET, ClientOutcome.KEEPALIVE_FAILED,

@@ -230,6 +230,12 @@ class Folder:
         self.write(tmp, data)
         os.replace(tmp, name, src_dir_fd=self.fd, dst_dir_fd=self.fd)
 
+    def rename(self, src: str, dst: str) -> None:
+        """``src`` becomes ``dst`` (both in this folder; ``dst`` replaced atomically)."""
+        _name(src)
+        _name(dst)
+        os.replace(src, dst, src_dir_fd=self.fd, dst_dir_fd=self.fd)
+
     def read_text(self, name: str, limit: int = MAX_READ) -> str | None:
         """A regular file's text (None when there is none by that name)."""
         try:

@@ -98,11 +98,26 @@ def _spawn(name: str, speed: float) -> subprocess.Popen[bytes]:
         cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
+NUMBERS = {1: "one", 2: "two", 3: "three", 4: "four"}
+NARROWEST_COLUMN = 14
+"""Characters: narrower than this, a column's words break mid-word (below about 60)."""
+
+
+def wrap_text(text: str, width: int) -> str:
+    """``text`` with each paragraph (a line of its own) wrapped to ``width``; blank lines
+    kept."""
+    return "\n".join(textwrap.fill(line, width) if line else ""
+                     for line in text.split("\n"))
+
+
 class Columns:
+    """Rows of a stamp and one cell per column, each cell wrapped to its column: the whole
+    row stays within ``width`` (the terminal's) for any number of columns."""
+
     def __init__(self, out: TextIO, width: int, columns: int = 2) -> None:
         self.out = out
         self.columns = columns
-        self.col = max(24, (width - 10) // columns - 2)
+        self.col = max(NARROWEST_COLUMN, (width - 10) // columns - 2)
 
     def row(self, t: str, *texts: str) -> None:
         wrapped = [textwrap.wrap(text, self.col) or [""] for text in texts]
@@ -216,6 +231,13 @@ def get_story(name: str) -> Story:
     raise ValueError(f"no demo story {name!r} (there are: {', '.join(STORY_NAMES)})")
 
 
+def demo_header(told: Story, speed: float, width: int) -> str:
+    runs = len(told.columns)
+    return wrap_text(f"{told.intro}The {NUMBERS.get(runs, str(runs))} runs happen now, at "
+                     f"speed {speed:g} (1 wall second = {speed:g} model seconds). Times are "
+                     "model seconds.\n\n", width)
+
+
 def run_demo(speed: float | None = None, width: int | None = None,  # noqa: C901
              out: TextIO | None = None, story: str = "slow-answer") -> int:
     # long: a narrated script, read top to bottom like the story it tells in a room
@@ -224,9 +246,7 @@ def run_demo(speed: float | None = None, width: int | None = None,  # noqa: C901
     speed = speed or told.speed
     width = width or shutil.get_terminal_size((120, 24)).columns
     cols = Columns(out, width, len(told.columns))
-    out.write(told.intro)
-    out.write(f"The three runs happen now, at speed {speed:g} (1 wall second = {speed:g} "
-              "model seconds). Times are model seconds.\n\n")
+    out.write(demo_header(told, speed, width))
     cols.row("model s", *(told.headings[n] for n in told.columns))
     cols.rule()
     procs = {name: _spawn(name, speed) for name in told.columns}
@@ -308,6 +328,6 @@ def run_demo(speed: float | None = None, width: int | None = None,  # noqa: C901
             str(v["verdict"]), f"ERROR: {v.get('error')}")
 
     cols.row("", *(said(v) for v in ends))
-    out.write(told.moral)
+    out.write(wrap_text(told.moral, width))
     out.write("Pictures and captures: " + "  ".join(f"{v['results']}/" for v in ends) + "\n")
     return 0 if all(v["verdict"] == "PASS" for v in ends) else 1

@@ -21,8 +21,15 @@ from simulator.spec.scenario import Scenario
 from simulator.support.results import Folder
 
 
+def _unsigned_zero(x: float, digits: int) -> float:
+    """``x`` rounded as printed, with -0.0 made 0.0: an event a few milliseconds before the
+    request reads "0.0", not "-0.0"."""
+    return round(x, digits) + 0.0
+
+
 def format_event(ev: TimelineEvent) -> str:
-    return f"{ev.t:9.1f} {ev.wall:8.2f}  {ev.source:<9}  {ev.text}"
+    return (f"{_unsigned_zero(ev.t, 1):9.1f} {_unsigned_zero(ev.wall, 2):8.2f}  "
+            f"{ev.source:<9}  {ev.text}")
 
 
 SOURCE_STYLES = {"client": "cyan", "server": "magenta", "middlebox": "yellow"}
@@ -34,8 +41,8 @@ GOOD = {"answer", "delivered", "keepalive"}
 def styled_event(ev: TimelineEvent) -> Text:
     """The same line as :func:`format_event`, coloured for a terminal (rich)."""
     line = Text()
-    line.append(f"{ev.t:9.1f} ", style="bold")
-    line.append(f"{ev.wall:8.2f}  ", style="dim")
+    line.append(f"{_unsigned_zero(ev.t, 1):9.1f} ", style="bold")
+    line.append(f"{_unsigned_zero(ev.wall, 2):8.2f}  ", style="dim")
     line.append(f"{ev.source:<9}  ", style=SOURCE_STYLES.get(ev.source, ""))
     style = "bold red" if ev.kind in BAD else "bold green" if ev.kind in GOOD else ""
     line.append(ev.text, style=style)

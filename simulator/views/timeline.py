@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import textwrap
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -68,9 +69,10 @@ def _flows(events: Sequence[TimelineEvent]) -> dict[str, list[TimelineEvent]]:
     return flows
 
 
-def draw(events: Sequence[TimelineEvent], timeout: float, speed: float, title: str,  # noqa: C901
-         out: Folder, stem: str) -> list[Path]:
-    """Write ``stem``.svg and .png into ``out``; return their paths."""
+def draw(events: Sequence[TimelineEvent], timeout: float, speed: float | None,  # noqa: C901
+         title: str, out: Folder, stem: str) -> list[Path]:
+    """Write ``stem``.svg and .png into ``out``; return their paths. ``speed`` None: the
+    events are a capture's, in its own time (``natsim replay``)."""
     # long: one matplotlib figure drawn top to bottom (lanes, flows, arrows, labels); split
     # into helpers it would pass the same axes and scales around for no clarity
     # every backend (server, server1, ...) shares the server lane
@@ -132,6 +134,13 @@ def draw(events: Sequence[TimelineEvent], timeout: float, speed: float, title: s
                             textcoords="offset points", fontsize=8,
                             ha="right", color=COLOURS["bad"])
 
+    # A replayed capture's late packet: an arrow from its sender's lane to the middlebox.
+    for e in events:
+        if e.source == "middlebox" and e.kind == "late_packet":
+            lane = LANES["client"] if e.raw.get("sender") == "client" else LANES["server"]
+            _arrow(ax, e.t, lane, e.t, y_mb, COLOURS["bad"])
+            ax.text(e.t, (lane + y_mb) / 2, f" {e.text} ({seconds_label(e.t)})",
+                    color=COLOURS["bad"], fontsize=8, va="center", ha="right")
     # Drops and RSTs: an arrow from the middlebox back to the sender's lane.
     for e in events:
         if e.source != "middlebox" or e.kind != "rst_sent":
@@ -187,15 +196,7 @@ def draw(events: Sequence[TimelineEvent], timeout: float, speed: float, title: s
     ax.set_xlim(start - 0.02 * (end - start), end)
     ax.set_ylim(-0.85, 3.15)
     ax.set_yticks([])
-    ax.set_xlabel("model time (s)")
-    def to_wall(t: Any) -> Any:  # matplotlib passes arrays
-        return t / speed
-
-    def to_model(w: Any) -> Any:
-        return w * speed
-
-    top = ax.secondary_xaxis("top", functions=(to_wall, to_model))
-    top.set_xlabel(f"wall time (s) at speed {speed:g}")
+    _time_axes(ax, speed)
     for side in ("left", "right"):
         ax.spines[side].set_visible(False)
     ax.set_title(title, fontsize=11, pad=10)
@@ -204,6 +205,24 @@ def draw(events: Sequence[TimelineEvent], timeout: float, speed: float, title: s
         ax.legend(loc="lower center", bbox_to_anchor=(0.5, -0.42), ncol=5, fontsize=8,
                   frameon=False)
     return _save(fig, out, stem)
+
+
+def _time_axes(ax: Axes, speed: float | None) -> None:
+    """Model time below; wall time at the run's speed above. A capture (``speed`` None)
+    has only its own time: there was no compression to undo."""
+    if speed is None:
+        ax.set_xlabel("capture time (s)")
+        return
+    ax.set_xlabel("model time (s)")
+
+    def to_wall(t: Any) -> Any:  # matplotlib passes arrays
+        return t / speed
+
+    def to_model(w: Any) -> Any:
+        return w * speed
+
+    top = ax.secondary_xaxis("top", functions=(to_wall, to_model))
+    top.set_xlabel(f"wall time (s) at speed {speed:g}")
 
 
 def _path_events(ax: Axes, events: Sequence[TimelineEvent]) -> None:
@@ -249,37 +268,117 @@ def _arrow(ax: Axes, x0: float, y0: float, x1: float, y1: float, colour: str) ->
                 arrowprops={"arrowstyle": "-|>", "color": colour, "lw": 1.5, "alpha": 0.8})
 
 
+METRIC_KEYS = ("ActiveConnectionCount", "ActiveFlowCount", "NewFlowCount", "IdleTimeoutCount",
+               "PacketsDropCount", "TCP_ELB_Reset_Count", "ErrorPortAllocation",
+               "KeepaliveProbes")
+
+
 def draw_metrics(samples: Sequence[Mapping[str, Json]], namespace: str, speed: float, title: str,
                  out: Folder, stem: str) -> list[Path]:
-    """The cloud-named counters over model time, one step line each (SVG and PNG)."""
-    keys = [k for k in ("ActiveConnectionCount", "ActiveFlowCount", "NewFlowCount",
-                        "IdleTimeoutCount", "PacketsDropCount", "TCP_ELB_Reset_Count",
-                        "ErrorPortAllocation", "KeepaliveProbes")
-            if any(k in s for s in samples)]
-    fig, axes = plt.subplots(len(keys), 1, figsize=(10, 1.3 * len(keys) + 1.2), dpi=100,
+    """The cloud-named counters over model time, one step line each (SVG and PNG). A
+    counter that stayed at zero gets no panel (an empty chart says nothing); its name is
+    listed under the title. Nothing is drawn when every counter stayed at zero."""
+    recorded = [k for k in METRIC_KEYS if any(k in s for s in samples)]
+    keys = [k for k in recorded if any(number(s, k, 0) for s in samples)]
+    if not keys:
+        return []
+    fig, axes = plt.subplots(len(keys), 1, figsize=(10, 1.3 * len(keys) + 1.4), dpi=100,
                              sharex=True, squeeze=False)
     times = [number(s, "t") for s in samples]
     for ax, key in zip(axes[:, 0], keys, strict=True):
-        ax.step(times, [s.get(key, 0) for s in samples], where="post", color=COLOURS["info"])
+        ax.step(times, [number(s, key, 0) for s in samples], where="post",
+                color=COLOURS["info"])
         ax.set_ylabel(key, rotation=0, ha="right", va="center", fontsize=8)
         ax.tick_params(labelsize=8)
         ax.grid(alpha=0.3)
         ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     axes[-1, 0].set_xlabel(f"model time (s); speed {speed:g}")
-    fig.suptitle(f"{title} ({namespace} metrics)", fontsize=10)
+    zero = [k for k in recorded if k not in keys]
+    fig.suptitle(f"{title} ({namespace} metrics)"
+                 + (f"\nstayed at 0: {', '.join(zero)}" if zero else ""), fontsize=10)
     return _save(fig, out, stem)
 
 
 # -- the ladder (sequence) diagram ------------------------------------------------------------
 
-LADDER_X = {"client": 0.0, "middlebox": 1.0, "server": 2.0}
+LADDER_X = {"client": 0.0, "middlebox": 1.0, "proxy": 1.0, "server": 2.0}
 LADDER_STEPS = {
     ("client", "request_sent"), ("client", "answer"), ("client", "timeout"),
-    ("client", "reset"), ("client", "keepalive_failed"), ("server", "answer_sent"),
-    ("server", "delivered"), ("server", "reset"), ("server", "unacknowledged"),
+    ("client", "reset"), ("client", "keepalive_failed"), ("client", "closed"),
+    ("server", "answer_sent"), ("server", "delivered"), ("server", "reset"),
+    ("server", "unacknowledged"), ("server", "send_failed"),
     ("middlebox", "keepalive"), ("middlebox", "flow_expired"), ("middlebox", "rst_sent"),
     ("middlebox", "dropped"), ("middlebox", "port_allocation_error"),
+    ("middlebox", "flow_closed"),
 }
+LADDER_MARKS = {**MARKERS, ("server", "send_failed"): ("X", "bad", "sending the answer failed")}
+
+
+@dataclass(frozen=True)
+class LadderStep:
+    """One row of the ladder, decided before anything is drawn (so that a test can read
+    which way each arrow goes): an arrow between two columns, or a mark on one."""
+
+    t: float
+    label: str
+    colour: str
+    """A key of ``COLOURS``."""
+    start: float
+    """The column the arrow leaves, or the column of the mark."""
+    end: float | None = None
+    """The column the arrow reaches; None for a mark."""
+    marker: str = ""
+    note: str = ""
+    """Small text beside the appliance's line (whether a probe counted)."""
+    note_colour: str = "grey"
+
+
+def ladder_steps(events: Sequence[TimelineEvent], timeout: float) -> list[LadderStep]:
+    """The rows of the ladder, in model time."""
+    events = [TimelineEvent(e.t, e.wall, "server", e.kind, e.text, e.raw)
+              if e.source.startswith("server") else e for e in events]
+    last_activity = next((e.t for e in events if e.source == "client"
+                          and e.kind == "request_sent"), min((e.t for e in events), default=0))
+    steps = []
+    for e in sorted(events, key=lambda e: e.t):
+        if (e.source, e.kind) not in LADDER_STEPS:
+            continue
+        if e.kind == "keepalive":
+            refreshed = e.raw.get("refreshed", True) is not False
+            idle = number(e.raw, "idle", e.t - last_activity)
+            steps.append(LadderStep(e.t, f"keepalive probe ({idle:.0f} s idle)", "info",
+                                    LADDER_X[ladder_sender(e)], 1.0,
+                                    note="idle timer reset" if refreshed
+                                    else "NOT counted: no data",
+                                    note_colour="ok" if refreshed else "bad"))
+            last_activity = e.t if refreshed else last_activity
+        else:
+            steps.append(_ladder_step(e, timeout))
+    return steps
+
+
+def _ladder_step(e: TimelineEvent, timeout: float) -> LadderStep:
+    step = (e.source, e.kind)
+    if step == ("client", "request_sent"):
+        return LadderStep(e.t, "request", "info", 0.0, 2.0)
+    if step == ("server", "answer_sent"):
+        return LadderStep(e.t, "the answer", "info", 2.0, 1.0)
+    if step == ("middlebox", "flow_closed"):
+        flag = str(e.raw.get("flag", "FIN"))
+        return LadderStep(e.t, flag, "bad" if flag == "RST" else "grey",
+                          LADDER_X[ladder_sender(e)], LADDER_X[ladder_receiver(e)])
+    if step == ("middlebox", "rst_sent"):
+        return LadderStep(e.t, "RST", "bad", 1.0, 0.0 if e.raw.get("side") == "inside"
+                          else 2.0)
+    if step == ("middlebox", "flow_expired"):
+        return LadderStep(e.t, f"flow forgotten: idle {timeout:g} s, nothing sent", "bad",
+                          1.0, marker="X")
+    if step == ("middlebox", "dropped"):
+        return LadderStep(e.t, "dropped (late: the flow is gone)", "bad", 1.0, marker="x")
+    if step == ("middlebox", "port_allocation_error"):
+        return LadderStep(e.t, "no room: new connection dropped", "bad", 1.0)
+    marker, colour, label = LADDER_MARKS[step]
+    return LadderStep(e.t, label, colour, LADDER_X[e.source], marker=marker)
 
 
 def draw_ladder(events: Sequence[TimelineEvent], timeout: float, title: str,
@@ -288,73 +387,65 @@ def draw_ladder(events: Sequence[TimelineEvent], timeout: float, title: str,
 
     Client, appliance and server are vertical lines; time runs down, one row per step (not
     to scale: the model time is written beside each row, and the idle time of the flow in
-    the appliance's column, so that a 350-second silence reads as one). Requests, probes and
-    answers are arrows across; what the appliance does (forget, drop, reset) happens on its
-    own line. Written as ``stem``.svg and .png in ``out``.
+    the appliance's column, so that a 350-second silence reads as one). Requests, probes,
+    answers, FINs and RSTs are arrows from the side that sent them; what the appliance
+    does (forget, drop, reset) happens on its own line. Written as ``stem``.svg and .png
+    in ``out``.
     """
-    # long: one figure drawn row by row; each kind of step is two or three drawing calls
-    events = [TimelineEvent(e.t, e.wall, "server", e.kind, e.text, e.raw)
-              if e.source.startswith("server") else e for e in events]
-    steps = [e for e in sorted(events, key=lambda e: e.t) if (e.source, e.kind) in LADDER_STEPS]
+    steps = ladder_steps(events, timeout)
     rows = max(1, len(steps))
     fig, ax = plt.subplots(figsize=(9, 1.6 + 0.55 * rows), dpi=110)
-    for name, x in LADDER_X.items():
+    for name in ("client", "middlebox", "server"):
+        x = LADDER_X[name]
         ax.plot([x, x], [0.6, -rows - 0.2], color="#9e9e9e", lw=2, zorder=0)
         ax.text(x, 0.8, "appliance" if name == "middlebox" else name, ha="center",
                 fontsize=11, fontweight="bold")
-    last_activity = next((e.t for e in events if e.source == "client"
-                          and e.kind == "request_sent"), steps[0].t if steps else 0.0)
-    for row, e in enumerate(steps):
-        y = -row - 0.5
-        ax.text(-0.35, y, f"{seconds_label(e.t)}", ha="right", va="center", fontsize=9,
+    for i, step in enumerate(steps):
+        y = -i - 0.5
+        ax.text(-0.35, y, f"{seconds_label(step.t)}", ha="right", va="center", fontsize=9,
                 color=COLOURS["grey"])
-        gap = e.t - steps[row - 1].t if row else 0.0
+        gap = step.t - steps[i - 1].t if i else 0.0
         if gap >= 0.1 * timeout:  # the silence the appliance counts, between two rows
             ax.text(1.0, y + 0.5, f"{gap:.0f} s without a packet", ha="center",
                     va="center", fontsize=8, style="italic", color=COLOURS["idle"],
                     bbox={"facecolor": "white", "edgecolor": COLOURS["idle"], "pad": 1.5})
-        red, blue, green = COLOURS["bad"], COLOURS["info"], COLOURS["ok"]
-        step = (e.source, e.kind)
-        if step == ("client", "request_sent"):
-            _ladder_arrow(ax, 0.0, 2.0, y, blue, "request")
-        elif step == ("server", "answer_sent"):
-            _ladder_arrow(ax, 2.0, 1.0, y, blue, "the answer")
-        elif step == ("middlebox", "keepalive"):
-            refreshed = e.raw.get("refreshed", True)
-            idle = number(e.raw, "idle", e.t - last_activity)
-            from_client = e.raw.get("side") == "inside"
-            _ladder_arrow(ax, 0.0 if from_client else 2.0, 1.0, y, blue,
-                          f"keepalive probe ({idle:.0f} s idle)")
-            note = "idle timer reset" if refreshed else "NOT counted: no data"
-            ax.text(1.06, y - 0.18, note, fontsize=8, color=green if refreshed else red)
-            if refreshed:
-                last_activity = e.t
-        elif step == ("middlebox", "flow_expired"):
-            ax.plot(1.0, y, marker="X", ms=14, color=red)
-            ax.text(1.08, y, f"flow forgotten: idle {timeout:g} s, nothing sent",
-                    va="center", fontsize=9, color=red)
-        elif step == ("middlebox", "rst_sent"):
-            to_client = e.raw.get("side") == "inside"
-            _ladder_arrow(ax, 1.0, 0.0 if to_client else 2.0, y, red, "RST")
-        elif step == ("middlebox", "dropped"):
-            ax.plot(1.0, y, marker="x", ms=10, mew=2, color=red)
-            ax.text(1.08, y, "dropped (late: the flow is gone)", va="center", fontsize=9,
-                    color=red)
-        elif step == ("middlebox", "port_allocation_error"):
-            ax.text(1.08, y, "no room: new connection dropped", va="center", fontsize=9,
-                    color=red)
-        else:
-            marker, colour, label = MARKERS[step]
-            x = LADDER_X[e.source]
-            ax.plot(x, y, marker=marker, ms=11, color=COLOURS[colour], zorder=5)
-            ax.text(x + (0.08 if e.source == "client" else -0.08), y, label, va="center",
-                    ha="left" if e.source == "client" else "right", fontsize=9,
-                    color=COLOURS[colour] if colour != "info" else "black")
+        _draw_step(ax, step, y)
     ax.set_xlim(-0.9, 2.9)
     ax.set_ylim(-rows - 0.4, 1.2)
     ax.axis("off")
     ax.set_title("\n".join(textwrap.wrap(title, 90)), fontsize=11)
     return _save(fig, out, stem)
+
+
+def _draw_step(ax: Axes, step: LadderStep, y: float) -> None:
+    colour = COLOURS[step.colour]
+    if step.end is not None:
+        _ladder_arrow(ax, step.start, step.end, y, colour, step.label)
+        if step.note:
+            ax.text(1.06, y - 0.18, step.note, fontsize=8, color=COLOURS[step.note_colour])
+        return
+    if step.marker:
+        ax.plot(step.start, y, marker=step.marker, ms=12, mew=2, color=colour, zorder=5)
+    left = step.start < 2.0
+    ax.text(step.start + (0.08 if left else -0.08), y, step.label, va="center",
+            ha="left" if left else "right", fontsize=9,
+            color=colour if step.colour != "info" else "black")
+
+
+def ladder_sender(e: TimelineEvent) -> str:
+    """Which column a middlebox event's packet comes from: the proxy's watcher names the
+    sender; the engine says which of its ports the packet came in on."""
+    sender = e.raw.get("sender")
+    if isinstance(sender, str) and sender in LADDER_X:
+        return sender
+    return "client" if e.raw.get("side") == "inside" else "server"
+
+
+def ladder_receiver(e: TimelineEvent) -> str:
+    receiver = e.raw.get("receiver")
+    if isinstance(receiver, str) and receiver in LADDER_X:
+        return receiver
+    return "server" if ladder_sender(e) == "client" else "client"
 
 
 def _ladder_arrow(ax: Axes, x0: float, x1: float, y: float, colour: str, label: str) -> None:

@@ -46,7 +46,7 @@ def world_name(tmp_path: Path) -> Iterator[str]:
         time.sleep(1.0)
         yield name
     finally:
-        natsim("down", "--name", name)
+        natsim("down", "--name", name, check=False)  # a test may have brought it down
         server.communicate(timeout=10)
     assert name not in LiveWorld.names()
 
@@ -77,6 +77,13 @@ def test_curl_with_and_without_keepalive(world_name: str) -> None:
     prom = natsim("status", "--name", world_name, "--prometheus").stdout
     assert f'natsim_idletimeoutcount_total{{appliance="nat-gw",namespace="AWS/NATGateway",' \
            f'world="{world_name}"}} 2' in prom
+    # down tells each connection's fate from the world's capture, and draws the killed one
+    down = natsim("down", "--name", world_name).stdout
+    assert "the capture replayed through AWS NAT Gateway's rules" in down, down
+    assert "summary: 1 untouched, 1 late-rst" in down, down  # curl's own keepalive saved one
+    assert "answered by an RST from the appliance" in down
+    pictures = Path(down.split("pictures: ")[1].split(",")[0].strip())
+    assert pictures.name == "flow1.svg" and "expired after 350 s idle" in pictures.read_text()
 
 
 def test_exec_passes_exit_status_and_output_through(world_name: str) -> None:
@@ -227,3 +234,51 @@ def test_events_tell_the_story_and_follow_until_the_world_is_down() -> None:
     out, err = follower.communicate(timeout=10)  # it stopped by itself
     assert follower.returncode == 0, err
     assert "expired after 350 s idle" in out and "RST" in out, out
+
+
+UNSAFE_INNER = '''
+import subprocess, sys
+
+import pytest
+
+
+def slow_server(natsim_world):
+    return natsim_world.start("server", [sys.executable, "-m", "simulator.workloads.slow_http",
+                                         "--delay", "380"])
+
+
+@pytest.mark.natsim(appliance="nat-gw", speed=100, fail_on="unsafe")
+def test_killed_but_the_test_says_nothing(natsim_world):
+    slow_server(natsim_world)
+    natsim_world.wait_for_port("server", 8080)
+    done = natsim_world.run("client", ["curl", "-sS", "-m", "400", "--no-keepalive",
+                                       "http://server:8080/"])
+    assert done.returncode == 28  # the test's own assertion holds: only the gate fails it
+
+
+@pytest.mark.natsim(appliance="nat-gw", speed=100, fail_on="unsafe")
+def test_keepalive_survives(natsim_world):
+    slow_server(natsim_world)
+    natsim_world.wait_for_port("server", 8080)
+    done = natsim_world.run("client", ["curl", "-sS", "-m", "400", "http://server:8080/"])
+    assert done.returncode == 0
+    [conn] = natsim_world.connections()
+    assert conn["verdict"] == "untouched" and conn["keepalive_probes"]
+'''
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed "
+                    "(apt-get install curl; .ci/run installs it)")
+def test_plugin_fail_on_unsafe_fails_a_test_whose_connection_was_killed(tmp_path: Path) -> None:
+    (tmp_path / "test_inner.py").write_text(UNSAFE_INNER)
+    done = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q",
+                           "-rA", "-p", "no:xdist", str(tmp_path / "test_inner.py")],
+                          cwd=REPO, capture_output=True, text=True, timeout=120, check=False)
+    out = done.stdout
+    # the killed test's own assertions held; the gate fails it at teardown (an error, as for
+    # a middlebox that died), and the run's exit status says so
+    assert "2 passed, 1 error" in out and done.returncode == 1, out[-4000:]
+    assert "ERROR at teardown of test_killed_but_the_test_says_nothing" in out
+    assert "1 connection(s) did not survive AWS NAT Gateway (idle timeout 350 s; " \
+           "fail_on='unsafe')" in out, out[-4000:]
+    assert "met an RST" in out

@@ -30,6 +30,8 @@ SKIPPED_BLOCKS = {
                             "--natsim-require, is tested in tests/unit/test_plugin_require.py",
     "natsim run nat-gw --backend docker": "needs a Docker engine: `make test-docker` runs "
                                           "the docker backend's run, up, exec and down",
+    "make wheel": "installs into a user's own environment: tests/integration/test_wheel.py "
+                  "builds the wheel and installs it into a fresh virtual environment",
     "nft -f -": "the conntrack reference's recipe, for a middle namespace: on the host it "
                 "would change the host's firewall; tests/integration/"
                 "test_kernel_differential.py applies it in its own namespaces",

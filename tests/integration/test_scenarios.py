@@ -54,6 +54,10 @@ def test_nat_gw_answer_after_timeout_is_reset_and_client_hangs(tmp_path: Path) -
     rsts = [p for p in packets if p.haslayer(TCP) and p[TCP].flags == "R"
             and p[IP].src == "203.0.113.1" and p[IP].dst == "198.19.1.10"]
     assert rsts, "no RST to the server in capture.pcap"
+    # ... at the time the timeline gives it: the capture's times are the timeline's
+    rst_event = next(e for e in result.events if e.kind == "rst_sent"
+                     and e.raw.get("side") == "outside")
+    assert float(rsts[0].time) == pytest.approx(rst_event.t, abs=0.5)
     assert (tmp_path / "results" / "result.json").exists()
 
     # the timeline picture: a real PNG, and the SVG names the expiry

@@ -168,3 +168,23 @@ def test_the_demo_tells_the_clients_timeout_before_the_rst_its_fin_meets() -> No
     _print_rows(Columns(out, 120), [(900.6, LEFT, rst), (900.7, LEFT, gave_up)])
     text = out.getvalue()
     assert text.index("gives up at 900 s") < text.index("RST to the client")
+
+
+@pytest.mark.parametrize("story", ["slow-answer", "idle-pool"])
+def test_the_demo_fits_an_80_column_terminal(story: str) -> None:
+    import io  # noqa: PLC0415
+
+    from simulator.views.demo import Columns, demo_header, get_story  # noqa: PLC0415
+
+    told = get_story(story)
+    header = demo_header(told, told.speed, 80)
+    assert "The three runs happen now" in header  # both stories tell three runs
+    out = io.StringIO()
+    cols = Columns(out, 80, len(told.columns))
+    cols.row("model s", *(told.headings[n] for n in told.columns))
+    cols.rule()
+    cols.row("350", *("the NAT Gateway forgets the connection: 350 s without a packet"
+                      for _ in told.columns))
+    lines = header.splitlines() + out.getvalue().splitlines()
+    assert max(len(line) for line in lines) <= 80, "\n".join(lines)
+    assert len(out.getvalue().splitlines()) > 4  # the cells wrapped within their columns

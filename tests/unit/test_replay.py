@@ -84,6 +84,24 @@ def test_probes_too_rare_do_not_save_it(tmp_path: Path) -> None:
     assert conn.late_at == pytest.approx(360)
 
 
+def test_a_replayed_connection_is_drawn_as_a_run_s_flow(tmp_path: Path) -> None:
+    from simulator.cli.replay import replay_events  # noqa: PLC0415
+
+    pkts = conversation(late_answer_at=None, probes_every=360, until=700)
+    (conn,) = replayed(tmp_path, pkts).connections.values()
+    events = [(round(e.t), e.kind, e.raw.get("refreshed"), e.raw.get("sender"))
+              for e in replay_events(conn, 350.0)]
+    # the flow's bar starts with the connection, not at its expiry (the request at 0.04 s
+    # is its last activity); the probe at 360 s came too late to count and is the late
+    # packet; the appliance resets the client, then the server that answered the probe
+    assert events == [(0, "flow_created", None, None), (0, "data", None, None),
+                      (350, "flow_expired", None, None), (360, "keepalive", False, None),
+                      (360, "late_packet", None, "client"), (360, "rst_sent", None, None),
+                      (360, "rst_sent", None, None)]
+    rsts = [e.raw["side"] for e in replay_events(conn, 350.0) if e.kind == "rst_sent"]
+    assert rsts == ["inside", "outside"]
+
+
 def test_global_accelerator_does_not_count_the_probes(tmp_path: Path) -> None:
     pkts = conversation(probes_every=300)
     (conn,) = replayed(tmp_path, pkts, "global-accelerator").connections.values()
@@ -218,3 +236,8 @@ def test_pictures_are_never_drawn_through_a_planted_link(tmp_path: Path,
     assert cli.main(["replay", str(capture), "--appliance", "nat-gw", "--pictures",
                      str(pictures)]) == 0
     assert {"flow1.png", "flow1.svg"} <= {p.name for p in pictures.iterdir()}
+    assert f"{pictures / 'flow1.svg'}, {pictures / 'flow1.png'}" in capsys.readouterr().err
+    # the picture is of a capture: its own time, no speed; the flow, its late packet, the RST
+    svg = (pictures / "flow1.svg").read_text()
+    assert "capture time (s)" in svg and "wall time" not in svg
+    assert "flow in the table" in svg and "late packet from the" in svg and "RST" in svg
