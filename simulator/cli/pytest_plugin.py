@@ -167,6 +167,12 @@ class NatsimWorld:
     def kinds(self) -> list[str]:
         return [str(e["kind"]) for e in self.events()]
 
+    def expire(self, flow: int | None = None) -> None:
+        """The appliance forgets flow number ``flow`` (every flow without it) now, as at its
+        idle timeout: the next packet of it meets the late-packet rule (``natsim expire``)."""
+        self.check()
+        self.live.path_event(PathKind.EXPIRE, flow=flow)
+
     def restart(self) -> None:
         """The appliance restarts now: its flow table is lost (``natsim restart``)."""
         self.check()

@@ -46,6 +46,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
+from simulator.core.appliance_fields import ExpiryAction
 from simulator.core.appliances import Appliance
 from simulator.core.balancing import Balancer
 from simulator.core.events import EventKind, Side
@@ -72,6 +73,9 @@ class PathKind(StrEnum):
     DEREGISTER = "deregister"
     TARGET_FAILURE = "target_failure"
     BLACKHOLE = "blackhole"
+    EXPIRE = "expire"
+    """On demand only (``natsim expire [FLOW]``, never in a scenario file): the appliance
+    forgets a flow now, as its idle timer would."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +92,8 @@ class PathEvent:
     """``deregister``: connection termination at the end of the delay."""
     failover: str = "no_rebalance"
     """``target_failure``: ``no_rebalance`` or ``rebalance``."""
+    flow: int | None = None
+    """``expire``: the flow's number (None: every flow)."""
 
     @property
     def on_host(self) -> bool:
@@ -111,6 +117,9 @@ class PathEvent:
         if self.kind is PathKind.TARGET_FAILURE:
             return (f"the inspection target carrying the connection fails at {self.at:g} s "
                     f"(target failover: {self.failover})")
+        if self.kind is PathKind.EXPIRE:
+            which = f"flow #{self.flow}" if self.flow is not None else "every flow"
+            return f"the appliance forgets {which} at {self.at:g} s"
         done = "restarted" if self.kind is PathKind.RESTART else "replaced"
         return f"the appliance is {done} at {self.at:g} s"
 
@@ -191,6 +200,8 @@ class PathRules:
             return []
         if event.kind in (PathKind.RESTART, PathKind.REPLACE):
             return self._restart(due, event, data)
+        if event.kind is PathKind.EXPIRE:
+            return self._expire_now(due, event, data)
         if target is None:  # the start: the target of the client's connection
             target = self._serving_target(event.kind)
         if event.kind is PathKind.DEREGISTER:
@@ -219,6 +230,33 @@ class PathRules:
             data["public_ips"] = list(new)
         self._emit(now, EventKind.PATH_EVENT, None, None, text, flows_lost=len(lost), **data)
         return []
+
+    def _expire_now(self, now: float, event: PathEvent, data: JsonObject) -> list[Transmit]:
+        """The flow (or every flow) is forgotten now, as at its idle timeout: what the
+        appliance does at expiry (an RST to both ends where it sends one), and the next
+        packet meets the late-packet rule. Counted apart from the idle timeouts, which the
+        flow did not reach."""
+        chosen = [f for f in self.flows if event.flow is None or f.id == event.flow]
+        out: list[Transmit] = []
+        for flow in chosen:
+            self.flows.remove(flow)
+            self._forget(flow)
+            self._remember_lost(flow, "expired")
+            self.counters["FlowsExpiredOnDemand"] += 1
+            loud = (self.appliance.on_expiry is ExpiryAction.RST_BOTH
+                    and flow.proto == IPPROTO_TCP)
+            if loud:
+                out += self._reset_both(flow, log=False)
+            self._emit(now, EventKind.FLOW_EXPIRED, flow.id, None,
+                       f"flow #{flow.id} expired now, on demand (natsim expire), after "
+                       f"{now - flow.last_seen:.0f} s idle "
+                       + ("(RST sent to both ends)" if loud else "(nothing sent to either side)"),
+                       last_seen=round(flow.last_seen, 6), on_demand=True)
+        if not chosen:
+            which = f"no flow #{event.flow}" if event.flow is not None else "no flow"
+            self._emit(now, EventKind.PATH_EVENT, None, None,
+                       f"expire: {which} in the table (nothing forgotten)", **data)
+        return out
 
     def _to_retired_address(self, pkt: Packet, now: float) -> bool:
         """A packet from the outside to a public address the replacement gave up: the old

@@ -19,13 +19,13 @@ from simulator.support.tail import LineTail
 CONTROL_EVERY = 0.05
 """Wall seconds between two looks at the file: an event lands at most this late (5 model s
 at speed 100)."""
-NOW = (PathKind.RESTART, PathKind.REPLACE, PathKind.BLACKHOLE)
+NOW = (PathKind.RESTART, PathKind.REPLACE, PathKind.BLACKHOLE, PathKind.EXPIRE)
 """The kinds that can be carried out on demand (the others belong to a target or a host)."""
 
 
-def request(kind: PathKind, duration: float | None = None) -> str:
-    """The line that asks for ``kind`` now."""
-    return json.dumps({"kind": str(kind), "duration": duration}) + "\n"
+def request(kind: PathKind, duration: float | None = None, flow: int | None = None) -> str:
+    """The line that asks for ``kind`` now (``flow``: which one ``expire`` forgets)."""
+    return json.dumps({"kind": str(kind), "duration": duration, "flow": flow}) + "\n"
 
 
 class ControlFile:
@@ -40,10 +40,12 @@ class ControlFile:
             try:
                 spec = json.loads(line)
                 kind = PathKind(spec["kind"])
-                duration = spec.get("duration")
-                if kind not in NOW or (kind is PathKind.BLACKHOLE) != (duration is not None):
+                duration, flow = spec.get("duration"), spec.get("flow")
+                if kind not in NOW or (kind is PathKind.BLACKHOLE) != (duration is not None) \
+                        or (flow is not None and (kind is not PathKind.EXPIRE
+                                                  or type(flow) is not int)):
                     continue  # the command checks; a hand-written line that is wrong is not
-                events.append(PathEvent(kind, at=0.0, duration=duration))
+                events.append(PathEvent(kind, at=0.0, duration=duration, flow=flow))
             except (ValueError, KeyError, TypeError):
                 continue
         return events

@@ -25,7 +25,8 @@ _FIELDS: dict[PathKind, tuple[str, ...]] = {
     PathKind.DEREGISTER: ("delay", "termination"),
     PathKind.TARGET_FAILURE: ("delay", "failover"),
 }
-KINDS = tuple(str(k) for k in PathKind)
+KINDS = tuple(str(k) for k in _FIELDS)
+"""What a scenario file may name (``expire`` is on demand only)."""
 
 
 def parse_events(src: str, raw: object, appliance: Appliance, *, chain: int, run_end: float,

@@ -433,9 +433,11 @@ class LiveWorld:
                              "is it still running?") from None
         return data
 
-    def path_event(self, kind: PathKind, duration: float | None = None) -> None:
+    def path_event(self, kind: PathKind, duration: float | None = None,
+                   flow: int | None = None) -> None:
         """Have the middlebox carry out ``kind`` now: ``restart`` (the flow table lost),
-        ``replace`` (and new public addresses) or ``blackhole`` for ``duration`` model s."""
+        ``replace`` (and new public addresses), ``blackhole`` for ``duration`` model s, or
+        ``expire`` (flow number ``flow``, or every flow, forgotten as at its timeout)."""
         if self.backend != "namespaces":
             raise WorldError(f"world {self.name}: path events on demand need the namespaces "
                              "backend (the dataplane reads them from the results folder)")
@@ -450,7 +452,7 @@ class LiveWorld:
                              "up --no-capture), where no path event reaches them: bring it up "
                              "with its capture")
         with (Path(self.results_dir) / "control.jsonl").open("a") as f:
-            f.write(control.request(kind, duration))
+            f.write(control.request(kind, duration, flow))
 
     def events(self) -> list[dict[str, Any]]:
         """The middlebox's events so far (times in model seconds since it started)."""

@@ -113,6 +113,21 @@ def test_a_restart_now_resets_a_connection_its_keepalive_kept(
     [restart] = [e for e in events if e["kind"] == "path_event"]
     assert "restarted" in restart["text"] and "flow table is lost" in restart["text"]
     assert any(e["kind"] == "rst_sent" and e["t"] > restart["t"] for e in events)
+    # the same once more, with `natsim expire FLOW` from the command line: that one flow is
+    # forgotten as at its idle timeout, and curl's next probe meets the RST
+    curl = _curl(natsim_world, keepalive=True)
+    time.sleep(1.0)
+    [flow] = [f["flow"] for f in natsim_world.status()["flows"]
+             if f["state"] == "ESTABLISHED"]
+    done = subprocess.run([sys.executable, "-m", "simulator", "expire", f"#{flow}", "--name",
+                           natsim_world.live.name], capture_output=True, text=True, timeout=30,
+                          check=False)
+    assert done.returncode == 0 and f"forgets flow #{flow}" in done.stdout, done.stderr
+    out, err = curl.communicate(timeout=20)
+    assert curl.returncode == 56 and "reset" in err.lower(), (curl.returncode, err)
+    [expired] = [e for e in natsim_world.events() if e["kind"] == "flow_expired"
+                 and e.get("on_demand")]
+    assert expired["flow"] == flow and "on demand" in expired["text"]
 
 
 @pytest.mark.natsim(appliance="nat-gw", speed=100)

@@ -18,6 +18,8 @@ NLB2 = GOOD.replace("appliance: nat-gw", "appliance: {name: nlb, backends: 2}")
 @pytest.mark.parametrize("text,field,words", [
     (GOOD + "events: [{kind: restrat, at: 10}]", "events[0].kind", "did you mean restart?"),
     (GOOD + "events: [{at: 10}]", "events[0].kind", "missing"),
+    (GOOD + "events: [{kind: expire, at: 10}]", "events[0].kind",  # natsim expire, live only
+     "unknown event kind 'expire'"),
     (GOOD + "events: [{kind: restart}]", "events[0].at", "missing"),
     (GOOD + "events: [{kind: restart, at: 900}]", "events[0].at", "outside the run"),
     (GOOD + "events: [{kind: restart, at: 0}]", "events[0].at", "greater than 0"),
