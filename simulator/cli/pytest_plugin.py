@@ -280,8 +280,9 @@ def _unsafe_connections(live: LiveWorld) -> str | None:
     that the appliance killed while they were in use (None: every one survived)."""
     done = replay_world(live)
     if done is None:
-        return ("fail_on='unsafe' judges the world's capture, and this world had none "
-                "(capture=False)")
+        return ("fail_on='unsafe' judges the world's capture through its appliance, and "
+                "this world has no capture (capture=False) or no appliance record to replay "
+                "it with")
     bad = unsafe(done)
     if not bad:
         return None

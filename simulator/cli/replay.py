@@ -179,7 +179,8 @@ def print_world_verdicts(live: LiveWorld, out: TextIO) -> Replayed | None:
     """What ``natsim down`` says of a world's connections, and their pictures."""
     done = replay_world(live)
     if done is None:
-        out.write("  no per-connection verdicts: the world had no capture (up --no-capture)\n")
+        out.write("  no per-connection verdicts: the world had no capture (up --no-capture), "
+                  "or was brought up by an older natsim that kept no appliance record\n")
         return None
     listed = done.listed()
     out.write(f"  its connections, the capture replayed through {done.appliance.title}'s "
