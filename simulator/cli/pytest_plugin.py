@@ -286,7 +286,7 @@ def _unsafe_connections(live: LiveWorld) -> str | None:
     bad = unsafe(done)
     if not bad:
         return None
-    lines = [f"  {c.name}: {c.to_dict()['verdict']}, expired at {c.expired_at:.1f} s, "
+    lines = [f"  {c.name}: {c.fate}, expired at {c.expired_at:.1f} s, "
              f"the {c.late_from}'s packet at {c.late_at:.1f} s met "
              f"{'an RST' if c.fate is Fate.LATE_RST else 'silence'}" for c in bad[:10]]
     return (f"{len(bad)} connection(s) did not survive {done.appliance.title} (idle timeout "

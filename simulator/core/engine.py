@@ -39,7 +39,7 @@ from __future__ import annotations
 
 from collections import Counter, OrderedDict
 
-from simulator.core.appliances import Appliance, ExpiryAction, LateAction
+from simulator.core.appliances import Appliance, LateAction
 from simulator.core.balancing import Balancer
 from simulator.core.events import Event, EventKind, Side
 from simulator.core.flows import (
@@ -149,13 +149,10 @@ class Middlebox(IcmpRules, PathRules):
         if self.expired_log is not None:
             self.expired_log += expired
         for flow in expired:
-            self._forget(flow)
             self.counters["IdleTimeoutCount"] += 1
             quiet = not self._worth_logging("IdleTimeoutCount")
-            self._remember_lost(flow, "expired")
-            loud = self.appliance.on_expiry is ExpiryAction.RST_BOTH and flow.proto == IPPROTO_TCP
-            if loud:
-                out += self._reset_both(flow, log=not quiet)
+            sent, loud = self._on_expiry(flow, log=not quiet)
+            out += sent
             if quiet:
                 continue
             self._emit(flow.deadline, EventKind.FLOW_EXPIRED, flow.id, None,

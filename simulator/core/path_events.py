@@ -240,13 +240,9 @@ class PathRules:
         out: list[Transmit] = []
         for flow in chosen:
             self.flows.remove(flow)
-            self._forget(flow)
-            self._remember_lost(flow, "expired")
             self.counters["FlowsExpiredOnDemand"] += 1
-            loud = (self.appliance.on_expiry is ExpiryAction.RST_BOTH
-                    and flow.proto == IPPROTO_TCP)
-            if loud:
-                out += self._reset_both(flow, log=False)
+            sent, loud = self._on_expiry(flow, log=False)
+            out += sent
             self._emit(now, EventKind.FLOW_EXPIRED, flow.id, None,
                        f"flow #{flow.id} expired now, on demand (natsim expire), after "
                        f"{now - flow.last_seen:.0f} s idle "
@@ -329,6 +325,17 @@ class PathRules:
                    "rehashed to healthy targets, which hold no state for them",
                    moved=moved, **data)
         return []
+
+    def _on_expiry(self, flow: Flow, log: bool) -> tuple[list[Transmit], bool]:
+        """What the appliance does with a flow it has just taken out of its table at expiry
+        (its idle timer's, or ``natsim expire``'s): forget it, keep its keys to name a late
+        packet, and, where the appliance does, reset both ends. Returns (those RSTs,
+        whether it sent them)."""
+        self._forget(flow)
+        self._remember_lost(flow, "expired")
+        if self.appliance.on_expiry is ExpiryAction.RST_BOTH and flow.proto == IPPROTO_TCP:
+            return self._reset_both(flow, log=log), True
+        return [], False
 
     def _remember_lost(self, flow: Flow, why: str = "forgotten") -> None:
         """Its keys, so that a late packet can be named ("of expired flow #3")."""

@@ -24,10 +24,11 @@ def file_header(snap_length: int) -> bytes:
     return FILE_HEADER.pack(MAGIC, 2, 4, 0, 0, snap_length, 1)
 
 
-def record_header(t: float, length: int) -> bytes:
+def record_header(t: float, length: int, captured: int | None = None) -> bytes:
     """A record stamped ``t`` seconds (0 for anything earlier: the format has no sign)."""
     micros = round(max(0.0, t) * 1_000_000)
-    return RECORD.pack(micros // 1_000_000, micros % 1_000_000, length, length)
+    return RECORD.pack(micros // 1_000_000, micros % 1_000_000,
+                       length if captured is None else captured, length)
 
 
 def shift_times(src: IO[bytes], dst: IO[bytes], by: float) -> int:
@@ -47,7 +48,6 @@ def shift_times(src: IO[bytes], dst: IO[bytes], by: float) -> int:
             break
         t = sec + usec / 1_000_000 + by
         before_zero += t < 0
-        micros = round(max(0.0, t) * 1_000_000)
-        dst.write(RECORD.pack(micros // 1_000_000, micros % 1_000_000, caplen, length))
+        dst.write(record_header(t, length, caplen))
         dst.write(frame)
     return before_zero

@@ -329,5 +329,5 @@ def run_demo(speed: float | None = None, width: int | None = None,  # noqa: C901
 
     cols.row("", *(said(v) for v in ends))
     out.write(wrap_text(told.moral, width))
-    out.write("Pictures and captures: " + "  ".join(f"{v['results']}/" for v in ends) + "\n")
+    out.write("Pictures and captures:\n" + "".join(f"  {v['results']}/\n" for v in ends))
     return 0 if all(v["verdict"] == "PASS" for v in ends) else 1
