@@ -220,9 +220,11 @@ def _cmd_exec(args: argparse.Namespace) -> int:
                  "compressed)" if model_time else "in wall time"), file=sys.stderr)
     code = _run_passing_signals(command, env)  # exit status and output pass through unchanged
     after = live.health()
-    if health is None and after is not None:
-        print(f"natsim: error: world {live.name}: {after}; it died while the command ran, "
-              "so what the command saw proves nothing", file=sys.stderr)
+    if after is not None:  # dead before it started, or died while it ran
+        when = "it was so before the command started" if health is not None \
+            else "it died while the command ran"
+        print(f"natsim: error: world {live.name}: {after}; {when}, so what the command saw "
+              "proves nothing", file=sys.stderr)
         return EXIT_ERROR
     return code
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import errno
+import faulthandler
 import gc
 import itertools
 import json
@@ -538,6 +539,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", required=True, type=Path,
                         help="JSON: appliance, overrides, speed, interfaces and MACs")
     args = parser.parse_args(argv)
+    faulthandler.enable()  # a crash in C leaves a traceback, not an empty stderr
     try:
         cfg = decode(MiddleboxConfig, args.config.read_text())
     except (OSError, ConfigError) as exc:

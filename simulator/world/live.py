@@ -154,18 +154,16 @@ class LiveWorld:
     @classmethod
     def load(cls, name: str | None = None) -> LiveWorld:
         """The world called ``name``; without a name, the one ``natsim up`` makes without
-        a name (``default``), else the only world that is up: someone else's world on the
-        same machine does not break the README's commands."""
+        a name (``default``), and never another: a ``natsim down`` without a name once
+        removed the only world that was up, a test's running beside the README's."""
         if name is None:
             names = cls.names()
             if not names:
                 raise WorldError("no world is up: start one with `natsim up`")
-            if "default" in names:
-                names = ["default"]
-            if len(names) > 1:
-                raise WorldError(f"several worlds are up ({', '.join(names)}), none called "
-                                 "default: say which with --name")
-            name = names[0]
+            if "default" not in names:
+                raise WorldError(f"no world called default is up (up: {', '.join(names)}): "
+                                 "say which with --name")
+            name = "default"
         path = cls.state_file(name)
         if path.is_symlink() or not path.exists():
             raise WorldError(f"no world named {name!r} is up (up: "
@@ -293,8 +291,8 @@ class LiveWorld:
                                 self.namespaces["middlebox"]], capture_output=True,
                                timeout=10, check=False)
         else:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.middlebox_pid, signal.SIGTERM)
+            topology.signal_in(self.namespaces["middlebox"], self.middlebox_pid,
+                               signal.SIGTERM)
         deadline = time.monotonic() + 5.0  # a large flow table makes a long last line
         while time.monotonic() < deadline and self.alive() and self.final_report() is None:
             time.sleep(0.02)
@@ -470,7 +468,7 @@ class LiveWorld:
                 lines = (Path(self.results_dir) / "middlebox.stderr").read_text(
                     errors="replace").strip().splitlines()
                 last = lines[-1] if lines else ""
-            why = f"its last error: {last}" if last else "it was killed (no error written)"
+            why = f"its last error: {last}" if last else _silent_end(self.middlebox_pid)
             return f"DEAD: the middlebox is gone; {why}"
         try:
             age = time.time() - float(self.status()["written"])
@@ -489,6 +487,14 @@ class LiveWorld:
             return _CHILDREN.get(self.middlebox_pid) is None or \
                 _CHILDREN[self.middlebox_pid].poll() is None
         return bool(topology.pids_in(self.namespaces["middlebox"]))
+
+
+def _silent_end(pid: int) -> str:
+    """How a middlebox that wrote nothing ended: only its starter can read its status."""
+    code = _CHILDREN[pid].poll() if pid in _CHILDREN else None
+    how = "was killed" if code is None else f"exited with status {code}" if code >= 0 \
+        else f"was killed by {signal.Signals(-code).name}"
+    return f"it {how} (no error written)"
 
 
 def _wait_for_status(mbox: Process, results: Folder, timeout: float = 15.0) -> None:

@@ -409,6 +409,26 @@ def pids_in(ns: str) -> list[int]:
     return found
 
 
+def signal_in(ns: str, pid: int, sig: int) -> bool:
+    """Send ``sig`` to ``pid`` only if it is still a process of ``ns``: a pid recorded
+    earlier may name another process by now (pid_max can be 32768, and a test suite goes
+    round it in minutes). The pidfd pins the process between the check and the signal."""
+    try:
+        fd = os.pidfd_open(pid)
+    except OSError:
+        return False
+    try:
+        inode = _ns_inode(ns)
+        if inode is None or Path(f"/proc/{pid}/ns/net").stat().st_ino != inode:
+            return False
+        signal.pidfd_send_signal(fd, sig)
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
 def _kill_all(pids: list[int], grace: float = 1.0) -> None:
     for sig in (signal.SIGTERM, signal.SIGKILL):
         alive = []

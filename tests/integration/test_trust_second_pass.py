@@ -6,6 +6,7 @@ world's lock file goes with it."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -21,6 +22,8 @@ import pytest
 
 from bench.fuzz_inputs import conversation, pcap_bytes
 from simulator.world.live import WORLDS, LiveWorld
+from simulator.world.topology import pids_in
+from tests.integration.test_cleanup import wait_for
 from tests.integration.test_trust import middlebox_pids, natsim, start
 
 REPO = Path(__file__).resolve().parents[2]
@@ -143,7 +146,7 @@ def test_the_plugin_fails_a_test_whose_middlebox_died_or_stalled(tmp_path: Path)
     out = done.stdout
     assert "PASSED test_inner.py::test_live" in out, out[-4000:]
     assert "FAILED test_inner.py::test_killed_mid_test" in out, out[-4000:]
-    assert "DEAD: the middlebox is gone" in out
+    assert "DEAD: the middlebox is gone; it was killed by SIGKILL" in out, out[-4000:]
     # the body passed; the teardown found no final report: an error, not a pass
     assert "ERROR test_inner.py::test_stopped_after_the_last_call" in out, out[-4000:]
     assert "PASSED test_inner.py::test_stopped_after_the_last_call" in out
@@ -166,12 +169,20 @@ def world() -> Iterator[str]:
     assert not (WORLDS / f".{name}.lock").exists()  # the lock file goes with the world
 
 
+def _commands_in(ns: str) -> list[str]:
+    names = []
+    for pid in pids_in(ns):
+        with contextlib.suppress(OSError):
+            names.append(Path(f"/proc/{pid}/comm").read_text().strip())
+    return names
+
+
 def test_exec_exits_4_when_the_world_dies_while_it_runs(world: str) -> None:
     ok = natsim("exec", "--name", world, "client", "--", "sh", "-c", "exit 3")
     assert ok.returncode == 3, ok.stderr  # the program's own status, unchanged
     live = LiveWorld.load(world)
     proc = start("exec", "--name", world, "client", "--", "sleep", "200")  # model s: 2 wall s
-    time.sleep(0.5)
+    wait_for(lambda: "sleep" in _commands_in(live.namespaces["client"]))  # it runs: now
     os.kill(live.middlebox_pid, signal.SIGKILL)
     output, _ = proc.communicate(timeout=30)
     assert proc.returncode == 4, output

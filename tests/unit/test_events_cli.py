@@ -73,7 +73,11 @@ def test_without_a_name_the_default_world_is_meant_even_beside_others(
     monkeypatch.setattr(LiveWorld, "names", classmethod(lambda cls: ["theirs", "default"]))
     assert LiveWorld.load().name == "default"
     monkeypatch.setattr(LiveWorld, "names", classmethod(lambda cls: ["theirs", "mine"]))
-    with pytest.raises(WorldError, match="none called default: say which with --name"):
+    with pytest.raises(WorldError, match=r"no world called default is up .*say which with"):
+        LiveWorld.load()
+    # the only world up is someone else's: never theirs (`natsim down` would remove it)
+    monkeypatch.setattr(LiveWorld, "names", classmethod(lambda cls: ["theirs"]))
+    with pytest.raises(WorldError, match=r"no world called default is up \(up: theirs\)"):
         LiveWorld.load()
 
 
