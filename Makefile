@@ -112,10 +112,11 @@ kill-test: setup
 demo: setup
 	@$(NATSIM) demo $${SPEED:+--speed "$$SPEED"} $${STORY:+--story "$$STORY"}
 
-# two at a time (the plugin's worlds and the runs are safe side by side: every run has its
-# own names and clock), work-stealing so that the long integration tests do not end on one
-# worker; TEST_JOBS=1 runs them one after the other
-TEST_JOBS ?= 2
+# three at a time on two cores (the integration tests mostly wait on compressed model
+# time; the plugin's worlds and the runs are safe side by side: every run has its own names
+# and clock), work-stealing so that the long integration tests do not end on one worker;
+# TEST_JOBS=1 runs them one after the other
+TEST_JOBS ?= 3
 test: setup
 	$(BIN)/pytest -n $(TEST_JOBS) --dist worksteal --durations=15
 

@@ -125,7 +125,9 @@ def test_status_says_dead_and_exec_warns_when_the_middlebox_is_gone() -> None:
         status = natsim("status", "--name", name)
         assert "DEAD" in status.stdout and "killed" in status.stdout, status.stdout
         ran = natsim("exec", "--name", name, "client", "--", "true")
-        assert ran.returncode == 0 and "warning" in ran.stderr and "DEAD" in ran.stderr
+        # warned, run all the same, and no success: what it saw crossed no middlebox
+        assert ran.returncode == 4 and "warning" in ran.stderr and "DEAD" in ran.stderr
+        assert "so before the command started" in ran.stderr, ran.stderr
     finally:
         down = natsim("down", "--name", name)
     # the world is removed all the same; the exit status says it ended without a report
