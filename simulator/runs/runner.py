@@ -57,6 +57,7 @@ from simulator.views.report import (
     summary_text,
     write_result,
 )
+from simulator.views.run_page import write_run_page
 from simulator.world import topology
 from simulator.world.backends import Backend, get_backend
 from simulator.world.driver import MiddleboxFailedError, WorldDriver
@@ -423,8 +424,10 @@ class Runner:
         samples = self._metrics()
         self._align_capture()
         pictures = self._draw(events, samples) if self.pictures else []
-        write_result(out, result_document(session, s, p, self.run_id, wall, {
-            "namespace": namespace_of(s.appliance.name), "samples": samples}))
+        document = result_document(session, s, p, self.run_id, wall, {
+            "namespace": namespace_of(s.appliance.name), "samples": samples})
+        write_result(out, document)
+        write_run_page(out, document)
         if self.jsonl:
             self.out.write(json.dumps({
                 "kind": "verdict", "verdict": result.verdict, "error": result.error,

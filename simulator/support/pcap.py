@@ -11,6 +11,7 @@ timeline when the run ends.
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterator
 from typing import IO
 
 FILE_HEADER = struct.Struct("<IHHiIII")
@@ -29,6 +30,20 @@ def record_header(t: float, length: int, captured: int | None = None) -> bytes:
     micros = round(max(0.0, t) * 1_000_000)
     return RECORD.pack(micros // 1_000_000, micros % 1_000_000,
                        length if captured is None else captured, length)
+
+
+def records(src: IO[bytes]) -> Iterator[tuple[float, bytes]]:
+    """(time, frame) of every whole record of a capture natsim wrote, in file order (a
+    capture cut short by a crash ends at its last whole record)."""
+    header = src.read(FILE_HEADER.size)
+    if len(header) < FILE_HEADER.size or FILE_HEADER.unpack(header)[0] != MAGIC:
+        raise ValueError("not a capture natsim wrote (its magic number differs)")
+    while len(raw := src.read(RECORD.size)) == RECORD.size:
+        sec, usec, caplen, _ = RECORD.unpack(raw)
+        frame = src.read(caplen)
+        if len(frame) < caplen:
+            return
+        yield sec + usec / 1_000_000, frame
 
 
 def shift_times(src: IO[bytes], dst: IO[bytes], by: float) -> int:

@@ -14,6 +14,7 @@ the same catalogue name never share a column.
 
 from __future__ import annotations
 
+import contextlib
 import html
 import json
 import xml.etree.ElementTree as ET
@@ -106,17 +107,18 @@ def _cell(r: CellRecord, out: Path) -> str:
     how = HOW.get(str(r.observed.client), str(r.observed.client))
     fix = "" if survives or not r.fixes else \
         f"<div class='fix'>fix: {html.escape(r.fixes[0])}</div>"
-    timeline = Path(r.results) / "timeline.svg"
-    try:
-        link = timeline.relative_to(out)
-    except ValueError:
-        link = timeline
+    links = []
+    for name, label in (("index.html", "run page"), ("timeline.svg", "timeline")):
+        target = Path(r.results) / name
+        with contextlib.suppress(ValueError):
+            target = target.relative_to(out)
+        links.append(f"<a href='{html.escape(str(target))}'>{label}</a>")
     wrong = "" if r.agrees else (
         f"<div class='alert'>the model predicted {html.escape(str(r.predicted.client))}"
         "</div>")
     return (f"<td class='{cls}' data-appliance='{html.escape(r.appliance)}'>"
             f"<div class='how'>{html.escape(how)}</div>{wrong}{fix}"
-            f"<div class='small'><a href='{html.escape(str(link))}'>timeline</a> · "
+            f"<div class='small'>{' · '.join(links)} · "
             f"server {html.escape(str(r.observed.server))}</div></td>")
 
 

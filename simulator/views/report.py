@@ -189,7 +189,8 @@ def summary_text(result: RunResult, pictures: list[str], stderr_tail: list[str])
     if j.error is None and not j.model_agrees:
         w(f"  THE MODEL DISAGREES: it predicted client {j.predicted[0]}, server "
           f"{j.predicted[1]} (the model or the emulation is wrong: please report it)\n")
-    files = ["result.json", *(["capture.pcap"] if (result.results_dir / "capture.pcap")
+    files = [*(["index.html"] if (result.results_dir / "index.html").exists() else []),
+             "result.json", *(["capture.pcap"] if (result.results_dir / "capture.pcap")
                               .exists() else []), *pictures, "logs/"]
     w(f"  results: {result.results_dir}/ ({', '.join(files)})\n")
     if j.error is not None:
