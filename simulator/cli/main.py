@@ -17,14 +17,13 @@ import subprocess
 import sys
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 from simulator.cli import check as check_cli
 from simulator.cli import control as control_cli
 from simulator.cli import events as events_cli
 from simulator.cli import replay as replay_cli
+from simulator.cli import status as status_cli
 from simulator.core.appliances import CATALOGUE, Appliance, ApplianceError, caveats, get_appliance
-from simulator.core.metrics import cloud_metrics, namespace_of, prometheus_text
 from simulator.core.profiles import PROFILES
 from simulator.dataplane import packet_loop
 from simulator.dataplane.capture import CaptureError
@@ -246,68 +245,6 @@ def _run_passing_signals(command: list[str], env: dict[str, str] | None = None) 
     return 128 - code if code < 0 else code
 
 
-def _bar(idle: float, timeout: float, width: int = 20) -> str:
-    filled = min(width, int(width * idle / timeout)) if timeout > 0 else width
-    return "[" + "#" * filled + "-" * (width - filled) + "]"
-
-
-def _flow_table(live: LiveWorld, snap: dict[str, Any]) -> None:
-    """The live flows, then those gone lately (kept a while, marked: the expiry shows)."""
-    if snap["flows"]:
-        print(f"  {'flow':<5} {'proto':<5} {'client':<21} {'server':<21} {'public':<21} "
-              f"{'state':<12} idle / timeout")
-    for f in snap["flows"]:
-        print(f"  #{f['flow']:<4} {f['proto']:<5} {f['client']:<21} {f['server']:<21} "
-              f"{f['public']:<21} {f['state']:<12} {f['idle']:7.1f} / {f['timeout']:g} s "
-              f"{_bar(f['idle'], f['timeout'])}")
-    gone = events_cli.gone_lines(live, snap)
-    for line in gone:
-        print(line)
-    if not snap["flows"] and not gone:
-        print("  no flows")
-    elif snap.get("flow_count", 0) > len(snap["flows"]):
-        print(f"  ... and {snap['flow_count'] - len(snap['flows'])} more "
-              f"({snap['flow_count']} flows in all)")
-
-
-def _cmd_status(args: argparse.Namespace) -> int:
-    names = LiveWorld.names() if args.name is None else [args.name]
-    if not names:
-        print("no world is up (natsim up starts one)")
-        return 0
-    for name in names:
-        live = LiveWorld.load(name)
-        health = live.health()
-        if health is not None and health.startswith("DEAD"):
-            print(f"world {name}: {live.appliance.get('title', '?')}: {health}")
-            print(f"  remove it: natsim down --name {name}   (logs: {live.results_dir}/)")
-            continue
-        snap = live.status()
-        if args.prometheus:
-            appliance = str(live.appliance["name"])
-            sys.stdout.write(prometheus_text(
-                cloud_metrics(appliance, snap["counters"]),
-                {"world": name, "appliance": appliance, "namespace": namespace_of(appliance)}))
-            continue
-        stale = f"  ({health})" if health is not None else ""
-        app = live.appliance
-        print(f"world {name}: {app['title']}, idle timeout {app['tcp_idle_timeout']:g} s, "
-              f"speed {live.speed:g}; model time {snap['t']:.1f} s{stale}")
-        _flow_table(live, snap)
-        shown = ("ActiveConnectionCount", "ConnectionAttemptCount", "IdleTimeoutCount",
-                 "RstSent", "PacketsDropCount", "KeepaliveProbes")
-        print("  " + ", ".join(f"{k} {snap['counters'].get(k, 0)}" for k in shown))
-        rest = {k: v for k, v in sorted(snap["counters"].items()) if k not in shown and v}
-        if rest:  # every other counter it keeps, when it has counted anything
-            print("  also: " + ", ".join(f"{k} {v}" for k, v in rest.items()))
-        for record in live.scaled()[-5:]:
-            print(f"  timer scaled (pid {record.get('pid')}): {modeltime.describe(record)}")
-        if snap.get("fast_path") is not None:
-            print(f"  fast path (no capture): {snap['fast_path']:,} frames of hot flows "
-                  "forwarded without the interpreter")
-    return 0
-
-
 def _cmd_down(args: argparse.Namespace) -> int:
     names = LiveWorld.names() if args.all else [LiveWorld.load(args.name).name]
     unreported = []
@@ -449,7 +386,9 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--name", default=None)
     st.add_argument("--prometheus", action="store_true",
                     help="print the cloud-named metrics in Prometheus text format instead")
-    st.set_defaults(func=_cmd_status)
+    st.add_argument("--watch", action="store_true",
+                    help="redraw it in place every wall second until Ctrl-C")
+    st.set_defaults(func=status_cli.run)
 
     down = sub.add_parser("down", help="remove a live world")
     down.add_argument("--name", default=None, help=WORLD_NAME_HELP)
@@ -471,7 +410,7 @@ def build_parser() -> argparse.ArgumentParser:
 ROOTLESS_COMMANDS = {_cmd_run, _cmd_demo}
 """What runs as an ordinary user, in a user namespace of its own (``rootless.py``): the
 commands whose world lives and dies with the command."""
-SESSION_COMMANDS = {_cmd_up, _cmd_exec, _cmd_status, _cmd_down, _cmd_cleanup}
+SESSION_COMMANDS = {_cmd_up, _cmd_exec, status_cli.run, _cmd_down, _cmd_cleanup}
 """As an ordinary user, these share one long-lived namespace per user (a session), so
 that ``exec`` finds the world ``up`` left."""
 
