@@ -250,12 +250,14 @@ def _cmd_down(args: argparse.Namespace) -> int:
     unreported = []
     for name in names:
         live = LiveWorld.load(name)
-        if live.down() is None:
+        final = live.down()
+        if final is None:
             unreported.append(name)
         kept = "capture and events" if (Path(live.results_dir) / "capture.pcap").exists() \
             else "events"
         print(f"world {name} removed; its {kept} are in {live.results_dir}/")
-        replay_cli.print_world_verdicts(live, sys.stdout)
+        done = replay_cli.print_world_verdicts(live, sys.stdout)
+        replay_cli.write_world_page(live, done, final, sys.stdout)
     if not names:
         print("no world is up")
     for name in unreported:

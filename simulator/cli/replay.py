@@ -20,13 +20,15 @@ from typing import TYPE_CHECKING, TextIO
 import yaml
 
 from simulator.core.appliances import Appliance, ApplianceError, get_appliance
-from simulator.core.jsonvalue import Json
+from simulator.core.jsonvalue import Json, JsonObject
+from simulator.core.metrics import namespace_of
 from simulator.core.packets import ip_from_str
 from simulator.core.replay import KILLED, Connection, Fate, Replay
 from simulator.core.session import TimelineEvent
 from simulator.dataplane.capture import CaptureStats, read
 from simulator.spec.fields import ScenarioError
 from simulator.support.results import Folder
+from simulator.views.run_page import write_world_page as write_world_page_file
 
 if TYPE_CHECKING:
     from simulator.world.live import LiveWorld
@@ -190,6 +192,24 @@ def print_world_verdicts(live: LiveWorld, out: TextIO) -> Replayed | None:
         out.write("  ")
         draw_killed(Path(live.results_dir) / "connections", done, out)
     return done
+
+
+def write_world_page(live: LiveWorld, done: Replayed | None, final: JsonObject | None,
+                     out: TextIO) -> None:
+    """The world's ``index.html`` (see :mod:`simulator.views.run_page`), named in ``out``."""
+    story = [f"{c.name}: {_verdict(c)}" for c in done.listed()[:SHOWN]] if done else \
+        ["no per-connection verdicts (no capture, or no appliance record)"]
+    if done is not None:
+        story.append("summary: " + (", ".join(f"{n} {fate}" for fate, n in done.summary.items()
+                                              if n) or "no connections"))
+    counters = final.get("counters") if final is not None else None
+    name = str(live.appliance.get("name", ""))
+    with Folder.create(Path(live.results_dir), reuse=True) as folder:
+        page = write_world_page_file(folder, live.name, live.appliance, live.speed,
+                                     live.events(), story,
+                                     counters if isinstance(counters, dict) else {},
+                                     namespace_of(name) if name else "")
+    out.write(f"  page: {page}\n")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -337,3 +337,24 @@ def write_run_page(out: Folder, result: Mapping[str, Json]) -> Path:
         links += [f"logs/{name}" for name in out.sub("logs").names()]
     data = page_data(result, _frames(out), _ports(out), links)
     return out.write("index.html", render(data))
+
+
+def write_world_page(out: Folder, name: str, appliance: Mapping[str, Json], speed: float,
+                     events: Sequence[Mapping[str, Json]], story: Sequence[str],
+                     counters: Mapping[str, Json], namespace: str) -> Path:
+    """``index.html`` for a world taken down (``natsim down``): its middlebox's events and
+    capture, on the capture's own axis (0 at its first packet, as the connections' verdicts
+    in ``story`` count it); no verdict, the connections' fates instead."""
+    frames = list(_frames(out))
+    origin = frames[0][0] if frames else 0.0
+    shifted = [{**ev, "t": round(number(ev, "t") - origin, 6)} if "t" in ev else dict(ev)
+               for ev in events]
+    document: JsonObject = {
+        "scenario": f"world {name}", "appliance": dict(appliance), "speed": speed,
+        "events": shifted, "predicted": {"story": list(story)}, "verdict": None,
+        "counters": dict(counters), "metrics": {"namespace": namespace}}
+    links = [n for n in LINKED if out.is_file(n)]
+    if out.exists("connections"):
+        links += [f"connections/{n}" for n in out.sub("connections").names()]
+    data = page_data(document, [(t - origin, f) for t, f in frames], _ports(out), links)
+    return out.write("index.html", render(data))

@@ -20,6 +20,7 @@ header { display: flex; flex-wrap: wrap; gap: 1em; align-items: baseline; }
 h1 { font-size: 1.3em; margin: .6em 0 .2em; }
 .badge { font-weight: bold; padding: .15em .6em; border-radius: .3em; color: #fff; }
 .PASS { background: var(--green); } .FAIL, .ERROR { background: var(--red); }
+.WORLD { background: var(--blue); }
 #controls { display: flex; gap: .6em; align-items: center; margin: .5em 0; flex-wrap: wrap; }
 #controls input[type=range] { width: 24em; }
 #scroller { overflow-x: auto; border: 1px solid #ccc; position: relative; }
@@ -145,9 +146,11 @@ function draw() {
   for (const f of D.frames) if (f.outcome !== "made") drawFrame(svg, f);
   placed = {};
   for (const ev of D.events) drawEvent(svg, ev);
+  // a run ends with its verdict; a world taken down, with its connections' summary
+  const ending = D.verdict ? `${D.verdict}: client ${D.outcome ? D.outcome.client : "?"}, ` +
+    `server ${D.outcome ? D.outcome.server : "?"}` : D.story[D.story.length - 1] || "";
   el("text", {id: "stamp", x: 80, y: 120, fill: D.verdict === "PASS" ? C.green :
-    C.red}, svg, `${D.verdict}: client ${D.outcome ? D.outcome.client : "?"}, ` +
-    `server ${D.outcome ? D.outcome.server : "?"}`);
+    D.verdict ? C.red : C.blue}, svg, ending);
   document.getElementById("lanes-desc").textContent = `${D.frames.length} frames and ` +
     `${D.events.length} events on a model-time axis of ${fmt(D.end)}; ` +
     "the events are listed as text below.";
@@ -352,23 +355,23 @@ function fit() {
 function facts() {
   document.getElementById("title").textContent = D.title;
   const verdict = document.getElementById("verdict");
-  verdict.textContent = D.verdict;
-  verdict.className = "badge " + D.verdict;
-  document.getElementById("agrees").textContent = D.model_agrees ?
-    "the model agrees" : "THE MODEL DISAGREES";
+  verdict.textContent = D.verdict || "world";
+  verdict.className = "badge " + (D.verdict || "WORLD");
+  document.getElementById("agrees").textContent = D.model_agrees === null ||
+    D.model_agrees === undefined ? "" : D.model_agrees ? "the model agrees" :
+    "THE MODEL DISAGREES";
   const story = document.getElementById("story");
   for (const line of D.story) html("li", line, story);
   const box = document.getElementById("facts");
   const what = html("div", undefined, box);
-  html("h2", "Outcome", what);
+  html("h2", D.outcome ? "Outcome" : "Appliance", what);
   const t1 = html("table", undefined, what);
-  for (const side of ["client", "server"]) {
-    row(t1, side, `${D.outcome ? D.outcome[side] : "?"} (expected ` +
-      `${D.expected ? D.expected[side] : "?"})`);
+  for (const side of D.outcome ? ["client", "server"] : []) {
+    row(t1, side, `${D.outcome[side]} (expected ${D.expected ? D.expected[side] : "?"})`);
   }
   for (const [k, v] of Object.entries(D.appliance)) row(t1, k, v);
   row(t1, "speed", `${D.speed} (1 wall second = ${D.speed} model seconds)`);
-  const set = html("div", undefined, box);
+  const set = html("div", undefined, D.settings.length ? box : undefined);
   html("h2", "Settings, scaled", set);
   const t2 = html("table", undefined, set);
   for (const s of D.settings) {

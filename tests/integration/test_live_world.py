@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import random
+import re
 import secrets
 import shutil
 import socket
@@ -84,6 +86,23 @@ def test_curl_with_and_without_keepalive(world_name: str) -> None:
     assert "answered by an RST from the appliance" in down
     pictures = Path(down.split("pictures: ")[1].split(",")[0].strip())
     assert pictures.name == "flow1.svg" and "expired after 350 s idle" in pictures.read_text()
+    # and its page: the connections' fates as its story, the late packet and its RST drawn,
+    # on the capture's own axis (the fates' times and the frames' agree)
+    page = Path(down.split("page: ")[1].split()[0])
+    blob = re.search(r'<script id="data" type="application/json">(.*?)</script>',
+                     page.read_text(), re.S)
+    assert blob is not None
+    data = json.loads(blob.group(1))
+    assert data["verdict"] is None and data["story"][-1] == "summary: 1 untouched, 1 late-rst"
+    killed = next(line for line in data["story"] if "answered by an RST" in line)
+    at = re.search(r"packet at ([\d.]+) s", killed)
+    assert at is not None
+    late = float(at.group(1))
+    dropped = [f for f in data["frames"] if f["outcome"] == "dropped"]
+    assert any(abs(f["t"] - late) < 0.2 and "forgotten at" in f["rule"] for f in dropped), \
+        (killed, dropped)
+    assert any(f["outcome"] == "made" and "RST sent back" in f["rule"]
+               for f in data["frames"])
 
 
 def test_exec_passes_exit_status_and_output_through(world_name: str) -> None:
