@@ -15,6 +15,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -39,6 +40,7 @@ from simulator.spec.scenario import (
 )
 from simulator.support import interrupts
 from simulator.support.results import ResultsError
+from simulator.support.results import base as results_base
 from simulator.views.demo import STORY_NAMES, run_demo
 from simulator.world import docker_host, modeltime, rootless, topology
 from simulator.world.backends import BackendError
@@ -72,7 +74,11 @@ def _cmd_replay(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    return run_demo(args.speed, args.width, story=args.story)
+    page = None
+    if args.html is not None:
+        page = Path(args.html) if args.html else \
+            results_base() / f"demo-{args.story}-{time.strftime('%Y%m%dT%H%M%S')}.html"
+    return run_demo(args.speed, args.width, story=args.story, page=page)
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
@@ -308,6 +314,10 @@ def build_parser() -> argparse.ArgumentParser:
                            "for slow-answer, about 30 s; 40 for idle-pool, about 40 s)")
     demo.add_argument("--width", type=int, default=None,
                       help="terminal width (default: the terminal's)")
+    demo.add_argument("--html", nargs="?", const="", default=None, metavar="PATH",
+                      help="also write the stories side by side on one page, with one play "
+                           "and step control (default PATH: demo-STORY-TIME.html in the "
+                           "results folder)")
     demo.set_defaults(func=_cmd_demo)
 
     chk = sub.add_parser(

@@ -38,6 +38,7 @@ from typing import TextIO
 
 from simulator.core.jsonvalue import Json, number
 from simulator.views import demo_pool
+from simulator.views.demo_page import write_demo_page
 
 LEFT, RIGHT, PROXY = "nat-gw", "nat-gw-keepalive", "l4-proxy-keepalive"
 STORIES = (LEFT, RIGHT, PROXY)
@@ -239,7 +240,8 @@ def demo_header(told: Story, speed: float, width: int) -> str:
 
 
 def run_demo(speed: float | None = None, width: int | None = None,  # noqa: C901
-             out: TextIO | None = None, story: str = "slow-answer") -> int:
+             out: TextIO | None = None, story: str = "slow-answer",
+             page: Path | None = None) -> int:
     # long: a narrated script, read top to bottom like the story it tells in a room
     out = out or sys.stdout
     told = get_story(story)
@@ -330,4 +332,9 @@ def run_demo(speed: float | None = None, width: int | None = None,  # noqa: C901
     cols.row("", *(said(v) for v in ends))
     out.write(wrap_text(told.moral, width))
     out.write("Pictures and captures:\n" + "".join(f"  {v['results']}/\n" for v in ends))
+    if page is not None:  # the stories side by side, for a projector
+        written = write_demo_page(page, told.intro.strip(), told.moral.strip(), [
+            (told.headings[n], Path(str(v["results"]))) for n, v in zip(told.columns, ends,
+                                                                       strict=True)])
+        out.write(f"Page: {written}\n")
     return 0 if all(v["verdict"] == "PASS" for v in ends) else 1

@@ -105,11 +105,14 @@ class PageFlow:
     created: float
     ends: set[str]
     expired: float | None = None
+    """When the appliance forgot it, or (an L4 proxy) first closed it."""
+    how: str = "forgotten"
     activity: list[float] = field(default_factory=list)
 
     def to_record(self) -> JsonObject:
         return {"id": self.id, "created": self.created, "expired": self.expired,
-                "ends": sorted(self.ends), "activity": list(self.activity)}
+                "how": self.how, "ends": sorted(self.ends),
+                "activity": sorted(self.activity)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,8 +193,14 @@ def _flows(events: Sequence[JsonObject]) -> dict[int, PageFlow]:
         if ev.get("kind") == "flow_created" and flow not in flows:
             flows[flow] = PageFlow(flow, number(ev, "t"),
                                    {text(ev, k) for k in ("client", "public") if ev.get(k)})
-        elif ev.get("kind") == "flow_expired" and flow in flows:
+        elif flow not in flows:
+            continue
+        elif ev.get("kind") == "flow_expired":
             flows[flow].expired = number(ev, "t")
+        elif ev.get("kind") == "flow_closed" and flows[flow].expired is None:
+            flows[flow].expired, flows[flow].how = number(ev, "t"), "closed"
+        elif ev.get("kind") == "data":  # an L4 proxy's links have no frames, only events
+            flows[flow].activity.append(number(ev, "t"))
     return flows
 
 
@@ -272,12 +281,14 @@ def page_data(result: Mapping[str, Json], frames: Iterable[tuple[float, bytes]],
         item.i, item.flow = i, flow.id if flow is not None else None
         item.probe = flow is not None and _is_probe(item, expected, flow.id)
         item.rule = _rule(item, flow, timeout, decisive)
-        if flow is not None and item.outcome == "forwarded":
+        if flow is not None and item.outcome == "forwarded" and item.t not in flow.activity:
             flow.activity.append(item.t)
     end = max([number(e, "t") for e in events if "t" in e] + [c.t for c in shown] + [0.0])
     predicted = _mapping(result.get("predicted"))
     return {
-        "title": f"{text(result, 'scenario', 'run')}: {text(appliance, 'title')}",
+        "title": f"{text(result, 'scenario', 'run')}: " + (
+            f"an L4 proxy ({text(result, 'proxy')})" if result.get("proxy")
+            else text(appliance, "title")),
         "verdict": result.get("verdict"), "model_agrees": result.get("model_agrees"),
         "expected": result.get("expected"), "outcome": result.get("outcome"),
         "story": predicted.get("story", []),
@@ -329,14 +340,18 @@ def _frames(out: Folder) -> Iterator[tuple[float, bytes]]:
             return
 
 
-def write_run_page(out: Folder, result: Mapping[str, Json]) -> Path:
-    """``index.html`` in a run's results folder, from its result document, its capture and
-    its middlebox's interfaces."""
+def run_page_html(out: Folder, result: Mapping[str, Json]) -> str:
+    """The page of the run in ``out``, from its result document, its capture and its
+    middlebox's interfaces."""
     links = [name for name in LINKED if out.is_file(name)]
     if out.exists("logs"):
         links += [f"logs/{name}" for name in out.sub("logs").names()]
-    data = page_data(result, _frames(out), _ports(out), links)
-    return out.write("index.html", render(data))
+    return render(page_data(result, _frames(out), _ports(out), links))
+
+
+def write_run_page(out: Folder, result: Mapping[str, Json]) -> Path:
+    """``index.html`` in a run's results folder."""
+    return out.write("index.html", run_page_html(out, result))
 
 
 def write_world_page(out: Folder, name: str, appliance: Mapping[str, Json], speed: float,

@@ -43,6 +43,9 @@ svg text { font-size: 12px; fill: #222; }
   border-bottom: 1px solid #eee; vertical-align: top; }
 #facts { display: flex; flex-wrap: wrap; gap: 2em; }
 .hint { color: var(--grey); font-size: .9em; }
+.embedded #controls, .embedded #facts, .embedded h2, .embedded #eventlist,
+.embedded .hint { display: none; }
+.embedded h1 { font-size: 1.05em; }
 </style>
 </head>
 <body>
@@ -304,7 +307,7 @@ function showTime(t) {
     bar.setAttribute("aria-valuenow", Math.round(idle));
     html("div", undefined, bar, "fill").style.width =
       `${Math.min(100, 100 * idle / Math.max(D.timeout, 1e-9))}%`;
-    html("span", forgotten ? `forgotten at ${fmt(flow.expired)} (idle ${D.timeout} s)` :
+    html("span", forgotten ? `${flow.how} at ${fmt(flow.expired)} (idle ${D.timeout} s)` :
       `idle ${fmt(idle)} of ${D.timeout} s`, line);
   }
 }
@@ -333,9 +336,13 @@ function stop() {
   document.getElementById("play").textContent = "\u25B6 play";
 }
 
+function moments() {  // what the step button stops at: the events that decide a story
+  return D.events.filter((e) => BAD.has(e.kind) || GOOD.has(e.kind) ||
+    e.kind === "keepalive").map((e) => e.t);
+}
+
 function decisive() {
-  const times = D.events.filter((e) => BAD.has(e.kind) || GOOD.has(e.kind) ||
-    e.kind === "keepalive").map((e) => e.t).concat([D.end]);
+  const times = moments().concat([D.end]);
   const next = times.filter((t) => t > now + 1e-6).sort((a, b) => a - b)[0];
   stop();
   showTime(next === undefined ? D.end : next);
@@ -416,6 +423,15 @@ document.getElementById("scroller").addEventListener("wheel", (e) => {
 }, {passive: false});
 facts();
 fit();
+// the demo page (natsim demo --html) drives several of these pages, each in a frame of its
+// own, on one model-time clock
+window.natsimPage = {
+  end: D.end,
+  title: D.title,
+  moments: moments,
+  show: (t) => { stop(); showTime(t); },
+};
+if (window.frameElement) document.body.classList.add("embedded");
 </script>
 </body>
 </html>

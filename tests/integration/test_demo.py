@@ -1,13 +1,20 @@
 from __future__ import annotations
 
 import io
+import re
+from pathlib import Path
 
 from simulator.views.demo import run_demo
+from tests.integration.browser import Browser
+
+METERS = ("Array.from(document.querySelectorAll('iframe')).map(f => "
+          "f.contentDocument.getElementById('meters').innerText)")
 
 
-def test_demo_tells_the_three_stories_side_by_side() -> None:
+def test_demo_tells_the_three_stories_side_by_side(tmp_path: Path) -> None:
     out = io.StringIO()
-    assert run_demo(speed=100, width=200, out=out) == 0
+    page = tmp_path / "demo.html"
+    assert run_demo(speed=100, width=200, out=out, page=page) == 0
     text = out.getvalue()
     print(text)
     rows = text.splitlines()
@@ -22,6 +29,38 @@ def test_demo_tells_the_three_stories_side_by_side() -> None:
     assert "client answer, server delivered" in text
     assert "client closed, server reset" in text
     assert text.count("PASS: as the model predicts") == 3
+    assert f"Page: {page}" in text
+    _step_through_the_page(page, tmp_path / "profile")
+
+
+def _step_through_the_page(page: Path, profile: Path) -> None:
+    """The projector's page: one step button moves the three stories to the same moment."""
+    browser = Browser(profile, 1500, 850)
+    try:
+        browser.open(page)
+        browser.wait_for("document.getElementById('now').textContent === 'model time 0.0 s'")
+        seen = []
+        for _ in range(40):  # every decisive moment of the three stories, then the end
+            browser.click("#step")
+            now = browser.evaluate("document.getElementById('now').textContent")
+            seen.append((now, browser.evaluate(METERS)))
+            if browser.evaluate("Array.from(document.querySelectorAll('iframe')).every(f => "
+                                "f.contentDocument.getElementById('stamp')"
+                                ".getAttribute('visibility') === 'visible')"):
+                break
+        at_350 = next(meters for now, meters in seen if now == "model time 350.0 s")
+        assert "forgotten at 350.0 s" in at_350[0], seen  # the NAT Gateway forgot it
+        idle = re.search(r"idle ([\d.]+) s of 350 s", at_350[1])
+        assert idle and float(idle.group(1)) < 60, seen  # a probe restarted its idle timer
+        assert "idle 350.0 s of 350 s" in at_350[2], seen  # the proxy's probes did not count
+        stamps = browser.evaluate("Array.from(document.querySelectorAll('iframe')).map(f => "
+                                  "f.contentDocument.getElementById('stamp').textContent)")
+        assert stamps == ["PASS: client timeout, server reset",
+                          "PASS: client answer, server delivered",
+                          "PASS: client closed, server reset"], stamps
+        assert browser.errors() == []
+    finally:
+        browser.close()
 
 
 def test_the_idle_pool_story_tells_the_reset_the_hang_and_the_kept_connection() -> None:

@@ -134,3 +134,26 @@ def test_the_page_is_self_contained_and_its_data_cannot_end_the_script() -> None
     assert blob is not None
     assert json.loads(blob.group(1))["title"].startswith("</script>")
     assert len(page) < 1_000_000
+
+
+def test_an_l4_proxys_links_end_when_it_closes_them_and_count_data_only() -> None:
+    """The proxy's page has no frames (no middlebox.json): its links' meters come from its
+    events, and a keepalive probe the proxy's kernel answered restarts nothing."""
+    events: list[JsonObject] = [
+        {"source": "middlebox", "kind": "flow_created", "flow": 1, "t": 0.0,
+         "text": "client side: client opens connection #1 to the proxy"},
+        {"source": "middlebox", "kind": "data", "flow": 1, "t": 0.05, "text": "17 bytes"},
+        {"source": "middlebox", "kind": "keepalive", "flow": 1, "t": 307.0,
+         "text": "keepalive probe from the client; nothing is relayed"},
+        {"source": "middlebox", "kind": "flow_closed", "flow": 1, "t": 350.1,
+         "text": "client side: FIN from the proxy to the client (connection #1)"},
+        {"source": "middlebox", "kind": "flow_closed", "flow": 1, "t": 350.2,
+         "text": "client side: FIN from the client to the proxy (connection #1)"},
+    ]
+    data = page_data({**RESULT, "scenario": "l4-proxy-keepalive", "proxy": "haproxy",
+                      "events": events}, [], [], [])
+    assert data["title"] == "l4-proxy-keepalive: an L4 proxy (haproxy)"
+    flows = data["flows"]
+    assert isinstance(flows, list) and isinstance(flows[0], dict)
+    assert (flows[0]["how"], flows[0]["expired"], flows[0]["activity"]) == \
+        ("closed", 350.1, [0.05])
