@@ -31,7 +31,7 @@ svg text { font-size: 12px; fill: #222; }
 .frame:focus, .event:focus { outline: 2px solid var(--blue); }
 .selected line.shown, .selected .mark { stroke-width: 4 !important; }
 .future { opacity: .12; }
-#stamp { font-size: 28px; font-weight: bold; }
+#stamp { font-size: 22px; font-weight: bold; pointer-events: none; }
 #meters { margin: .4em 0; }
 .meter { display: flex; gap: .6em; align-items: center; margin: .15em 0; }
 .bar { width: 22em; height: 1em; border: 1px solid #777; position: relative; }
@@ -143,10 +143,11 @@ function draw() {
       "data-t": flow.created || 0, "data-end": end, class: "flowbar"}, svg);
     el("title", {}, bar, `flow #${flow.id} in the appliance's table`);
   }
-  // the appliance's own frames under the others: at a glance the late packet that
-  // caused an RST is the one clicked, and its details link to that RST
-  for (const f of D.frames) if (f.outcome === "made") drawFrame(svg, f);
-  for (const f of D.frames) if (f.outcome !== "made") drawFrame(svg, f);
+  // the appliance's own frames at the bottom, the dropped ones on top: where frames
+  // overlap, the late packet is the one clicked, and its details link to its RST
+  for (const outcome of ["made", "forwarded", "dropped"]) {
+    for (const f of D.frames) if (f.outcome === outcome) drawFrame(svg, f);
+  }
   placed = {};
   for (const ev of D.events) drawEvent(svg, ev);
   // a run ends with its verdict; a world taken down, with its connections' summary
@@ -297,7 +298,9 @@ function showTime(t) {
     const forgotten = flow.expired !== null && flow.expired <= now + 1e-9;
     const last = Math.max(flow.created || 0,
       ...flow.activity.filter((a) => a <= now + 1e-9));
-    const idle = forgotten ? D.timeout : now - last;
+    // forgotten: idle to the timeout; closed (a FIN, an RST): idle as it was then
+    const idle = !forgotten ? now - last : flow.how === "closed" ?
+      Math.max(0, flow.expired - last) : D.timeout;
     const line = html("div", undefined, box, "meter" + (forgotten ? " forgotten" : ""));
     html("span", `flow #${flow.id}`, line);
     const bar = html("div", undefined, line, "bar");
@@ -307,7 +310,7 @@ function showTime(t) {
     bar.setAttribute("aria-valuenow", Math.round(idle));
     html("div", undefined, bar, "fill").style.width =
       `${Math.min(100, 100 * idle / Math.max(D.timeout, 1e-9))}%`;
-    html("span", forgotten ? `${flow.how} at ${fmt(flow.expired)} (idle ${D.timeout} s)` :
+    html("span", forgotten ? `${flow.how} at ${fmt(flow.expired)} (idle ${fmt(idle)})` :
       `idle ${fmt(idle)} of ${D.timeout} s`, line);
   }
 }

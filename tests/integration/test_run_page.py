@@ -36,6 +36,7 @@ def test_the_run_page_shows_the_late_answer_its_rst_and_the_verdict(
     assert page.stat().st_size < 1_000_000
     browser.open(page)
     assert browser.evaluate("document.querySelectorAll('.frame').length") >= 9
+    assert browser.evaluate("document.querySelectorAll('svg .lane').length") == 3
     assert browser.evaluate("document.getElementById('verdict').textContent") == "PASS"
 
     # the server's answer at 400 s, dropped: what it was, why, and the RST it earned
