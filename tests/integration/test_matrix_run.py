@@ -29,6 +29,11 @@ def test_the_small_matrix_runs_agrees_resumes_and_merges(tmp_path: Path) -> None
     assert len(cells) == 4 and all(c["agrees"] for c in cells)
     assert {c["observed"]["client"] for c in cells} == {"timeout", "answer", "reset"}
     assert all((Path(c["results"]) / "timeline.svg").exists() for c in cells)
+    # each cell links to its run's page, which is there
+    page = (out / "matrix.html").read_text()
+    for c in cells:
+        link = (Path(c["results"]) / "index.html").relative_to(out)
+        assert f"href='{link}'>run page</a>" in page and (out / link).is_file()
     again = natsim("matrix", "small", "--jobs", "2", "--out", str(out))
     assert again.returncode == 0 and again.stderr.count("done already") == 4
     # one cell at a time, by the index a Kubernetes Indexed Job gives each pod (two pods at
