@@ -305,9 +305,10 @@ def page_data(result: Mapping[str, Json], frames: Iterable[tuple[float, bytes]],
 
 
 def render(data: JsonObject) -> str:
-    """The page: the template with the data embedded (``</`` escaped, so no string in the
-    data can end the script element)."""
-    blob = json.dumps(data, separators=(",", ":")).replace("</", "<\\/")
+    """The page: the template with the data embedded, every ``<`` written ``\\u003c`` (only
+    strings hold one in JSON), so no string in the data can end the script element or open
+    a comment in it."""
+    blob = json.dumps(data, separators=(",", ":")).replace("<", "\\u003c")
     title = str(data.get("title", "natsim run"))
     escaped = title.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
     return TEMPLATE.replace("__TITLE__", escaped).replace("__DATA__", blob)
