@@ -153,8 +153,13 @@ function draw() {
   // a run ends with its verdict; a world taken down, with its connections' summary
   const ending = D.verdict ? `${D.verdict}: client ${D.outcome ? D.outcome.client : "?"}, ` +
     `server ${D.outcome ? D.outcome.server : "?"}` : D.story[D.story.length - 1] || "";
-  el("text", {id: "stamp", x: 80, y: 120, fill: D.verdict === "PASS" ? C.green :
-    D.verdict ? C.red : C.blue}, svg, ending);
+  const stamp = el("text", {id: "stamp", x: 80, y: 120, fill: D.verdict === "PASS" ?
+    C.green : D.verdict ? C.red : C.blue}, svg, ending);
+  const room = Math.max(200, width - 120);  // a long outcome shrinks to fit the lanes
+  if (stamp.getComputedTextLength() > room) {
+    stamp.setAttribute("textLength", room);
+    stamp.setAttribute("lengthAdjust", "spacingAndGlyphs");
+  }
   document.getElementById("lanes-desc").textContent = `${D.frames.length} frames and ` +
     `${D.events.length} events on a model-time axis of ${fmt(D.end)}; ` +
     "the events are listed as text below.";
