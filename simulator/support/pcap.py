@@ -47,22 +47,20 @@ def records(src: IO[bytes]) -> Iterator[tuple[float, bytes]]:
 
 
 def shift_times(src: IO[bytes], dst: IO[bytes], by: float) -> int:
-    """Copy the capture ``src`` (as :func:`file_header` and :func:`record_header` write it)
-    to ``dst`` with every timestamp moved by ``by`` seconds. Returns how many records would
-    have fallen before 0 and are stamped 0 (the handshake, a few milliseconds before the
-    request). A capture cut short by a crash is copied up to its last whole record."""
+    """Copy the capture ``src`` (as :func:`file_header` and :func:`record_header` write it:
+    each frame whole) to ``dst`` with every timestamp moved by ``by`` seconds. Returns how
+    many records would have fallen before 0 and are stamped 0 (the handshake, a few
+    milliseconds before the request). A capture cut short by a crash is copied up to its
+    last whole record."""
     header = src.read(FILE_HEADER.size)
-    if len(header) < FILE_HEADER.size or FILE_HEADER.unpack(header)[0] != MAGIC:
-        raise ValueError("not a capture natsim wrote (its magic number differs)")
-    dst.write(header)
+    src.seek(0)
     before_zero = 0
-    while len(raw := src.read(RECORD.size)) == RECORD.size:
-        sec, usec, caplen, length = RECORD.unpack(raw)
-        frame = src.read(caplen)
-        if len(frame) < caplen:
-            break
-        t = sec + usec / 1_000_000 + by
-        before_zero += t < 0
-        dst.write(record_header(t, length, caplen))
+    for n, (t, frame) in enumerate(records(src)):
+        if n == 0:
+            dst.write(header)
+        before_zero += t + by < 0
+        dst.write(record_header(t + by, len(frame)))
         dst.write(frame)
+    if dst.tell() == 0:
+        dst.write(header)
     return before_zero
