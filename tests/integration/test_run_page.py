@@ -44,7 +44,12 @@ def test_the_run_page_shows_the_late_answer_its_rst_and_the_verdict(
     details = browser.evaluate("document.getElementById('details').innerText")
     assert "server → appliance (dropped)" in details, details
     assert "dropped PA packet from server of expired flow #1" in details
-    assert "forgotten at 350.0 s after 350 s idle" in details
+    # the flow is forgotten 350 s after its last packet, which a loaded host can make a
+    # tenth of a second late: the page must say the time the run recorded
+    expired = browser.evaluate("JSON.parse(document.getElementById('data').textContent)"
+                               ".flows.find((f) => f.id === 1).expired")
+    assert 350.0 <= expired < 352.0, expired
+    assert f"forgotten at {expired:.1f} s after 350 s idle" in details, details
     assert "What followed" in details and "RST sent back to the server" in details
     browser.click("#details button.followed")
     details = browser.evaluate("document.getElementById('details').innerText")
@@ -60,7 +65,7 @@ def test_the_run_page_shows_the_late_answer_its_rst_and_the_verdict(
                              "!m.innerText.includes('idle 0.0 s') && m.innerText; })()")
     assert "of 350 s" in meter
     browser.wait_for(f"{stamp} === 'visible'")
-    assert "forgotten at 350.0 s" in browser.evaluate(
+    assert f"forgotten at {expired:.1f} s" in browser.evaluate(
         "document.getElementById('meters').innerText")
     assert "PASS: client timeout, server reset" in browser.evaluate(
         "document.getElementById('stamp').textContent")
