@@ -91,7 +91,8 @@ def check_field(key: str, value: object) -> None:
         allowed = [str(v) for v in (LateAction if key != "on_expiry" else ExpiryAction)]
         if not isinstance(value, str) or value not in allowed:
             raise ApplianceError(f"{key}: must be one of {', '.join(allowed)}; got {value!r}")
-    elif key in ("nat", "send_tcp_reset_on_idle_timeout", "keepalive_refreshes", "icmp"):
+    elif key in ("nat", "send_tcp_reset_on_idle_timeout", "keepalive_refreshes", "icmp",
+                 "nat64"):
         if not isinstance(value, bool):
             raise ApplianceError(f"{key}: must be true or false, got {value!r}")
     elif key in _FIELD_RULES:

@@ -242,6 +242,11 @@ class Appliance:
     keepalive_echo: float | None = None
     """Once it sees a TCP keepalive on a flow, the appliance sends its own keepalive probes
     to both ends this often (NLB TLS listener: 20 s)."""
+    nat64: bool = False
+    """Translates an IPv6 client's packets to an address in 64:ff9b::/96 into IPv4 from its
+    public address (stateful NAT64, RFC 6146/7915), sharing the NAT's ports and timers: the
+    NAT Gateway ("For IPv6 traffic, NAT gateway performs NAT64"), with no timer of its own
+    documented. Other IPv6 to a NAT is refused (no NAT66)."""
     icmp: bool = True
     """Carries ICMP: echo by identifier, errors translated back (Azure NAT Gateway: no)."""
     keepalive_refreshes: bool = True
@@ -361,6 +366,7 @@ NAT_GATEWAY = Appliance(
     late_from_inside=LateAction.RST,
     late_from_outside=LateAction.RST,
     public_ip_limit=8,
+    nat64=True,
     checked=CHECKED,
     sources=(
         "https://docs.aws.amazon.com/vpc/latest/userguide/nat-gateway-troubleshooting.html",

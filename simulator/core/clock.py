@@ -2,7 +2,7 @@
 
 The engine never asks what time it is; callers pass ``now`` in. A clock object is the
 caller's side of that contract. The dataplane's is the compressed wall clock
-(``simulator.dataplane.packet_loop.CompressedClock``: one wall second is ``speed`` model
+(``simulator.dataplane.wallclock.CompressedClock``: one wall second is ``speed`` model
 seconds); everything that must not wait for real time -- the unit tests, the fuzzer and
 the fake network of the fake backend -- uses :class:`ManualClock`, whose time jumps from
 one due action to the next (trio's autojump clock idea), so 350 s pass in no time.

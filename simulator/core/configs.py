@@ -95,6 +95,8 @@ class ServerConfig:
     """Wall seconds it waits for the answer's acknowledgement."""
     accept_limit: float | None = None
     """Wall seconds it keeps accepting (a client that retries connects several times)."""
+    ipv6: bool = False
+    """Listen on IPv6 (an ``ip: 6`` world's server has no IPv4 address)."""
 
 
 @dataclass(frozen=True)
@@ -228,6 +230,9 @@ class DnsConfig:
 
     names: Mapping[str, str]
     port: int = 53
+    dns64: bool = False
+    """Synthesize an AAAA record in 64:ff9b::/96 for a name that has only an IPv4 address
+    (RFC 6147), as the Route 53 resolver does for an IPv6-only subnet that asks for it."""
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""The middlebox engine: IPv4 packets and model time in, transmissions and events out.
+"""The middlebox engine: IP packets and model time in, transmissions and events out.
 
 Theory of operation
 -------------------
@@ -33,6 +33,9 @@ Beyond the NAT Gateway, the same record describes the rest of the catalogue:
 * A late packet may also be ``pass``-ed (tracked anew and forwarded: a security group whose
   outbound rule allows it) or ``rehash``-ed: tracked anew on an inspection host chosen by
   hash, which forwards it only if it still holds the flow's state (Gateway Load Balancer).
+* IPv6 flows are keyed on their 16-byte addresses under the same rules. ``nat64`` (the NAT
+  Gateway) translates an IPv6 flow to 64:ff9b::/96 into an IPv4 one from its public address:
+  one flow, its inside key IPv6 and its outside key IPv4, so timers and ports are shared.
 """
 
 from __future__ import annotations
@@ -58,6 +61,7 @@ from simulator.core.flows import (
 )
 from simulator.core.icmp import IcmpRules, Transmit
 from simulator.core.jsonvalue import Json
+from simulator.core.made import keepalives_to_both, resets_to_both
 from simulator.core.packets import (
     ACK,
     FIN,
@@ -70,13 +74,15 @@ from simulator.core.packets import (
     SYN,
     Packet,
     build_rst_reply,
-    build_tcp,
+    embedded_ipv4,
     flags_to_str,
     ip_from_str,
     ip_to_str,
     parse,
     rewrite_destination,
     rewrite_source,
+    to_ipv4,
+    to_ipv6,
 )
 from simulator.core.path_events import PathRules
 
@@ -87,6 +93,8 @@ ADDRESSES_KEPT = 65_536
 
 
 def _endpoint(addr: bytes, port: int) -> str:
+    if len(addr) == 16:
+        return f"[{ip_to_str(addr)}]:{port}"
     return f"{ip_to_str(addr)}:{port}"
 
 
@@ -190,38 +198,15 @@ class Middlebox(IcmpRules, PathRules):
 
     def _keepalives_both(self, flow: Flow, now: float) -> list[Transmit]:
         """The appliance's own keepalive probe to each end (seq one below what it expects)."""
-        from_client, from_server = flow.next_seq
-        if from_client is None or from_server is None:
-            return []
-        client_ip, client_port = flow.client
-        server_ip, server_port = flow.server
-        real_ip, real_port = flow.outside[1], flow.outside[2]
-        flow.last_seen = now  # the appliance's own probes are activity on the flow
-        self.counters["ApplianceKeepalives"] += 2
-        return [
-            Transmit(Side.INSIDE, build_tcp(server_ip, server_port, client_ip, client_port,
-                                            from_server - 1, from_client, ACK, 64240)),
-            Transmit(Side.OUTSIDE, build_tcp(flow.public_ip, flow.public_port, real_ip,
-                                             real_port, from_client - 1, from_server, ACK,
-                                             64240), flow.port),
-        ]
+        out = keepalives_to_both(flow)
+        if out:
+            flow.last_seen = now  # the appliance's own probes are activity on the flow
+            self.counters["ApplianceKeepalives"] += 2
+        return out
 
     def _reset_both(self, flow: Flow, log: bool = True) -> list[Transmit]:
         """RSTs to both ends of ``flow``, each with the sequence number its receiver expects."""
-        out = []
-        client_ip, client_port = flow.client
-        server_ip, server_port = flow.server
-        real_ip, real_port = flow.outside[1], flow.outside[2]
-        to_client_seq, to_server_seq = flow.next_seq[1], flow.next_seq[0]
-        if to_client_seq is not None:
-            out.append(Transmit(Side.INSIDE, build_tcp(server_ip, server_port, client_ip,
-                                                       client_port, to_client_seq, 0, RST),
-                                deadline=flow.deadline))
-        if to_server_seq is not None:
-            out.append(Transmit(Side.OUTSIDE, build_tcp(flow.public_ip, flow.public_port,
-                                                        real_ip, real_port, to_server_seq,
-                                                        0, RST), flow.port,
-                                flow.deadline))
+        out = resets_to_both(flow)
         for action in out:
             self.counters["RstSent"] += 1
             if log:
@@ -279,6 +264,8 @@ class Middlebox(IcmpRules, PathRules):
         if flow.target is not None and not self._inspection_passes(flow, pkt, Side.INSIDE, now):
             return []
         outside = flow.outside
+        if len(pkt.dst) != len(outside[1]):  # NAT64: the IPv4 packet replaces it
+            packet, pkt = to_ipv4(packet, pkt, outside[3], outside[1])
         if flow.backend is not None:
             rewrite_destination(packet, pkt, outside[1], outside[2])
         if self.appliance.nat:
@@ -301,6 +288,8 @@ class Middlebox(IcmpRules, PathRules):
         if flow.target is not None and not self._inspection_passes(flow, pkt, Side.OUTSIDE, now):
             return []
         inside = flow.inside
+        if len(pkt.src) != len(inside[3]):  # NAT64: back to the client's IPv6
+            packet, pkt = to_ipv6(packet, pkt, inside[3], inside[1])
         if flow.backend is not None:  # the client talks to the virtual address
             rewrite_source(packet, pkt, inside[3], inside[4])
         if self.appliance.nat:
@@ -363,6 +352,16 @@ class Middlebox(IcmpRules, PathRules):
             return None
         backend: int | None = None
         real_server = server_ip
+        if len(server_ip) == 16 and self.appliance.nat:
+            embedded = embedded_ipv4(server_ip) if self.appliance.nat64 else None
+            if embedded is None:
+                how = "NAT64 to 64:ff9b::/96 only" if self.appliance.nat64 else "no NAT64"
+                self._refuse("UnsupportedPackets", now,
+                             f"{self.appliance.title} does not translate IPv6 to IPv6 "
+                             f"({how}): packet from {client} to "
+                             f"{_endpoint(server_ip, server_port)} dropped")
+                return None
+            real_server = embedded
         if self._backends and server_ip == self._vip:
             backend = self.balancer.pick_backend(key)
             real_server = self._backends[backend]

@@ -1,11 +1,17 @@
-"""IPv4 TCP/UDP parsing, NAT rewriting and RST building, with struct and memoryview only.
+"""IPv4 and IPv6 TCP/UDP parsing, NAT rewriting, NAT64 and RST building, with struct only.
 
 Theory of operation
 -------------------
-The dataplane hands the engine one IPv4 packet at a time as a ``bytearray`` (the Ethernet
+The dataplane hands the engine one IP packet at a time as a ``bytearray`` (the Ethernet
 header already removed). :func:`parse` reads only the fields the appliance rules need into a
-small :class:`Packet` record and returns ``None`` for anything it does not model (not IPv4,
-fragments, truncated headers): the engine drops those and counts them.
+small :class:`Packet` record and returns ``None`` for anything it does not model (fragments,
+truncated headers, an IPv6 extension-header chain longer than :data:`MAX_EXTENSIONS`): the
+engine drops those and counts them. An IPv6 packet's addresses are 16 bytes, an IPv4 one's
+4: the flow table keys on them as they are, so both families share every rule.
+
+NAT64 (RFC 7915, :func:`to_ipv4` and :func:`to_ipv6`) rebuilds the IP header and moves the
+transport checksum by the pseudo-header's change alone: the two pseudo-headers sum the same
+length and protocol, so only the addresses differ.
 
 NAT rewrites an address and a port in place. The IP header checksum and the TCP/UDP checksum
 (whose pseudo-header covers the addresses) are updated incrementally (RFC 1624, eqn. 3), so a
@@ -18,12 +24,25 @@ path. The tests cross-check these functions against scapy.
 
 from __future__ import annotations
 
+import ipaddress
 import struct
 from dataclasses import dataclass
 
 IPPROTO_ICMP = 1
 IPPROTO_TCP = 6
 IPPROTO_UDP = 17
+IPPROTO_ICMPV6 = 58
+
+IPV6_HEADER = 40
+MAX_EXTENSIONS = 8
+"""Extension headers walked before a packet is given up as unsupported (RFC 8200 sets no
+limit; a middlebox must, or a chain of thousands costs a loop each)."""
+_EXTENSIONS = frozenset((0, 43, 60))
+"""Hop-by-hop, routing and destination options: skipped, ``(len + 1) * 8`` bytes each. A
+fragment header (44) ends the walk: fragments are not modelled, in either family (the
+engine counts them under ``UnsupportedPackets``), and AH/ESP are not transport we know."""
+NAT64_PREFIX = bytes.fromhex("0064ff9b") + bytes(8)
+"""The well-known prefix 64:ff9b::/96 (RFC 6052): an IPv4 address in its last 4 bytes."""
 
 ICMP_ECHO_REPLY, ICMP_UNREACHABLE, ICMP_ECHO_REQUEST, ICMP_TIME_EXCEEDED = 0, 3, 8, 11
 ICMP_ERRORS = (ICMP_UNREACHABLE, ICMP_TIME_EXCEEDED)
@@ -38,6 +57,7 @@ _IPV4_HDR = struct.Struct("!BBHHHBBH4s4s")
 _PORTS = struct.Struct("!HH")
 _TCP_SEQ_ACK_OFF_FLAGS = struct.Struct("!IIBB")
 _U16 = struct.Struct("!H")
+_IPV6_HDR = struct.Struct("!IHBB16s16s")
 
 _TCP_CSUM_OFFSET = 16
 _UDP_CSUM_OFFSET = 6
@@ -71,9 +91,11 @@ class Packet:
 
 
 def parse(packet: bytes | bytearray | memoryview) -> Packet | None:
-    """Parse an IPv4 packet, or return None for anything the engine does not model."""
+    """Parse an IPv4 or IPv6 packet, or return None for anything the engine does not model."""
     if len(packet) < 20:
         return None
+    if packet[0] >> 4 == 6:
+        return _parse_ipv6(packet)
     ver_ihl, _tos, total_len, _ident, frag, _ttl, proto, _csum, src, dst = _IPV4_HDR.unpack_from(
         packet, 0
     )
@@ -110,6 +132,42 @@ def parse(packet: bytes | bytearray | memoryview) -> Packet | None:
         dport = ident if icmp_type == ICMP_ECHO_REPLY else 0
         return Packet(proto, src, dst, sport, dport, ihl, total_len, total_len - ihl,
                       icmp_type)
+    return None
+
+
+def _parse_ipv6(packet: bytes | bytearray | memoryview) -> Packet | None:
+    """An IPv6 packet: its extension headers walked (at most MAX_EXTENSIONS) to TCP or UDP.
+
+    ICMPv6 is not tracked (neighbour discovery never reaches the engine: the dataplane
+    answers it) and returns None like any protocol the appliances do not model.
+    """
+    if len(packet) < IPV6_HEADER:
+        return None
+    _vtf, payload_len, nxt, _hops, src, dst = _IPV6_HDR.unpack_from(packet, 0)
+    total_len = IPV6_HEADER + payload_len
+    if payload_len == 0 or len(packet) < total_len:
+        return None  # zero is a jumbogram's length (RFC 2675): not on an Ethernet path
+    at = IPV6_HEADER
+    for _ in range(MAX_EXTENSIONS):
+        if nxt not in _EXTENSIONS:
+            break
+        if at + 8 > total_len:
+            return None
+        nxt, at = packet[at], at + (packet[at + 1] + 1) * 8
+    else:
+        return None
+    if nxt == IPPROTO_TCP and at + 20 <= total_len:
+        sport, dport = _PORTS.unpack_from(packet, at)
+        seq, ack, off, flags = _TCP_SEQ_ACK_OFF_FLAGS.unpack_from(packet, at + 4)
+        doff = (off >> 4) * 4
+        if doff < 20 or total_len < at + doff:
+            return None
+        return Packet(nxt, bytes(src), bytes(dst), sport, dport, at, total_len,
+                      total_len - at - doff, flags, seq, ack)
+    if nxt == IPPROTO_UDP and at + 8 <= total_len:
+        sport, dport = _PORTS.unpack_from(packet, at)
+        return Packet(nxt, bytes(src), bytes(dst), sport, dport, at, total_len,
+                      total_len - at - 8)
     return None
 
 
@@ -163,22 +221,27 @@ def _replaced(checksum: int, old: int, new: int, all_ones: int) -> int:
 
 
 _ADDRESS_ONES = (1 << 32) - 1
-_ADDRESS_PORT_ONES = (1 << 48) - 1
+_ADDRESS_PORT_ONES = {4: (1 << 48) - 1, 16: (1 << 144) - 1}
 
 
-def _rewrite(packet: bytearray, pkt: Packet, addr_offset: int, port_offset: int,
-             new_ip: bytes, new_port: int) -> None:
+def _rewrite(packet: bytearray, pkt: Packet, source: bool, new_ip: bytes,
+             new_port: int) -> None:
     """One address and its port replaced, both checksums updated: the per-packet NAT.
 
     The fields are read as integers once and :func:`_replaced` applied to them (the hot path
-    of every forwarded packet: ``make bench``): the IP header checksum moves by the address
-    alone, the TCP/UDP one (whose pseudo-header covers the addresses) by address and port.
+    of every forwarded packet: ``make bench``): the IPv4 header checksum moves by the
+    address alone (IPv6 has none), the TCP/UDP one (whose pseudo-header covers the
+    addresses) by address and port.
     """
-    old_addr = int.from_bytes(packet[addr_offset:addr_offset + 4], "big")
+    width = len(pkt.src)
+    addr_offset = (12 if source else 16) if width == 4 else (8 if source else 24)
+    port_offset = 0 if source else 2
+    old_addr = int.from_bytes(packet[addr_offset:addr_offset + width], "big")
     new_addr = int.from_bytes(new_ip, "big")
-    packet[addr_offset:addr_offset + 4] = new_ip
-    (ip_csum,) = _U16.unpack_from(packet, 10)
-    _U16.pack_into(packet, 10, _replaced(ip_csum, old_addr, new_addr, _ADDRESS_ONES))
+    packet[addr_offset:addr_offset + width] = new_ip
+    if width == 4:
+        (ip_csum,) = _U16.unpack_from(packet, 10)
+        _U16.pack_into(packet, 10, _replaced(ip_csum, old_addr, new_addr, _ADDRESS_ONES))
     proto = pkt.proto
     if proto == IPPROTO_TCP:
         csum_at = pkt.l4 + _TCP_CSUM_OFFSET
@@ -196,7 +259,7 @@ def _rewrite(packet: bytearray, pkt: Packet, addr_offset: int, port_offset: int,
     if proto == IPPROTO_UDP and l4_csum == 0:
         return  # UDP without a checksum stays without one
     updated = _replaced(l4_csum, old_addr << 16 | old_port, new_addr << 16 | new_port,
-                        _ADDRESS_PORT_ONES)
+                        _ADDRESS_PORT_ONES[width])
     if proto == IPPROTO_UDP and updated == 0:
         updated = 0xFFFF  # zero means "no checksum" for UDP (RFC 768)
     _U16.pack_into(packet, csum_at, updated)
@@ -259,27 +322,95 @@ def rewrite_icmp_error(packet: bytearray, pkt: Packet, inner: Packet, new_dst: b
 
 def rewrite_source(packet: bytearray, pkt: Packet, new_ip: bytes, new_port: int) -> None:
     """Source NAT in place: the source address and port become ``new_ip:new_port``."""
-    _rewrite(packet, pkt, 12, 0, new_ip, new_port)
+    _rewrite(packet, pkt, True, new_ip, new_port)
     pkt.src, pkt.sport = new_ip, new_port
 
 
 def rewrite_destination(packet: bytearray, pkt: Packet, new_ip: bytes, new_port: int) -> None:
     """Reverse NAT in place: the destination address and port become ``new_ip:new_port``."""
-    _rewrite(packet, pkt, 16, 2, new_ip, new_port)
+    _rewrite(packet, pkt, False, new_ip, new_port)
     pkt.dst, pkt.dport = new_ip, new_port
 
 
 def build_tcp(src: bytes, sport: int, dst: bytes, dport: int, seq: int, ack: int,
               flags: int, window: int = 0, ttl: int = 64, payload: bytes = b"") -> bytearray:
-    """An IPv4+TCP segment with no options (40 bytes plus ``payload``), checksums filled in."""
-    ip = bytearray(_IPV4_HDR.pack(0x45, 0, 40 + len(payload), 0, 0x4000, ttl, IPPROTO_TCP, 0,
-                                  src, dst))
-    _U16.pack_into(ip, 10, internet_checksum(ip))
+    """A TCP segment with no options, checksums filled in: IPv4 (40 bytes plus
+    ``payload``) for 4-byte addresses, IPv6 (60 bytes plus ``payload``) for 16-byte ones."""
     tcp = bytearray(struct.pack("!HHIIBBHHH", sport, dport, seq & 0xFFFFFFFF, ack & 0xFFFFFFFF,
                                 5 << 4, flags, window, 0, 0)) + payload
-    pseudo = src + dst + struct.pack("!BBH", 0, IPPROTO_TCP, len(tcp))
-    _U16.pack_into(tcp, _TCP_CSUM_OFFSET, internet_checksum(pseudo + tcp))
+    ip = ip_header(src, dst, IPPROTO_TCP, len(tcp), ttl)
+    _U16.pack_into(tcp, _TCP_CSUM_OFFSET, internet_checksum(_pseudo(src, dst, IPPROTO_TCP,
+                                                                    len(tcp)) + tcp))
     return ip + tcp
+
+
+def ip_header(src: bytes, dst: bytes, proto: int, payload_len: int, ttl: int = 64,
+              tos: int = 0, dont_fragment: bool = True) -> bytearray:
+    """An IPv4 header (checksum filled in) or an IPv6 one, by the addresses' length."""
+    if len(src) == 16:
+        return bytearray(_IPV6_HDR.pack(6 << 28 | tos << 20, payload_len, proto, ttl, src, dst))
+    ip = bytearray(_IPV4_HDR.pack(0x45, tos, 20 + payload_len, 0,
+                                  0x4000 if dont_fragment else 0, ttl, proto, 0, src, dst))
+    _U16.pack_into(ip, 10, internet_checksum(ip))
+    return ip
+
+
+def _pseudo(src: bytes, dst: bytes, proto: int, length: int) -> bytes:
+    if len(src) == 16:
+        return src + dst + struct.pack("!IxxxB", length, proto)
+    return src + dst + struct.pack("!BBH", 0, proto, length)
+
+
+def _translate(packet: bytearray, pkt: Packet, header: bytearray, src: bytes,
+               dst: bytes) -> tuple[bytearray, Packet]:
+    """The transport part of ``pkt`` behind ``header``, its checksum moved from the old
+    pseudo-header's addresses to the new ones (RFC 7915 sections 4.5 and 5.5)."""
+    l4 = bytearray(packet[pkt.l4:pkt.total_len])
+    csum_at = _TCP_CSUM_OFFSET if pkt.proto == IPPROTO_TCP else _UDP_CSUM_OFFSET
+    (csum,) = _U16.unpack_from(l4, csum_at)
+    if pkt.proto == IPPROTO_UDP and csum == 0:
+        # an IPv4 datagram without a checksum: IPv6 requires one, so it is computed
+        csum = internet_checksum(_pseudo(src, dst, IPPROTO_UDP, len(l4)) + l4)
+    else:
+        csum = _replaced(csum, ones_complement_sum(pkt.src + pkt.dst),
+                         ones_complement_sum(src + dst), 0xFFFF)
+    if pkt.proto == IPPROTO_UDP and csum == 0:
+        csum = 0xFFFF
+    _U16.pack_into(l4, csum_at, csum)
+    out = header + l4
+    return out, Packet(pkt.proto, src, dst, pkt.sport, pkt.dport, len(header), len(out),
+                       pkt.payload_len, pkt.flags, pkt.seq, pkt.ack)
+
+
+def to_ipv4(packet: bytearray, pkt: Packet, src: bytes, dst: bytes) -> tuple[bytearray, Packet]:
+    """NAT64, IPv6 to IPv4 (RFC 7915 section 5.1) of a TCP or UDP packet: a new packet.
+
+    The traffic class becomes the TOS and the hop limit the TTL, unchanged (natsim's NAT
+    does not count itself as a hop for IPv4 either); DF is set above 1,260 bytes as the RFC
+    says, and extension headers are not carried over.
+    """
+    header = ip_header(src, dst, pkt.proto, pkt.total_len - pkt.l4, ttl=packet[7],
+                       tos=(int.from_bytes(packet[0:2], "big") >> 4) & 0xFF,
+                       dont_fragment=20 + pkt.total_len - pkt.l4 > 1260)
+    return _translate(packet, pkt, header, src, dst)
+
+
+def to_ipv6(packet: bytearray, pkt: Packet, src: bytes, dst: bytes) -> tuple[bytearray, Packet]:
+    """NAT64, IPv4 to IPv6 (RFC 7915 section 4.1) of a TCP or UDP packet: a new packet;
+    the TOS becomes the traffic class and the TTL the hop limit, IPv4 options are dropped."""
+    header = ip_header(src, dst, pkt.proto, pkt.total_len - pkt.l4, ttl=packet[8],
+                       tos=packet[1])
+    return _translate(packet, pkt, header, src, dst)
+
+
+def nat64_address(ipv4: bytes) -> bytes:
+    """The IPv6 address standing for ``ipv4`` under the well-known prefix."""
+    return NAT64_PREFIX + ipv4
+
+
+def embedded_ipv4(ipv6: bytes) -> bytes | None:
+    """The IPv4 address inside a 64:ff9b::/96 address, or None for any other address."""
+    return ipv6[12:] if len(ipv6) == 16 and ipv6[:12] == NAT64_PREFIX else None
 
 
 def build_rst_reply(pkt: Packet) -> bytearray:
@@ -297,10 +428,17 @@ def build_rst_reply(pkt: Packet) -> bytearray:
 
 
 def ip_to_str(addr: bytes) -> str:
+    if len(addr) == 16:
+        return str(ipaddress.IPv6Address(addr))
     return ".".join(str(b) for b in addr)
 
 
 def ip_from_str(text: str) -> bytes:
+    if ":" in text:
+        try:
+            return ipaddress.IPv6Address(text).packed
+        except ValueError:
+            raise ValueError(f"not an IPv6 address: {text!r}") from None
     parts = text.split(".")
     if len(parts) != 4 or not all(p.isdigit() and 0 <= int(p) <= 255 for p in parts):
         raise ValueError(f"not an IPv4 address: {text!r}")

@@ -44,9 +44,32 @@ SERVER_IP, SERVER_GW = "198.19.1.10", "198.19.1.1"
 CLIENT_SIDE_NET, SERVER_SIDE_NET = "198.18.0.0/16", "198.19.0.0/16"
 PUBLIC_NET = "203.0.113.0/24"
 PREFIXLEN = 24
+PREFIXLEN6 = 64
 QUIET = {"net.ipv6.conf.all.disable_ipv6": 1, "net.ipv6.conf.default.disable_ipv6": 1}
 """Every host: no IPv6 (the world has none; no router solicitations on the wire)."""
 KEEPALIVE_SYSCTLS = ("tcp_keepalive_time", "tcp_keepalive_intvl", "tcp_keepalive_probes")
+
+
+CLIENT_IP6, CLIENT_GW6 = "2001:db8:1::10", "2001:db8:1::1"
+SERVER_IP6, SERVER_GW6 = "2001:db8:2::10", "2001:db8:2::1"
+CLIENT_SIDE_NET6, SERVER_SIDE_NET6 = "2001:db8:1::/64", "2001:db8:2::/64"
+NAT64_NET = "64:ff9b::/96"
+IP_MODES = ("4", "6", "nat64")
+"""``ip`` of a scenario: IPv4 everywhere; IPv6 everywhere (the appliance tracks IPv6 flows
+as they are); or an IPv6-only client reaching the IPv4 server through the appliance's NAT64,
+its name resolved by DNS64 (the Route 53 resolver's part in AWS)."""
+IPV6_HOST = {"net.ipv6.conf.all.disable_ipv6": 0, "net.ipv6.conf.eth0.disable_ipv6": 0,
+             "net.ipv6.conf.eth0.accept_dad": 0, "net.ipv6.conf.eth0.accept_ra": 0,
+             "net.ipv6.conf.eth0.router_solicitations": 0}
+"""An IPv6 host: no duplicate-address detection (the address is the plan's) and no router
+discovery (the route is the plan's); its multicast listener reports still go out, and the
+dataplane leaves them on the link."""
+
+
+def nat64_address(ipv4: str) -> str:
+    """``64:ff9b::c613:10a`` for ``198.19.1.10``: how an IPv6-only host names an IPv4 one."""
+    a, b, c, d = (int(x) for x in ipv4.split("."))
+    return f"64:ff9b::{a << 8 | b:x}:{c << 8 | d:x}"
 
 
 def backend_address(index: int) -> tuple[str, str]:
@@ -73,6 +96,9 @@ class HostPlan:
     hosts: tuple[tuple[str, str], ...]
     nameserver: str | None = None
     """The DNS server its resolver asks (``resolv.conf``), when the run has one."""
+    offloads: bool = True
+    """Checksum and segmentation offloads on its interface (veth's defaults). Off in a world
+    with IPv6: the dataplane then translates and forwards complete, MTU-sized frames."""
 
     @property
     def address(self) -> str:
@@ -113,11 +139,14 @@ def keepalive_sysctls(values: Mapping[str, int], speed: float) -> dict[str, int]
 def world_plan(run_id: str, client_sysctls: Mapping[str, int], backends: int = 1,
                vip: str | None = None, client_addresses: int = 1,
                server_sysctls: Mapping[str, int] | None = None,
-               nameserver: str | None = None, front: str | None = None) -> WorldPlan:
+               nameserver: str | None = None, front: str | None = None,
+               ip: str = "4") -> WorldPlan:
     """The world for one run; sysctls are already in wall seconds (see
     :func:`keepalive_sysctls`). With ``backends`` > 1 the name ``server`` resolves to
     ``vip``, behind which the middlebox spreads the flows; with ``front`` (a proxy's
-    address) it resolves to that."""
+    address) it resolves to that. ``ip`` is one of :data:`IP_MODES`."""
+    if ip != "4":
+        return _ipv6_world(run_id, client_sysctls, server_sysctls or {}, ip)
     server_name = front or (vip if backends > 1 and vip else SERVER_IP)
     hosts = ((server_name, "server"), (CLIENT_IP, "client"),
              *((backend_address(i)[0], f"backend{i}") for i in range(backends)))
@@ -139,6 +168,30 @@ def world_plan(run_id: str, client_sysctls: Mapping[str, int], backends: int = 1
         hosts=hosts) for i in range(backends))
     return WorldPlan(run_id, client, servers, vip=vip, middlebox_addresses={
         "inside": CLIENT_GW, "outside": SERVER_GW} if front else {})
+
+
+def _ipv6_world(run_id: str, client_sysctls: Mapping[str, int],
+                server_sysctls: Mapping[str, int], ip: str) -> WorldPlan:
+    """One IPv6-only client and one server: IPv6 too (``ip: 6``), or IPv4 behind the
+    appliance's NAT64 (``ip: nat64``, the client naming it through DNS64)."""
+    nat64 = ip == "nat64"
+    server_name = nat64_address(SERVER_IP) if nat64 else SERVER_IP6
+    hosts = ((server_name, "server"), (CLIENT_IP6, "client"), (server_name, "backend0"))
+    client = HostPlan(
+        role="client", addresses=(CLIENT_IP6,), gateway=CLIENT_GW6,
+        routes=(NAT64_NET if nat64 else SERVER_SIDE_NET6,),
+        sysctls={**IPV6_HOST, **{f"net.ipv4.{k}": v for k, v in client_sysctls.items()},
+                 "net.ipv4.ip_local_port_range": "1024 65535"},
+        hosts=hosts, nameserver=nat64_address(SERVER_IP) if nat64 else None, offloads=False)
+    server = HostPlan(
+        role="server", addresses=(SERVER_IP,) if nat64 else (SERVER_IP6,),
+        gateway=SERVER_GW if nat64 else SERVER_GW6,
+        routes=(PUBLIC_NET,) if nat64 else (CLIENT_SIDE_NET6,),
+        sysctls={**(QUIET if nat64 else IPV6_HOST),
+                 **{f"net.ipv4.{k}": v for k, v in server_sysctls.items()},
+                 "net.core.somaxconn": 65535, "net.ipv4.tcp_max_syn_backlog": 65535},
+        hosts=hosts, offloads=False)
+    return WorldPlan(run_id, client, (server,))
 
 
 # -- the programs a scenario runs -----------------------------------------------------------
@@ -199,6 +252,8 @@ class ScenarioView(Protocol):
     def retry(self) -> int: ...
     @property
     def habits(self) -> Mapping[str, float]: ...
+    @property
+    def ip(self) -> str: ...
 
 
 class _Scaled(Protocol):
@@ -285,8 +340,8 @@ def programs(s: ScenarioView, p: PlanView) -> Programs:
                      delay_label=f"{s.server_delay:g} s",
                      answer="HTTP/1.1 200 OK (the slow answer)",
                      wait_limit=max(1.0, p.client_timeout.wall - answer_after + 1.0),
-                     accept_limit=retrying + 3.0 if s.retries else None),
-        ClientConfig(host=DNS_NAME if s.attach is not None else "server", port=s.server_port,
+                     accept_limit=retrying + 3.0 if s.retries else None, ipv6=s.ip == "6"),
+        ClientConfig(host=DNS_NAME if resolves_over_dns(s) else "server", port=s.server_port,
                      request=s.request, timeout=p.client_timeout.wall,
                      keepalive=s.keepalive.mode, retries=s.retries,
                      backoff=s.backoff / p.speed, resolve=s.resolve, idle=idle,
@@ -295,6 +350,13 @@ def programs(s: ScenarioView, p: PlanView) -> Programs:
                      max(1, round(s.keepalive.user_timeout * 1000 / p.speed))),
         # the server answers (and waits for the acknowledgement) even after the client gave up
         max(p.client_timeout.wall, answer_after) + retrying + 15.0)
+
+
+def resolves_over_dns(s: ScenarioView) -> bool:
+    """Whether the client asks the world's DNS server for its server's address: a client
+    whose network comes late (its lookup must fail as a real one does) and an IPv6-only
+    client behind NAT64 (the name's AAAA record comes from DNS64)."""
+    return s.attach is not None or s.ip == "nat64"
 
 
 def _pool_programs(s: ScenarioView, p: PlanView) -> Programs:

@@ -180,6 +180,8 @@ class FastForwarder:
         if flow.target is not None or max(dirs[PACKETS], dirs[PACKETS + 1]) < HOT_AFTER \
                 or not self.table.is_live(flow):  # an RST ends a flow the engine tracked
             return False
+        if len(flow.inside[1]) != 4 or len(flow.outside[1]) != 4:
+            return False  # IPv6 and NAT64 flows stay with the engine (the C side is IPv4)
         if flow.proto == IPPROTO_UDP:
             return True
         return (flow.proto == IPPROTO_TCP and flow.state is TcpState.ESTABLISHED

@@ -40,6 +40,11 @@ SO_SNDBUFFORCE, SO_RCVBUFFORCE = 32, 33
 SOCKET_BUFFER = 32 << 20
 
 
+def mac_bytes(mac: str) -> bytes:
+    """``"02:00:00:00:00:01"`` as six bytes."""
+    return bytes(int(x, 16) for x in mac.split(":"))
+
+
 def open_port(ifname: str) -> socket.socket:
     sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
     sock.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
@@ -64,9 +69,9 @@ def partial_checksum_at(vnet: bytes) -> int:
 
 
 def partial_checksum_fits(packet: bytearray, at: int) -> bool:
-    """A NEEDS_CSUM frame's checksum field must lie in the transport header, past the IPv4
+    """A NEEDS_CSUM frame's checksum field must lie in the transport header, past the IP
     header (the kernel accepts any csum_start/csum_offset from a packet socket)."""
-    ihl = (packet[0] & 0x0F) * 4
+    ihl = 40 if packet[0] >> 4 == 6 else (packet[0] & 0x0F) * 4
     return ihl >= 20 and ihl <= at and at % 2 == 0 and at + 2 <= len(packet)
 
 
@@ -78,7 +83,8 @@ def fix_partial_checksum(packet: bytearray, original: bytes, at: int) -> None:
     change in the opposite sense to a full checksum (as the kernel's
     ``inet_proto_csum_replace4`` does for ``CHECKSUM_PARTIAL``).
     """
-    old_addrs, new_addrs = original[12:20], bytes(packet[12:20])
+    where = slice(8, 40) if packet[0] >> 4 == 6 else slice(12, 20)
+    old_addrs, new_addrs = original[where], bytes(packet[where])
     if old_addrs == new_addrs or at + 2 > len(packet):
         return
     (partial,) = _U16.unpack_from(original, at)
@@ -100,7 +106,8 @@ def complete_checksum(frame: bytes, vnet: bytes) -> bytes:
         return frame
     out = bytearray(frame)
     checksum = internet_checksum(out[csum_start:])
-    if out[ETH_HLEN + 9] == IPPROTO_UDP and checksum == 0:
+    proto = out[ETH_HLEN + 6] if out[ETH_HLEN] >> 4 == 6 else out[ETH_HLEN + 9]
+    if proto == IPPROTO_UDP and checksum == 0:
         checksum = 0xFFFF  # zero means "no checksum" for UDP
     _U16.pack_into(out, at, checksum)
     return bytes(out)
@@ -129,3 +136,39 @@ class PcapWriter:
 
     def close(self) -> None:
         self._file.close()
+
+
+ETH_P_IPV6 = b"\x86\xdd"
+ICMPV6_NEIGHBOUR_SOLICITATION, ICMPV6_NEIGHBOUR_ADVERTISEMENT = 135, 136
+_ND_ROUTER_SOLICITED_OVERRIDE = 0xE0
+
+
+def is_neighbour_solicitation(frame: bytes | bytearray | memoryview) -> bool:
+    """An Ethernet frame carrying an ICMPv6 neighbour solicitation (no extension headers:
+    RFC 4861 sends them bare, hop limit 255)."""
+    return (len(frame) >= ETH_HLEN + 40 + 24 and bytes(frame[12:14]) == ETH_P_IPV6
+            and frame[ETH_HLEN + 6] == 58
+            and frame[ETH_HLEN + 40] == ICMPV6_NEIGHBOUR_SOLICITATION)
+
+
+def neighbour_advertisement(frame: bytes, mac: bytes) -> bytes | None:
+    """The advertisement that answers the solicitation ``frame`` with ``mac``, or None.
+
+    The middlebox is every host's gateway and owns no address: it answers for any target,
+    as a router doing proxy neighbour discovery would, so a host that asks (NUD, or a
+    neighbour entry gone stale) still reaches the path. Duplicate-address detection (a
+    solicitation from ``::``) is never answered: that would tell the host its own address is
+    taken.
+    """
+    if not is_neighbour_solicitation(frame):
+        return None
+    ip = ETH_HLEN
+    asker, target = frame[ip + 8:ip + 24], frame[ip + 40 + 8:ip + 40 + 24]
+    if asker == bytes(16) or frame[ip + 7] != 255:
+        return None
+    icmp = bytearray(struct.pack("!BBHB3x", ICMPV6_NEIGHBOUR_ADVERTISEMENT, 0, 0,
+                                 _ND_ROUTER_SOLICITED_OVERRIDE)) + target + b"\x02\x01" + mac
+    pseudo = target + asker + struct.pack("!IxxxB", len(icmp), 58)
+    _U16.pack_into(icmp, 2, internet_checksum(pseudo + icmp))
+    header = struct.pack("!IHBB", 6 << 28, len(icmp), 58, 255) + target + asker
+    return frame[6:12] + mac + ETH_P_IPV6 + header + icmp

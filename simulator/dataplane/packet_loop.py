@@ -67,6 +67,7 @@ from simulator.dataplane.background_file import BackgroundFile
 from simulator.dataplane.control import CONTROL_EVERY, ControlFile
 from simulator.dataplane.frames import (
     ETH_HLEN,
+    ETH_P_IPV6,
     F_NEEDS_CSUM,
     MAX_FRAME,
     NO_OFFLOAD,
@@ -74,11 +75,15 @@ from simulator.dataplane.frames import (
     VNET_LEN,
     PcapWriter,
     fix_partial_checksum,
+    is_neighbour_solicitation,
+    mac_bytes,
+    neighbour_advertisement,
     open_port,
     partial_checksum_at,
     partial_checksum_fits,
 )
 from simulator.dataplane.tuning import steady_under_load
+from simulator.dataplane.wallclock import CompressedClock
 from simulator.support.results import create_new
 
 ETH_P_IP = b"\x08\x00"
@@ -107,24 +112,6 @@ without the pause, 112-115 with 100 us, 97 with 200 us, 74 with 400 us (bursts t
 overflow the receiver's socket buffer). Light traffic never pauses, so it adds no delay to
 a handshake or a keepalive; under load it adds at most 0.1 ms, and none when a timer falls
 due within the pause."""
-
-
-class CompressedClock:
-    """Model seconds since ``origin`` (a ``time.monotonic()`` value), ``speed`` times wall."""
-
-    def __init__(self, speed: float, origin: float | None = None) -> None:
-        self.speed = speed
-        self.origin = time.monotonic() if origin is None else origin
-
-    def now(self) -> float:
-        return (time.monotonic() - self.origin) * self.speed
-
-    def wall_until(self, model_t: float) -> float:
-        return max(0.0, (model_t - self.now()) / self.speed)
-
-
-def _mac_bytes(mac: str) -> bytes:
-    return bytes(int(x, 16) for x in mac.split(":"))
 
 
 class MalformedFrameError(ValueError):
@@ -371,9 +358,13 @@ class Dataplane:
                     bytes(view[VNET_LEN:min(n, VNET_LEN + 42)])))):
             self._learn(side, sock, bytes(view[VNET_LEN + 6:VNET_LEN + 12]))
         if n < start + 20 or buf[start - 2] != 0x08 or buf[start - 1] != 0x00:
-            if self.edge is not None:  # ARP for the addresses we answer for (Docker)
-                self._answer_arp(side, bytes(view[VNET_LEN:n]))
-            return  # not IPv4 (the world has no ARP and no IPv6): nothing to model
+            if n >= start + 40 and buf[start - 2] == 0x86 and buf[start - 1] == 0xDD:
+                if not self._ipv6_on_path(side, sock, view, n):
+                    return
+            else:
+                if self.edge is not None:  # ARP for the addresses we answer for (Docker)
+                    self._answer_arp(side, bytes(view[VNET_LEN:n]))
+                return  # not IP (the world has no ARP): nothing to model
         packet = buf[start:n] if isinstance(buf, bytearray) else bytearray(buf[start:n])
         partial = None
         if buf[0] & F_NEEDS_CSUM:
@@ -389,6 +380,19 @@ class Dataplane:
                 return
             self.edge.to_model(side, packet)
         self._send(self.engine.on_packet(packet, side, now), packet, vnet, partial)
+
+    def _ipv6_on_path(self, side: Side, sock: socket.socket, view: memoryview, n: int) -> bool:
+        """Whether an IPv6 frame goes to the engine. A neighbour solicitation is answered
+        here (the gateway's link-layer address is the port's own); other multicast (MLD
+        reports, router solicitations) is the link's, not the simulated path's."""
+        frame = view[VNET_LEN:n]
+        if is_neighbour_solicitation(frame):
+            ours = next(header[6:12] for s, header in self.ports[side] if s is sock)
+            advert = neighbour_advertisement(bytes(frame), ours)
+            if advert is not None:
+                sock.send(NO_OFFLOAD + advert)
+            return False
+        return not frame[0] & 1
 
     def _learn(self, side: Side, sock: socket.socket, mac: bytes) -> None:
         """Take the peer's MAC from the first frame it sends (its ARP request, usually)."""
@@ -410,6 +414,8 @@ class Dataplane:
         when its checksum is partial (to redo it after every address change)."""
         for action in actions:
             sock, header = self.ports[action.side][action.port]
+            if action.packet[0] >> 4 == 6:
+                header = header[:12] + ETH_P_IPV6
             if self.edge is not None:
                 self.edge.to_wire(action.side, action.packet)
             offload = NO_OFFLOAD
@@ -554,8 +560,8 @@ def main(argv: list[str] | None = None) -> int:
     def port(spec: Port) -> tuple[socket.socket, bytes]:
         # no peer MAC: learnt from the first frame that arrives (Docker, where the client
         # may start after the middlebox)
-        peer = _mac_bytes(spec.peer_mac) if spec.peer_mac else UNKNOWN_MAC
-        header = peer + _mac_bytes(spec.mac) + ETH_P_IP
+        peer = mac_bytes(spec.peer_mac) if spec.peer_mac else UNKNOWN_MAC
+        header = peer + mac_bytes(spec.mac) + ETH_P_IP
         return open_port(spec.ifname), header
 
     ports = {Side.INSIDE: [port(cfg.inside)],

@@ -40,6 +40,7 @@ from simulator.core.plan import (
     keepalive_sysctls,
     middlebox_config,
     programs,
+    resolves_over_dns,
     world_plan,
 )
 from simulator.core.session import RunSession, TimelineEvent
@@ -219,7 +220,7 @@ class Runner:
             server_sysctls={**keepalive_sysctls(LINUX_KEEPALIVE_DEFAULTS, p.speed),
                             **p.retransmission_sysctls()},
             nameserver=backend_address(0)[0] if s.attach is not None else None,
-            front=CLIENT_GW if s.proxy is not None else None)
+            front=CLIENT_GW if s.proxy is not None else None, ip=s.ip)
         return self.world_plan
 
     def _feed(self, role: str, msg: Message) -> None:
@@ -274,14 +275,16 @@ class Runner:
                                                backend.ns, progs.server)
             for msg in after:
                 self._feed(Role.SERVER if i == 0 else f"server{i}", msg)
+        if resolves_over_dns(s):
+            server_name = next((a.vip for a in s.chain or (s.appliance,) if a.backends > 1),
+                               world.backends[0].ip)
+            driver.start_program(Role.DNS, world.backends[0].ns,
+                                 DnsConfig(names={DNS_NAME: server_name},
+                                           dns64=s.ip == "nat64"))
         if s.attach is None:
             driver.start_program(Role.CLIENT, world.client_ns, progs.client, wait=False)
             return
         # seed 002: the client starts with no network; its interface comes at attach.at
-        server_name = next((a.vip for a in s.chain or (s.appliance,) if a.backends > 1),
-                           world.backends[0].ip)
-        driver.start_program(Role.DNS, world.backends[0].ns,
-                             DnsConfig(names={DNS_NAME: server_name}))
         driver.attach(False)
         _, started, after = driver.start_program(Role.CLIENT, world.client_ns, progs.client)
         assert started is not None and started.mono is not None

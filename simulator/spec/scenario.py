@@ -21,6 +21,7 @@ from simulator.core.appliances import (
 )
 from simulator.core.messages import ClientOutcome, LoadCounts, ServerOutcome
 from simulator.core.path_events import PathEvent, PathKind
+from simulator.core.plan import IP_MODES
 from simulator.core.pool_model import PoolExchange, PoolModelError, predict_pool
 from simulator.core.profiles import get_profile
 from simulator.core.retransmission import Retransmission
@@ -145,6 +146,9 @@ class Scenario:
     """The client's ``net.ipv4.tcp_retries2`` (a scripted client's give-up rule)."""
     habits: dict[str, float] = field(default_factory=dict)
     """A scripted client's pool habits: ``discard_after``, ``ping_every``, ``validate``."""
+    ip: str = "4"
+    """``4``, ``6`` (both hosts IPv6-only) or ``nat64`` (an IPv6-only client, the IPv4
+    server behind the appliance's NAT64, named through DNS64): ``core/plan.py``."""
 
     @property
     def scripted(self) -> bool:
@@ -219,7 +223,7 @@ def parse_scenario(data: object, source: str, name: str) -> Scenario:
     """Validate a scenario document (already parsed from YAML)."""
     top = mapping(source, "", data, ("description", "story", "appliance", "speed", "client",
                                       "server", "expect", "protocol", "load", "backend",
-                                      "images", "events", "proxy"))
+                                      "images", "events", "proxy", "ip"))
     backend = choice(source, "backend", top.get("backend", "namespaces"),
                       ("namespaces", "docker"))
     images = {str(k): str(v) for k, v in mapping(source, "images", top.get("images", {}),
@@ -227,7 +231,7 @@ def parse_scenario(data: object, source: str, name: str) -> Scenario:
     if images and backend != "docker":
         raise ScenarioError(source, "images", "images apply to `backend: docker` only")
     if "load" in top:
-        for field_name in ("events", "proxy"):
+        for field_name in ("events", "proxy", "ip"):
             if field_name in top:
                 raise ScenarioError(source, field_name, "not for a capacity scenario (one "
                                     "with a `load` section)")
@@ -272,7 +276,31 @@ def parse_scenario(data: object, source: str, name: str) -> Scenario:
         request=text(source, "client.request", client.get("request", "GET /slow-answer")))
     if "requests" in client:
         return _scripted(source, top, client, expect, base)
-    return _one_request(source, client, expect, replace(base, events=events, proxy=proxy))
+    return _one_request(source, client, expect, replace(
+        base, events=events, proxy=proxy, ip=_ip(source, top, base, bool(events or proxy))))
+
+
+def _ip(source: str, top: dict[str, object], base: Scenario, path_set: bool) -> str:
+    """``ip``: which families the world's hosts use; refused where natsim has no IPv6 yet
+    (one TCP client and one server, on one appliance, in namespaces)."""
+    ip = choice(source, "ip", str(top.get("ip", "4")), IP_MODES)
+    if ip == "4":
+        return ip
+    why = ("UDP" if base.protocol != "tcp" else "a chain of appliances" if len(base.chain) > 1
+           else "several backends" if base.appliance.backends > 1
+           else "Docker (`backend: docker`)" if base.backend != "namespaces"
+           else "path events or a proxy" if path_set else "")
+    if why:
+        raise ScenarioError(source, "ip", f"IPv6 runs one TCP client and one server through "
+                            f"one appliance in namespaces: not with {why}")
+    if ip == "nat64" and not base.appliance.nat64:
+        raise ScenarioError(source, "ip", f"nat64 needs an appliance that translates IPv6 to "
+                            f"IPv4 (nat-gw); {base.appliance.name} does not")
+    if ip == "6" and base.appliance.nat:
+        raise ScenarioError(source, "ip", f"{base.appliance.name} translates addresses, and "
+                            "no appliance in the catalogue translates IPv6 to IPv6 (NAT66): "
+                            "use ip: nat64, or a transparent appliance")
+    return ip
 
 
 def _heartbeat(source: str, client: dict[str, object]) -> tuple[float | None, str]:
@@ -299,7 +327,7 @@ def _one_request(source: str, client: dict[str, object], expect: dict[str, objec
 def _scripted(source: str, top: dict[str, object], client: dict[str, object],
               expect: dict[str, object], base: Scenario) -> Scenario:
     """An idle pool: ``client.requests`` and what a scripted client may be given."""
-    for name in ("events", "proxy"):
+    for name in ("events", "proxy", "ip"):
         if name in top:
             raise ScenarioError(source, name, "not with client.requests: the scripted client "
                                 "runs on a plain path")

@@ -47,9 +47,13 @@ DOTNET = {"EAI_AGAIN": "Resource temporarily unavailable"}
 
 
 def _resolve(host: str) -> tuple[str | None, str]:
-    """The server's address, or None and the error's name (``EAI_AGAIN``...)."""
+    """The server's address, or None and the error's name (``EAI_AGAIN``...).
+
+    Either family: the resolver's first answer, which for a host with only an IPv6
+    address is the IPv6 one (RFC 6724's sort puts a destination it has no source for last).
+    """
     try:
-        found = socket.getaddrinfo(host, None, socket.AF_INET, socket.SOCK_STREAM)
+        found = socket.getaddrinfo(host, None, socket.AF_UNSPEC, socket.SOCK_STREAM)
         return str(found[0][4][0]), ""
     except socket.gaierror as exc:
         code = exc.errno or 0
@@ -78,7 +82,8 @@ def connect(host: str, port: int,
                    f"{said}" + (" (kept from the first lookup)" if resolve == "once"
                                and attempt else ""), error=name, attempt=attempt + 1)
             continue
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        family = socket.AF_INET6 if ":" in address else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
         how = configure_keepalive(sock, *keepalive)
         sock.settimeout(10.0)
         try:

@@ -97,10 +97,10 @@ def watch_answer(conn: socket.socket, limit: float, left_before: bool = False) -
 
 
 def run(port: int, delay: float, answer: str, wait_limit: float, delay_label: str = "",
-        accept_limit: float | None = None) -> str:
-    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        accept_limit: float | None = None, ipv6: bool = False) -> str:
+    listener = socket.socket(socket.AF_INET6 if ipv6 else socket.AF_INET, socket.SOCK_STREAM)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    listener.bind(("0.0.0.0", port))
+    listener.bind(("::" if ipv6 else "0.0.0.0", port))
     listener.listen(16)
     report(SOURCE, Kind.READY, f"listening on port {port}")
     # a client that retries may connect late (its last attempt): wait for that one
@@ -139,7 +139,7 @@ def run(port: int, delay: float, answer: str, wait_limit: float, delay_label: st
 def main(argv: list[str] | None = None) -> int:
     cfg = config_from_argv("natsim-server", __doc__, argv, ServerConfig)
     outcome = run(cfg.port, cfg.delay, cfg.answer, cfg.wait_limit, cfg.delay_label,
-                  cfg.accept_limit)
+                  cfg.accept_limit, cfg.ipv6)
     report(SOURCE, Kind.OUTCOME, outcome, outcome=outcome)
     return 0
 

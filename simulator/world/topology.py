@@ -37,6 +37,7 @@ import re
 import secrets
 import shutil
 import signal
+import socket
 import stat
 import sys
 import time
@@ -45,9 +46,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from pyroute2 import IPRoute, netns
+from pyroute2.ethtool import Ethtool
 
 from simulator.core.configs import Port
-from simulator.core.plan import CLIENT_IP, PREFIXLEN, SERVER_IP, HostPlan, WorldPlan
+from simulator.core.plan import CLIENT_IP, PREFIXLEN, PREFIXLEN6, SERVER_IP, HostPlan, WorldPlan
 from simulator.core.retransmission import (
     REQUIRED_SYSCTLS,
     WORLD_RTT,
@@ -348,15 +350,39 @@ def _configure_host(ns: str, host: HostPlan, gateway_mac: str) -> str:
         eth0 = ipr.link_lookup(ifname="eth0")[0]
         ipr.link("set", index=eth0, state="up")
         for address in host.addresses:
-            ipr.addr("add", index=eth0, address=address, prefixlen=PREFIXLEN)
-        ipr.neigh("add", dst=host.gateway, lladdr=gateway_mac, ifindex=eth0, state="permanent")
+            ipr.addr("add", index=eth0, address=address, prefixlen=_prefixlen(address))
+        ipr.neigh("add", dst=host.gateway, lladdr=gateway_mac, ifindex=eth0, state="permanent",
+                  family=_family(host.gateway))
         for far in host.routes:
-            ipr.route("add", dst=far, gateway=host.gateway)
+            ipr.route("add", dst=far, gateway=host.gateway, family=_family(far))
         mac = _mac(ipr, "eth0")
+    if not host.offloads:
+        offloads_off(ns, "eth0")
     _hosts_file(ns, list(host.hosts))
     if host.nameserver is not None:
         (ETC_NETNS / ns / "resolv.conf").write_text(f"nameserver {host.nameserver}\n")
     return mac
+
+
+def _family(address: str) -> int:
+    return socket.AF_INET6 if ":" in address else socket.AF_INET
+
+
+def _prefixlen(address: str) -> int:
+    return PREFIXLEN6 if ":" in address else PREFIXLEN
+
+
+def offloads_off(ns: str, ifname: str) -> None:
+    """Transmit checksum offload off on ``ifname`` (segmentation offloads go with it: the
+    kernel needs the checksum to segment), so its frames leave complete and MTU-sized."""
+    with inside(ns):
+        tool = Ethtool()
+        try:
+            features = tool.get_features(ifname)
+            features.features["tx-checksum-ip-generic"].enable = False
+            tool.set_features(ifname, features)
+        finally:
+            tool.close()
 
 
 def give_addresses(ns: str, addresses: Mapping[str, str]) -> None:
@@ -377,9 +403,9 @@ def set_client_link(ns: str, host: HostPlan, gateway_mac: str, attached: bool) -
         ipr.link("set", index=eth0, state="up" if attached else "down")
         if attached:
             ipr.neigh("replace", dst=host.gateway, lladdr=gateway_mac, ifindex=eth0,
-                      state="permanent")
+                      state="permanent", family=_family(host.gateway))
             for far in host.routes:
-                ipr.route("replace", dst=far, gateway=host.gateway)
+                ipr.route("replace", dst=far, gateway=host.gateway, family=_family(far))
 
 
 # -- tearing down ---------------------------------------------------------------------------

@@ -36,6 +36,7 @@ WHY_NOT_FAKE = {
     "proxy": "the L4-proxy contrast runs a real HAProxy",
     "scripted": "the fake network does not model the scripted pool client (a hang there is "
                 "the kernel's retransmission give-up)",
+    "nat64": "the fake network's resolver has no DNS64",
 }
 
 
@@ -48,6 +49,8 @@ def why_not_fake(s: Scenario) -> str | None:
         return WHY_NOT_FAKE["proxy"]
     if s.scripted:
         return WHY_NOT_FAKE["scripted"]
+    if s.ip == "nat64":
+        return WHY_NOT_FAKE["nat64"]
     return None
 
 

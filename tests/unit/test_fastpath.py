@@ -41,7 +41,8 @@ from simulator.core.packets import (
 from simulator.core.path_events import PathEvent, PathKind
 from simulator.dataplane import fastpath
 from simulator.dataplane.frames import PcapWriter
-from simulator.dataplane.packet_loop import ETH_P_IP, CompressedClock, Dataplane
+from simulator.dataplane.packet_loop import ETH_P_IP, Dataplane
+from simulator.dataplane.wallclock import CompressedClock
 
 MAC_A, MAC_B = bytes.fromhex("020000000001"), bytes.fromhex("020000000002")
 HEADER = MAC_B + MAC_A + ETH_P_IP

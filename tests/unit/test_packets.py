@@ -31,7 +31,7 @@ def test_parse_counts_syn_and_fin_in_sequence_space() -> None:
 
 
 def test_parse_rejects_what_is_not_modelled() -> None:
-    assert P.parse(b"\x60" + bytes(39)) is None  # IPv6
+    assert P.parse(b"\x60" + bytes(39)) is None  # IPv6 with no payload
     assert P.parse(tcp(CLIENT, 1, SERVER, 2, "S")[:30]) is None  # truncated
     frag = bytes(IP(src=CLIENT, dst=SERVER, flags="MF") / UDP(sport=1, dport=2))
     assert P.parse(frag) is None

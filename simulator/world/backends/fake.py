@@ -444,6 +444,8 @@ class FakeBackend:
         if plan.middlebox_addresses:
             raise FakeUnsupportedError("a proxy terminates TCP in the middlebox's host, "
                                        "which the fake network does not have")
+        if (":" in plan.client.address) != (":" in plan.servers[0].address):
+            raise FakeUnsupportedError("NAT64: the fake network's resolver has no DNS64")
         self.hosts["client"] = Host(Role.CLIENT, ip_from_str(plan.client.address), Side.INSIDE,
                                     self.clock, self.to_middlebox)
         self.plans["client"] = plan.client
