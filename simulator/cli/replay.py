@@ -22,7 +22,7 @@ import yaml
 from simulator.core.appliances import Appliance, ApplianceError, get_appliance
 from simulator.core.jsonvalue import Json, JsonObject
 from simulator.core.metrics import namespace_of
-from simulator.core.packets import ip_from_str
+from simulator.core.packets import IPPROTO_TCP, ip_from_str, parse
 from simulator.core.replay import KILLED, Connection, Fate, Replay
 from simulator.core.session import TimelineEvent
 from simulator.dataplane.capture import CaptureStats, read
@@ -45,7 +45,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     rep = sub.add_parser(
         "replay", help="a real capture through an appliance's rules: which connections it "
                        "would have killed, when, and why",
-        description="Replay every IPv4 TCP and UDP packet of a pcap/pcapng capture, at its "
+        description="Replay every IPv4 and IPv6 TCP and UDP packet of a pcap/pcapng capture, "
+                    "at its "
                     "captured time, through the appliance's rules (the same engine as a "
                     "run), and report per connection: its longest idle gap, its keepalive "
                     "probes, and the appliance's verdict.")
@@ -103,15 +104,30 @@ def _of_host(packets: Iterator[tuple[float, bytes]], host: str | None, side: str
     """Only the capture host's packets (a NAT's capture holds each packet twice)."""
     wanted = ip_from_str(host) if host else None
     for ts, packet in packets:
+        ends = _ends(packet)
+        if ends is None:
+            continue
+        src, dst, syn = ends
         if wanted is None:
-            ihl = (packet[0] & 15) * 4
-            if len(packet) >= max(20, ihl) + 14 and packet[9] == 6 \
-                    and packet[ihl + 13] & 0x12 == 0x02:
-                wanted = bytes(packet[12:16] if side == "inside" else packet[16:20])
-            else:
+            if not syn:
                 continue
-        if packet[12:16] == wanted or packet[16:20] == wanted:
+            wanted = src if side == "inside" else dst
+        if wanted in (src, dst):
             yield ts, packet
+
+
+def _ends(packet: bytes) -> tuple[bytes, bytes, bool] | None:
+    """(source, destination, a TCP SYN without ACK?) of an IPv4 packet read in place, or of
+    an IPv6 one through the parser (its extension headers walked)."""
+    if packet[0] >> 4 == 6:
+        pkt = parse(packet)
+        if pkt is None:
+            return None
+        return pkt.src, pkt.dst, pkt.proto == IPPROTO_TCP and pkt.flags & 0x12 == 0x02
+    ihl = (packet[0] & 15) * 4
+    syn = len(packet) >= max(20, ihl) + 14 and packet[9] == 6 \
+        and packet[ihl + 13] & 0x12 == 0x02
+    return bytes(packet[12:16]), bytes(packet[16:20]), syn
 
 
 @dataclass
@@ -238,7 +254,7 @@ def print_replayed(done: Replayed, shown: list[Connection], rest: int, out: Text
     and verdict, then the summary."""
     stats, timeout = done.stats, done.appliance.tcp_idle_timeout
     skipped = ", ".join(f"{n:,} {why}" for why, n in stats.skipped.items())
-    out.write(f"{done.capture}: {stats.packets:,} IPv4 packets"
+    out.write(f"{done.capture}: {stats.packets:,} IP packets"
               f"{f' (skipped: {skipped})' if skipped else ''}, "
               f"{len(done.connections):,} connection(s), through {done.appliance.title} (idle "
               f"timeout {timeout:g} s), capture taken on the "

@@ -75,6 +75,7 @@ from simulator.core.packets import (
     Packet,
     build_rst_reply,
     embedded_ipv4,
+    endpoint,
     flags_to_str,
     ip_from_str,
     ip_to_str,
@@ -92,10 +93,7 @@ ADDRESSES_KEPT = 65_536
 """Distinct addresses whose bytes objects the flows share (more: start again)."""
 
 
-def _endpoint(addr: bytes, port: int) -> str:
-    if len(addr) == 16:
-        return f"[{ip_to_str(addr)}]:{port}"
-    return f"{ip_to_str(addr)}:{port}"
+_endpoint = endpoint
 
 
 class Middlebox(IcmpRules, PathRules):

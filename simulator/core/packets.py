@@ -433,6 +433,13 @@ def ip_to_str(addr: bytes) -> str:
     return ".".join(str(b) for b in addr)
 
 
+def endpoint(addr: bytes, port: int) -> str:
+    """``198.18.1.10:40000``, or ``[2001:db8:1::10]:40000`` (RFC 3986's brackets)."""
+    if len(addr) == 16:
+        return f"[{ip_to_str(addr)}]:{port}"
+    return f"{ip_to_str(addr)}:{port}"
+
+
 def ip_from_str(text: str) -> bytes:
     if ":" in text:
         try:

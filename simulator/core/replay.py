@@ -41,7 +41,7 @@ from simulator.core.packets import (
     IPPROTO_UDP,
     RST,
     SYN,
-    ip_to_str,
+    endpoint,
     parse,
 )
 
@@ -122,8 +122,7 @@ class Connection:
     @property
     def name(self) -> str:
         kind = "TCP" if self.proto == IPPROTO_TCP else "UDP"
-        return (f"{kind} {ip_to_str(self.client[0])}:{self.client[1]} -> "
-                f"{ip_to_str(self.server[0])}:{self.server[1]}")
+        return f"{kind} {endpoint(*self.client)} -> {endpoint(*self.server)}"
 
     def explanations(self) -> list[str]:
         out = []
@@ -232,7 +231,9 @@ class Replay:
         if flow is not None:
             self._by_flow[flow.id] = conn
         for out in sent:
-            if out.packet is not packet and out.packet[33] & RST:
+            # the appliance's own segments have no options: flags at 20 + 13 (IPv6: 40 + 13)
+            if out.packet is not packet and out.packet[53 if out.packet[0] >> 4 == 6 else 33] \
+                    & RST:
                 conn.appliance_rsts.append((t, "client" if out.side is Side.INSIDE
                                             else "server"))
         forwarded = any(out.packet is packet for out in sent)

@@ -5,8 +5,8 @@ too slow for a gigabyte), yielding each packet's timestamp and its IP packet wit
 header removed. Link types: Ethernet, raw IP, and Linux cooked capture (SLL and SLL2, what
 ``tcpdump -i any`` writes). Anything else, a file that is not a capture, or a truncated one
 gives a :class:`CaptureError` naming the file and what is wrong, or is counted: a record cut
-short at the end of a truncated file, and frames that carry no IPv4 (ARP, IPv6, VLAN tags
-of other protocols) are skipped and counted in :class:`CaptureStats`.
+short at the end of a truncated file, and frames that carry no IP (ARP, VLAN tags of other
+protocols) are skipped and counted in :class:`CaptureStats`. IPv4 and IPv6 are handed on.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ class CaptureError(ValueError):
 @dataclass
 class CaptureStats:
     packets: int = 0
-    """IPv4 packets handed on."""
+    """IP packets handed on."""
     skipped: Counter[str] = field(default_factory=Counter)
     """Frames not handed on, by reason."""
 
@@ -61,13 +61,14 @@ def _ip_from_frame(link: int, frame: bytes | memoryview) -> tuple[int, int]:
         at, ethertype = 20, int.from_bytes(frame[0:2], "big") if len(frame) >= 20 else 0
     else:
         return -1, 0
-    if ethertype == ETHERTYPE_IPV4:
-        return at, 4
-    return (-1, 6) if ethertype == ETHERTYPE_IPV6 else (-1, 0)
+    if ethertype in (ETHERTYPE_IPV4, ETHERTYPE_IPV6):
+        return (at, 4 if ethertype == ETHERTYPE_IPV4 else 6) if len(frame) >= at + 20 \
+            else (-1, 0)
+    return -1, 0
 
 
 def read(path: Path, stats: CaptureStats | None = None) -> Iterator[tuple[float, bytes]]:
-    """(timestamp in seconds, IPv4 packet) for every IPv4 packet of the capture."""
+    """(timestamp in seconds, IP packet) for every IPv4 and IPv6 packet of the capture."""
     stats = stats if stats is not None else CaptureStats()
     try:
         handle = open_regular(path)
@@ -87,11 +88,8 @@ def read(path: Path, stats: CaptureStats | None = None) -> Iterator[tuple[float,
 def _hand_on(link: int, ts: float, frame: bytes, stats: CaptureStats
              ) -> tuple[float, bytes] | None:
     at, version = _ip_from_frame(link, frame)
-    if at < 0:
-        stats.skipped["IPv6 (not modelled)" if version == 6 else "not IP"] += 1
-        return None
-    if version != 4:
-        stats.skipped["IPv6 (not modelled)" if version == 6 else "not IP"] += 1
+    if at < 0 or version not in (4, 6):
+        stats.skipped["not IP"] += 1
         return None
     stats.packets += 1
     return ts, frame[at:]

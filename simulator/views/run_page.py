@@ -24,7 +24,7 @@ from pathlib import Path
 
 from simulator.core.configs import ConfigError, MiddleboxConfig, decode
 from simulator.core.jsonvalue import Json, JsonObject, number, text, to_json
-from simulator.core.packets import IPPROTO_TCP, IPPROTO_UDP, flags_to_str, ip_to_str, parse
+from simulator.core.packets import IPPROTO_TCP, IPPROTO_UDP, endpoint, flags_to_str, parse
 from simulator.support import pcap
 from simulator.support.results import Folder
 from simulator.views.run_page_assets import TEMPLATE
@@ -126,7 +126,7 @@ class PageEvent:
 
 
 def _decode(t: float, frame: bytes, ports: Sequence[Port]) -> Seen | None:
-    if len(frame) < 14 or frame[12:14] != b"\x08\x00":
+    if len(frame) < 14 or frame[12:14] not in (b"\x08\x00", b"\x86\xdd"):
         return None
     packet = parse(frame[14:])
     if packet is None:
@@ -140,8 +140,8 @@ def _decode(t: float, frame: bytes, ports: Sequence[Port]) -> Seen | None:
     tcp = packet.proto == IPPROTO_TCP
     header: Header = {
         "proto": "TCP" if tcp else "UDP" if packet.proto == IPPROTO_UDP else "ICMP",
-        "src": f"{ip_to_str(packet.src)}:{packet.sport}",
-        "dst": f"{ip_to_str(packet.dst)}:{packet.dport}",
+        "src": endpoint(packet.src, packet.sport),
+        "dst": endpoint(packet.dst, packet.dport),
         "length": packet.total_len, "payload": packet.payload_len}
     if tcp:
         header.update(flags=flags_to_str(packet.flags), seq=packet.seq, ack=packet.ack)
