@@ -25,6 +25,7 @@ from simulator.cli import events as events_cli
 from simulator.cli import replay as replay_cli
 from simulator.cli import status as status_cli
 from simulator.core.appliances import CATALOGUE, Appliance, ApplianceError, caveats, get_appliance
+from simulator.core.plan import IP_MODES
 from simulator.core.profiles import PROFILES
 from simulator.dataplane import packet_loop
 from simulator.dataplane.capture import CaptureError
@@ -143,6 +144,7 @@ def _appliance_from_args(args: argparse.Namespace) -> tuple[Appliance, float, di
     if args.scenario:
         s = load_scenario(args.scenario)
         appliance, speed, sysctls = s.appliance, s.speed, dict(s.sysctls)
+        args.ip = args.ip or s.ip
     else:
         try:
             appliance = get_appliance(args.appliance)
@@ -163,7 +165,7 @@ def _appliance_from_args(args: argparse.Namespace) -> tuple[Appliance, float, di
 def _cmd_up(args: argparse.Namespace) -> int:
     appliance, speed, sysctls = _appliance_from_args(args)
     live = LiveWorld.up(args.name, appliance, speed, sysctls, results_dir=args.results,
-                        backend=args.backend, capture=not args.no_capture)
+                        backend=args.backend, capture=not args.no_capture, ip=args.ip or "4")
     timeout = appliance.tcp_idle_timeout
     print(f"world {live.name} is up (run {live.run_id}): {appliance.title}, idle timeout "
           f"{timeout:g} model s = {live.wall(timeout):.3g} wall s at speed {speed:g}")
@@ -362,6 +364,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="what a late packet from the server gets (default: the appliance's)")
     up.add_argument("--speed", type=float, metavar="K", help="time compression (default 35)")
     up.add_argument("--name", default="default", help="world name, to have several up at once")
+    up.add_argument("--ip", choices=IP_MODES, default=None,
+                    help="the hosts' family: 4 (default), 6 (both IPv6-only, a transparent "
+                         "appliance) or nat64 (an IPv6-only client, the IPv4 server behind "
+                         "the NAT Gateway's NAT64 as 64:ff9b::c613:10a)")
     up.add_argument("--backend", choices=("namespaces", "docker"), default="namespaces",
                     help="hosts as network namespaces (default) or Docker containers "
                          "(`make image` first)")

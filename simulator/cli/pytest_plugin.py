@@ -27,6 +27,9 @@ configures it:
 * ``capture=False``: no ``capture.pcap`` (a capture has every frame cross the Python
   dataplane; without one, hot established flows take its compiled fast path: for tests
   that move a lot of data).
+* ``ip="nat64"``: an IPv6-only client, the IPv4 server behind the NAT Gateway's NAT64 (the
+  client's ``/etc/hosts`` names it ``server``, 64:ff9b::c613:10a); ``ip="6"``: both hosts
+  IPv6-only behind a transparent appliance (``server`` is 2001:db8:2::10).
 
 Everything a test starts in a host runs on the world's clock (:mod:`simulator.world.modeltime`):
 programs given to ``start`` and ``run``, and functions given to ``call`` (in a fresh
@@ -332,7 +335,8 @@ def natsim_world(request: pytest.FixtureRequest,
     results = tmp_path_factory.mktemp("natsim")
     live = LiveWorld.up(f"pytest-{secrets.token_hex(3)}", appliance,
                         float(kwargs.get("speed", DEFAULT_SPEED)), sysctls, results,
-                        capture=bool(kwargs.get("capture", True)))
+                        capture=bool(kwargs.get("capture", True)),
+                        ip=str(kwargs.get("ip", "4")))
     world = NatsimWorld(live, wall_time=bool(kwargs.get("wall_time", False)))
     try:
         yield world

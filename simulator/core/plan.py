@@ -66,6 +66,21 @@ discovery (the route is the plan's); its multicast listener reports still go out
 dataplane leaves them on the link."""
 
 
+def ip_refusal(ip: str, appliance: Appliance, backend: str = "namespaces") -> str | None:
+    """Why ``appliance`` (on ``backend``) cannot carry a world of family ``ip``, or None."""
+    if ip != "4" and backend != "namespaces":
+        return "IPv6 worlds are built in namespaces, not with `backend: docker`"
+    if ip == "nat64" and not appliance.nat64:
+        return (f"nat64 needs an appliance that translates IPv6 to IPv4 (nat-gw); "
+                f"{appliance.name} does not")
+    if ip == "6" and appliance.nat:
+        return (f"{appliance.name} translates addresses, and no appliance in the catalogue "
+                "translates IPv6 to IPv6 (NAT66): use nat64, or a transparent appliance")
+    if ip != "4" and appliance.backends > 1:
+        return "IPv6 worlds have one server: not with several backends (a dual-stack NLB)"
+    return None
+
+
 def nat64_address(ipv4: str) -> str:
     """``64:ff9b::c613:10a`` for ``198.19.1.10``: how an IPv6-only host names an IPv4 one."""
     a, b, c, d = (int(x) for x in ipv4.split("."))

@@ -61,7 +61,7 @@ from simulator.core.messages import (
     MiddleboxStopped,
     Role,
 )
-from simulator.core.packets import ip_to_str
+from simulator.core.packets import endpoint
 from simulator.dataplane import fastpath
 from simulator.dataplane.background_file import BackgroundFile
 from simulator.dataplane.control import CONTROL_EVERY, ControlFile
@@ -477,9 +477,9 @@ class Dataplane:
         for f in itertools.islice(self.engine.flows, STATUS_FLOWS):
             flows.append({
                 "flow": f.id, "proto": "TCP" if f.proto == 6 else "UDP", "state": str(f.state),
-                "client": f"{ip_to_str(f.inside[1])}:{f.inside[2]}",
-                "server": f"{ip_to_str(f.inside[3])}:{f.inside[4]}",
-                "public": f"{ip_to_str(f.public_ip)}:{f.public_port}",
+                "client": endpoint(f.inside[1], f.inside[2]),
+                "server": endpoint(f.inside[3], f.inside[4]),
+                "public": endpoint(f.public_ip, f.public_port),
                 "idle": round(now - f.last_seen, 3), "timeout": f.timeout,
                 "packets": list(f.packets)})
         return {"t": round(now, 3), "speed": self.clock.speed, "written": time.time(),

@@ -21,7 +21,7 @@ from simulator.core.appliances import (
 )
 from simulator.core.messages import ClientOutcome, LoadCounts, ServerOutcome
 from simulator.core.path_events import PathEvent, PathKind
-from simulator.core.plan import IP_MODES
+from simulator.core.plan import IP_MODES, ip_refusal
 from simulator.core.pool_model import PoolExchange, PoolModelError, predict_pool
 from simulator.core.profiles import get_profile
 from simulator.core.retransmission import Retransmission
@@ -287,19 +287,13 @@ def _ip(source: str, top: dict[str, object], base: Scenario, path_set: bool) -> 
     if ip == "4":
         return ip
     why = ("UDP" if base.protocol != "tcp" else "a chain of appliances" if len(base.chain) > 1
-           else "several backends" if base.appliance.backends > 1
-           else "Docker (`backend: docker`)" if base.backend != "namespaces"
            else "path events or a proxy" if path_set else "")
     if why:
         raise ScenarioError(source, "ip", f"IPv6 runs one TCP client and one server through "
                             f"one appliance in namespaces: not with {why}")
-    if ip == "nat64" and not base.appliance.nat64:
-        raise ScenarioError(source, "ip", f"nat64 needs an appliance that translates IPv6 to "
-                            f"IPv4 (nat-gw); {base.appliance.name} does not")
-    if ip == "6" and base.appliance.nat:
-        raise ScenarioError(source, "ip", f"{base.appliance.name} translates addresses, and "
-                            "no appliance in the catalogue translates IPv6 to IPv6 (NAT66): "
-                            "use ip: nat64, or a transparent appliance")
+    refused = ip_refusal(ip, base.appliance, base.backend)
+    if refused:
+        raise ScenarioError(source, "ip", refused)
     return ip
 
 

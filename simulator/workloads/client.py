@@ -108,7 +108,9 @@ def run(host: str, port: int, request: str, timeout: float, keepalive: str,
         return "connect_failed"
     sock, how = connected
     local = sock.getsockname()
-    report(SOURCE, Kind.CONNECTED, f"connected from {local[0]}:{local[1]} to {host}:{port}; {how}")
+    source = f"[{local[0]}]:{local[1]}" if sock.family == socket.AF_INET6 else \
+        f"{local[0]}:{local[1]}"
+    report(SOURCE, Kind.CONNECTED, f"connected from {source} to {host}:{port}; {how}")
     sock.sendall(request.encode() + b"\n")
     started = time.monotonic()
     report(SOURCE, Kind.REQUEST_SENT, f"request sent: {request!r}; waiting for the answer")

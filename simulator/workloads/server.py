@@ -110,7 +110,8 @@ def run(port: int, delay: float, answer: str, wait_limit: float, delay_label: st
     except TimeoutError:
         report(SOURCE, Kind.NO_CLIENT, "no client connected")
         return "no_client"
-    report(SOURCE, Kind.ACCEPTED, f"accepted a connection from {peer[0]}:{peer[1]}")
+    who = f"[{peer[0]}]:{peer[1]}" if ipv6 else f"{peer[0]}:{peer[1]}"
+    report(SOURCE, Kind.ACCEPTED, f"accepted a connection from {who}")
     conn.settimeout(wait_limit)
     request = b""
     while not request.endswith(b"\n"):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import socket
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -48,12 +49,19 @@ def make_handler(delay: float) -> type[BaseHTTPRequestHandler]:
     return SlowHandler
 
 
+class _IPv6Server(ThreadingHTTPServer):
+    address_family = socket.AF_INET6
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="slow_http", description=__doc__)
     parser.add_argument("--port", type=int, default=8080)
     parser.add_argument("--delay", type=float, default=15.0, help="wall seconds to think")
+    parser.add_argument("--bind", default="0.0.0.0",
+                        help="address to listen on (:: for an IPv6-only host)")
     args = parser.parse_args(argv)
-    server = ThreadingHTTPServer(("0.0.0.0", args.port), make_handler(args.delay))
+    server_class = _IPv6Server if ":" in args.bind else ThreadingHTTPServer
+    server = server_class((args.bind, args.port), make_handler(args.delay))
     print(f"slow_http: listening on port {args.port}, answering after {args.delay:g} s",
           flush=True)
     with contextlib.suppress(KeyboardInterrupt):

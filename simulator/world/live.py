@@ -44,7 +44,7 @@ from pyroute2 import netns
 from simulator.core.appliances import Appliance
 from simulator.core.jsonvalue import JsonObject
 from simulator.core.path_events import PathKind
-from simulator.core.plan import keepalive_sysctls, middlebox_config, world_plan
+from simulator.core.plan import ip_refusal, keepalive_sysctls, middlebox_config, world_plan
 from simulator.dataplane import control
 from simulator.spec.scenario import LINUX_KEEPALIVE_DEFAULTS
 from simulator.support.results import Folder, default_dir, replace_private
@@ -186,22 +186,25 @@ class LiveWorld:
     @classmethod
     def up(cls, name: str, appliance: Appliance, speed: float,
            sysctls: dict[str, int] | None = None, results_dir: Path | None = None,
-           backend: str = "namespaces", capture: bool = True) -> LiveWorld:
+           backend: str = "namespaces", capture: bool = True, ip: str = "4") -> LiveWorld:
         """Build a world and start its middlebox. ``capture``: write ``capture.pcap`` (every
         frame then crosses the Python dataplane; without it the frames of hot established
-        flows take the compiled fast path: ``simulator/dataplane/fastpath.py``)."""
+        flows take the compiled fast path: ``simulator/dataplane/fastpath.py``). ``ip``: the
+        hosts' family (``core/plan.py``, IP_MODES)."""
         if speed <= 0:
             raise WorldError(f"speed must be positive, got {speed}")
+        if refused := ip_refusal(ip, appliance, backend):
+            raise WorldError(f"ip {ip}: {refused}")
         with _name_lock(name):  # two `up --name X` at once: the second waits, then refuses
             if cls.state_file(name).exists():
                 raise WorldError(f"a world named {name!r} is already up: `natsim down --name "
                                  f"{name}` first, or choose another --name")
-            return cls._up(name, appliance, speed, sysctls, results_dir, backend, capture)
+            return cls._up(name, appliance, speed, sysctls, results_dir, backend, capture, ip)
 
     @classmethod
     def _up(cls, name: str, appliance: Appliance, speed: float,
             sysctls: dict[str, int] | None, results_dir: Path | None,
-            backend: str, capture: bool) -> LiveWorld:
+            backend: str, capture: bool, ip: str = "4") -> LiveWorld:
         """The world driver's stages up to the middlebox, left running: build, start the
         middlebox detached (its lines in events.jsonl), wait for it, then the clock."""
         hosts = get_backend(backend)
@@ -217,7 +220,7 @@ class LiveWorld:
         client.update(retransmits)
         server.update(retransmits)
         try:
-            world = driver.build(world_plan(run_id, client, server_sysctls=server))
+            world = driver.build(world_plan(run_id, client, server_sysctls=server, ip=ip))
             inside, outside = world.ports()
             driver.start_middlebox(middlebox_config(
                 [appliance], speed, inside, outside,

@@ -336,10 +336,18 @@ def build_world(plan: WorldPlan) -> World:
             Backend(ns, host.address, macs[ns], ifname, mbox_macs[ifname])
             for ns, ifname, host in ends[1:])
         return World(run_id, client_ns, mbox_ns, servers[0], macs[client_ns], macs[servers[0]],
-                     mbox_macs["inside"], mbox_macs["outside"], backends=backend_list)
+                     mbox_macs["inside"], mbox_macs["outside"], backends=backend_list,
+                     client_ip=plan.client.address, server_ip=_named_server(plan))
     except BaseException:
         destroy_world(run_id)
         raise
+
+
+def _named_server(plan: WorldPlan) -> str:
+    """The address the client knows the server by (in an IPv4 world, the server's own)."""
+    if ":" not in plan.client.address:
+        return SERVER_IP
+    return next(ip for ip, name in plan.client.hosts if name == "server")
 
 
 def _configure_host(ns: str, host: HostPlan, gateway_mac: str) -> str:

@@ -1,4 +1,5 @@
 """Every shipped scenario, run for real and predicted by the model: the two must agree.
+(nat-gw-nat64 is run in test_ipv6_live.py, its capture checked too.)
 
 The NAT Gateway scenarios have their own detailed tests (test_scenarios.py), and the path
 event scenarios theirs (test_path_events_live.py), which make the same comparison; this
@@ -19,7 +20,7 @@ from simulator.spec.scenario import load_scenario, parse_scenario, scaled, scena
 from tests.integration.test_path_events_live import EVENT_SCENARIOS
 
 DETAILED = {"nat-gw", "nat-gw-edge", "nat-gw-keepalive", "nat-gw-os-defaults",
-            "nat-gw-os-tuned", "gwlb-idle-pool", *EVENT_SCENARIOS}
+            "nat-gw-os-tuned", "gwlb-idle-pool", "nat-gw-nat64", *EVENT_SCENARIOS}
 
 
 @pytest.mark.parametrize("name", [n for n in scenario_names() if n not in DETAILED])
