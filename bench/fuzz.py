@@ -1,10 +1,11 @@
 """Fuzz the dataplane's frame path across the catalogue: ``make fuzz`` (1,000,000 frames).
 
 Each frame goes through :meth:`Dataplane.handle_frame` exactly as a frame read from a veth
-does (virtio-net header, Ethernet, IPv4 and whatever follows), with sockets replaced by
+does (virtio-net header, Ethernet, IPv4 or IPv6 and whatever follows), with sockets replaced by
 datagram socket pairs and a clock that steps forward, so that flows are created, refreshed,
 expire and meet late packets. Frames are valid TCP/UDP/ICMP templates (handshakes, data,
-probes, FIN, RST, the replies from the server's side) put through random mutations: byte
+probes, FIN, RST, the replies from the server's side; IPv6 and NAT64 flows, extension-header
+chains past the limit, fragments, neighbour solicitations) put through random mutations: byte
 flips, truncation, lying lengths and header sizes, and random virtio-net headers (the
 ``NEEDS_CSUM`` offsets that once killed the middlebox among them).
 
@@ -39,10 +40,13 @@ from simulator.core.events import Side
 from simulator.core.packets import build_tcp, ip_from_str
 from simulator.dataplane import fastpath
 from simulator.dataplane import packet_loop as dataplane
+from simulator.dataplane.frames import ETH_P_IPV6
 from simulator.dataplane.packet_loop import ETH_P_IP, Dataplane
 
 CLIENT, SERVER, PUBLIC = (ip_from_str(a) for a in ("198.18.1.10", "198.19.1.10",
                                                     "203.0.113.1"))
+CLIENT6, SERVER6, NAT64_SERVER = (ip_from_str(a) for a in (
+    "2001:db8:1::10", "2001:db8:2::10", "64:ff9b::c613:10a"))
 MAC_A, MAC_B = bytes.fromhex("020000000001"), bytes.fromhex("020000000002")
 VNET = struct.Struct("=BBHHHH")
 EXPECTED = "MalformedFrameError"
@@ -95,6 +99,40 @@ def templates(rng: random.Random) -> list[tuple[Side, bytearray]]:
         [(Side.OUTSIDE, p) for p in [*outside, error, reply]]
 
 
+def _ipv6(src: bytes, dst: bytes, nxt: int, body: bytes, chain: int = 0) -> bytearray:
+    """An IPv6 packet with ``chain`` destination-options headers before ``body``."""
+    extensions = b""
+    for i in range(chain):
+        extensions += bytes([60 if i < chain - 1 else nxt, 0]) + bytes(6)
+    first = 60 if chain else nxt
+    return bytearray(struct.pack("!IHBB16s16s", 6 << 28, len(extensions) + len(body), first,
+                                 64, src, dst) + extensions + body)
+
+
+def templates6(rng: random.Random) -> list[tuple[Side, bytearray]]:
+    """IPv6 frames: a NAT64 flow (its IPv4 replies are among ``templates``' outside ones)
+    and a plain IPv6 one, extension-header chains up to past the limit, a fragment header,
+    ICMPv6 (an echo, a neighbour solicitation)."""
+    cport = rng.randrange(1024, 65536)
+    seq, ack = rng.randrange(2**32), rng.randrange(2**32)
+    out = [build_tcp(CLIENT6, cport, NAT64_SERVER, 8080, seq, 0, flags, 64240)
+           for flags in (0x02, 0x10, 0x18, 0x11)]
+    out.append(build_tcp(CLIENT6, cport, NAT64_SERVER, 8080, seq - 1, ack, 0x10, 64240))
+    out.append(build_tcp(CLIENT6, cport, SERVER6, 8080, seq, 0, 0x02, 64240))
+    segment = bytes(build_tcp(CLIENT6, cport, NAT64_SERVER, 8080, seq, ack, 0x18, 64240,
+                              payload=b"x" * rng.randrange(0, 40))[40:])
+    out.append(_ipv6(CLIENT6, NAT64_SERVER, 6, segment, chain=rng.randrange(1, 11)))
+    out.append(_ipv6(CLIENT6, NAT64_SERVER, 17, struct.pack("!HHHH", cport, 53, 9, 0) + b"q"))
+    out.append(_ipv6(CLIENT6, NAT64_SERVER, 44, bytes([17, 0, 0, 1]) + bytes(4) + segment))
+    out.append(_ipv6(CLIENT6, NAT64_SERVER, 58, bytes([128, 0, 0, 0]) + struct.pack(
+        "!HH", cport, 1)))
+    solicit = _ipv6(CLIENT6, bytes.fromhex("ff020000000000000000000000000001"), 58,
+                    bytes([135, 0, 0, 0]) + bytes(4) + CLIENT6[:14] + b"\x00\x01")
+    solicit[7] = 255
+    reply = build_tcp(SERVER6, 8080, CLIENT6, cport, ack, seq + 1, 0x12, 64240)
+    return [(Side.INSIDE, p) for p in [*out, solicit]] + [(Side.OUTSIDE, reply)]
+
+
 def mutate(rng: random.Random, packet: bytearray) -> tuple[bytes, bytes]:
     """(virtio-net header, IPv4 packet) with zero or more mutations."""
     vnet = bytes(10)
@@ -107,9 +145,13 @@ def mutate(rng: random.Random, packet: bytearray) -> tuple[bytes, bytes]:
     for _ in range(rng.choice((0, 0, 1, 2, 5))):
         if data:
             data[rng.randrange(len(data))] = rng.randrange(256)
-    if rng.random() < 0.15:  # header length and total length that lie
-        data[0] = 0x40 | rng.randrange(16)
-        struct.pack_into("!H", data, 2, rng.randrange(65536))
+    if rng.random() < 0.15 and len(data) >= 8:  # lengths and next headers that lie
+        if data[0] >> 4 == 6:
+            struct.pack_into("!HB", data, 4, rng.randrange(65536),
+                             rng.choice((0, 6, 17, 43, 44, 58, 60, rng.randrange(256))))
+        else:
+            data[0] = 0x40 | rng.randrange(16)
+            struct.pack_into("!H", data, 2, rng.randrange(65536))
     if rng.random() < 0.15:
         del data[rng.randrange(len(data) + 1):]
     if rng.random() < 0.05:
@@ -126,6 +168,8 @@ class Report:
     by_appliance: dict[str, int] = field(default_factory=dict)
     fast_path: int = 0
     """Frames the compiled fast path forwarded itself (``--fast``)."""
+    ipv6: int = 0
+    """Frames sent as IPv6 (ethertype 0x86DD)."""
 
     @property
     def rate(self) -> float:
@@ -135,7 +179,7 @@ class Report:
         return {"frames": self.frames, "seconds": round(self.seconds, 3),
                 "frames_per_second": round(self.rate), "escapes": dict(self.escapes),
                 "refused_on_purpose": self.refused, "by_appliance": self.by_appliance,
-                "fast_path_forwarded": self.fast_path}
+                "fast_path_forwarded": self.fast_path, "ipv6_frames": self.ipv6}
 
 
 def _plane(appliance: Appliance, step: float,
@@ -157,7 +201,8 @@ def _mutated_frame(rng: random.Random,
                    pool: list[tuple[Side, bytearray]]) -> tuple[Side, bytes]:
     side, packet = rng.choice(pool)
     vnet, ip = mutate(rng, packet)
-    eth = (MAC_A + MAC_B + ETH_P_IP) if rng.random() > 0.02 else \
+    ethertype = ETH_P_IPV6 if packet[0] >> 4 == 6 else ETH_P_IP
+    eth = (MAC_A + MAC_B + ethertype) if rng.random() > 0.02 else \
         bytes(rng.randrange(256) for _ in range(14))
     frame = vnet + eth + ip
     if rng.random() < 0.01:
@@ -203,11 +248,14 @@ def fuzz(frames: int, seed: int = 1, appliances: list[Appliance] | None = None,
         plane, socks = _plane(appliance, appliance.tcp_idle_timeout / (
             200_000 if fast else 2_000), fast)
         renew = 1024 if fast else 64
-        pool = templates(rng)
+        # the fast mode weighs the IPv4 templates double: only their flows reach the C side
+        weight = 2 if fast else 1
+        pool = templates(rng) * weight + templates6(rng)
         for i in range(per):
-            if i % renew == 0:
-                pool = templates(rng) if rng.random() < 0.5 else pool
+            if i % renew == 0 and rng.random() < 0.5:
+                pool = templates(rng) * weight + templates6(rng)
             side, frame = _mutated_frame(rng, pool)
+            report.ipv6 += frame[VNET.size + 12:VNET.size + 14] == ETH_P_IPV6
             _feed(plane, socks, side, frame)
             if i % 256 == 0:
                 plane.expire_due()
@@ -244,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(report.to_dict(), indent=2))
     else:
         print(f"frames {report.frames:,} in {report.seconds:.1f} s: {report.rate:,.0f} "
-              f"frames/s; refused on purpose {report.refused:,}; escapes "
+              f"frames/s ({report.ipv6:,} IPv6); refused on purpose {report.refused:,}; escapes "
               f"{sum(report.escapes.values())}"
               + (f" ({dict(report.escapes)})" if report.escapes else "")
               + (f"; forwarded by the fast path {report.fast_path:,}" if args.fast else ""))

@@ -358,13 +358,11 @@ class Dataplane:
                     bytes(view[VNET_LEN:min(n, VNET_LEN + 42)])))):
             self._learn(side, sock, bytes(view[VNET_LEN + 6:VNET_LEN + 12]))
         if n < start + 20 or buf[start - 2] != 0x08 or buf[start - 1] != 0x00:
-            if n >= start + 40 and buf[start - 2] == 0x86 and buf[start - 1] == 0xDD:
-                if not self._ipv6_on_path(side, sock, view, n):
-                    return
-            else:
-                if self.edge is not None:  # ARP for the addresses we answer for (Docker)
-                    self._answer_arp(side, bytes(view[VNET_LEN:n]))
-                return  # not IP (the world has no ARP): nothing to model
+            ipv6 = n >= start + 40 and buf[start - 2] == 0x86 and buf[start - 1] == 0xDD
+            if not ipv6 and self.edge is not None:  # ARP for the addresses we answer for
+                self._answer_arp(side, bytes(view[VNET_LEN:n]))
+            if not ipv6 or not self._ipv6_on_path(side, sock, view, n):
+                return  # not IP (the world has no ARP), or the link's own IPv6 multicast
         packet = buf[start:n] if isinstance(buf, bytearray) else bytearray(buf[start:n])
         partial = None
         if buf[0] & F_NEEDS_CSUM:
@@ -384,8 +382,11 @@ class Dataplane:
     def _ipv6_on_path(self, side: Side, sock: socket.socket, view: memoryview, n: int) -> bool:
         """Whether an IPv6 frame goes to the engine. A neighbour solicitation is answered
         here (the gateway's link-layer address is the port's own); other multicast (MLD
-        reports, router solicitations) is the link's, not the simulated path's."""
+        reports, router solicitations) is the link's, not the simulated path's. An IPv6
+        world's hosts have offloads off: NAT64 cannot carry a partial checksum over."""
         frame = view[VNET_LEN:n]
+        if bytes(view[:VNET_LEN]) != NO_OFFLOAD and not frame[0] & 1:
+            raise MalformedFrameError("an IPv6 frame with checksum or segmentation offload")
         if is_neighbour_solicitation(frame):
             ours = next(header[6:12] for s, header in self.ports[side] if s is sock)
             advert = neighbour_advertisement(bytes(frame), ours)

@@ -116,6 +116,7 @@ def test_fuzz_slice_finds_no_escape() -> None:
     """A slice of ``make fuzz`` (which runs 1,000,000 frames)."""
     report = fuzz(20_000, seed=7)
     assert report.frames >= 19_000 and report.refused > 0
+    assert report.ipv6 > 2_000  # IPv6 and NAT64 frames among them
     assert not report.escapes, report.escapes
 
 
@@ -123,6 +124,7 @@ def test_fuzz_slice_through_the_fast_path_finds_no_escape() -> None:
     """The same through the compiled fast path first (``make fuzz`` runs both)."""
     report = fuzz(20_000, seed=7, fast=True)
     assert report.frames >= 19_000 and report.refused > 0
+    assert report.ipv6 > 2_000  # IPv6 and NAT64 frames among them
     assert report.fast_path > 100  # the hot flows' mutations did reach the C parser
     assert not report.escapes, report.escapes
 
