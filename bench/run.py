@@ -82,6 +82,8 @@ class Side:
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
     dataplane: subprocess.Popen[bytes] | None = None
     events: Path | None = None
+    source: str = plan.client_address(2)
+    """The client address iperf3 binds to (an IPv6 world's client has one address)."""
 
     def popen(self, ns: str, argv: list[str], **kw: Any) -> subprocess.Popen[bytes]:
         proc = subprocess.Popen(host_command("namespaces", ns, argv), cwd=ROOT, **kw)
@@ -118,13 +120,16 @@ def need(tool: str, package: str) -> None:
 
 
 def start_dataplane(side: Side, tmp: Path, speed: float = 1.0,
-                    reset_at_expiry: bool = False) -> Path:
-    """natsim's dataplane with NAT GW rules; returns its status file.
+                    reset_at_expiry: bool = False, appliance_name: str = "nat-gw") -> Path:
+    """natsim's dataplane with NAT GW rules (or another appliance's); returns its status
+    file.
 
     Its events go to a file, not a pipe: nobody reads a pipe while the bench runs, and a
     dataplane blocked on a full pipe stops forwarding.
     """
-    appliance = get_appliance("nat-gw").with_overrides({"public_ips": PUBLIC_IPS})
+    appliance = get_appliance(appliance_name)
+    if appliance.nat:
+        appliance = appliance.with_overrides({"public_ips": PUBLIC_IPS})
     if reset_at_expiry:
         appliance = appliance.with_overrides({"on_expiry": "rst_both"})
     stamp = time.monotonic_ns()
@@ -195,7 +200,7 @@ def iperf(side: Side, args: list[str], seconds: float) -> dict[str, Any]:
     time.sleep(0.3)
     try:
         out = side.run(side.world.client_ns, ["iperf3", "-c", side.world.server_ip, "-J",
-                                              "-B", plan.client_address(2),
+                                              "-B", side.source,
                                               "-t", f"{seconds:g}", *args], seconds + 30)
     finally:
         server.wait(10)
@@ -440,7 +445,7 @@ def held_by_engine(flows: int) -> list[dict[str, Any]]:
                 result["bytes_per_flow"], conntrack_object_size(), higher_is_better=False)]
 
 
-SECTIONS = ("throughput", "packets", "connections", "flows", "held")
+SECTIONS = ("throughput", "packets", "connections", "flows", "held", "ipv6")
 
 
 def _in_worlds(args: argparse.Namespace, only: set[str]) -> list[dict[str, Any]]:
@@ -502,8 +507,12 @@ def main(argv: list[str] | None = None) -> int:
     need("nft", "nftables")
     only = set(args.only or SECTIONS)
     rows: list[dict[str, Any]] = []
-    if only - {"held"}:  # the held part needs no worlds
+    if only - {"held", "ipv6"}:  # the held part needs no worlds, IPv6 has its own
         rows += _in_worlds(args, only)
+    if "ipv6" in only:
+        from bench.ipv6 import ipv6_rows  # noqa: PLC0415 (it builds on this module)
+
+        rows += ipv6_rows(args.seconds)
     if "held" in only:
         rows += held_by_engine(args.held)
     print_table(rows)
