@@ -366,8 +366,9 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--name", default="default", help="world name, to have several up at once")
     up.add_argument("--ip", choices=IP_MODES, default=None,
                     help="the hosts' family: 4 (default), 6 (both IPv6-only, a transparent "
-                         "appliance) or nat64 (an IPv6-only client, the IPv4 server behind "
-                         "the NAT Gateway's NAT64 as 64:ff9b::c613:10a)")
+                         "appliance), nat64 (an IPv6-only client, the IPv4 server behind "
+                         "the NAT Gateway's NAT64 as 64:ff9b::c613:10a) or dualstack (an "
+                         "IPv6-only client to nlb-dualstack's IPv6 address, an IPv4 target)")
     up.add_argument("--backend", choices=("namespaces", "docker"), default="namespaces",
                     help="hosts as network namespaces (default) or Docker containers "
                          "(`make image` first)")

@@ -5,6 +5,7 @@ itself and the catalogue are :mod:`simulator.core.appliances`, which re-exports 
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Sequence
 from enum import StrEnum
 
@@ -62,11 +63,12 @@ _FIELD_RULES: dict[str, tuple[str, float, float]] = {
     "max_flows": ("integer", 1, 10_000_000),
     "public_ips": ("addresses", 1, 32), "backend_ips": ("addresses", 0, 8),
     "public_ip_limit": ("integer", 1, 32),
-    "vip": ("address", 0, 0),
+    "vip": ("address", 0, 0), "vip6": ("address6", 0, 0),
 }
 """Type and range of every numeric or address field (min, max inclusive)."""
 _NULLABLE = ("transitory_timeout", "keepalive_echo")
 _PUBLIC_NETS = ("203.0.113.", "198.51.100.")
+_SERVER_SIDE6 = ipaddress.IPv6Network("2001:db8:2::/64")
 """NAT public addresses: the documentation ranges (never the host's own networks)."""
 
 
@@ -122,6 +124,20 @@ def _check_address(key: str, value: object, low: float, high: float) -> None:
                              f"server side), got {value!r}")
 
 
+def _check_address6(key: str, value: object, low: float, high: float) -> None:
+    """An IPv6 address on the server's side (2001:db8:2::/64), or empty (not dual-stack)."""
+    text = str(value)
+    if value == "":
+        return
+    try:
+        ok = isinstance(value, str) and ipaddress.IPv6Address(text) in _SERVER_SIDE6
+    except ValueError:
+        ok = False
+    if not ok:
+        raise ApplianceError(f"{key}: must be an IPv6 address in 2001:db8:2::/64 (the server "
+                             f"side), or empty; got {value!r}")
+
+
 def _check_addresses(key: str, value: object, low: float, high: float) -> None:
     if not isinstance(value, list | tuple) or not low <= len(value) <= high \
             or not all(_ipv4(v) for v in value):
@@ -135,4 +151,5 @@ def _check_addresses(key: str, value: object, low: float, high: float) -> None:
 
 
 _CHECKS = {"seconds": _check_number, "number": _check_number, "integer": _check_integer,
-           "address": _check_address, "addresses": _check_addresses}
+           "address": _check_address, "address6": _check_address6,
+           "addresses": _check_addresses}

@@ -242,11 +242,12 @@ class Appliance:
     keepalive_echo: float | None = None
     """Once it sees a TCP keepalive on a flow, the appliance sends its own keepalive probes
     to both ends this often (NLB TLS listener: 20 s)."""
+    vip6: str = ""
+    """A dual-stack LB's IPv6 address: an IPv6 flow to it goes to an IPv4 target from the
+    LB's own address (``public_ips``: "the target sees the load balancer address")."""
     nat64: bool = False
-    """Translates an IPv6 client's packets to an address in 64:ff9b::/96 into IPv4 from its
-    public address (stateful NAT64, RFC 6146/7915), sharing the NAT's ports and timers: the
-    NAT Gateway ("For IPv6 traffic, NAT gateway performs NAT64"), with no timer of its own
-    documented. Other IPv6 to a NAT is refused (no NAT66)."""
+    """IPv6 to 64:ff9b::/96 leaves as IPv4 from the public address (RFC 6146/7915), under
+    the NAT's ports and timers (the NAT Gateway documents no NAT64 timer); no NAT66."""
     icmp: bool = True
     """Carries ICMP: echo by identifier, errors translated back (Azure NAT Gateway: no)."""
     keepalive_refreshes: bool = True
@@ -386,6 +387,12 @@ NLB = Appliance(
              "https://docs.aws.amazon.com/elasticloadbalancing/latest/network/"
              "edit-target-group-attributes.html#client-ip-preservation"),
 )
+
+NLB_DUALSTACK = dataclasses.replace(
+    NLB, name="nlb-dualstack",
+    title="AWS Network Load Balancer (dual-stack, IPv4 target group)", vip6="2001:db8:2::100",
+    sources=(*NLB.sources, "https://aws.amazon.com/blogs/networking-and-content-delivery/"
+             "dual-stack-ipv6-architectures-for-aws-and-hybrid-networks/"))
 
 NLB_TLS = Appliance(
     name="nlb-tls", title="AWS Network Load Balancer (TLS listener)",
@@ -533,7 +540,8 @@ EKS_NETWORK_POLICY = Appliance(
              "https://github.com/aws/aws-network-policy-agent/issues/318"))
 
 CATALOGUE: dict[str, Appliance] = {a.name: a for a in (
-    NAT_GATEWAY, NLB, NLB_TLS, VPC_ENDPOINT, VPC_ENDPOINT_SILENT, GWLB, GWLB_2023_BLOG,
+    NAT_GATEWAY, NLB, NLB_DUALSTACK, NLB_TLS, VPC_ENDPOINT, VPC_ENDPOINT_SILENT, GWLB,
+    GWLB_2023_BLOG,
     GLOBAL_ACCELERATOR, NETWORK_FIREWALL, EC2_SG_CONNTRACK, AZURE_NAT_GW, AZURE_LB, GCP_NAT,
     LINUX_CONNTRACK, HYPERPLANE_ENI, NAT_GATEWAY_REGIONAL, AZURE_PRIVATE_LINK,
     KUBE_PROXY_CONNTRACK, EKS_NETWORK_POLICY)}

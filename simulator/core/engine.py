@@ -123,6 +123,7 @@ class Middlebox(IcmpRules, PathRules):
         past every deleted slot; at 100,000 expiries that made RSTs 100s of ms late)."""
         # Several backends behind a virtual address: DNAT each new flow to one of them.
         self._vip = ip_from_str(appliance.vip)
+        self._vip6 = ip_from_str(appliance.vip6) if appliance.vip6 else None
         self._backends = [ip_from_str(ip) for ip in appliance.backend_ips]
         if appliance.backends > 1 and len(self._backends) != appliance.backends:
             raise ValueError(f"{appliance.name}: {appliance.backends} backends but "
@@ -262,11 +263,12 @@ class Middlebox(IcmpRules, PathRules):
         if flow.target is not None and not self._inspection_passes(flow, pkt, Side.INSIDE, now):
             return []
         outside = flow.outside
-        if len(pkt.dst) != len(outside[1]):  # NAT64: the IPv4 packet replaces it
+        translated = len(pkt.dst) != len(outside[1])
+        if translated:  # NAT64, or a dual-stack load balancer: the IPv4 packet replaces it
             packet, pkt = to_ipv4(packet, pkt, outside[3], outside[1])
         if flow.backend is not None:
             rewrite_destination(packet, pkt, outside[1], outside[2])
-        if self.appliance.nat:
+        if self.appliance.nat or translated:
             rewrite_source(packet, pkt, outside[3], outside[4])  # the public address
         counters = self.counters
         counters["PacketsOutToDestination"] += 1
@@ -286,11 +288,12 @@ class Middlebox(IcmpRules, PathRules):
         if flow.target is not None and not self._inspection_passes(flow, pkt, Side.OUTSIDE, now):
             return []
         inside = flow.inside
-        if len(pkt.src) != len(inside[3]):  # NAT64: back to the client's IPv6
+        translated = len(pkt.src) != len(inside[3])
+        if translated:  # back to the client's IPv6
             packet, pkt = to_ipv6(packet, pkt, inside[3], inside[1])
         if flow.backend is not None:  # the client talks to the virtual address
             rewrite_source(packet, pkt, inside[3], inside[4])
-        if self.appliance.nat:
+        if self.appliance.nat or translated:
             rewrite_destination(packet, pkt, inside[1], inside[2])  # the client's
         counters = self.counters
         counters["PacketsOutToSource"] += 1
@@ -360,10 +363,11 @@ class Middlebox(IcmpRules, PathRules):
                              f"{_endpoint(server_ip, server_port)} dropped")
                 return None
             real_server = embedded
-        if self._backends and server_ip == self._vip:
+        if self._backends and server_ip in (self._vip, self._vip6):
             backend = self.balancer.pick_backend(key)
             real_server = self._backends[backend]
-        public = (self.ports.allocate(proto, real_server, server_port) if self.appliance.nat
+        public = (self.ports.allocate(proto, real_server, server_port)
+                  if self.appliance.nat or len(real_server) != len(server_ip)
                   else (client_ip, client_port))
         if public is None:
             self._refuse("ErrorPortAllocation", now,
@@ -396,7 +400,7 @@ class Middlebox(IcmpRules, PathRules):
         public = _endpoint(flow.public_ip, flow.public_port)
         name = "TCP" if flow.proto == IPPROTO_TCP else "UDP"
         text = f"{why} {name} flow #{flow.id} {client} -> {server}"
-        if self.appliance.nat:
+        if self.appliance.nat or len(flow.inside[1]) != len(flow.outside[1]):
             text += f" as {public}"
         if flow.target is not None:
             text += f" via inspection target {flow.target}"
@@ -584,7 +588,7 @@ class Middlebox(IcmpRules, PathRules):
         return False
 
     def _forget(self, flow: Flow) -> None:
-        if self.appliance.nat:
+        if self.appliance.nat or len(flow.inside[1]) != len(flow.outside[1]):
             self.ports.release(flow.public_ip, flow.public_port, flow.proto,
                                flow.outside[1], flow.outside[2])
         self.counters["ActiveConnectionCount"] = len(self.flows)

@@ -54,10 +54,11 @@ CLIENT_IP6, CLIENT_GW6 = "2001:db8:1::10", "2001:db8:1::1"
 SERVER_IP6, SERVER_GW6 = "2001:db8:2::10", "2001:db8:2::1"
 CLIENT_SIDE_NET6, SERVER_SIDE_NET6 = "2001:db8:1::/64", "2001:db8:2::/64"
 NAT64_NET = "64:ff9b::/96"
-IP_MODES = ("4", "6", "nat64")
+IP_MODES = ("4", "6", "nat64", "dualstack")
 """``ip`` of a scenario: IPv4 everywhere; IPv6 everywhere (the appliance tracks IPv6 flows
-as they are); or an IPv6-only client reaching the IPv4 server through the appliance's NAT64,
-its name resolved by DNS64 (the Route 53 resolver's part in AWS)."""
+as they are); an IPv6-only client reaching the IPv4 server through the appliance's NAT64,
+its name resolved by DNS64 (the Route 53 resolver's part in AWS); or an IPv6-only client
+to a dual-stack load balancer's IPv6 address (``vip6``), its target IPv4."""
 IPV6_HOST = {"net.ipv6.conf.all.disable_ipv6": 0, "net.ipv6.conf.eth0.disable_ipv6": 0,
              "net.ipv6.conf.eth0.accept_dad": 0, "net.ipv6.conf.eth0.accept_ra": 0,
              "net.ipv6.conf.eth0.router_solicitations": 0}
@@ -73,6 +74,9 @@ def ip_refusal(ip: str, appliance: Appliance, backend: str = "namespaces") -> st
     if ip == "nat64" and not appliance.nat64:
         return (f"nat64 needs an appliance that translates IPv6 to IPv4 (nat-gw); "
                 f"{appliance.name} does not")
+    if ip == "dualstack" and not appliance.vip6:
+        return (f"dualstack needs a dual-stack load balancer (nlb-dualstack); "
+                f"{appliance.name} has no IPv6 address (vip6)")
     if ip == "6" and appliance.nat:
         return (f"{appliance.name} translates addresses, and no appliance in the catalogue "
                 "translates IPv6 to IPv6 (NAT66): use nat64, or a transparent appliance")
@@ -161,7 +165,7 @@ def world_plan(run_id: str, client_sysctls: Mapping[str, int], backends: int = 1
     ``vip``, behind which the middlebox spreads the flows; with ``front`` (a proxy's
     address) it resolves to that. ``ip`` is one of :data:`IP_MODES`."""
     if ip != "4":
-        return _ipv6_world(run_id, client_sysctls, server_sysctls or {}, ip)
+        return _ipv6_world(run_id, client_sysctls, server_sysctls or {}, ip, vip)
     server_name = front or (vip if backends > 1 and vip else SERVER_IP)
     hosts = ((server_name, "server"), (CLIENT_IP, "client"),
              *((backend_address(i)[0], f"backend{i}") for i in range(backends)))
@@ -186,11 +190,13 @@ def world_plan(run_id: str, client_sysctls: Mapping[str, int], backends: int = 1
 
 
 def _ipv6_world(run_id: str, client_sysctls: Mapping[str, int],
-                server_sysctls: Mapping[str, int], ip: str) -> WorldPlan:
+                server_sysctls: Mapping[str, int], ip: str, vip6: str | None) -> WorldPlan:
     """One IPv6-only client and one server: IPv6 too (``ip: 6``), or IPv4 behind the
-    appliance's NAT64 (``ip: nat64``, the client naming it through DNS64)."""
-    nat64 = ip == "nat64"
-    server_name = nat64_address(SERVER_IP) if nat64 else SERVER_IP6
+    appliance's NAT64 (``ip: nat64``, the client naming it through DNS64) or behind a
+    dual-stack load balancer's IPv6 address ``vip6`` (``ip: dualstack``)."""
+    nat64, ipv4_server = ip == "nat64", ip in ("nat64", "dualstack")
+    server_name = (nat64_address(SERVER_IP) if nat64 else vip6 or "" if ipv4_server
+                   else SERVER_IP6)
     hosts = ((server_name, "server"), (CLIENT_IP6, "client"), (server_name, "backend0"))
     client = HostPlan(
         role="client", addresses=(CLIENT_IP6,), gateway=CLIENT_GW6,
@@ -199,10 +205,10 @@ def _ipv6_world(run_id: str, client_sysctls: Mapping[str, int],
                  "net.ipv4.ip_local_port_range": "1024 65535"},
         hosts=hosts, nameserver=nat64_address(SERVER_IP) if nat64 else None, offloads=False)
     server = HostPlan(
-        role="server", addresses=(SERVER_IP,) if nat64 else (SERVER_IP6,),
-        gateway=SERVER_GW if nat64 else SERVER_GW6,
-        routes=(PUBLIC_NET,) if nat64 else (CLIENT_SIDE_NET6,),
-        sysctls={**(QUIET if nat64 else IPV6_HOST),
+        role="server", addresses=(SERVER_IP,) if ipv4_server else (SERVER_IP6,),
+        gateway=SERVER_GW if ipv4_server else SERVER_GW6,
+        routes=(PUBLIC_NET,) if ipv4_server else (CLIENT_SIDE_NET6,),
+        sysctls={**(QUIET if ipv4_server else IPV6_HOST),
                  **{f"net.ipv4.{k}": v for k, v in server_sysctls.items()},
                  "net.core.somaxconn": 65535, "net.ipv4.tcp_max_syn_backlog": 65535},
         hosts=hosts, offloads=False)
@@ -409,10 +415,10 @@ def middlebox_config(chain: Sequence[Appliance], speed: float, inside: Port,
     """The dataplane's configuration: the one place it is made (a scenario run, a live
     world and the bench all come here). Backends with several targets get their addresses
     here too, so that the appliance spreads flows over the ports it really has."""
-    if len(outside) > 1:
+    if len(outside) > 1 or any(a.vip6 for a in chain):  # a dual-stack LB maps to a target
         chain = [a.with_overrides({"backend_ips": [backend_address(i)[0]
                                                    for i in range(len(outside))]})
-                 if a.backends > 1 else a for a in chain]
+                 if a.backends > 1 or a.vip6 else a for a in chain]
     return MiddleboxConfig(
         chain=tuple(chain), speed=speed, inside=inside, outside=tuple(outside), pcap=pcap,
         status=status, metrics=metrics, sample_every=sample_every, heartbeat=heartbeat,

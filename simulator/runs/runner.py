@@ -215,6 +215,7 @@ class Runner:
         chain = s.chain or (s.appliance,)
         self.world_plan = world_plan(
             self.run_id, p.wall_sysctls(), max(a.backends for a in chain),
+            s.appliance.vip6 if s.ip == "dualstack" else
             next((a.vip for a in chain if a.backends > 1), None),
             s.load.addresses if s.load else 1,
             server_sysctls={**keepalive_sysctls(LINUX_KEEPALIVE_DEFAULTS, p.speed),

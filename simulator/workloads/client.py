@@ -98,6 +98,11 @@ def connect(host: str, port: int,
     return None
 
 
+def _named(address: tuple[str, int] | tuple[str, int, int, int]) -> str:
+    """``host:port``, or ``[host]:port`` for IPv6."""
+    return f"[{address[0]}]:{address[1]}" if ":" in address[0] else f"{address[0]}:{address[1]}"
+
+
 def run(host: str, port: int, request: str, timeout: float, keepalive: str,
         idle: int | None, interval: int | None, count: int | None, retries: int = 0,
         backoff: float = 1.0, resolve: str = "each", user_timeout_ms: int | None = None
@@ -108,9 +113,7 @@ def run(host: str, port: int, request: str, timeout: float, keepalive: str,
         return "connect_failed"
     sock, how = connected
     local = sock.getsockname()
-    source = f"[{local[0]}]:{local[1]}" if sock.family == socket.AF_INET6 else \
-        f"{local[0]}:{local[1]}"
-    report(SOURCE, Kind.CONNECTED, f"connected from {source} to {host}:{port}; {how}")
+    report(SOURCE, Kind.CONNECTED, f"connected from {_named(local)} to {host}:{port}; {how}")
     sock.sendall(request.encode() + b"\n")
     started = time.monotonic()
     report(SOURCE, Kind.REQUEST_SENT, f"request sent: {request!r}; waiting for the answer")

@@ -210,8 +210,7 @@ class LiveWorld:
         hosts = get_backend(backend)
         run_id = topology.new_run_id()
         folder = Folder.create(results_dir or default_dir(f"world-{name}", run_id))
-        results = folder.path
-        driver = WorldDriver(hosts, folder)
+        results, driver = folder.path, WorldDriver(hosts, folder)
         # the whole world is compressed: the client's keepalive sysctls (the scenario's or
         # Linux's defaults) and the server's (Linux's defaults), in whole wall seconds
         client = keepalive_sysctls(sysctls or LINUX_KEEPALIVE_DEFAULTS, speed)
@@ -220,7 +219,8 @@ class LiveWorld:
         client.update(retransmits)
         server.update(retransmits)
         try:
-            world = driver.build(world_plan(run_id, client, server_sysctls=server, ip=ip))
+            world = driver.build(world_plan(run_id, client, server_sysctls=server, ip=ip,
+                                            vip=appliance.vip6 or None))
             inside, outside = world.ports()
             driver.start_middlebox(middlebox_config(
                 [appliance], speed, inside, outside,

@@ -75,7 +75,8 @@ def alive(pid: int) -> bool:
 
 
 @pytest.mark.parametrize("name,outcome", [("nat-gw", ("timeout", "reset")),
-                                          ("nat-gw-keepalive", ("answer", "delivered"))])
+                                          ("nat-gw-keepalive", ("answer", "delivered")),
+                                          ("nat-gw-nat64", ("timeout", "reset"))])
 def test_scenario_as_an_ordinary_user(name: str, outcome: tuple[str, str],
                                       tmp_path: Path) -> None:
     results = tmp_path / "results"

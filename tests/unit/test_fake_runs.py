@@ -36,7 +36,8 @@ WHY_NOT_FAKE = {
     "proxy": "the L4-proxy contrast runs a real HAProxy",
     "scripted": "the fake network does not model the scripted pool client (a hang there is "
                 "the kernel's retransmission give-up)",
-    "nat64": "the fake network's resolver has no DNS64",
+    "6to4": "IPv6 to IPv4 (NAT64, a dual-stack load balancer): the fake network's hosts "
+            "share one family",
 }
 
 
@@ -49,8 +50,8 @@ def why_not_fake(s: Scenario) -> str | None:
         return WHY_NOT_FAKE["proxy"]
     if s.scripted:
         return WHY_NOT_FAKE["scripted"]
-    if s.ip == "nat64":
-        return WHY_NOT_FAKE["nat64"]
+    if s.ip in ("nat64", "dualstack"):
+        return WHY_NOT_FAKE["6to4"]
     return None
 
 

@@ -176,6 +176,27 @@ def test_the_nat_gateway_translates_a_nat64_flow_and_resets_it_in_ipv6() -> None
     assert mb.counters["IdleTimeoutCount"] == 1 and mb.counters["RstSent"] == 2
 
 
+def test_a_dual_stack_load_balancer_translates_ipv6_clients_to_its_ipv4_target() -> None:
+    nlb = get_appliance("nlb-dualstack").with_overrides({"backend_ips": [SERVER4]})
+    mb = Middlebox(nlb)
+    front = nlb.vip6
+    (out,) = _engine_frames(mb, v6(IPv6(src=C6, dst=front) / TCP(sport=40000, dport=8080,
+                                                                   flags="S", seq=1)),
+                            Side.INSIDE, 0.0)
+    # "the target sees the load balancer address": translated, its source the NLB's own
+    ip = IP(out)
+    assert (ip.src, ip.dst, ip[TCP].dport) == (PUBLIC, SERVER4, 8080) and checksum_ok(out)
+    (back,) = _engine_frames(mb, bytearray(bytes(IP(src=SERVER4, dst=PUBLIC) / TCP(
+        sport=8080, dport=ip[TCP].sport, flags="SA", seq=9, ack=2))), Side.OUTSIDE, 0.1)
+    got = IPv6(back)
+    assert (got.src, got.dst, got[TCP].sport, got[TCP].dport) == (front, C6, 8080, 40000)
+    assert checksum_ok(back)
+    # an IPv4 client keeps its own address (client IP preservation), as on the plain NLB
+    (kept,) = _engine_frames(mb, bytearray(bytes(IP(src="198.18.1.10", dst=SERVER4) / TCP(
+        sport=1, dport=8080, flags="S"))), Side.INSIDE, 0.2)
+    assert IP(kept).src == "198.18.1.10"
+
+
 def test_the_nat_gateway_refuses_ipv6_it_cannot_translate() -> None:
     mb = Middlebox(get_appliance("nat-gw"))
     out = mb.on_packet(v6(IPv6(src=C6, dst=SERVER6) / TCP(sport=1, dport=2, flags="S")),
@@ -271,6 +292,9 @@ def test_the_nat64_world_is_an_ipv6_only_client_and_an_ipv4_server() -> None:
     both = world_plan("r", {}, ip="6")
     assert both.servers[0].addresses == (SERVER6,) and both.client.nameserver is None
     assert all(":" not in a for h in world_plan("r", {}).hosts for a in h.addresses)
+    lb = world_plan("r", {}, ip="dualstack", vip="2001:db8:2::100")
+    assert lb.servers[0].addresses == (SERVER4,) and ("2001:db8:2::100", "server") in \
+        lb.client.hosts and lb.client.nameserver is None
 
 
 @pytest.mark.parametrize("extra,field,message", [
@@ -278,6 +302,9 @@ def test_the_nat64_world_is_an_ipv6_only_client_and_an_ipv4_server() -> None:
     ({"ip": "5"}, "ip", "must be one of"),
     ({"ip": "nat64", "appliance": "nlb"}, "ip", "nlb does not"),
     ({"ip": "nat64", "protocol": "udp"}, "ip", "not with UDP"),
+    ({"ip": "dualstack"}, "ip", "nat-gw has no IPv6 address"),
+    ({"ip": "dualstack", "appliance": {"name": "nlb-dualstack", "vip6": "2001:db8:1::5"}},
+     "appliance.vip6", "2001:db8:2::/64"),
 ])
 def test_the_ip_field_is_refused_where_natsim_cannot_run_it(
         extra: dict[str, str], field: str, message: str, tmp_path: Path) -> None:

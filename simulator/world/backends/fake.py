@@ -445,7 +445,9 @@ class FakeBackend:
             raise FakeUnsupportedError("a proxy terminates TCP in the middlebox's host, "
                                        "which the fake network does not have")
         if (":" in plan.client.address) != (":" in plan.servers[0].address):
-            raise FakeUnsupportedError("NAT64: the fake network's resolver has no DNS64")
+            raise FakeUnsupportedError("IPv6 to IPv4 (NAT64, a dual-stack load balancer): the "
+                                       "fake network's resolver has no DNS64 and its hosts "
+                                       "one family")
         self.hosts["client"] = Host(Role.CLIENT, ip_from_str(plan.client.address), Side.INSIDE,
                                     self.clock, self.to_middlebox)
         self.plans["client"] = plan.client
