@@ -93,9 +93,6 @@ ADDRESSES_KEPT = 65_536
 """Distinct addresses whose bytes objects the flows share (more: start again)."""
 
 
-_endpoint = endpoint
-
-
 class Middlebox(IcmpRules, PathRules):
     """One appliance's flow table and rules."""
 
@@ -340,7 +337,7 @@ class Middlebox(IcmpRules, PathRules):
         documented "observed socket reuse" limit of NLB client IP preservation).
         """
         proto, client_ip, client_port, server_ip, server_port = key
-        client = _endpoint(client_ip, client_port)
+        client = endpoint(client_ip, client_port)
         if self._connection_limit is not None and len(self.flows) >= self._connection_limit:
             self._refuse("RejectedConnectionCount", now,
                          f"connection limit ({self._connection_limit}) reached: new "
@@ -360,7 +357,7 @@ class Middlebox(IcmpRules, PathRules):
                 self._refuse("UnsupportedPackets", now,
                              f"{self.appliance.title} does not translate IPv6 to IPv6 "
                              f"({how}): packet from {client} to "
-                             f"{_endpoint(server_ip, server_port)} dropped")
+                             f"{endpoint(server_ip, server_port)} dropped")
                 return None
             real_server = embedded
         if self._backends and server_ip in (self._vip, self._vip6):
@@ -371,13 +368,13 @@ class Middlebox(IcmpRules, PathRules):
                   else (client_ip, client_port))
         if public is None:
             self._refuse("ErrorPortAllocation", now,
-                         f"no free port towards {_endpoint(server_ip, server_port)}: "
+                         f"no free port towards {endpoint(server_ip, server_port)}: "
                          f"packet from {client} dropped")
             return None
         outside: Key = (proto, real_server, server_port, *public)
         if outside in self.flows.by_outside:
             self._refuse("SocketReuseDrops", now,
-                         f"{client} -> {_endpoint(server_ip, server_port)} would reach "
+                         f"{client} -> {endpoint(server_ip, server_port)} would reach "
                          f"{ip_to_str(real_server)} as the same socket as a live "
                          "flow: dropped")
             return None
@@ -396,8 +393,8 @@ class Middlebox(IcmpRules, PathRules):
 
     def _log_created(self, flow: Flow, why: str, now: float) -> None:
         _, client_ip, client_port, server_ip, server_port = flow.inside
-        client, server = _endpoint(client_ip, client_port), _endpoint(server_ip, server_port)
-        public = _endpoint(flow.public_ip, flow.public_port)
+        client, server = endpoint(client_ip, client_port), endpoint(server_ip, server_port)
+        public = endpoint(flow.public_ip, flow.public_port)
         name = "TCP" if flow.proto == IPPROTO_TCP else "UDP"
         text = f"{why} {name} flow #{flow.id} {client} -> {server}"
         if self.appliance.nat or len(flow.inside[1]) != len(flow.outside[1]):

@@ -81,7 +81,7 @@ def ip_refusal(ip: str, appliance: Appliance, backend: str = "namespaces") -> st
         return (f"{appliance.name} translates addresses, and no appliance in the catalogue "
                 "translates IPv6 to IPv6 (NAT66): use nat64, or a transparent appliance")
     if ip != "4" and appliance.backends > 1:
-        return "IPv6 worlds have one server: not with several backends (a dual-stack NLB)"
+        return "IPv6 worlds have one server: not with several backends"
     return None
 
 

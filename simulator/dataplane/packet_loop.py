@@ -385,7 +385,7 @@ class Dataplane:
         reports, router solicitations) is the link's, not the simulated path's. An IPv6
         world's hosts have offloads off: NAT64 cannot carry a partial checksum over."""
         frame = view[VNET_LEN:n]
-        if bytes(view[:VNET_LEN]) != NO_OFFLOAD and not frame[0] & 1:
+        if (view[0] & F_NEEDS_CSUM or view[1]) and not frame[0] & 1:  # or a GSO type
             raise MalformedFrameError("an IPv6 frame with checksum or segmentation offload")
         if is_neighbour_solicitation(frame):
             ours = next(header[6:12] for s, header in self.ports[side] if s is sock)

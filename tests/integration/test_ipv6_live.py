@@ -7,8 +7,8 @@ kernel's own IPv6 connection tracking as the reference natsim is checked against
 * curl -6 and Node's default agent through a NAT64 world, with three answers that must
   agree as in ``test_real_clients.py``: the real client, the emulation, the model.
 * The differential: client -- middle (the kernel forwards IPv6, conntrack tracks it with
-  ``nf_conntrack_tcp_timeout_established`` lowered to 4 s and INVALID dropped) -- server,
-  and the same through natsim's ``linux-conntrack`` at 400 model s on an ``ip: 6`` world:
+  ``nf_conntrack_tcp_timeout_established`` lowered to 2 s and INVALID dropped) -- server,
+  and the same through natsim's ``linux-conntrack`` at 200 model s on an ``ip: 6`` world:
   curl with and without keepalive must meet the same fate behind both.
 """
 
@@ -98,10 +98,10 @@ def test_node_default_agent_over_nat64(natsim_world: NatsimWorld) -> None:
 
 # -- the kernel's IPv6 conntrack as the reference --------------------------------------------
 
-ESTABLISHED = 4
-"""The middle's ``nf_conntrack_tcp_timeout_established`` (wall s): 400 model s at 100."""
-ANSWER_AFTER = 4.5
-"""Wall seconds the server thinks (450 model s): past the timeout."""
+ESTABLISHED = 2
+"""The middle's ``nf_conntrack_tcp_timeout_established`` (wall s): 200 model s at 100."""
+ANSWER_AFTER = 2.5
+"""Wall seconds the server thinks (250 model s): past the timeout."""
 RULES = """
 table inet natsim_ref6 {
   chain forward {
@@ -158,7 +158,7 @@ def reference6(request: pytest.FixtureRequest) -> Iterator[tuple[str, str]]:
 
 def _curl(run: list[str], how: str) -> int:
     """curl's exit status against a server that answers after ANSWER_AFTER wall seconds."""
-    return subprocess.run([*run, "curl", "-6", "-sS", "-o", "/dev/null", "-m", "8", *CURL[how],
+    return subprocess.run([*run, "curl", "-6", "-sS", "-o", "/dev/null", "-m", "4", *CURL[how],
                            "http://[2001:db8:2::10]:8080/"], capture_output=True, text=True,
                           timeout=30, check=False).returncode
 
@@ -191,7 +191,7 @@ def test_natsim_and_the_kernels_ipv6_conntrack_agree(
                                   "--port", "8080", "--delay", str(ANSWER_AFTER),
                                   "--bind", "::"])
     natsim_world.wait_for_port("server", 8080)
-    done = natsim_world.run("client", ["curl", "-6", "-sS", "-o", "/dev/null", "-m", "8",
+    done = natsim_world.run("client", ["curl", "-6", "-sS", "-o", "/dev/null", "-m", "4",
                                        *CURL[how], "http://[2001:db8:2::10]:8080/"],
                             timeout=30)
     ours, expired = done.returncode, "flow_expired" in natsim_world.kinds()

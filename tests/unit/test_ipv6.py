@@ -8,7 +8,7 @@ import struct
 from pathlib import Path
 
 import pytest
-from scapy.layers.inet import IP, TCP, UDP
+from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.layers.inet6 import (
     ICMPv6EchoRequest,
     ICMPv6ND_NA,
@@ -195,6 +195,17 @@ def test_a_dual_stack_load_balancer_translates_ipv6_clients_to_its_ipv4_target()
     (kept,) = _engine_frames(mb, bytearray(bytes(IP(src="198.18.1.10", dst=SERVER4) / TCP(
         sport=1, dport=8080, flags="S"))), Side.INSIDE, 0.2)
     assert IP(kept).src == "198.18.1.10"
+
+
+def test_an_icmp_error_about_a_nat64_flow_is_dropped_not_mangled() -> None:
+    mb = Middlebox(get_appliance("nat-gw"))
+    (syn,) = _engine_frames(mb, v6(IPv6(src=C6, dst=S6) / TCP(sport=40000, dport=8080,
+                                                                 flags="S")), Side.INSIDE, 0)
+    error = bytearray(bytes(IP(src=SERVER4, dst=PUBLIC) / ICMP(type=3, code=3)
+                            / IP(syn)[IP]))[:20 + 8 + 28]
+    error[2:4] = len(error).to_bytes(2, "big")
+    assert mb.on_packet(error, Side.OUTSIDE, 0.1) == []
+    assert mb.counters["UnsupportedPackets"] == 1 and not mb.counters["IcmpErrorsTranslated"]
 
 
 def test_the_nat_gateway_refuses_ipv6_it_cannot_translate() -> None:
