@@ -14,8 +14,6 @@ compare with each other, not with the IPv4 rows, whose hosts keep veth's offload
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from tempfile import TemporaryDirectory
 from typing import Any
@@ -31,9 +29,9 @@ from bench.run import (
     start_dataplane,
     stop_dataplane,
     throughput,
+    two_worlds,
 )
 from simulator.core import plan
-from simulator.support import interrupts
 from simulator.world import topology
 
 TRACK = """table inet natsim_bench6 {
@@ -44,22 +42,6 @@ TRACK = """table inet natsim_bench6 {
   }
 }
 """
-
-
-@contextmanager
-def two_ipv6_worlds() -> Iterator[tuple[Side, Side]]:
-    sides: list[Side] = []
-    try:
-        for label in ("userspace", "kernel"):
-            world = topology.build_world(plan.world_plan(topology.new_run_id(), {}, ip="6"))
-            sides.append(Side(label, world, source=plan.CLIENT_IP6))
-        make_kernel_router6(sides[1])
-        yield sides[0], sides[1]
-    finally:
-        with interrupts.deferred():
-            for side in sides:
-                side.stop_all()
-                topology.destroy_world(side.world.run_id)
 
 
 def make_kernel_router6(side: Side) -> None:
@@ -87,7 +69,8 @@ def make_kernel_router6(side: Side) -> None:
 def ipv6_rows(seconds: float) -> list[dict[str, Any]]:
     """Bulk TCP and 64-byte UDP over IPv6, natsim beside the kernel."""
     print("  IPv6 worlds (ip: 6, offloads off in both) ...", flush=True)
-    with TemporaryDirectory(prefix="natsim-bench6-") as tmp, two_ipv6_worlds() as (user, kern):
+    with TemporaryDirectory(prefix="natsim-bench6-") as tmp, \
+            two_worlds("6", make_kernel_router6) as (user, kern):
         start_dataplane(user, Path(tmp), appliance_name="ec2-sg-conntrack")
         try:
             bulk = throughput(user, seconds), throughput(kern, seconds)

@@ -48,7 +48,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -291,17 +291,21 @@ def conntrack_object_size() -> int | None:
 
 
 @contextlib.contextmanager
-def two_worlds() -> Iterator[tuple[Side, Side]]:
+def two_worlds(ip: str = "4", router: Callable[[Side], None] | None = None
+               ) -> Iterator[tuple[Side, Side]]:
+    """The userspace world and the kernel's (its middle made by ``router``), removed
+    however the block ends; ``ip: 6`` worlds for the IPv6 rows (``bench/ipv6.py``)."""
     sides: list[Side] = []
     try:
         for label in ("userspace", "kernel"):
             run_id = topology.new_run_id()
             # client addresses: 0 and 1 for the held flows, 2 for iperf3, 3 for the
             # connection-rate run (ports stay in TIME_WAIT after a run, and the load
-            # generator binds its source ports itself)
-            world = topology.build_world(plan.world_plan(run_id, {}, client_addresses=4))
-            sides.append(Side(label, world))
-        make_kernel_router(sides[1])
+            # generator binds its source ports itself); an IPv6 world's client has one
+            world = topology.build_world(plan.world_plan(run_id, {}, client_addresses=4, ip=ip))
+            sides.append(Side(label, world, source=world.client_ip if ip != "4"
+                              else plan.client_address(2)))
+        (router or make_kernel_router)(sides[1])
         yield sides[0], sides[1]
     finally:
         # a second Ctrl-C (or the SIGINT that `timeout` passes on) during the teardown

@@ -22,7 +22,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from pyroute2 import IPRoute, netns
 from scapy.layers.inet import IP, TCP
 from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import Ether
@@ -31,8 +30,8 @@ from scapy.utils import rdpcap
 from simulator.cli.pytest_plugin import NatsimWorld
 from simulator.runs.runner import run_scenario
 from simulator.spec.scenario import load_scenario
-from simulator.world import topology
 from tests.integration.conftest import OURS
+from tests.integration.test_kernel_differential import LATE, RULES, reference_path
 from tests.integration.test_real_clients import (
     CLIENT_TIMEOUT,
     NODE_AGENT,
@@ -102,16 +101,6 @@ ESTABLISHED = 2
 """The middle's ``nf_conntrack_tcp_timeout_established`` (wall s): 200 model s at 100."""
 ANSWER_AFTER = 2.5
 """Wall seconds the server thinks (250 model s): past the timeout."""
-RULES = """
-table inet natsim_ref6 {
-  chain forward {
-    type filter hook forward priority 0; policy drop;
-    ct state established,related accept
-    ct state new tcp flags & (syn | ack) == syn accept
-    ct state invalid drop
-  }
-}
-"""
 CURL = {"keepalive": ["--keepalive-time", "1"], "none": ["--no-keepalive"]}
 """In wall seconds in both worlds: a probe each 100 model s, or none."""
 
@@ -120,40 +109,15 @@ CURL = {"keepalive": ["--keepalive-time", "1"], "none": ["--no-keepalive"]}
 def reference6(request: pytest.FixtureRequest) -> Iterator[tuple[str, str]]:
     """client -- middle (the kernel forwards IPv6, conntrack tracks it) -- server."""
     assert shutil.which("nft"), "the reference needs nft: apt-get install nftables"
-    tag = request.node.callspec.id
-    client, middle, server = (f"{OURS}ref6{tag}-{x}" for x in ("c", "m", "s"))
-    try:
-        for name in (client, middle, server):
-            netns.create(name)
-        ends = ((client, "inside", "2001:db8:1::10", "2001:db8:1::1", "2001:db8:2::/64"),
-                (server, "outside", "2001:db8:2::10", "2001:db8:2::1", "2001:db8:1::/64"))
-        quiet = {"net.ipv6.conf.all.accept_dad": 0, "net.ipv6.conf.default.accept_dad": 0}
-        for name in (client, middle, server):
-            topology.write_sysctls(name, quiet)
-        for ns, ifname, address, gateway, far in ends:
-            with IPRoute(netns=ns) as ipr:
-                ipr.link("add", ifname="eth0", kind="veth",
-                         peer={"ifname": ifname, "net_ns_fd": middle})
-                index = ipr.link_lookup(ifname="eth0")[0]
-                ipr.addr("add", index=index, address=address, prefixlen=64)
-                ipr.link("set", index=index, state="up")
-                ipr.route("add", dst=far, gateway=gateway)
-            with IPRoute(netns=middle) as ipr:
-                index = ipr.link_lookup(ifname=ifname)[0]
-                ipr.addr("add", index=index, address=gateway, prefixlen=64)
-                ipr.link("set", index=index, state="up")
-        subprocess.run(["ip", "netns", "exec", middle, "nft", "-f", "-"], check=True,
-                       input=RULES, text=True)
-        topology.write_sysctls(middle, {
-            "net.ipv6.conf.all.forwarding": 1, "net.netfilter.nf_conntrack_tcp_loose": 0,
-            "net.netfilter.nf_conntrack_tcp_timeout_established": ESTABLISHED})
-        yield client, server
-    finally:
-        for name in (client, middle, server):
-            if name in netns.listnetns():
-                for pid in topology.pids_in(name):
-                    subprocess.run(["kill", "-9", str(pid)], check=False)
-                netns.remove(name)
+    ends = (("inside", "2001:db8:1::10", "2001:db8:1::1", "2001:db8:2::/64"),
+            ("outside", "2001:db8:2::10", "2001:db8:2::1", "2001:db8:1::/64"))
+    with reference_path(
+            f"{OURS}ref6{request.node.callspec.id}", ends, 64, RULES % LATE["drop"], {
+                "net.ipv6.conf.all.forwarding": 1, "net.netfilter.nf_conntrack_tcp_loose": 0,
+                "net.netfilter.nf_conntrack_tcp_timeout_established": ESTABLISHED},
+            hosts={"net.ipv6.conf.all.accept_dad": 0,
+                   "net.ipv6.conf.default.accept_dad": 0}) as path:
+        yield path
 
 
 def _curl(run: list[str], how: str) -> int:

@@ -16,7 +16,8 @@ import io
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -50,46 +51,62 @@ table inet natsim_ref {
 LATE = {"drop": "drop", "rst": "reject with tcp reset"}
 
 
+End = tuple[str, str, str, str]
+"""(interface on the middle, host address, its gateway on the middle, the far network)."""
+
+
+@contextmanager
+def reference_path(prefix: str, ends: tuple[End, End], prefixlen: int, rules: str,
+                   middle: Mapping[str, int | str], hosts: Mapping[str, int | str] | None = None
+                   ) -> Iterator[tuple[str, str]]:
+    """client -- middle (the kernel forwards, conntrack tracks, ``rules`` filter) --
+    server: three namespaces named from ``prefix``, removed however the block ends."""
+    client, mid, server = (f"{prefix}-{x}" for x in ("c", "m", "s"))
+    try:
+        for name in (client, mid, server):
+            netns.create(name)
+            if hosts:
+                topology.write_sysctls(name, hosts)
+        for ns, (ifname, address, gateway, far) in zip((client, server), ends, strict=True):
+            with IPRoute(netns=ns) as ipr:
+                ipr.link("add", ifname="eth0", kind="veth",
+                         peer={"ifname": ifname, "net_ns_fd": mid})
+                index = ipr.link_lookup(ifname="eth0")[0]
+                ipr.addr("add", index=index, address=address, prefixlen=prefixlen)
+                ipr.link("set", index=index, state="up")
+                ipr.route("add", dst=far, gateway=gateway)
+            with IPRoute(netns=mid) as ipr:
+                index = ipr.link_lookup(ifname=ifname)[0]
+                ipr.addr("add", index=index, address=gateway, prefixlen=prefixlen)
+                ipr.link("set", index=index, state="up")
+        subprocess.run(["ip", "netns", "exec", mid, "nft", "-f", "-"], check=True,
+                       input=rules, text=True)
+        topology.write_sysctls(mid, middle)
+        yield client, server
+    finally:
+        for name in (client, mid, server):
+            if name in netns.listnetns():
+                for pid in topology.pids_in(name):
+                    subprocess.run(["kill", "-9", str(pid)], check=False)
+                netns.remove(name)
+
+
 @pytest.fixture
 def reference(request: pytest.FixtureRequest) -> Iterator[tuple[str, str]]:
     """client -- middle (the kernel forwards, conntrack tracks) -- server; its late rule
     is the test's parameter."""
     tag = request.node.callspec.id
     assert shutil.which("nft"), "the reference needs nft: apt-get install nftables"
-    client, middle, server = (f"{OURS}ref{tag}-{x}" for x in ("c", "m", "s"))
-    try:
-        for name in (client, middle, server):
-            netns.create(name)
-        ends = ((client, "inside", "198.18.1.10", "198.18.1.1", "198.19.0.0/16"),
-                (server, "outside", "198.19.1.10", "198.19.1.1", "198.18.0.0/16"))
-        for ns, ifname, address, gateway, far in ends:
-            with IPRoute(netns=ns) as ipr:
-                ipr.link("add", ifname="eth0", kind="veth",
-                         peer={"ifname": ifname, "net_ns_fd": middle})
-                index = ipr.link_lookup(ifname="eth0")[0]
-                ipr.addr("add", index=index, address=address, prefixlen=24)
-                ipr.link("set", index=index, state="up")
-                ipr.route("add", dst=far, gateway=gateway)
-            with IPRoute(netns=middle) as ipr:
-                index = ipr.link_lookup(ifname=ifname)[0]
-                ipr.addr("add", index=index, address=gateway, prefixlen=24)
-                ipr.link("set", index=index, state="up")
-        subprocess.run(["ip", "netns", "exec", middle, "nft", "-f", "-"], check=True,
-                       input=RULES % LATE[tag], text=True)
-        topology.write_sysctls(middle, {
+    ends = (("inside", "198.18.1.10", "198.18.1.1", "198.19.0.0/16"),
+            ("outside", "198.19.1.10", "198.19.1.1", "198.18.0.0/16"))
+    with reference_path(f"{OURS}ref{tag}", ends, 24, RULES % LATE[tag], {
             "net.ipv4.ip_forward": 1, "net.netfilter.nf_conntrack_tcp_loose": 0,
-            "net.netfilter.nf_conntrack_tcp_timeout_established": ESTABLISHED})
+            "net.netfilter.nf_conntrack_tcp_timeout_established": ESTABLISHED}) as (c, s):
         kernel = {f"net.ipv4.{k}": v
                   for k, v in world_sysctls(at_speed(Retransmission(), SPEED)).items()}
-        for ns in (client, server):
+        for ns in (c, s):
             topology.write_sysctls(ns, kernel)
-        yield client, server
-    finally:
-        for name in (client, middle, server):
-            if name in netns.listnetns():
-                for pid in topology.pids_in(name):
-                    subprocess.run(["kill", "-9", str(pid)], check=False)
-                netns.remove(name)
+        yield c, s
 
 
 def _outcome(proc: subprocess.Popen[str]) -> tuple[str, float]:
