@@ -64,7 +64,9 @@ def test_a_program_sleeps_in_model_seconds(world: str) -> None:
                   "print(round(time.monotonic() - m))")
     wall = time.monotonic() - started
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "350"  # the program saw 350 s pass
+    # the program saw 350 s pass: a sleep never ends early, and a loaded host wakes it up
+    # to a model second late (CI saw 351: 15 wall ms at this speed)
+    assert done.stdout.strip() in ("350", "351"), done.stdout
     assert wall < 350 / SPEED + 5, wall  # in about 10 wall seconds
 
 

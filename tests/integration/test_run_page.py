@@ -44,11 +44,12 @@ def test_the_run_page_shows_the_late_answer_its_rst_and_the_verdict(
     details = browser.evaluate("document.getElementById('details').innerText")
     assert "server → appliance (dropped)" in details, details
     assert "dropped PA packet from server of expired flow #1" in details
-    # the flow is forgotten 350 s after its last packet, which a loaded host can make a
-    # tenth of a second late: the page must say the time the run recorded
+    # the flow is forgotten 350 s after its last packet, and the page counts from the
+    # request: a loaded host moves the two apart by a tenth of a second either way (349.98
+    # and 350.1 seen in CI), so the page must say the time the run recorded
     expired = browser.evaluate("JSON.parse(document.getElementById('data').textContent)"
                                ".flows.find((f) => f.id === 1).expired")
-    assert 350.0 <= expired < 352.0, expired
+    assert 349.0 < expired < 352.0, expired
     assert f"forgotten at {expired:.1f} s after 350 s idle" in details, details
     assert "What followed" in details and "RST sent back to the server" in details
     browser.click("#details button.followed")
