@@ -260,7 +260,7 @@ class Middlebox(IcmpRules, PathRules):
         if flow.target is not None and not self._inspection_passes(flow, pkt, Side.INSIDE, now):
             return []
         outside = flow.outside
-        translated = len(pkt.dst) != len(outside[1])
+        translated = flow.translated
         if translated:  # NAT64, or a dual-stack load balancer: the IPv4 packet replaces it
             packet, pkt = to_ipv4(packet, pkt, outside[3], outside[1])
         if flow.backend is not None:
@@ -285,7 +285,7 @@ class Middlebox(IcmpRules, PathRules):
         if flow.target is not None and not self._inspection_passes(flow, pkt, Side.OUTSIDE, now):
             return []
         inside = flow.inside
-        translated = len(pkt.src) != len(inside[3])
+        translated = flow.translated
         if translated:  # back to the client's IPv6
             packet, pkt = to_ipv6(packet, pkt, inside[3], inside[1])
         if flow.backend is not None:  # the client talks to the virtual address
@@ -397,7 +397,7 @@ class Middlebox(IcmpRules, PathRules):
         public = endpoint(flow.public_ip, flow.public_port)
         name = "TCP" if flow.proto == IPPROTO_TCP else "UDP"
         text = f"{why} {name} flow #{flow.id} {client} -> {server}"
-        if self.appliance.nat or len(flow.inside[1]) != len(flow.outside[1]):
+        if self.appliance.nat or flow.translated:
             text += f" as {public}"
         if flow.target is not None:
             text += f" via inspection target {flow.target}"
@@ -561,7 +561,7 @@ class Middlebox(IcmpRules, PathRules):
             self._emit(now, EventKind.RST_SENT, expired, side,
                        f"RST sent back to the {who} (seq={seq})", seq=seq)
         port = self._backend_index.get(pkt.src, 0) if side is Side.OUTSIDE else 0
-        return [Transmit(side, rst, port)]
+        return [Transmit(side, rst, port, made=True)]
 
     def _inspection_passes(self, flow: Flow, pkt: Packet, side: Side, now: float) -> bool:
         """A flow's inspection host forwards only connections whose state it holds.
@@ -585,7 +585,7 @@ class Middlebox(IcmpRules, PathRules):
         return False
 
     def _forget(self, flow: Flow) -> None:
-        if self.appliance.nat or len(flow.inside[1]) != len(flow.outside[1]):
+        if self.appliance.nat or flow.translated:
             self.ports.release(flow.public_ip, flow.public_port, flow.proto,
                                flow.outside[1], flow.outside[2])
         self.counters["ActiveConnectionCount"] = len(self.flows)

@@ -136,6 +136,11 @@ class Flow:
     def server(self) -> tuple[bytes, int]:
         return self.inside[3], self.inside[4]
 
+    @property
+    def translated(self) -> bool:
+        """IPv6 inside, IPv4 outside: NAT64, or a dual-stack load balancer's IPv4 target."""
+        return len(self.inside[1]) != len(self.outside[1])
+
 
 class Timer(StrEnum):
     """What a deadline is for. Every timer of an appliance lives in one heap (below), so

@@ -32,7 +32,7 @@ from simulator.core.packets import (
 
 @dataclass(slots=True)
 class Transmit:
-    """Send ``packet`` (an IPv4 packet, no link header) out of the middlebox's ``side``.
+    """Send ``packet`` (an IP packet, no link header) out of the middlebox's ``side``.
 
     Not frozen, though nothing changes one: a frozen dataclass builds itself through
     ``object.__setattr__``, five times the cost, once per forwarded packet.
@@ -45,6 +45,9 @@ class Transmit:
     deadline: float | None = None
     """For an RST sent because a flow expired: the idle deadline it answers, so that the
     I/O layer can measure how late after the deadline the packet actually left."""
+    made: bool = False
+    """Built by the appliance (an RST, its own keepalive), not a packet that came in and
+    goes on: a translated packet (NAT64) is a new object but not a made one."""
 
 
 
@@ -86,7 +89,7 @@ class IcmpRules:
                                        inner.sport))
         # an error about a translated flow (NAT64) would need ICMPv4 -> ICMPv6 (RFC 7915
         # section 4.2), which natsim does not do yet: dropped and counted, never mangled
-        if inner is None or flow is None or len(flow.inside[1]) != len(inner.src):
+        if inner is None or flow is None or flow.translated:
             self.counters["PacketsDropCount"] += 1
             self.counters["UnsupportedPackets"] += 1
             return []

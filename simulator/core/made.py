@@ -28,10 +28,11 @@ def keepalives_to_both(flow: Flow) -> list[Transmit]:
     real_ip, real_port = flow.outside[1], flow.outside[2]
     return [
         Transmit(Side.INSIDE, build_tcp(server_ip, server_port, client_ip, client_port,
-                                        from_server - 1, from_client, ACK, WINDOW)),
+                                        from_server - 1, from_client, ACK, WINDOW),
+                 made=True),
         Transmit(Side.OUTSIDE, build_tcp(flow.public_ip, flow.public_port, real_ip, real_port,
                                          from_client - 1, from_server, ACK, WINDOW),
-                 flow.port),
+                 flow.port, made=True),
     ]
 
 
@@ -45,9 +46,9 @@ def resets_to_both(flow: Flow) -> list[Transmit]:
     if to_client_seq is not None:
         out.append(Transmit(Side.INSIDE, build_tcp(server_ip, server_port, client_ip,
                                                    client_port, to_client_seq, 0, RST),
-                            deadline=flow.deadline))
+                            deadline=flow.deadline, made=True))
     if to_server_seq is not None:
         out.append(Transmit(Side.OUTSIDE, build_tcp(flow.public_ip, flow.public_port, real_ip,
                                                     real_port, to_server_seq, 0, RST),
-                            flow.port, flow.deadline))
+                            flow.port, flow.deadline, made=True))
     return out

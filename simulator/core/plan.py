@@ -195,8 +195,7 @@ def _ipv6_world(run_id: str, client_sysctls: Mapping[str, int],
     appliance's NAT64 (``ip: nat64``, the client naming it through DNS64) or behind a
     dual-stack load balancer's IPv6 address ``vip6`` (``ip: dualstack``)."""
     nat64, ipv4_server = ip == "nat64", ip in ("nat64", "dualstack")
-    server_name = (nat64_address(SERVER_IP) if nat64 else vip6 or "" if ipv4_server
-                   else SERVER_IP6)
+    server_name = {"nat64": nat64_address(SERVER_IP), "dualstack": vip6}.get(ip) or SERVER_IP6
     hosts = ((server_name, "server"), (CLIENT_IP6, "client"), (server_name, "backend0"))
     client = HostPlan(
         role="client", addresses=(CLIENT_IP6,), gateway=CLIENT_GW6,

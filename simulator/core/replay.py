@@ -232,11 +232,10 @@ class Replay:
             self._by_flow[flow.id] = conn
         for out in sent:
             # the appliance's own segments have no options: flags at 20 + 13 (IPv6: 40 + 13)
-            if out.packet is not packet and out.packet[53 if out.packet[0] >> 4 == 6 else 33] \
-                    & RST:
+            if out.made and out.packet[53 if out.packet[0] >> 4 == 6 else 33] & RST:
                 conn.appliance_rsts.append((t, "client" if out.side is Side.INSIDE
                                             else "server"))
-        forwarded = any(out.packet is packet for out in sent)
+        forwarded = any(not out.made for out in sent)  # as it came, or translated
         if not syn and (had_flow is None or had_flow is not flow) \
                 and conn.expired_at is not None and conn.late_at is None:
             self._late(conn, who, t, forwarded, flow)

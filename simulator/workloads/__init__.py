@@ -55,3 +55,8 @@ def report(source: str, kind: Kind, text: str, **data: Json) -> None:
     msg = Message(source, kind, text, mono=time.monotonic(), data=data)
     sys.stdout.write(msg.to_line() + "\n")
     sys.stdout.flush()
+
+
+def peer_name(address: tuple[str, int] | tuple[str, int, int, int]) -> str:
+    """A socket address as a line names it: ``host:port``, ``[host]:port`` for IPv6."""
+    return f"[{address[0]}]:{address[1]}" if ":" in address[0] else f"{address[0]}:{address[1]}"

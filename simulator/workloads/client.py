@@ -15,7 +15,7 @@ import time
 
 from simulator.core.configs import ClientConfig
 from simulator.core.messages import Kind
-from simulator.workloads import config_from_argv, report
+from simulator.workloads import config_from_argv, peer_name, report
 
 SOURCE = "client"
 
@@ -98,11 +98,6 @@ def connect(host: str, port: int,
     return None
 
 
-def _named(address: tuple[str, int] | tuple[str, int, int, int]) -> str:
-    """``host:port``, or ``[host]:port`` for IPv6."""
-    return f"[{address[0]}]:{address[1]}" if ":" in address[0] else f"{address[0]}:{address[1]}"
-
-
 def run(host: str, port: int, request: str, timeout: float, keepalive: str,
         idle: int | None, interval: int | None, count: int | None, retries: int = 0,
         backoff: float = 1.0, resolve: str = "each", user_timeout_ms: int | None = None
@@ -113,7 +108,7 @@ def run(host: str, port: int, request: str, timeout: float, keepalive: str,
         return "connect_failed"
     sock, how = connected
     local = sock.getsockname()
-    report(SOURCE, Kind.CONNECTED, f"connected from {_named(local)} to {host}:{port}; {how}")
+    report(SOURCE, Kind.CONNECTED, f"connected from {peer_name(local)} to {host}:{port}; {how}")
     sock.sendall(request.encode() + b"\n")
     started = time.monotonic()
     report(SOURCE, Kind.REQUEST_SENT, f"request sent: {request!r}; waiting for the answer")

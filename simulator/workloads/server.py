@@ -18,7 +18,7 @@ import time
 
 from simulator.core.configs import ServerConfig
 from simulator.core.messages import Kind
-from simulator.workloads import config_from_argv, report
+from simulator.workloads import config_from_argv, peer_name, report
 
 SOURCE = "server"
 SIOCOUTQ = 0x5411
@@ -110,8 +110,7 @@ def run(port: int, delay: float, answer: str, wait_limit: float, delay_label: st
     except TimeoutError:
         report(SOURCE, Kind.NO_CLIENT, "no client connected")
         return "no_client"
-    who = f"[{peer[0]}]:{peer[1]}" if ipv6 else f"{peer[0]}:{peer[1]}"
-    report(SOURCE, Kind.ACCEPTED, f"accepted a connection from {who}")
+    report(SOURCE, Kind.ACCEPTED, f"accepted a connection from {peer_name(peer)}")
     conn.settimeout(wait_limit)
     request = b""
     while not request.endswith(b"\n"):

@@ -260,3 +260,4 @@ def test_an_ipv6_client_through_nat64_is_replayed_as_an_ipv4_one_would_be(
     assert conn.fate is Fate.LATE_RST and conn.expired_at == pytest.approx(350.04, abs=0.01)
     ((rst_at, rst_to),) = conn.appliance_rsts
     assert rst_at == pytest.approx(400) and rst_to == "server"
+
